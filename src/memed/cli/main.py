@@ -1,0 +1,44 @@
+"""Root command group; anticipated errors become one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from memed import __version__
+from memed.cli.config_cmd import config_group
+from memed.cli.data_cmd import data_group
+from memed.cli.features_cmd import features_group
+from memed.errors import MemedError
+
+
+class _MemedGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MemedError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_MemedGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="memed")
+def cli() -> None:
+    """memed: per-minute memecoin ticks in, risk-sized BUY/HOLD/SELL signals out.
+
+    \b
+    One feature engine serves the live daemon, the trainers and the backtester.
+    Configuration is TOML (see configs/default.toml); every command that takes
+    --config validates it once and refuses unknown keys or bad values.
+    """
+
+
+cli.add_command(config_group)
+cli.add_command(data_group)
+cli.add_command(features_group)
+
+
+def main() -> None:
+    cli(prog_name="memed")

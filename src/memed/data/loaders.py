@@ -1,0 +1,156 @@
+"""Readers that turn market data files into the canonical bar frame.
+
+Supported sources (chosen by file extension, then by columns):
+
+* Parquet (``.parquet``) and CSV (``.csv``) with ``token`` (optional: else the file name), a time column
+  (``ts``, ``date``, ``timestamp`` or ``time``: datetime, or unix seconds / milliseconds) and either
+  ``open, high, low, close, volume`` or a single ``price`` (a tick: a flat bar, volume 0 unless given).
+* freqtrade feather (``.feather``/``.arrow``) and json (``.json``: a list of
+  ``[ms, open, high, low, close, volume]``); the token is the file name without the timeframe suffix,
+  e.g. ``1000PEPE_USDT_USDT-1m-futures.feather`` -> ``1000PEPE_USDT_USDT``.
+* GeckoTerminal flat CSV (columns ``mint, ts, open, high, low, close, volume_usd``): token = mint.
+
+Every reader returns ``(frame, rejections)``; a file that cannot be read raises
+:class:`~memed.errors.DataError` with the path and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+
+from memed.data.schema import Rejections, validate_bars
+from memed.errors import DataError
+
+_TIME_ALIASES = ("ts", "date", "timestamp", "time", "datetime")
+_FREQTRADE_SUFFIX = re.compile(r"-\d+[smhdwM](-[a-z]+)?$")
+
+
+def token_from_filename(path: Path) -> str:
+    """freqtrade names files ``PAIR-TIMEFRAME[-CANDLETYPE].ext``; the token is the PAIR part."""
+    return _FREQTRADE_SUFFIX.sub("", path.stem)
+
+
+def _to_utc(col: pl.Series) -> pl.Series:
+    """Datetimes become UTC; integers are unix seconds, or milliseconds when they are that large."""
+    if isinstance(col.dtype, pl.Datetime):
+        return col.dt.replace_time_zone("UTC") if col.dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+    if col.dtype.is_numeric():
+        ints = col.cast(pl.Int64, strict=False)
+        unit = "ms" if (ints.drop_nulls().abs().max() or 0) > 10**11 else "s"  # type: ignore[operator]
+        return pl.from_epoch(ints, time_unit=unit).dt.replace_time_zone("UTC")
+    if col.dtype == pl.String:
+        return col.str.to_datetime(time_zone="UTC", strict=False)
+    raise DataError(f"time column has unsupported type {col.dtype}")
+
+
+def _normalise(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Map a table with some recognised columns onto the canonical names."""
+    cols = {c.lower(): c for c in raw.columns}
+    df = raw.rename({orig: low for low, orig in cols.items() if orig != low})
+    if {"mint", "volume_usd"} <= set(df.columns):  # GeckoTerminal flat export
+        df = df.rename({"mint": "token", "volume_usd": "volume"})
+    time_col = next((c for c in _TIME_ALIASES if c in df.columns), None)
+    if time_col is None:
+        raise DataError(f"{path}: no time column (expected one of {', '.join(_TIME_ALIASES)})")
+    ts = _to_utc(df[time_col])
+    df = df.drop([c for c in _TIME_ALIASES if c in df.columns]).with_columns(ts.alias("ts"))
+    if "token" not in df.columns:
+        df = df.with_columns(pl.lit(token_from_filename(path)).alias("token"))
+    if "price" in df.columns and "close" not in df.columns:
+        p = pl.col("price")
+        df = df.with_columns(open=p, high=p, low=p, close=p)
+        if "volume" not in df.columns:
+            df = df.with_columns(volume=pl.lit(0.0))
+    missing = [c for c in ("open", "high", "low", "close", "volume") if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s): {', '.join(missing)} (have: {', '.join(raw.columns)})")
+    return df.with_columns(pl.col("token").cast(pl.String))
+
+
+def _read_raw(path: Path) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pl.read_parquet(path)
+    if suffix == ".csv":
+        return pl.read_csv(path, infer_schema_length=10_000)
+    if suffix in {".feather", ".arrow", ".ipc"}:
+        return pl.read_ipc(path)
+    if suffix == ".json":
+        return _read_freqtrade_json(path)
+    raise DataError(f"{path}: unsupported file type {suffix!r} (parquet, csv, feather, json)")
+
+
+def _read_freqtrade_json(path: Path) -> pl.DataFrame:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise DataError(f"{path}: freqtrade json must be a list of [ms, open, high, low, close, volume]")
+    if not all(isinstance(r, list) and len(r) >= 6 for r in data):
+        raise DataError(f"{path}: every row must be a list [ms, open, high, low, close, volume]")
+    names = ["date", "open", "high", "low", "close", "volume"]
+    cols = {n: [r[i] for r in data] for i, n in enumerate(names)}
+    return pl.DataFrame(cols, schema={"date": pl.Int64, **{n: pl.Float64 for n in names[1:]}}, strict=False)
+
+
+def read_bars(path: str | Path) -> tuple[pl.DataFrame, Rejections]:
+    """Read one file into the canonical bar frame, rejecting rows that break the schema."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        raw = _read_raw(p)
+    except DataError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{p}: not valid JSON: {exc}") from None
+    except Exception as exc:  # polars/arrow raise many types for corrupt files; report, don't trace
+        raise DataError(f"{p}: cannot read {p.suffix.lstrip('.')} file: {type(exc).__name__}: {exc}") from None
+    try:
+        return validate_bars(_normalise(raw, p))
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        raise DataError(f"{p}: {exc}") from None
+
+
+def expand_sources(sources: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus the data files inside named folders (sorted)."""
+    out: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(
+                f for f in p.iterdir() if f.suffix.lower() in {".parquet", ".csv", ".feather", ".arrow", ".json"}
+            )
+            if not found:
+                raise DataError(f"{p}: folder holds no data files")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def load_dataset(sources: Iterable[str | Path]) -> tuple[pl.DataFrame, Rejections]:
+    """Read and merge several sources into one canonical frame, sorted by token and time."""
+    frames: list[pl.DataFrame] = []
+    total = Rejections()
+    for path in expand_sources(sources):
+        frame, rej = read_bars(path)
+        frames.append(frame)
+        total.merge(rej)
+    if not frames:
+        raise DataError("no input files")
+    merged, rej = validate_bars(pl.concat(frames, how="vertical"))  # catches duplicates across files
+    total.merge(rej)
+    return merged, total
+
+
+def write_dataset(frame: pl.DataFrame, out: str | Path) -> None:
+    """Write a canonical frame to Parquet (zstd), creating the parent folder."""
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    frame.write_parquet(tmp, compression="zstd")
+    tmp.replace(p)

@@ -1,0 +1,13 @@
+"""The shared incremental feature engine: one compiled implementation, two drivers.
+
+* :func:`compute_features` — batch: a canonical bar frame in, ``token, ts`` and every feature out.
+* :class:`FeatureStream` — streaming: per-token state advanced one minute-batch at a time, with
+  per-token readiness, snapshot and restore.
+* :func:`build_spec` / :class:`FeatureSpec` — names, parameters, warm-ups and the spec hash.
+"""
+
+from memed.features.batch import compute_features
+from memed.features.spec import ALL_FEATURES, FeatureDef, FeatureSpec, build_spec
+from memed.features.stream import FeatureStream, StreamUpdate, stream_features
+
+__all__ = ["ALL_FEATURES", "FeatureDef", "FeatureSpec", "FeatureStream", "StreamUpdate", "build_spec", "compute_features", "stream_features"]

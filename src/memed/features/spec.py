@@ -1,0 +1,173 @@
+"""The feature specification: names, parameters, warm-ups, order, and a stable hash.
+
+Window conventions (written down once, here):
+
+* Features named ``..._<w>m`` are defined over *minutes*. A dataset with a bar interval of ``i`` minutes
+  computes them over ``w / i`` bars; when ``w`` is not a multiple of ``i`` or gives too few bars for the
+  statistic, the feature is **absent** from that dataset's spec (not garbage).
+* Classic indicators (``rsi_14``, ``atr_14``, ``macd``, ``bb_*_20``, ``stoch_*_14``, ``willr_14``,
+  ``cci_20``) count *bars*, as traders use them on every timeframe.
+* A value before its feature's warm-up (counted in bars since the token's segment start) is null.
+
+The hash covers the spec version, the bar interval, the gap rule, every feature's name, parameters and
+warm-up, and the source text of the kernel: any change to the math changes the hash, and models trained
+on another hash are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from memed.features import layout as L
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDef:
+    name: str
+    index: int  # column in the kernel's output row
+    params: dict[str, int]
+    warmup: int  # bars of a segment needed before the value exists
+    optional: bool = False  # depends on columns a source may lack (buys/sells, liquidity)
+
+
+
+
+def _catalogue() -> list[tuple[str, dict[str, object]]]:
+    """Every feature the kernel computes, in output order, with its definition parameters."""
+    rows: list[tuple[str, dict[str, object]]] = []
+    for w in (1, 5, 15, 30, 60):
+        rows.append((f"logret_{w}m", {"window_min": w, "min_bars": 1, "warm": "w+1"}))
+    for w in (5, 10, 15, 30, 60):
+        rows.append((f"ret_mean_{w}m", {"window_min": w, "min_bars": 2, "warm": "w+1", "pkey": f"rs{w}"}))
+    for w in (5, 10, 15, 30, 60):
+        rows.append((f"ret_std_{w}m", {"window_min": w, "min_bars": 2, "warm": "w+1", "pkey": f"rs{w}"}))
+    for w in (5, 10, 15, 30, 60):
+        rows.append((f"zscore_{w}m", {"window_min": w, "min_bars": 2, "warm": "w", "pkey": f"z{w}"}))
+    for p in (9, 14, 21):
+        rows.append((f"rsi_{p}", {"period": p, "warmup": p + 1}))
+    rows.append(("macd", {"fast": 12, "slow": 26, "signal": 9, "warmup": 26}))
+    rows.append(("macd_signal", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
+    rows.append(("macd_hist", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
+    for name in ("bb_upper_20", "bb_lower_20", "bb_width_20", "bb_pctb_20"):
+        rows.append((name, {"period": 20, "nbdev": 2, "warmup": 20}))
+    rows.append(("atr_14", {"period": 14, "warmup": 15}))
+    rows.append(("atr_pct_14", {"period": 14, "warmup": 15}))
+    rows.append(("stoch_k_14", {"period": 14, "warmup": 14}))
+    rows.append(("stoch_d_14", {"period": 14, "smooth": 3, "warmup": 16}))
+    rows.append(("willr_14", {"period": 14, "warmup": 14}))
+    rows.append(("cci_20", {"period": 20, "warmup": 20}))
+    rows.append(("obv", {"warmup": 1}))
+    rows.append(("volume_ratio_30m", {"window_min": 30, "min_bars": 2, "warm": "w", "pkey": "vol30"}))
+    rows.append(("volume_zscore_30m", {"window_min": 30, "min_bars": 2, "warm": "w", "pkey": "vol30"}))
+    rows.append(("buy_pressure", {"warmup": 1, "optional": 1}))
+    rows.append(("buy_pressure_15m", {"window_min": 15, "min_bars": 1, "warm": "w", "pkey": "flow15", "optional": 1}))
+    rows.append(("liquidity_change_15m", {"window_min": 15, "min_bars": 1, "warm": "w+1", "pkey": "liq15", "optional": 1}))
+    for w in (30, 60):
+        rows.append((f"ret_skew_{w}m", {"window_min": w, "min_bars": 4, "warm": "w+1", "pkey": f"rs{w}"}))
+        rows.append((f"ret_kurt_{w}m", {"window_min": w, "min_bars": 4, "warm": "w+1", "pkey": f"rs{w}"}))
+    rows.append(("var_95_60m", {"window_min": 60, "min_bars": 10, "warm": "w+1", "pkey": "var60", "q": 5}))
+    rows.append(("fft_low_share_64m", {"window_min": 64, "min_bars": 64, "warm": "w+1", "pkey": "dft64", "bins": 4}))
+    rows.append(("fft_nyquist_share_64m", {"window_min": 64, "min_bars": 64, "warm": "w+1", "pkey": "dft64"}))
+    rows.append(("momentum_10m", {"window_min": 10, "min_bars": 1, "warm": "w+1", "pkey": "mom10"}))
+    rows.append(("accel_5m", {"window_min": 5, "min_bars": 1, "warm": "2w+1", "pkey": "acc5"}))
+    rows.append(("age_minutes", {"warmup": 1}))
+    rows.append(("minute_sin", {"warmup": 1}))
+    rows.append(("minute_cos", {"warmup": 1}))
+    return rows
+
+
+ALL_FEATURES: tuple[str, ...] = tuple(name for name, _ in _catalogue())
+MAX_DFT_BARS = 64
+
+
+def _bars_for(window_min: int, interval: int, min_bars: int, key: str) -> int:
+    if window_min % interval:
+        return -1
+    bars = window_min // interval
+    if key == "dft64" and bars != MAX_DFT_BARS:  # the sliding DFT is sized for exactly 64 bars
+        return -1
+    return bars if bars >= min_bars else -1
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The features a dataset of a given bar interval gets, and the gap rule they run under."""
+
+    interval_minutes: int
+    gap_fill_max_minutes: int
+    features: tuple[FeatureDef, ...]
+    params: tuple[int, ...] = field(repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def columns(self) -> np.ndarray:
+        """Indices of this spec's features in the kernel's output row."""
+        return np.array([f.index for f in self.features], dtype=np.int64)
+
+    @property
+    def warmup_bars(self) -> int:
+        """Bars after which every non-optional feature has a value: the token is *ready*."""
+        return max(f.warmup for f in self.features if not f.optional)
+
+    def param_vector(self) -> np.ndarray:
+        return np.array(self.params, dtype=np.int64)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "spec_version": SPEC_VERSION,
+            "interval_minutes": self.interval_minutes,
+            "gap_fill_max_minutes": self.gap_fill_max_minutes,
+            "warmup_bars": self.warmup_bars,
+            "features": [
+                {"name": f.name, "params": f.params, "warmup": f.warmup, "optional": f.optional}
+                for f in self.features
+            ],
+        }
+
+    @cached_property
+    def hash(self) -> str:
+        body = json.dumps(self.to_dict(), sort_keys=True).encode()
+        kernel_src = (Path(__file__).parent / "kernel.py").read_bytes()
+        return hashlib.sha256(body + b"\0" + kernel_src).hexdigest()[:16]
+
+
+def build_spec(interval_minutes: int = 1, gap_fill_max_minutes: int = 15) -> FeatureSpec:
+    """The feature specification for a dataset with bars of ``interval_minutes``."""
+    if interval_minutes < 1:
+        raise ValueError("interval_minutes must be >= 1")
+    params = dict.fromkeys(L.PARAM_NAMES, -1)
+    params["interval"] = interval_minutes
+    params["max_fill_bars"] = gap_fill_max_minutes // interval_minutes
+    feats: list[FeatureDef] = []
+    for index, (name, d) in enumerate(_catalogue()):
+        optional = bool(d.get("optional", 0))
+        if "window_min" in d:
+            wmin = int(d["window_min"])  # type: ignore[call-overload]
+            key = str(d.get("pkey", f"lr{wmin}"))
+            bars = _bars_for(wmin, interval_minutes, int(d["min_bars"]), key)  # type: ignore[call-overload]
+            if bars < 0:
+                continue
+            params[key] = bars
+            warm = {"w": bars, "w+1": bars + 1, "2w+1": 2 * bars + 1}[str(d["warm"])]
+            fparams = {"window_min": wmin, "window_bars": bars}
+        else:
+            warm = int(d["warmup"])  # type: ignore[call-overload]
+            fparams = {k: int(v) for k, v in d.items() if k not in {"warmup", "optional"}}  # type: ignore[call-overload]
+        feats.append(FeatureDef(name, index, fparams, warm, optional))
+    return FeatureSpec(
+        interval_minutes=interval_minutes,
+        gap_fill_max_minutes=gap_fill_max_minutes,
+        features=tuple(feats),
+        params=tuple(params[k] for k in L.PARAM_NAMES),
+    )

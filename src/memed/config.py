@@ -29,18 +29,18 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Base of every config section: immutable, strict about unknown keys."""
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class DataConfig(_Section):
+class DataConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     gap_fill_max_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] = 15
     """Gaps of up to this many missing minutes are filled with flat zero-volume bars; longer gaps start
     a new segment (the token's feature state restarts)."""
 
 
-class MemedConfig(_Section):
+class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     logging: LoggingConfig = LoggingConfig()
     data: DataConfig = DataConfig()
 

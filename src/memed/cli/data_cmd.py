@@ -58,4 +58,3 @@ def synth(tokens: int, minutes: int, seed: int, out: Path) -> None:
     frame = synth_market(tokens, minutes, seed)
     write_dataset(frame, out)
     click.echo(f"wrote {out}: {frame.height:,} rows, {tokens:,} tokens, seed {seed}")
-

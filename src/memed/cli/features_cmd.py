@@ -20,7 +20,9 @@ def features_group() -> None:
 
 
 @features_group.command("spec")
-@click.option("--interval", type=click.IntRange(1), default=1, show_default=True, help="Bar interval in minutes.")
+@click.option(
+    "--interval", type=click.IntRange(1), default=1, show_default=True, help="Bar interval in minutes."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full specification as JSON.")
 @config_option
 def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
@@ -30,8 +32,10 @@ def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
     if as_json:
         click.echo(json.dumps({"hash": spec.hash, **spec.to_dict()}, indent=2))
         return
-    click.echo(f"# feature spec {spec.hash}: {len(spec.features)} features, {interval}-minute bars, "
-               f"ready after {spec.warmup_bars} bars, gaps filled up to {spec.gap_fill_max_minutes} min")  # fmt: skip
+    click.echo(
+        f"# feature spec {spec.hash}: {len(spec.features)} features, {interval}-minute bars, "
+        f"ready after {spec.warmup_bars} bars, gaps filled up to {spec.gap_fill_max_minutes} min"
+    )
     for f in spec.features:
         params = ", ".join(f"{k}={v}" for k, v in f.params.items())
         flag = "  (where the data has it)" if f.optional else ""
@@ -41,8 +45,13 @@ def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
 @features_group.command("compute")
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .parquet")
-@click.option("--mode", type=click.Choice(["batch", "stream"]), default="batch", show_default=True,
-              help="batch: compiled loop over histories; stream: minute by minute, exactly as the daemon.")  # fmt: skip
+@click.option(
+    "--mode",
+    type=click.Choice(["batch", "stream"]),
+    default="batch",
+    show_default=True,
+    help="batch: compiled loop over histories; stream: minute by minute, exactly as the daemon.",
+)
 @config_option
 def compute_cmd(dataset: Path, out: Path, mode: str, config_path: Path | None) -> None:
     """Compute every feature of DATASET and write token, ts and the features to OUT."""
@@ -55,7 +64,9 @@ def compute_cmd(dataset: Path, out: Path, mode: str, config_path: Path | None) -
     else:
         with progress_bar("streaming minutes") as bar:
             task = bar.task_ids[0]
-            feats = stream_features(bars, spec, lambda done, total: bar.update(task, completed=done, total=total))
+            feats = stream_features(
+                bars, spec, lambda done, total: bar.update(task, completed=done, total=total)
+            )
     elapsed = time.perf_counter() - start
     write_dataset(feats, out)
     click.echo(

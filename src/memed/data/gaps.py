@@ -100,5 +100,10 @@ def fill_gaps(bars: pl.DataFrame, rule: GapRule) -> pl.DataFrame:
                 pl.lit(True).alias("filled"),
             )
         )
-        df = pl.concat([df.select(*BAR_COLUMNS, "segment", "filled"), filled.cast(df.select(*BAR_COLUMNS, "segment", "filled").schema)])  # type: ignore[arg-type]
+        df = pl.concat(
+            [
+                df.select(*BAR_COLUMNS, "segment", "filled"),
+                filled.cast(df.select(*BAR_COLUMNS, "segment", "filled").schema),
+            ]
+        )
     return df.select(*BAR_COLUMNS, "segment", "filled").sort(["token", "ts"])

@@ -38,11 +38,15 @@ def token_from_filename(path: Path) -> str:
 def _to_utc(col: pl.Series) -> pl.Series:
     """Datetimes become UTC; integers are unix seconds, or milliseconds when they are that large."""
     if isinstance(col.dtype, pl.Datetime):
-        return col.dt.replace_time_zone("UTC") if col.dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        return (
+            col.dt.replace_time_zone("UTC")
+            if col.dtype.time_zone is None
+            else col.dt.convert_time_zone("UTC")
+        )
     if col.dtype.is_numeric():
         ints = col.cast(pl.Int64, strict=False)
-        unit = "ms" if (ints.drop_nulls().abs().max() or 0) > 10**11 else "s"  # type: ignore[operator]
-        return pl.from_epoch(ints, time_unit=unit).dt.replace_time_zone("UTC")
+        big = (ints.drop_nulls().abs().max() or 0) > 10**11  # type: ignore[operator]
+        return pl.from_epoch(ints, time_unit="ms" if big else "s").dt.replace_time_zone("UTC")
     if col.dtype == pl.String:
         return col.str.to_datetime(time_zone="UTC", strict=False)
     raise DataError(f"time column has unsupported type {col.dtype}")
@@ -93,7 +97,7 @@ def _read_freqtrade_json(path: Path) -> pl.DataFrame:
         raise DataError(f"{path}: every row must be a list [ms, open, high, low, close, volume]")
     names = ["date", "open", "high", "low", "close", "volume"]
     cols = {n: [r[i] for r in data] for i, n in enumerate(names)}
-    return pl.DataFrame(cols, schema={"date": pl.Int64, **{n: pl.Float64 for n in names[1:]}}, strict=False)
+    return pl.DataFrame(cols, schema={"date": pl.Int64, **dict.fromkeys(names[1:], pl.Float64)}, strict=False)
 
 
 def read_bars(path: str | Path) -> tuple[pl.DataFrame, Rejections]:
@@ -108,7 +112,9 @@ def read_bars(path: str | Path) -> tuple[pl.DataFrame, Rejections]:
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}: not valid JSON: {exc}") from None
     except Exception as exc:  # polars/arrow raise many types for corrupt files; report, don't trace
-        raise DataError(f"{p}: cannot read {p.suffix.lstrip('.')} file: {type(exc).__name__}: {exc}") from None
+        raise DataError(
+            f"{p}: cannot read {p.suffix.lstrip('.')} file: {type(exc).__name__}: {exc}"
+        ) from None
     try:
         return validate_bars(_normalise(raw, p))
     except (pl.exceptions.PolarsError, ValueError) as exc:
@@ -122,7 +128,9 @@ def expand_sources(sources: Iterable[str | Path]) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             found = sorted(
-                f for f in p.iterdir() if f.suffix.lower() in {".parquet", ".csv", ".feather", ".arrow", ".json"}
+                f
+                for f in p.iterdir()
+                if f.suffix.lower() in {".parquet", ".csv", ".feather", ".arrow", ".json"}
             )
             if not found:
                 raise DataError(f"{p}: folder holds no data files")

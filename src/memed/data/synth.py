@@ -99,7 +99,8 @@ def _token_path(rng: np.random.Generator, minutes: int) -> dict[str, np.ndarray]
 def _tick(price: np.ndarray) -> np.ndarray:
     """Round to 4 significant digits: memecoin prices move in ticks, so equal closes are common."""
     exponent = np.floor(np.log10(price)) - 3
-    return np.round(price / 10.0**exponent) * 10.0**exponent
+    ticked: np.ndarray = np.round(price / 10.0**exponent) * 10.0**exponent
+    return ticked
 
 
 def synth_market(tokens: int, minutes: int, seed: int = 0) -> pl.DataFrame:

@@ -10,4 +10,13 @@ from memed.features.batch import compute_features
 from memed.features.spec import ALL_FEATURES, FeatureDef, FeatureSpec, build_spec
 from memed.features.stream import FeatureStream, StreamUpdate, stream_features
 
-__all__ = ["ALL_FEATURES", "FeatureDef", "FeatureSpec", "FeatureStream", "StreamUpdate", "build_spec", "compute_features", "stream_features"]
+__all__ = [
+    "ALL_FEATURES",
+    "FeatureDef",
+    "FeatureSpec",
+    "FeatureStream",
+    "StreamUpdate",
+    "build_spec",
+    "compute_features",
+    "stream_features",
+]

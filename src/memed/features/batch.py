@@ -30,7 +30,19 @@ def _run_groups(starts: np.ndarray, ts: np.ndarray, x: np.ndarray, p: np.ndarray
         s = init.copy()
         for i in range(starts[g], starts[g + 1]):
             status[i] = advance(
-                s, out[i], p, ts[i], x[0, i], x[1, i], x[2, i], x[3, i], x[4, i], x[5, i], x[6, i], x[7, i], x[8, i]
+                s,
+                out[i],
+                p,
+                ts[i],
+                x[0, i],
+                x[1, i],
+                x[2, i],
+                x[3, i],
+                x[4, i],
+                x[5, i],
+                x[6, i],
+                x[7, i],
+                x[8, i],
             )
 
 
@@ -40,13 +52,17 @@ def epoch_minutes(ts: pl.Series) -> np.ndarray:
 
 
 def bar_matrix(bars: pl.DataFrame) -> np.ndarray:
-    """The kernel's inputs as a (9, rows) float64 matrix, null -> NaN."""
-    return np.ascontiguousarray(
-        bars.select([pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in BAR_INPUTS]).to_numpy().T
-    )
+    """The kernel's inputs as a (9, rows) float64 matrix; null or absent optional columns -> NaN."""
+    cols = [
+        (pl.col(c) if c in bars.columns else pl.lit(None)).cast(pl.Float64).fill_null(np.nan).alias(c)
+        for c in BAR_INPUTS
+    ]
+    return np.ascontiguousarray(bars.select(cols).to_numpy().T)
 
 
-def compute_raw(bars: pl.DataFrame, spec: FeatureSpec, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def compute_raw(
+    bars: pl.DataFrame, spec: FeatureSpec, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the kernel over a canonical frame sorted by token, ts.
 
     Returns ``(values, status)``: one row per input bar with every kernel output column (NaN before
@@ -89,7 +105,11 @@ def to_frame(keys: pl.DataFrame, values: np.ndarray, spec: FeatureSpec) -> pl.Da
 
 
 def compute_features(
-    bars: pl.DataFrame, spec: FeatureSpec | None = None, *, gap_fill_max_minutes: int = 15, threads: int | None = None
+    bars: pl.DataFrame,
+    spec: FeatureSpec | None = None,
+    *,
+    gap_fill_max_minutes: int = 15,
+    threads: int | None = None,
 ) -> pl.DataFrame:
     """Features of every bar of a canonical frame (sorted by token, ts), in batch.
 
@@ -100,4 +120,3 @@ def compute_features(
     bars = bars.sort(["token", "ts"], maintain_order=True)
     values, _ = compute_raw(bars, spec, threads)
     return to_frame(bars, values, spec)
-

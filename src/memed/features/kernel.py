@@ -37,14 +37,11 @@ from memed.features.layout import (
     ACC_TP,
     ACC_VOL,
     ATR,
-    C_LCLOSE,
-    CLOSE_REF,
-    R_LCLOSE,
-    RESYNC,
     C_BUYS,
     C_CLOSE,
     C_HIGH,
     C_K,
+    C_LCLOSE,
     C_LIQ,
     C_LOW,
     C_MACD,
@@ -53,6 +50,7 @@ from memed.features.layout import (
     C_TP,
     C_TR,
     C_VOL,
+    CLOSE_REF,
     DFT_IM,
     DFT_NYQ,
     DFT_RE,
@@ -65,7 +63,6 @@ from memed.features.layout import (
     LAST_MCAP,
     LAST_TS,
     MACD_SIGNAL,
-    N,
     OBV,
     P_ACC,
     P_DFT,
@@ -83,6 +80,7 @@ from memed.features.layout import (
     R_CLOSE,
     R_HIGH,
     R_K,
+    R_LCLOSE,
     R_LIQ,
     R_LOW,
     R_MACD,
@@ -91,11 +89,13 @@ from memed.features.layout import (
     R_TP,
     R_TR,
     R_VOL,
+    RESYNC,
     RSI_G,
     RSI_L,
     SORTED,
     SORTED_N,
     STATE_SIZE,
+    N,
 )
 from memed.features.spec import ALL_FEATURES
 
@@ -164,7 +164,8 @@ def _start(off: int, cap: int, count: int, w: int) -> int:
 @njit(cache=True, inline="always")
 def _lag(s: np.ndarray, off: int, cap: int, count: int, k: int) -> float:
     """The value ``k`` pushes before the newest one."""
-    return s[off + (count - 1) % cap + cap - k]
+    v: float = s[off + (count - 1) % cap + cap - k]
+    return v
 
 
 FLAT = 1e-12  # relative variance below which a window counts as flat (rounding noise, not signal)
@@ -234,14 +235,14 @@ def _mean_var(s: np.ndarray, a: int, w: int) -> tuple[float, float]:
 
 @njit(cache=True, inline="always")
 def _ret_window(p: np.ndarray, j: int) -> int:
-    if j < 5:
-        return p[P_RS[j]]
-    return DFT_BINS if p[P_DFT] > 0 else -1
+    w: int = p[P_RS[j]] if j < 5 else (DFT_BINS if p[P_DFT] > 0 else -1)
+    return w
 
 
 @njit(cache=True, inline="always")
 def _close_window(p: np.ndarray, j: int) -> int:
-    return p[P_Z[j]] if j < 5 else 20
+    w: int = p[P_Z[j]] if j < 5 else 20
+    return w
 
 
 @njit(cache=True)
@@ -625,6 +626,20 @@ def advance(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, 
             flow = 0.0 if s[HAS_FLOW] > 0 else np.nan
             t0 = s[LAST_TS]
             for j in range(1, missing + 1):
-                _step(s, out, p, t0 + j * p[P_INTERVAL], pc, pc, pc, pc, 0.0, s[LAST_LIQ], flow, flow, s[LAST_MCAP])
+                _step(
+                    s,
+                    out,
+                    p,
+                    t0 + j * p[P_INTERVAL],
+                    pc,
+                    pc,
+                    pc,
+                    pc,
+                    0.0,
+                    s[LAST_LIQ],
+                    flow,
+                    flow,
+                    s[LAST_MCAP],
+                )
     _step(s, out, p, ts, o, h, lo, c, v, liq, buys, sells, mcap)
     return status

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memed.features import layout as L
+from memed.features import layout
 
 SPEC_VERSION = 1
 
@@ -36,8 +36,6 @@ class FeatureDef:
     params: dict[str, int]
     warmup: int  # bars of a segment needed before the value exists
     optional: bool = False  # depends on columns a source may lack (buys/sells, liquidity)
-
-
 
 
 def _catalogue() -> list[tuple[str, dict[str, object]]]:
@@ -68,13 +66,22 @@ def _catalogue() -> list[tuple[str, dict[str, object]]]:
     rows.append(("volume_ratio_30m", {"window_min": 30, "min_bars": 2, "warm": "w", "pkey": "vol30"}))
     rows.append(("volume_zscore_30m", {"window_min": 30, "min_bars": 2, "warm": "w", "pkey": "vol30"}))
     rows.append(("buy_pressure", {"warmup": 1, "optional": 1}))
-    rows.append(("buy_pressure_15m", {"window_min": 15, "min_bars": 1, "warm": "w", "pkey": "flow15", "optional": 1}))
-    rows.append(("liquidity_change_15m", {"window_min": 15, "min_bars": 1, "warm": "w+1", "pkey": "liq15", "optional": 1}))
+    rows.append(
+        ("buy_pressure_15m", {"window_min": 15, "min_bars": 1, "warm": "w", "pkey": "flow15", "optional": 1})
+    )
+    rows.append(
+        (
+            "liquidity_change_15m",
+            {"window_min": 15, "min_bars": 1, "warm": "w+1", "pkey": "liq15", "optional": 1},
+        )
+    )
     for w in (30, 60):
         rows.append((f"ret_skew_{w}m", {"window_min": w, "min_bars": 4, "warm": "w+1", "pkey": f"rs{w}"}))
         rows.append((f"ret_kurt_{w}m", {"window_min": w, "min_bars": 4, "warm": "w+1", "pkey": f"rs{w}"}))
     rows.append(("var_95_60m", {"window_min": 60, "min_bars": 10, "warm": "w+1", "pkey": "var60", "q": 5}))
-    rows.append(("fft_low_share_64m", {"window_min": 64, "min_bars": 64, "warm": "w+1", "pkey": "dft64", "bins": 4}))
+    rows.append(
+        ("fft_low_share_64m", {"window_min": 64, "min_bars": 64, "warm": "w+1", "pkey": "dft64", "bins": 4})
+    )
     rows.append(("fft_nyquist_share_64m", {"window_min": 64, "min_bars": 64, "warm": "w+1", "pkey": "dft64"}))
     rows.append(("momentum_10m", {"window_min": 10, "min_bars": 1, "warm": "w+1", "pkey": "mom10"}))
     rows.append(("accel_5m", {"window_min": 5, "min_bars": 1, "warm": "2w+1", "pkey": "acc5"}))
@@ -146,7 +153,7 @@ def build_spec(interval_minutes: int = 1, gap_fill_max_minutes: int = 15) -> Fea
     """The feature specification for a dataset with bars of ``interval_minutes``."""
     if interval_minutes < 1:
         raise ValueError("interval_minutes must be >= 1")
-    params = dict.fromkeys(L.PARAM_NAMES, -1)
+    params = dict.fromkeys(layout.PARAM_NAMES, -1)
     params["interval"] = interval_minutes
     params["max_fill_bars"] = gap_fill_max_minutes // interval_minutes
     feats: list[FeatureDef] = []
@@ -169,5 +176,5 @@ def build_spec(interval_minutes: int = 1, gap_fill_max_minutes: int = 15) -> Fea
         interval_minutes=interval_minutes,
         gap_fill_max_minutes=gap_fill_max_minutes,
         features=tuple(feats),
-        params=tuple(params[k] for k in L.PARAM_NAMES),
+        params=tuple(params[k] for k in layout.PARAM_NAMES),
     )

@@ -18,7 +18,7 @@ from numba import njit
 from memed.errors import SnapshotError, SpecMismatchError
 from memed.features.batch import bar_matrix, epoch_minutes
 from memed.features.kernel import N_OUT, STATUS_OK, STATUS_RESTART, STATUS_STALE, advance, initial_state
-from memed.features.layout import LAST_TS, N, STATE_SIZE
+from memed.features.layout import LAST_TS, STATE_SIZE, N
 from memed.features.spec import FeatureSpec
 
 _MAGIC = b"MEMEDFS1"
@@ -100,7 +100,7 @@ class FeatureStream:
 
     def state_bytes(self, token: str) -> int:
         """Bytes of state held for one token (constant: it never grows with history)."""
-        return self._states[self._index[token]].nbytes
+        return int(self._states[self._index[token]].nbytes)
 
     def evict_idle(self, now: float, ttl_minutes: float) -> list[str]:
         """Forget tokens whose last bar is older than ``ttl_minutes`` before ``now`` (epoch minutes)."""
@@ -119,7 +119,9 @@ class FeatureStream:
         out = np.empty((n, N_OUT))
         status = np.zeros(n, dtype=np.int8)
         if n:
-            _run_rows(self._states, rows, np.asarray(ts_minutes, dtype=np.float64), bars, self._params, out, status)
+            _run_rows(
+                self._states, rows, np.asarray(ts_minutes, dtype=np.float64), bars, self._params, out, status
+            )
         values = out[:, self._cols]
         values[status == STATUS_STALE] = np.nan
         ready = (self._states[rows, N] >= self.spec.warmup_bars) & (status != STATUS_STALE)
@@ -133,7 +135,9 @@ class FeatureStream:
     def snapshot(self) -> bytes:
         """Every token's state as bytes: a JSON header (spec hash, tokens) and the raw state rows."""
         tokens = list(self._index)
-        header = json.dumps({"spec_hash": self.spec.hash, "state_size": STATE_SIZE, "tokens": tokens}).encode()
+        header = json.dumps(
+            {"spec_hash": self.spec.hash, "state_size": STATE_SIZE, "tokens": tokens}
+        ).encode()
         rows = self._states[[self._index[t] for t in tokens]] if tokens else np.empty((0, STATE_SIZE))
         return _MAGIC + struct.pack("<Q", len(header)) + header + np.ascontiguousarray(rows, "<f8").tobytes()
 
@@ -150,7 +154,8 @@ class FeatureStream:
             raise SnapshotError(f"corrupt feature snapshot: {exc}") from None
         if header.get("spec_hash") != spec.hash:
             raise SpecMismatchError(
-                f"snapshot was written for feature spec {header.get('spec_hash')}, running spec is {spec.hash}"
+                f"snapshot was written for feature spec {header.get('spec_hash')}, "
+                f"running spec is {spec.hash}"
             )
         tokens = header["tokens"]
         if header.get("state_size") != STATE_SIZE or rows.size != len(tokens) * STATE_SIZE:
@@ -164,7 +169,9 @@ class FeatureStream:
 __all__ = ["STATUS_OK", "STATUS_RESTART", "STATUS_STALE", "FeatureStream", "StreamUpdate", "stream_features"]
 
 
-def stream_features(bars: pl.DataFrame, spec: FeatureSpec, on_minute: Callable[[int, int], None] | None = None) -> pl.DataFrame:
+def stream_features(
+    bars: pl.DataFrame, spec: FeatureSpec, on_minute: Callable[[int, int], None] | None = None
+) -> pl.DataFrame:
     """Feed a canonical frame through a :class:`FeatureStream` one event-time minute at a time, exactly as
     the daemon does, and return the same frame shape as the batch driver (sorted by token, ts).
 

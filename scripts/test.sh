@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install memed with every extra into .venv and run the whole test suite.
+# Used as-is by CI (.ci/run). Exit status: pytest's, except that "no tests ran" (5) also fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! command -v mosquitto >/dev/null; then
+  apt-get update && apt-get install -y mosquitto
+fi
+python3 -m venv .venv
+. .venv/bin/activate
+pip install --quiet torch==2.13.0          # the local CPU build; an unpinned torch pulls GBs of CUDA
+pip install --quiet -e '.[train,dev]'
+ruff check src tests benchmarks
+mypy
+set +e
+python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi
+exit "$status"

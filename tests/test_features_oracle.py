@@ -1,0 +1,146 @@
+"""Correctness against independent oracles: TA-Lib for the classic indicators, numpy for the rest."""
+
+import numpy as np
+import polars as pl
+import pytest
+import talib
+
+from conftest import real_bars
+from memed.data import infer_interval_minutes
+from memed.features import build_spec, compute_features
+
+
+def _series(name: str, token_index: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    bars = real_bars(name)
+    token = sorted(bars["token"].unique().to_list())[token_index]
+    one = bars.filter(pl.col("token") == token)
+    return one, compute_features(one, build_spec(infer_interval_minutes(one), 15))
+
+
+def _check(ours: np.ndarray, ref: np.ndarray, rtol: float = 1e-6, atol: float = 0.0) -> None:
+    both = ~np.isnan(ref) & ~np.isnan(ours)
+    assert both.sum() > 1000
+    # after TA-Lib's own warm-up memed always has a value (memed's warm-up is never longer)
+    assert not (np.isnan(ours) & ~np.isnan(ref)).any()
+    np.testing.assert_allclose(ours[both], ref[both], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "token"), [("binance-futures-1m", 0), ("binance-futures-1m", 1), ("binance-spot-5m", 2)]
+)
+def test_classic_indicators_equal_talib(dataset: str, token: int) -> None:
+    one, f = _series(dataset, token)
+    o, h, lo, c, v = (one[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    col = lambda name: f[name].to_numpy().astype(float)  # noqa: E731
+    _check(col("rsi_14"), talib.RSI(c, 14), atol=1e-9)  # 0..100 oscillators: absolute floor for 0 vs 1e-13
+    _check(col("atr_14"), talib.ATR(h, lo, c, 14))
+    macd, signal, hist = talib.MACD(c, 12, 26, 9)
+    _check(col("macd"), macd, atol=1e-12 * np.nanmax(np.abs(c)))
+    _check(col("macd_signal"), signal, atol=1e-12 * np.nanmax(np.abs(c)))
+    _check(col("macd_hist"), hist, atol=1e-12 * np.nanmax(np.abs(c)))
+    upper, _, lower = talib.BBANDS(c, 20, 2, 2, 0)
+    _check(col("bb_upper_20"), upper)
+    _check(col("bb_lower_20"), lower)
+    fastk, fastd = talib.STOCHF(h, lo, c, 14, 3, 0)
+    flat = talib.MAX(h, 14) == talib.MIN(lo, 14)  # memed's flat convention differs there, on purpose
+    flat_d = np.convolve(flat.astype(float), np.ones(3), "full")[: len(flat)] > 0
+    _check(np.where(flat, np.nan, col("stoch_k_14")), fastk, atol=1e-9)
+    _check(np.where(flat_d, np.nan, col("stoch_d_14")), fastd, atol=1e-9)
+    _check(np.where(flat, np.nan, col("willr_14")), talib.WILLR(h, lo, c, 14), atol=1e-9)
+    _check(col("cci_20"), talib.CCI(h, lo, c, 20), atol=1e-6)
+    _check(col("obv"), talib.OBV(c, v))
+    del o
+
+
+def test_macd_starts_where_talib_seeds_it() -> None:
+    one, f = _series("binance-futures-1m")
+    macd, _, _ = talib.MACD(one["close"].to_numpy(), 12, 26, 9)
+    assert f["macd"][:25].null_count() == 25
+    assert f["macd"][25] is not None
+    assert f["macd_signal"][:33].null_count() == 33
+    assert f["macd"][33] == pytest.approx(macd[33], rel=1e-12)
+
+
+def test_flat_stretch_conventions() -> None:
+    """Where a window is flat TA-Lib writes 0; memed writes the neutral value. Pinned here."""
+    t0 = pl.datetime(2026, 1, 1, time_zone="UTC")
+    n = 80
+    bars = pl.DataFrame({"token": ["F"] * n, "k": list(range(n))}).select(
+        "token",
+        ts=pl.select(t0).item() + pl.duration(minutes=pl.col("k")),
+        open=pl.lit(2e-9), high=pl.lit(2e-9), low=pl.lit(2e-9), close=pl.lit(2e-9), volume=pl.lit(0.0),
+    )  # fmt: skip
+    last = compute_features(bars, build_spec(1, 15)).row(-1, named=True)
+    assert last["rsi_14"] == 50.0
+    assert last["stoch_k_14"] == 50.0
+    assert last["stoch_d_14"] == 50.0
+    assert last["willr_14"] == -50.0
+    assert last["bb_pctb_20"] == 0.5
+    assert last["cci_20"] == 0.0
+    assert last["zscore_60m"] == 0.0
+    assert last["ret_std_60m"] == 0.0
+    assert last["ret_skew_60m"] == 0.0
+    assert last["volume_ratio_30m"] == 0.0
+    assert last["fft_low_share_64m"] == 0.0
+    assert last["var_95_60m"] == 0.0
+    assert last["bb_upper_20"] == last["bb_lower_20"] == 2e-9
+    c = bars["close"].to_numpy()
+    assert talib.RSI(c, 14)[-1] == 0.0
+    assert talib.STOCHF(c, c, c, 14, 3, 0)[0][-1] == 0.0
+
+
+def test_window_statistics_equal_numpy() -> None:
+    one, f = _series("binance-futures-1m")
+    c = one["close"].to_numpy()
+    r = np.diff(np.log(c))
+    i = np.arange(200, 5000, 37)
+    for w in (5, 15, 60):
+        np.testing.assert_allclose(f[f"logret_{w}m"].to_numpy()[i], np.log(c[i] / c[i - w]), rtol=1e-9)
+        win = np.stack([r[k - w : k] for k in i])  # returns ending at bar k
+        np.testing.assert_allclose(f[f"ret_mean_{w}m"].to_numpy()[i], win.mean(1), rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(f[f"ret_std_{w}m"].to_numpy()[i], win.std(1), rtol=1e-6)
+        cw = np.stack([c[k - w + 1 : k + 1] for k in i])
+        z = (c[i] - cw.mean(1)) / cw.std(1)
+        np.testing.assert_allclose(f[f"zscore_{w}m"].to_numpy()[i], z, rtol=1e-6, atol=1e-6)
+    win = np.stack([r[k - 60 : k] for k in i])
+    d = win - win.mean(1, keepdims=True)
+    m2 = (d**2).mean(1)
+    np.testing.assert_allclose(
+        f["ret_skew_60m"].to_numpy()[i], (d**3).mean(1) / m2**1.5, rtol=1e-6, atol=1e-8
+    )
+    np.testing.assert_allclose(
+        f["ret_kurt_60m"].to_numpy()[i], (d**4).mean(1) / m2**2 - 3, rtol=1e-6, atol=1e-8
+    )
+    np.testing.assert_allclose(f["var_95_60m"].to_numpy()[i], -np.quantile(win, 0.05, axis=1), rtol=1e-12)
+    spec64 = np.stack([np.fft.fft(r[k - 64 : k]) for k in i])
+    energy = np.abs(spec64) ** 2
+    ac = energy[:, 1:].sum(1)
+    np.testing.assert_allclose(
+        f["fft_low_share_64m"].to_numpy()[i], 2 * energy[:, 1:5].sum(1) / ac, rtol=1e-7
+    )
+    np.testing.assert_allclose(
+        f["fft_nyquist_share_64m"].to_numpy()[i], energy[:, 32] / ac, rtol=1e-6, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        f["accel_5m"].to_numpy()[i],
+        np.log(c[i] / c[i - 5]) - np.log(c[i - 5] / c[i - 10]),
+        rtol=1e-7,
+        atol=1e-12,
+    )
+    ts = one["ts"].dt.epoch("s").to_numpy() // 60
+    np.testing.assert_allclose(f["minute_sin"].to_numpy(), np.sin(2 * np.pi * (ts % 1440) / 1440), atol=1e-12)
+    assert f["age_minutes"].to_numpy()[-1] == ts[-1] - ts[0]
+
+
+def test_windows_shorter_than_the_bar_are_absent() -> None:
+    hourly = build_spec(60, 15)
+    assert "logret_60m" in hourly.names
+    assert not {"logret_1m", "logret_15m", "ret_std_60m", "zscore_5m", "fft_low_share_64m"} & set(
+        hourly.names
+    )
+    five = build_spec(5, 15)
+    assert "logret_1m" not in five.names
+    assert "ret_std_15m" in five.names
+    assert next(f for f in five.features if f.name == "ret_std_15m").params["window_bars"] == 3
+    assert "rsi_14" in hourly.names
+    assert "rsi_14" in five.names

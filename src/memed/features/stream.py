@@ -115,7 +115,11 @@ class FeatureStream:
         (9, n) float64 matrix of open, high, low, close, volume, liquidity, buys, sells, market_cap (NaN
         where absent)."""
         n = len(tokens)
-        rows = np.fromiter((self._row(t) for t in tokens), dtype=np.int64, count=n)
+        lookup = self._index.get
+        found = [lookup(t) for t in tokens]
+        if None in found:  # new tokens: allocate their rows (rare after the first minutes)
+            found = [self._row(t) if r is None else r for t, r in zip(tokens, found, strict=True)]
+        rows = np.array(found, dtype=np.int64)
         out = np.empty((n, N_OUT))
         status = np.zeros(n, dtype=np.int8)
         if n:

@@ -245,6 +245,16 @@ def _close_window(p: np.ndarray, j: int) -> int:
     return w
 
 
+@njit(cache=True, inline="always")
+def _ring_sum(s: np.ndarray, off: int, cap: int, count: int, k: int) -> float:
+    """Sum, oldest first, of the last ``k`` values of a ring (the seeds of EMAs and Wilder averages)."""
+    a = _start(off, cap, count, k)
+    t = 0.0
+    for j in range(a, a + k):
+        t += s[j]
+    return t
+
+
 @njit(cache=True)
 def _sorted_insert(s: np.ndarray, n: int, x: float) -> None:
     """Insert x into the ascending array s[SORTED:SORTED+n]."""
@@ -425,15 +435,8 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
 
     # --- MACD 12/26/9, seeded as TA-Lib does
     if n == 26:
-        t = 0.0
-        a = _start(R_CLOSE, C_CLOSE, n, 26)
-        for j in range(a, a + 26):
-            t += s[j]
-        s[EMA_SLOW] = t / 26.0
-        t = 0.0
-        for j in range(a + 14, a + 26):
-            t += s[j]
-        s[EMA_FAST] = t / 12.0
+        s[EMA_SLOW] = _ring_sum(s, R_CLOSE, C_CLOSE, n, 26) / 26.0
+        s[EMA_FAST] = _ring_sum(s, R_CLOSE, C_CLOSE, n, 12) / 12.0
     elif n > 26:
         s[EMA_FAST] = (c - s[EMA_FAST]) * (2.0 / 13.0) + s[EMA_FAST]
         s[EMA_SLOW] = (c - s[EMA_SLOW]) * (2.0 / 27.0) + s[EMA_SLOW]
@@ -443,11 +446,7 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
         _push(s, R_MACD, C_MACD, nm, macd)
         out[O_MACD] = macd
         if nm == 9:
-            t = 0.0
-            a = _start(R_MACD, C_MACD, nm, 9)
-            for j in range(a, a + 9):
-                t += s[j]
-            s[MACD_SIGNAL] = t / 9.0
+            s[MACD_SIGNAL] = _ring_sum(s, R_MACD, C_MACD, nm, 9) / 9.0
         elif nm > 9:
             s[MACD_SIGNAL] = (macd - s[MACD_SIGNAL]) * 0.2 + s[MACD_SIGNAL]
         if nm >= 9:
@@ -468,11 +467,7 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
 
     # --- ATR 14 (Wilder), seeded with the mean of the first 14 true ranges
     if nr == 14:
-        t = 0.0
-        a = _start(R_TR, C_TR, nr, 14)
-        for j in range(a, a + 14):
-            t += s[j]
-        s[ATR] = t / 14.0
+        s[ATR] = _ring_sum(s, R_TR, C_TR, nr, 14) / 14.0
     elif nr > 14:
         s[ATR] = (s[ATR] * 13.0 + _lag(s, R_TR, C_TR, nr, 0)) / 14.0
     if nr >= 14:

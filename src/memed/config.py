@@ -40,9 +40,95 @@ class DataConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     a new segment (the token's feature state restarts)."""
 
 
+UnitFloat = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
+ModelName = Literal["logreg", "lgbm", "xgb", "lstm", "transformer"]
+Category = Literal["normal", "extremes", "dead", "gaps"]
+
+
+class LogregConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    l2: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
+    """L2 penalty on the standardised weights (per training row: penalty / rows)."""
+    max_iter: PositiveInt = 200
+
+
+class TreesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_rounds: PositiveInt = 300
+    """Upper bound on trees per horizon; early stopping on the validation split usually stops far sooner."""
+    early_stopping_rounds: PositiveInt = 30
+    learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.05
+    num_leaves: Annotated[int, msgspec.Meta(ge=2)] = 31
+    """LightGBM leaves per tree; XGBoost uses ``max_depth`` instead."""
+    max_depth: PositiveInt = 6
+    min_child_samples: PositiveInt = 200
+    subsample: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.8
+    colsample: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.8
+    threads: NonNegInt = 0
+    """0: every core."""
+
+
+class LstmConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    hidden: PositiveInt = 32
+    layers: PositiveInt = 1
+    epochs: PositiveInt = 4
+    chunk: PositiveInt = 256
+    """Truncated back-propagation length; state is carried across chunks of one sequence."""
+    lanes: PositiveInt = 32
+    """Sequences advanced side by side per batch."""
+    learning_rate: Annotated[float, msgspec.Meta(gt=0.0)] = 3e-3
+    focal_gamma: Annotated[float, msgspec.Meta(ge=0.0)] = 2.0
+
+
+class TransformerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    window: Annotated[int, msgspec.Meta(ge=2)] = 60
+    d_model: PositiveInt = 32
+    heads: PositiveInt = 4
+    layers: PositiveInt = 2
+    epochs: PositiveInt = 3
+    batch_size: PositiveInt = 256
+    max_windows: PositiveInt = 60_000
+    """Training windows sampled per epoch (all of them when fewer)."""
+    learning_rate: Annotated[float, msgspec.Meta(gt=0.0)] = 1e-3
+
+
+class TrainConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    horizons: tuple[PositiveInt, ...] = (15, 30, 60, 120, 240, 360, 720)
+    """Label horizons in minutes. Horizons that are not a multiple of a dataset's bar interval are
+    skipped for that dataset (an hourly set has no 15-minute label)."""
+    ties: Literal["exclude", "down"] = "exclude"
+    """Equal future and current close: excluded from training and metrics, or counted as not-up."""
+    models: tuple[ModelName, ...] = ("logreg", "lgbm", "xgb", "lstm")
+    categories: tuple[Category, ...] = ("normal", "extremes", "dead", "gaps")
+    """Token categories a training run uses (see ``memed data categorize``)."""
+    split: Literal["temporal", "token", "mixed"] = "temporal"
+    train_fraction: UnitFloat = 0.6
+    val_fraction: UnitFloat = 0.2
+    mixed_holdout_tokens: UnitFloat = 0.2
+    """``mixed`` split: this fraction of tokens goes wholly to test; the rest split in time."""
+    dead_tail_minutes: PositiveInt = 60
+    """A final constant-price run at least this long is a dead tail: cut, keeping ``dead_tail_keep`` bars."""
+    dead_tail_keep: NonNegInt = 2
+    extreme_log_return: Annotated[float, msgspec.Meta(gt=0.0)] = 0.7
+    """A token with any bar-to-bar |log return| above this (0.7: x2 or /2) is ``extremes``."""
+    gap_fraction: UnitFloat = 0.05
+    """A token missing more than this fraction of its bars is ``gaps``."""
+    seed: NonNegInt = 0
+    logreg: LogregConfig = LogregConfig()
+    lgbm: TreesConfig = TreesConfig()
+    xgb: TreesConfig = TreesConfig()
+    lstm: LstmConfig = LstmConfig()
+    transformer: TransformerConfig = TransformerConfig()
+
+    def __post_init__(self) -> None:
+        if self.train_fraction + self.val_fraction >= 1.0:
+            raise ValueError("train_fraction + val_fraction must be < 1 (the rest is the test split)")
+        if not self.horizons:
+            raise ValueError("horizons must not be empty")
+
+
 class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     logging: LoggingConfig = LoggingConfig()
     data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
 
     def hash(self) -> str:
         """Stable short hash of the effective configuration (sorted canonical JSON, sha256)."""
@@ -99,12 +185,19 @@ def load_config(path: str | Path | None = None) -> MemedConfig:
 def to_toml(cfg: MemedConfig) -> str:
     """Render the effective configuration as TOML (sections in declaration order)."""
     lines: list[str] = []
-    for section, values in msgspec.to_builtins(cfg).items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+    _toml_table(msgspec.to_builtins(cfg), "", lines)
     return "\n".join(lines)
+
+
+def _toml_table(values: dict[str, object], prefix: str, lines: list[str]) -> None:
+    scalars = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    if prefix:
+        lines.append(f"[{prefix}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in scalars.items())
+        lines.append("")
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _toml_table(value, f"{prefix}.{key}" if prefix else key, lines)
 
 
 def _toml_value(value: object) -> str:
@@ -112,6 +205,6 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return msgspec.json.encode(value).decode()
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)

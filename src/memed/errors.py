@@ -28,3 +28,7 @@ class SpecMismatchError(MemedError):
 
 class SnapshotError(MemedError):
     """A state snapshot cannot be decoded."""
+
+
+class RegistryError(MemedError):
+    """A model set, its manifest or one of its ONNX files is missing, corrupt or inconsistent."""

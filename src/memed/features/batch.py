@@ -11,7 +11,8 @@ import polars as pl
 from numba import njit
 
 from memed.data.schema import infer_interval_minutes
-from memed.features.kernel import N_OUT, advance, initial_state
+from memed.features.kernel import N_OUT, STATUS_STALE, advance, initial_state
+from memed.features.layout import N
 from memed.features.spec import FeatureSpec, build_spec
 
 BAR_INPUTS = ("open", "high", "low", "close", "volume", "liquidity", "buys", "sells", "market_cap")
@@ -19,7 +20,7 @@ BAR_INPUTS = ("open", "high", "low", "close", "volume", "liquidity", "buys", "se
 
 @njit(cache=True, nogil=True)
 def _run_groups(starts: np.ndarray, ts: np.ndarray, x: np.ndarray, p: np.ndarray, init: np.ndarray,
-                out: np.ndarray, status: np.ndarray) -> None:  # fmt: skip
+                out: np.ndarray, status: np.ndarray, nbars: np.ndarray) -> None:  # fmt: skip
     """Each token (rows starts[g] .. starts[g+1]) from a fresh state.
 
     Deliberately serial and compiled like the streaming loop: numba's ``parallel=True`` pipeline compiles
@@ -44,6 +45,7 @@ def _run_groups(starts: np.ndarray, ts: np.ndarray, x: np.ndarray, p: np.ndarray
                 x[7, i],
                 x[8, i],
             )
+            nbars[i] = s[N]
 
 
 def epoch_minutes(ts: pl.Series) -> np.ndarray:
@@ -62,28 +64,31 @@ def bar_matrix(bars: pl.DataFrame) -> np.ndarray:
 
 def compute_raw(
     bars: pl.DataFrame, spec: FeatureSpec, threads: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the kernel over a canonical frame sorted by token, ts.
 
-    Returns ``(values, status)``: one row per input bar with every kernel output column (NaN before
-    warm-up), and the gap-rule status per bar.
+    Returns ``(values, status, ready)``: one row per input bar with every kernel output column (NaN
+    before warm-up), the gap-rule status per bar, and whether the bar's segment is past the spec's
+    warm-up (exactly :meth:`FeatureStream.update`'s ``ready``).
     """
     n = bars.height
     out = np.empty((n, N_OUT))
     status = np.zeros(n, dtype=np.int8)
+    nbars = np.zeros(n)
     if n == 0:
-        return out, status
+        return out, status, np.zeros(n, dtype=bool)
     tokens = bars["token"]
     change = np.flatnonzero((tokens != tokens.shift(1)).fill_null(True).to_numpy())
     starts = np.append(change, n).astype(np.int64)
-    args = (epoch_minutes(bars["ts"]), bar_matrix(bars), spec.param_vector(), initial_state(), out, status)
+    args = (epoch_minutes(bars["ts"]), bar_matrix(bars), spec.param_vector(), initial_state(), out, status, nbars)
     chunks = _balanced_chunks(starts, threads or os.cpu_count() or 1)
     if len(chunks) == 1:
         _run_groups(starts, *args)
     else:
         with ThreadPoolExecutor(len(chunks)) as pool:
             list(pool.map(lambda ch: _run_groups(ch, *args), chunks))
-    return out, status
+    ready = (nbars >= spec.warmup_bars) & (status != STATUS_STALE)
+    return out, status, ready
 
 
 def _balanced_chunks(starts: np.ndarray, parts: int) -> list[np.ndarray]:
@@ -97,11 +102,17 @@ def _balanced_chunks(starts: np.ndarray, parts: int) -> list[np.ndarray]:
     return [starts[a : b + 1] for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def to_frame(keys: pl.DataFrame, values: np.ndarray, spec: FeatureSpec) -> pl.DataFrame:
-    """``token, ts`` and the spec's features (NaN before warm-up becomes null)."""
+def to_frame(
+    keys: pl.DataFrame, values: np.ndarray, spec: FeatureSpec, ready: np.ndarray | None = None
+) -> pl.DataFrame:
+    """``token, ts`` and the spec's features (NaN before warm-up becomes null); with ``ready``, a
+    boolean ``ready`` column after ``ts``."""
     cols = values[:, spec.columns]
     feats = pl.DataFrame(cols, schema=spec.names, orient="row").fill_nan(None)
-    return pl.concat([keys.select("token", "ts"), feats], how="horizontal")
+    head = keys.select("token", "ts")
+    if ready is not None:
+        head = head.with_columns(pl.Series("ready", ready, dtype=pl.Boolean))
+    return pl.concat([head, feats], how="horizontal")
 
 
 def compute_features(
@@ -110,13 +121,16 @@ def compute_features(
     *,
     gap_fill_max_minutes: int = 15,
     threads: int | None = None,
+    with_ready: bool = False,
 ) -> pl.DataFrame:
     """Features of every bar of a canonical frame (sorted by token, ts), in batch.
 
     ``spec`` defaults to the spec of the frame's own bar interval with ``gap_fill_max_minutes``.
+    ``with_ready`` adds the ``ready`` column: the bar's segment is past the warm-up, so the daemon
+    would score it.
     """
     if spec is None:
         spec = build_spec(infer_interval_minutes(bars), gap_fill_max_minutes)
     bars = bars.sort(["token", "ts"], maintain_order=True)
-    values, _ = compute_raw(bars, spec, threads)
-    return to_frame(bars, values, spec)
+    values, _, ready = compute_raw(bars, spec, threads)
+    return to_frame(bars, values, spec, ready if with_ready else None)

@@ -1,0 +1,77 @@
+"""The model-set manifest: a strict, versioned JSON document (no pickle anywhere)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+MANIFEST_FORMAT = 1
+ModelKind = Literal["tabular", "stateful", "window"]
+Metrics = dict[str, float]
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ModelEntry(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    """Model family: logreg, lgbm, xgb, lstm, transformer."""
+    file: str
+    sha256: str
+    kind: ModelKind
+    """tabular: ``features`` [N, F] → ``p_up`` [N, H]; stateful: also ``h``/``c`` in and out (one step per
+    tick); window: ``window`` [N, W, F] of the last W feature vectors."""
+    state_shape: tuple[int, ...] = ()
+    """stateful models: (layers, hidden) of h and c."""
+    window: int = 0
+    trees_per_horizon: tuple[int, ...] = ()
+    onnx_max_abs_diff: float = 0.0
+    """Largest |native - ONNX Runtime| probability on held-back rows (measured at export)."""
+    metrics: dict[str, Metrics] = {}
+    """Test-split metrics per horizon (key: minutes), computed with the ONNX model as served."""
+    train_seconds: float = 0.0
+
+
+class DataSummary(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    files: tuple[str, ...]
+    tokens: int
+    rows: int
+    start: str
+    end: str
+    categories: dict[str, int] = {}
+    dead_tail_rows_cut: int = 0
+
+
+class SplitSummary(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    strategy: str
+    embargo_minutes: int
+    rows: dict[str, int]
+    """Labelled rows per split (any horizon)."""
+
+
+class Manifest(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    format: int = MANIFEST_FORMAT
+    model_set_id: str
+    created: str
+    horizons: tuple[int, ...]
+    interval_minutes: int
+    feature_spec_hash: str
+    feature_names: tuple[str, ...]
+    gap_fill_max_minutes: int
+    config_hash: str
+    ties: str
+    data: DataSummary
+    split: SplitSummary
+    constant_features: tuple[str, ...] = ()
+    models: tuple[ModelEntry, ...] = ()
+    baselines: dict[str, dict[str, Metrics]] = {}
+    """Baseline name → horizon → metrics, on the same test rows as the models."""
+    command: str = ""
+
+    def model(self, name: str) -> ModelEntry:
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)

@@ -1,0 +1,96 @@
+"""ONNX Runtime sessions for served models (no torch, lightgbm or xgboost needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from memed.errors import RegistryError
+from memed.models.manifest import ModelEntry
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """Options that mattered on 2 cores: few intra-op threads, no spinning, quiet tree ops."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+_EXPECTED = {
+    "tabular": (["features"], ["p_up"]),
+    "stateful": (["features", "h", "c"], ["p_up", "h_out", "c_out"]),
+    "window": (["window"], ["p_up"]),
+}
+
+
+@dataclass
+class ModelRunner:
+    """One served model: its manifest entry and its ONNX Runtime session."""
+
+    entry: ModelEntry
+    session: ort.InferenceSession
+    n_horizons: int
+
+    @classmethod
+    def load(cls, entry: ModelEntry, path: Path, n_horizons: int, threads: int = 1) -> ModelRunner:
+        try:
+            session = ort.InferenceSession(str(path), session_options(threads), providers=_providers())
+        except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types for a bad file
+            raise RegistryError(f"{path}: not a loadable ONNX model: {exc}") from None
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        want_in, want_out = _EXPECTED[entry.kind]
+        if inputs != want_in or outputs != want_out:
+            raise RegistryError(
+                f"{path}: a {entry.kind} model needs inputs {want_in} and outputs {want_out}, "
+                f"found {inputs} and {outputs}"
+            )
+        return cls(entry, session, n_horizons)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Tabular models: ``features`` [N, F] float64 → ``p_up`` [N, H]."""
+        out: np.ndarray = self.session.run(None, {"features": features})[0]
+        return out
+
+    def step(self, features: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Stateful models: one step for N tokens; ``h``/``c`` float32 [L, N, hidden]."""
+        p, h2, c2 = self.session.run(None, {"features": features, "h": h, "c": c})
+        return p, h2, c2
+
+    def predict_window(self, windows: np.ndarray) -> np.ndarray:
+        """Window models: ``windows`` [N, W, F] float64 → ``p_up`` [N, H]."""
+        out: np.ndarray = self.session.run(None, {"window": windows})[0]
+        return out
+
+
+def _providers() -> list[str]:
+    """CUDA first when onnxruntime-gpu is installed and sees a device, CPU always."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def run_stateful(runner: ModelRunner, sequences: list[np.ndarray], batch: int = 100_000) -> list[np.ndarray]:
+    """Step a stateful model through whole sequences (each [T_i, F], state from zero), every sequence
+    advanced side by side one step per call, exactly as the daemon advances tokens minute by minute."""
+    layers, hidden = runner.entry.state_shape
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    outs = [np.empty((len(s), runner.n_horizons)) for s in sequences]
+    for start in range(0, len(order), batch):
+        group = order[start : start + batch]
+        lengths = np.array([len(sequences[i]) for i in group])
+        h = np.zeros((layers, len(group), hidden), dtype=np.float32)
+        c = np.zeros_like(h)
+        for t in range(int(lengths.max(initial=0))):
+            active = int(np.sum(lengths > t))  # sorted by length: the active ones come first
+            x = np.stack([sequences[group[k]][t] for k in range(active)])
+            p, h_new, c_new = runner.step(x, h[:, :active], c[:, :active])
+            h[:, :active], c[:, :active] = h_new, c_new
+            for k in range(active):
+                outs[group[k]][t] = p[k]
+    return outs

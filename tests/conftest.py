@@ -34,3 +34,51 @@ def real_bars(name: str) -> pl.DataFrame:
 @pytest.fixture(params=FOLDERS)
 def real_dataset(request: pytest.FixtureRequest) -> tuple[str, pl.DataFrame]:
     return request.param, real_bars(request.param)
+
+
+# --------------------------------------------------------------------------- a tiny trained model set
+TINY_TOML = """
+[train]
+models = ["logreg", "lgbm", "xgb", "lstm", "transformer"]
+horizons = [15, 30, 60]
+[train.lgbm]
+max_rounds = 30
+early_stopping_rounds = 10
+min_child_samples = 50
+[train.xgb]
+max_rounds = 30
+early_stopping_rounds = 10
+min_child_samples = 50
+[train.lstm]
+hidden = 8
+epochs = 1
+chunk = 128
+[train.transformer]
+window = 8
+d_model = 8
+heads = 2
+layers = 1
+epochs = 1
+max_windows = 2000
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic 1-minute market written to Parquet: 12 tokens x 1,500 minutes."""
+    from memed.data import synth_market, write_dataset
+
+    path = tmp_path_factory.mktemp("market") / "synth.parquet"
+    write_dataset(synth_market(12, 1500, seed=7), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory, tiny_market: Path) -> Path:
+    """Every model family trained (small) on the tiny market, exported into a registry."""
+    from memed.config import parse_config
+    from memed.trainers.run import train_model_set
+
+    registry = tmp_path_factory.mktemp("registry")
+    train_model_set([tiny_market], parse_config(TINY_TOML), registry, command="tests/conftest.py")
+    return registry

@@ -58,3 +58,32 @@ def synth(tokens: int, minutes: int, seed: int, out: Path) -> None:
     frame = synth_market(tokens, minutes, seed)
     write_dataset(frame, out)
     click.echo(f"wrote {out}: {frame.height:,} rows, {tokens:,} tokens, seed {seed}")
+
+
+@data_group.command("categorize")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--all-tokens", is_flag=True, help="Print every token, not only the summary.")
+@config_option
+def categorize_cmd(sources: tuple[Path, ...], all_tokens: bool, config_path: Path | None) -> None:
+    """Put every token of SOURCES in one category (gaps > normal > extremes > dead) and print the table."""
+    import polars as pl  # noqa: PLC0415
+
+    from memed.data.cleaning import categorize  # noqa: PLC0415
+    from memed.data.gaps import GapRule  # noqa: PLC0415
+    from memed.data.schema import infer_interval_minutes  # noqa: PLC0415
+    from memed.trainers.dataset import cleaning_rule  # noqa: PLC0415
+
+    cfg = setup(config_path)
+    frame, _ = load_dataset(sources)
+    interval = infer_interval_minutes(frame)
+    table = categorize(frame, cleaning_rule(cfg), GapRule(interval, cfg.data.gap_fill_max_minutes))
+    summary = table.group_by("category").agg(
+        pl.len().alias("tokens"), pl.col("bars").sum().alias("bars")
+    ).sort("category")
+    click.echo(f"{'category':<10}{'tokens':>8}{'bars':>12}")
+    for cat, n, bars in summary.iter_rows():
+        click.echo(f"{cat:<10}{n:>8,}{bars:>12,}")
+    if all_tokens:
+        click.echo(f"\n{'token':<48}{'category':<10}{'bars':>8}{'missing':>9}{'max|lr|':>9}{'tail_min':>9}")
+        for tok, cat, bars, miss, mx, tail in table.iter_rows():
+            click.echo(f"{tok:<48}{cat:<10}{bars:>8,}{miss:>9.3f}{mx:>9.3f}{tail:>9,}")

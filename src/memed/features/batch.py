@@ -80,7 +80,15 @@ def compute_raw(
     tokens = bars["token"]
     change = np.flatnonzero((tokens != tokens.shift(1)).fill_null(True).to_numpy())
     starts = np.append(change, n).astype(np.int64)
-    args = (epoch_minutes(bars["ts"]), bar_matrix(bars), spec.param_vector(), initial_state(), out, status, nbars)
+    args = (
+        epoch_minutes(bars["ts"]),
+        bar_matrix(bars),
+        spec.param_vector(),
+        initial_state(),
+        out,
+        status,
+        nbars,
+    )
     chunks = _balanced_chunks(starts, threads or os.cpu_count() or 1)
     if len(chunks) == 1:
         _run_groups(starts, *args)

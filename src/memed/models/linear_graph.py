@@ -61,4 +61,5 @@ def logistic_model(scaler: Scaler, weights: np.ndarray, bias: np.ndarray, doc: s
 def logistic_predict(scaler: Scaler, weights: np.ndarray, bias: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The same model in numpy (the native side of the parity test)."""
     margin = scaler.transform(x) @ weights + bias
-    return 1.0 / (1.0 + np.exp(-margin))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(-margin))
+    return p

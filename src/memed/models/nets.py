@@ -20,6 +20,9 @@ from memed.models.scaler import CLIP, Scaler
 
 
 class ScaledInput(nn.Module):
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, scaler: Scaler) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(scaler.mean, dtype=torch.float64))
@@ -92,7 +95,8 @@ class TransformerNet(nn.Module):
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         """``window`` double [N, W, F] (oldest first) → logits float [N, H] at the last position."""
         z = self.proj(self.inp(window)) + self.pos
-        return self.head(self.encoder(z)[:, -1])
+        out: torch.Tensor = self.head(self.encoder(z)[:, -1])
+        return out
 
 
 class TransformerServe(nn.Module):

@@ -114,7 +114,11 @@ class ModelSet:
 
 
 def load_model_set(
-    path: Path, *, expect_spec_hash: str | None = None, models: tuple[str, ...] | None = None, threads: int = 1
+    path: Path,
+    *,
+    expect_spec_hash: str | None = None,
+    models: tuple[str, ...] | None = None,
+    threads: int = 1,
 ) -> ModelSet:
     """Validate and open a model set (or a registry's latest). Refuses a feature-spec hash mismatch."""
     set_dir = resolve(Path(path))

@@ -41,7 +41,7 @@ class ModelRunner:
     def load(cls, entry: ModelEntry, path: Path, n_horizons: int, threads: int = 1) -> ModelRunner:
         try:
             session = ort.InferenceSession(str(path), session_options(threads), providers=_providers())
-        except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types for a bad file
+        except Exception as exc:
             raise RegistryError(f"{path}: not a loadable ONNX model: {exc}") from None
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]

@@ -24,7 +24,8 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], inputs: lis
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, buf, input_names=inputs, output_names=outputs, dynamic_axes=axes,
+            module, args, buf,  # type: ignore[arg-type]
+            input_names=inputs, output_names=outputs, dynamic_axes=axes,
             opset_version=OPSET, dynamo=False,
         )  # fmt: skip
     model = onnx.load_from_string(buf.getvalue())
@@ -35,8 +36,9 @@ def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], inputs: lis
 
 
 def export_lstm(net: LstmNet, doc: str) -> onnx.ModelProto:
-    """``features`` double [N, F], ``h``, ``c`` float [L, N, hidden] → ``p_up`` double [N, H], ``h_out``, ``c_out``."""
-    n_features = len(net.inp.mean)
+    """``features`` double [N, F], ``h``, ``c`` float [L, N, hidden] → ``p_up`` double [N, H], ``h_out``,
+    ``c_out``."""
+    n_features = net.lstm.input_size
     h, c = net.zero_state(2)
     x = torch.zeros(2, n_features, dtype=torch.float64)
     axes = {k: {0: "n"} for k in ("features", "p_up")} | {k: {1: "n"} for k in ("h", "c", "h_out", "c_out")}
@@ -45,6 +47,11 @@ def export_lstm(net: LstmNet, doc: str) -> onnx.ModelProto:
 
 def export_transformer(net: TransformerNet, doc: str) -> onnx.ModelProto:
     """``window`` double [N, W, F] → ``p_up`` double [N, H]."""
-    x = torch.zeros(2, net.window, len(net.inp.mean), dtype=torch.float64)
+    x = torch.zeros(2, net.window, net.proj.in_features, dtype=torch.float64)
     axes = {"window": {0: "n"}, "p_up": {0: "n"}}
-    return _export(TransformerServe(net), (x,), ["window"], ["p_up"], axes, doc)
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder kernel has no ONNX symbolic
+    try:
+        return _export(TransformerServe(net), (x,), ["window"], ["p_up"], axes, doc)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)

@@ -97,7 +97,7 @@ class FlatTrees:
         if missing == "NaN":
             nan_left = bool(node["default_left"])
         elif missing == "None":
-            nan_left = 0.0 <= threshold  # LightGBM reads NaN as 0.0
+            nan_left = threshold >= 0.0  # LightGBM reads NaN as 0.0
         else:
             raise ValueError(f"unsupported LightGBM missing_type {missing!r} (zero_as_missing)")
         self.feature[idx] = int(node["split_feature"])

@@ -54,11 +54,14 @@ def add_labels(
         fut = _close_at(frame, h, "_fut")
         past = _close_at(frame, -h, "_past")
         known = pl.col("ts") + pl.duration(minutes=h) <= last_ts
-        up = pl.when(fut > pl.col("close")).then(1.0).when(fut < pl.col("close")).then(0.0)
-        up = up.otherwise(None if ties == "exclude" else 0.0)
+        up: pl.Expr = (
+            pl.when(fut > pl.col("close"))
+            .then(1.0)
+            .when(fut < pl.col("close"))
+            .then(0.0)
+            .otherwise(None if ties == "exclude" else 0.0)
+        )
         cols.append(pl.when(known).then(up).otherwise(None).cast(pl.Float64).alias(label_col(h)))
         seen = pl.col("ts") - pl.duration(minutes=h) >= first_ts
-        cols.append(
-            pl.when(seen).then(pl.col("close").log() - past.log()).otherwise(None).alias(past_col(h))
-        )
+        cols.append(pl.when(seen).then(pl.col("close").log() - past.log()).otherwise(None).alias(past_col(h)))
     return frame.with_columns(cols)

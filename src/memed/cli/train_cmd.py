@@ -1,0 +1,147 @@
+"""``memed train``, ``memed models`` and ``memed check``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from memed.cli.common import config_option, setup
+from memed.errors import ConfigError, DataError
+
+FAMILIES = ("logreg", "lgbm", "xgb", "lstm", "transformer")
+
+
+@click.command("train")
+@click.option(
+    "--data",
+    "sources",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Dataset file or folder (repeatable).",
+)
+@click.option(
+    "--models", default=None, help="Comma-separated families (default: train.models of the config)."
+)
+@click.option("--out", "registry", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model registry folder.")  # fmt: skip
+@config_option
+def train_cmd(
+    sources: tuple[Path, ...], models: str | None, registry: Path, config_path: Path | None
+) -> None:
+    """Train models on --data, export them to ONNX and write a model set into the registry --out."""
+    try:
+        from memed.cli.progress import RichSink, progress_bar  # noqa: PLC0415
+        from memed.trainers.run import train_model_set  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise DataError(f"training needs the 'train' extra (pip install 'memed[train]'): {exc}") from None
+    cfg = setup(config_path)
+    chosen = tuple(m.strip() for m in models.split(",")) if models else cfg.train.models
+    unknown = [m for m in chosen if m not in FAMILIES]
+    if unknown or not chosen:
+        raise ConfigError(f"--models: unknown family {unknown}; choose from {', '.join(FAMILIES)}")
+    command = shlex.join(["memed", *sys.argv[1:]])
+    with progress_bar("training") as progress:
+        manifest = train_model_set(
+            sources, cfg, registry, models=chosen, progress=RichSink(progress), command=command
+        )
+    click.echo(f"model set {manifest.model_set_id} written to {registry / manifest.model_set_id}")
+    _print_auc(manifest)
+
+
+def _print_auc(manifest: object) -> None:
+    from memed.models.manifest import Manifest  # noqa: PLC0415
+
+    assert isinstance(manifest, Manifest)
+    hz = [str(h) for h in manifest.horizons]
+    click.echo(f"\ntest ROC AUC ({manifest.split.rows.get('test', 0):,} test rows)")
+    click.echo(f"{'model':<14}" + "".join(f"{h + 'm':>8}" for h in hz))
+    rows = [(e.name, e.metrics) for e in manifest.models] + list(manifest.baselines.items())
+    for name, metrics in rows:
+        click.echo(f"{name:<14}" + "".join(f"{metrics[h]['roc_auc']:>8.4f}" for h in hz))
+
+
+@click.group("models")
+def models_group() -> None:
+    """Inspect a model registry."""
+
+
+@models_group.command("list")
+@click.argument("registry", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def list_cmd(registry: Path) -> None:
+    """List the model sets of REGISTRY (newest last; * marks latest)."""
+    from memed.models.registry import LATEST, latest_id, list_sets  # noqa: PLC0415
+
+    latest = latest_id(registry) if (registry / LATEST).exists() else ""
+    sets = list_sets(registry)
+    if not sets:
+        click.echo("no model sets")
+    for m in sets:
+        mark = "*" if m.model_set_id == latest else " "
+        names = ",".join(e.name for e in m.models)
+        click.echo(f"{mark} {m.model_set_id}  {m.created}  {m.interval_minutes}m bars  "
+                   f"spec {m.feature_spec_hash}  {names}")  # fmt: skip
+
+
+@models_group.command("show")
+@click.argument("registry", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("set_id", default="latest")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def show_cmd(registry: Path, set_id: str, as_json: bool) -> None:
+    """Validate one model set (default: latest) and print its manifest summary."""
+    import msgspec  # noqa: PLC0415
+
+    from memed.models.registry import latest_id, load_model_set  # noqa: PLC0415
+
+    sid = latest_id(registry) if set_id == "latest" else set_id
+    ms = load_model_set(registry / sid)  # validates hashes and sessions
+    m = ms.manifest
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(m), indent=2).decode())
+        return
+    click.echo(f"model set   {m.model_set_id}\ncreated     {m.created}\nhorizons    {list(m.horizons)}")
+    click.echo(f"bars        {m.interval_minutes} min, gap fill {m.gap_fill_max_minutes} min")
+    click.echo(
+        f"feature spec {m.feature_spec_hash} ({len(m.feature_names)} features)\nconfig      {m.config_hash}"
+    )
+    click.echo(f"data        {m.data.tokens} tokens, {m.data.rows:,} rows, {m.data.start} .. {m.data.end}")
+    click.echo(f"split       {m.split.strategy}, embargo {m.split.embargo_minutes} min, rows {m.split.rows}")
+    if m.constant_features:
+        click.echo(f"constant on train: {', '.join(m.constant_features)}")
+    for e in m.models:
+        trees = f", trees {list(e.trees_per_horizon)}" if e.trees_per_horizon else ""
+        click.echo(f"  {e.name:<12}{e.kind:<9} onnx gap {e.onnx_max_abs_diff:.1e}{trees}")
+    if m.command:
+        click.echo(f"made by     {m.command}")
+    _print_auc(m)
+
+
+@click.group("check")
+def check_group() -> None:
+    """Leakage guards."""
+
+
+@check_group.command("lookahead")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--cuts", type=click.IntRange(1), default=12, show_default=True)
+@config_option
+def lookahead_cmd(sources: tuple[Path, ...], cuts: int, config_path: Path | None) -> None:
+    """Recompute features on SOURCES truncated at many points; fail if any past value changes."""
+    from memed.data.loaders import load_dataset  # noqa: PLC0415
+    from memed.data.schema import infer_interval_minutes  # noqa: PLC0415
+    from memed.features import build_spec, compute_features  # noqa: PLC0415
+    from memed.trainers.leakage import check_lookahead  # noqa: PLC0415
+
+    cfg = setup(config_path)
+    bars, _ = load_dataset(sources)
+    spec = build_spec(infer_interval_minutes(bars), cfg.data.gap_fill_max_minutes)
+    report = check_lookahead(bars, lambda b: compute_features(b, spec), cuts)
+    click.echo(f"{report.cuts} cuts, {report.rows_checked:,} rows x {len(spec.names)} features compared")
+    if not report.ok:
+        for name, n in sorted(report.violations.items()):
+            click.echo(f"  LOOKAHEAD {name}: {n:,} values changed when the future was removed")
+        raise DataError(f"look-ahead check failed for {len(report.violations)} feature(s)")
+    click.echo("ok: no value at or before a cut depends on later data")

@@ -1,0 +1,237 @@
+"""Sequence trainers: the stateful multi-horizon LSTM and the fixed-window transformer (torch).
+
+Sequences are *runs*: a token's uninterrupted stretch of ready bars (a long gap restarts the token's
+features and, in serving, the LSTM's state). The LSTM trains on whole runs with truncated
+back-propagation through time — state carried across chunks, gradients cut between them — and is
+supervised at every step that has a training label, with a focal loss. The transformer trains on
+windows of the last ``window`` feature vectors of a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from memed.config import LstmConfig, TransformerConfig
+from memed.models.nets import LstmNet, TransformerNet
+from memed.models.scaler import Scaler
+from memed.models.torch_export import export_lstm, export_transformer
+from memed.trainers.progress import NullProgress, ProgressSink
+from memed.trainers.trained import Trained
+
+
+@dataclass
+class Runs:
+    """Whole runs: ``x[i]`` [T_i, F] features, ``y[i]`` [T_i, H] labels (NaN where unknown), and per
+    step the split (``split[i]`` of str or None)."""
+
+    x: list[np.ndarray]
+    y: list[np.ndarray]
+    split: list[np.ndarray]
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Mean focal loss over the labelled entries (``target`` NaN = no label)."""
+    mask = ~torch.isnan(target)
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    z, t = logits[mask], target[mask]
+    bce = nn.functional.binary_cross_entropy_with_logits(z, t, reduction="none")
+    p_t = torch.exp(-bce)
+    return ((1.0 - p_t) ** gamma * bce).mean()
+
+
+def _masked(y: np.ndarray, split: np.ndarray, name: str) -> np.ndarray:
+    out = y.copy()
+    out[split != name] = np.nan
+    return out
+
+
+def _lstm_batches(runs: Runs, lanes: int) -> list[list[int]]:
+    order = sorted(range(len(runs.x)), key=lambda i: len(runs.x[i]))
+    return [order[i : i + lanes] for i in range(0, len(order), lanes)]
+
+
+def _pad(arrays: list[np.ndarray], length: int) -> np.ndarray:
+    out = np.full((len(arrays), length, arrays[0].shape[1]), np.nan)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return out
+
+
+def lstm_forward_runs(net: LstmNet, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """Full-sequence torch probabilities for each run (state from zero), no gradient."""
+    net.eval()
+    outs = []
+    with torch.no_grad():
+        for x in xs:
+            h, c = net.zero_state(1)
+            logits, _, _ = net(torch.from_numpy(x[None]), h, c)
+            outs.append(torch.sigmoid(logits[0]).double().numpy())
+    return outs
+
+
+def train_lstm(runs: Runs, scaler_x: np.ndarray, cfg: LstmConfig, seed: int, doc: str,
+               progress: ProgressSink | None = None) -> tuple[Trained, LstmNet]:  # fmt: skip
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    n_h = runs.y[0].shape[1]
+    net = LstmNet(Scaler.fit(scaler_x), n_h, cfg.hidden, cfg.layers)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    # training runs end at their last training step (temporal splits keep train first)
+    train_len = []
+    for s in runs.split:
+        idx = np.flatnonzero(s == "train")
+        train_len.append(int(idx[-1]) + 1 if len(idx) else 0)
+    usable = [i for i, n in enumerate(train_len) if n > 1]
+    sub = Runs(
+        [runs.x[i][: train_len[i]] for i in usable],
+        [_masked(runs.y[i], runs.split[i], "train")[: train_len[i]] for i in usable],
+        [runs.split[i][: train_len[i]] for i in usable],
+    )
+    batches = _lstm_batches(sub, cfg.lanes)
+    chunks_per_epoch = sum(-(-max(len(sub.x[i]) for i in b) // cfg.chunk) for b in batches)
+    best_state, best_val = copy.deepcopy(net.state_dict()), float("inf")
+    progress.start("lstm", "lstm: epoch 1", cfg.epochs * chunks_per_epoch)
+    val_losses: list[float] = []
+    for epoch in range(cfg.epochs):
+        net.train()
+        for b in batches:
+            length = max(len(sub.x[i]) for i in b)
+            xb = torch.from_numpy(_pad([sub.x[i] for i in b], length))
+            yb = torch.from_numpy(_pad([sub.y[i] for i in b], length)).float()
+            h, c = net.zero_state(len(b))
+            for at in range(0, length, cfg.chunk):
+                logits, h, c = net(xb[:, at : at + cfg.chunk], h, c)
+                loss = focal_loss(logits, yb[:, at : at + cfg.chunk], cfg.focal_gamma)
+                opt.zero_grad()
+                loss.backward()  # type: ignore[no-untyped-call]
+                nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                h, c = h.detach(), c.detach()
+                progress.advance("lstm", description=f"lstm: epoch {epoch + 1}/{cfg.epochs}")
+        val = _lstm_val_loss(net, runs, cfg.focal_gamma)
+        val_losses.append(val)
+        if val < best_val:
+            best_val, best_state = val, copy.deepcopy(net.state_dict())
+    progress.finish("lstm")
+    net.load_state_dict(best_state)
+    net.eval()
+    trained = Trained(
+        name="lstm",
+        kind="stateful",
+        model=export_lstm(net, doc),
+        native_test=np.empty((0, n_h)),
+        state_shape=(cfg.layers, cfg.hidden),
+        seconds=time.perf_counter() - t0,
+        notes={"best_val_focal_loss": best_val, "epochs": float(cfg.epochs)},
+    )
+    return trained, net
+
+
+def _lstm_val_loss(net: LstmNet, runs: Runs, gamma: float) -> float:
+    probs = lstm_forward_runs(net, runs.x)
+    logits = np.concatenate([np.log(p / (1 - p)) for p in probs]) if probs else np.empty((0, 1))
+    target = np.concatenate([_masked(y, s, "val") for y, s in zip(runs.y, runs.split, strict=True)])
+    return float(focal_loss(torch.from_numpy(logits), torch.from_numpy(target), gamma))
+
+
+# --------------------------------------------------------------------------- transformer
+def window_index(runs_id: np.ndarray, window: int) -> np.ndarray:
+    """Rows (of a frame sorted by run) that end a full window inside one run."""
+    start = np.r_[True, runs_id[1:] != runs_id[:-1]]
+    pos = np.arange(len(runs_id)) - np.maximum.accumulate(np.where(start, np.arange(len(runs_id)), 0))
+    return np.flatnonzero(pos >= window - 1)
+
+
+def gather_windows(x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    return x[ends[:, None] + np.arange(-window + 1, 1)[None, :]]
+
+
+def train_transformer(x: np.ndarray, y: np.ndarray, run_id: np.ndarray, split: np.ndarray,
+                      cfg: TransformerConfig, seed: int, doc: str,
+                      progress: ProgressSink | None = None) -> tuple[Trained, TransformerNet]:  # fmt: skip
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    ends = window_index(run_id, cfg.window)
+    labelled = ~np.all(np.isnan(y[ends]), axis=1)
+    train_ends = ends[(split[ends] == "train") & labelled]
+    val_ends = ends[(split[ends] == "val") & labelled]
+    n_h = y.shape[1]
+    net = TransformerNet(Scaler.fit(x[split == "train"]), n_h, cfg.window, cfg.d_model, cfg.heads, cfg.layers)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    per_epoch = min(len(train_ends), cfg.max_windows)
+    steps = -(-per_epoch // cfg.batch_size)
+    progress.start("transformer", "transformer: epoch 1", cfg.epochs * steps)
+    best_state, best_val = copy.deepcopy(net.state_dict()), float("inf")
+    for epoch in range(cfg.epochs):
+        net.train()
+        picks = rng.permutation(train_ends)[:per_epoch]
+        for s in range(0, per_epoch, cfg.batch_size):
+            idx = picks[s : s + cfg.batch_size]
+            logits = net(torch.from_numpy(gather_windows(x, idx, cfg.window)))
+            loss = focal_loss(logits, torch.from_numpy(y[idx]).float(), 0.0)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            progress.advance("transformer", description=f"transformer: epoch {epoch + 1}/{cfg.epochs}")
+        val = _transformer_loss(net, x, y, val_ends[: cfg.max_windows], cfg.window)
+        if val < best_val:
+            best_val, best_state = val, copy.deepcopy(net.state_dict())
+    progress.finish("transformer")
+    net.load_state_dict(best_state)
+    net.eval()
+    trained = Trained(
+        name="transformer",
+        kind="window",
+        model=export_transformer(net, doc),
+        native_test=np.empty((0, n_h)),
+        window=cfg.window,
+        seconds=time.perf_counter() - t0,
+        notes={"best_val_bce": best_val},
+    )
+    return trained, net
+
+
+def transformer_predict(net: TransformerNet, x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    net.eval()
+    outs = []
+    with torch.no_grad():
+        for s in range(0, len(ends), 2048):
+            w = torch.from_numpy(gather_windows(x, ends[s : s + 2048], window))
+            outs.append(torch.sigmoid(net(w)).double().numpy())
+    return np.concatenate(outs) if outs else np.empty((0, net.head.out_features))
+
+
+def onnx_window_predict(
+    session: ort.InferenceSession, x: np.ndarray, ends: np.ndarray, window: int, n_horizons: int
+) -> np.ndarray:
+    """The exported window model scored by ONNX Runtime on the windows ending at ``ends``."""
+    outs = [
+        session.run(None, {"window": gather_windows(x, ends[s : s + 2048], window)})[0]
+        for s in range(0, len(ends), 2048)
+    ]
+    return np.concatenate(outs) if outs else np.empty((0, n_horizons))
+
+
+def _transformer_loss(
+    net: TransformerNet, x: np.ndarray, y: np.ndarray, ends: np.ndarray, window: int
+) -> float:
+    if len(ends) == 0:
+        return float("inf")
+    p = np.clip(transformer_predict(net, x, ends, window), 1e-7, 1 - 1e-7)
+    t = y[ends]
+    keep = ~np.isnan(t)
+    return float(-np.mean(t[keep] * np.log(p[keep]) + (1 - t[keep]) * np.log(1 - p[keep])))

@@ -1,0 +1,216 @@
+"""Tabular trainers: logistic regression, LightGBM and XGBoost, one model per horizon, one ONNX graph
+per family (every horizon in it).
+
+Each trainer fits on the ``train`` split, early-stops on ``val`` and returns the native model's
+probabilities on ``parity_x`` (held-back rows) so the caller can measure the ONNX gap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+from scipy.optimize import minimize
+
+from memed.config import LogregConfig, TreesConfig
+from memed.models.linear_graph import logistic_model, logistic_predict
+from memed.models.scaler import Scaler
+from memed.models.tree_graph import FlatTrees, ensemble_model, xgboost_base_margin
+from memed.trainers.progress import NullProgress, ProgressSink
+from memed.trainers.trained import Trained
+
+MIN_ROWS = 100
+
+
+def _labelled(y: np.ndarray) -> np.ndarray:
+    mask: np.ndarray = ~np.isnan(y)
+    return mask
+
+
+def _trivial(y: np.ndarray) -> bool:
+    """Too few labels, or one class only: the horizon gets a constant model (its base rate)."""
+    return len(y) < MIN_ROWS or y.min() == y.max()
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _base_rate(y: np.ndarray) -> float:
+    return float(np.mean(y)) if len(y) else 0.5
+
+
+# --------------------------------------------------------------------------- logistic regression
+def _fit_logistic(z: np.ndarray, y: np.ndarray, l2: float, max_iter: int) -> tuple[np.ndarray, float]:
+    n, f = z.shape
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:f], theta[f]
+        m = z @ w + b
+        # log(1 + e^m) - y m, computed stably
+        value = np.sum(np.logaddexp(0.0, m) - y * m) / n + 0.5 * l2 * np.dot(w, w) / n
+        g = (1.0 / (1.0 + np.exp(-m)) - y) / n
+        grad = np.append(z.T @ g + l2 * w / n, g.sum())
+        return float(value), grad
+
+    start = np.zeros(f + 1)
+    start[f] = _logit(_base_rate(y))
+    res = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return res.x[:f], float(res.x[f])
+
+
+def train_logreg(
+    x: np.ndarray, y: np.ndarray, parity_x: np.ndarray, cfg: LogregConfig, doc: str,
+    progress: ProgressSink | None = None,
+) -> Trained:  # fmt: skip
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    scaler = Scaler.fit(x)
+    z = scaler.transform(x)
+    n_h = y.shape[1]
+    weights = np.zeros((x.shape[1], n_h))
+    bias = np.zeros(n_h)
+    progress.start("logreg", "logreg: horizons", n_h)
+    for k in range(n_h):
+        have = _labelled(y[:, k])
+        yk = y[have, k]
+        if _trivial(yk):
+            bias[k] = _logit(_base_rate(yk))
+        else:
+            weights[:, k], bias[k] = _fit_logistic(z[have], yk, cfg.l2, cfg.max_iter)
+        progress.advance("logreg")
+    progress.finish("logreg")
+    return Trained(
+        name="logreg",
+        kind="tabular",
+        model=logistic_model(scaler, weights, bias, doc),
+        native_test=logistic_predict(scaler, weights, bias, parity_x),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------- LightGBM
+def train_lgbm(
+    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, parity_x: np.ndarray,
+    cfg: TreesConfig, seed: int, doc: str, progress: ProgressSink | None = None,
+) -> Trained:  # fmt: skip
+    import lightgbm as lgb  # noqa: PLC0415 - training extra, imported only when training
+
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    n_h = y.shape[1]
+    trees = FlatTrees()
+    native = np.zeros((len(parity_x), n_h))
+    counts: list[int] = []
+    params = {
+        "objective": "binary",
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_child_samples": cfg.min_child_samples,
+        "subsample": cfg.subsample,
+        "subsample_freq": 1,
+        "colsample_bytree": cfg.colsample,
+        "num_threads": cfg.threads or os.cpu_count() or 1,
+        "seed": seed,
+        "deterministic": True,
+        "verbose": -1,
+    }
+    progress.start("lgbm", "lgbm: horizons", n_h)
+    for k in range(n_h):
+        have, have_v = _labelled(y[:, k]), _labelled(yv[:, k])
+        yk, yvk = y[have, k], yv[have_v, k]
+        if _trivial(yk) or _trivial(yvk):
+            margin = _logit(_base_rate(yk))
+            trees.stump(k, margin)
+            native[:, k] = 1.0 / (1.0 + math.exp(-margin))
+            counts.append(0)
+        else:
+            booster = lgb.train(
+                params,
+                lgb.Dataset(x[have], yk, free_raw_data=True),
+                num_boost_round=cfg.max_rounds,
+                valid_sets=[lgb.Dataset(xv[have_v], yvk)],
+                callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+            )
+            best = booster.best_iteration or booster.current_iteration()
+            booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+            trees.add_lightgbm(booster, k)
+            native[:, k] = booster.predict(parity_x)
+            counts.append(best)
+        progress.advance("lgbm", description=f"lgbm: horizons (last: {counts[-1]} trees)")
+    progress.finish("lgbm")
+    return Trained(
+        name="lgbm",
+        kind="tabular",
+        model=ensemble_model(trees, [0.0] * n_h, x.shape[1], float32_input=False, doc=doc),
+        native_test=native,
+        trees_per_horizon=tuple(counts),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------- XGBoost
+def train_xgb(
+    x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, parity_x: np.ndarray,
+    cfg: TreesConfig, seed: int, doc: str, progress: ProgressSink | None = None,
+) -> Trained:  # fmt: skip
+    import xgboost as xgb  # noqa: PLC0415 - training extra
+
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    n_h = y.shape[1]
+    trees = FlatTrees()
+    margins: list[float] = []
+    native = np.zeros((len(parity_x), n_h))
+    counts: list[int] = []
+    params = {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "eta": cfg.learning_rate,
+        "max_depth": cfg.max_depth,
+        "min_child_weight": cfg.min_child_samples * 0.25,  # hessian p(1-p) <= 0.25 per row
+        "subsample": cfg.subsample,
+        "colsample_bytree": cfg.colsample,
+        "tree_method": "hist",
+        "nthread": cfg.threads or os.cpu_count() or 1,
+        "seed": seed,
+    }
+    d_parity = xgb.DMatrix(parity_x)
+    progress.start("xgb", "xgb: horizons", n_h)
+    for k in range(n_h):
+        have, have_v = _labelled(y[:, k]), _labelled(yv[:, k])
+        yk, yvk = y[have, k], yv[have_v, k]
+        if _trivial(yk) or _trivial(yvk):
+            margin = _logit(_base_rate(yk))
+            trees.stump(k, 0.0)
+            margins.append(margin)
+            native[:, k] = 1.0 / (1.0 + math.exp(-margin))
+            counts.append(0)
+        else:
+            booster = xgb.train(
+                params,
+                xgb.DMatrix(x[have], yk),
+                num_boost_round=cfg.max_rounds,
+                evals=[(xgb.DMatrix(xv[have_v], yvk), "val")],
+                early_stopping_rounds=cfg.early_stopping_rounds,
+                verbose_eval=False,
+            )
+            best = int(booster.best_iteration) + 1
+            booster = booster[:best]
+            trees.add_xgboost(booster, k)
+            margins.append(xgboost_base_margin(booster))
+            native[:, k] = booster.predict(d_parity)
+            counts.append(best)
+        progress.advance("xgb", description=f"xgb: horizons (last: {counts[-1]} trees)")
+    progress.finish("xgb")
+    return Trained(
+        name="xgb",
+        kind="tabular",
+        model=ensemble_model(trees, margins, x.shape[1], float32_input=True, doc=doc),
+        native_test=native,
+        trees_per_horizon=tuple(counts),
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,154 @@
+"""Labels, ties, dead tails, categories, embargoed splits, metrics and the leakage guards."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import real_bars
+from memed.data import synth_market
+from memed.data.cleaning import CleaningRule, categorize, cut_dead_tails
+from memed.data.gaps import GapRule
+from memed.features import build_spec, compute_features
+from memed.trainers.labels import add_labels, usable_horizons
+from memed.trainers.leakage import check_lookahead, constant_features
+from memed.trainers.metrics import baseline_probabilities, binary_metrics, roc_auc
+from memed.trainers.splits import assign_splits, embargo_violations
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _frame(token: str, minutes: list[int], closes: list[float]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"token": token, "ts": [T0 + timedelta(minutes=m) for m in minutes], "close": closes},
+        schema={"token": pl.String, "ts": pl.Datetime("us", "UTC"), "close": pl.Float64},
+    )
+
+
+def test_labels_ties_gaps_and_end_of_data() -> None:
+    f = _frame("A", [0, 1, 2, 5, 6], [1.0, 2.0, 2.0, 3.0, 1.0])
+    out = add_labels(f, [1, 2], "exclude")
+    # y_1: 0->1 up; 1->2 tie (null); 2->3: no bar at 3, price stands at 2.0 -> tie; 5->6 down; 6: past end
+    assert out["y_1"].to_list() == [1.0, None, None, 0.0, None]
+    # y_2: 0->2 up; 1->3 (stands 2.0) tie; 2->4 tie; 5->7 past end; 6 past end
+    assert out["y_2"].to_list() == [1.0, None, None, None, None]
+    down = add_labels(f, [1], "down")
+    assert down["y_1"].to_list() == [1.0, 0.0, 0.0, 0.0, None]
+    assert out["past_1"][0] is None
+    assert out["past_1"][1] == pytest.approx(np.log(2.0))
+
+
+def test_labels_never_cross_tokens() -> None:
+    f = pl.concat([_frame("A", [0, 1], [1.0, 1.0]), _frame("B", [0, 1, 2], [5.0, 6.0, 7.0])])
+    out = add_labels(f, [1], "exclude")
+    assert out.filter(pl.col("token") == "A")["y_1"].to_list() == [None, None]
+    assert out.filter(pl.col("token") == "B")["y_1"].to_list() == [1.0, 1.0, None]
+
+
+def test_hourly_sets_have_no_sub_hour_horizons() -> None:
+    assert usable_horizons((15, 30, 60, 120, 720), 60) == [60, 120, 720]
+    assert usable_horizons((15, 30), 1) == [15, 30]
+
+
+def test_dead_tail_is_cut_keeping_two_bars() -> None:
+    closes = [1.0, 1.1, 1.2] + [1.3] * 100
+    f = _frame("A", list(range(103)), closes)
+    kept, cut = cut_dead_tails(f, CleaningRule(dead_tail_minutes=60, dead_tail_keep=2))
+    assert cut == 98
+    assert kept["close"].to_list() == [1.0, 1.1, 1.2, 1.3, 1.3]
+    short = _frame("B", list(range(30)), [1.0] * 30)
+    assert cut_dead_tails(short, CleaningRule())[1] == 0  # 29 minutes flat: not dead yet
+
+
+def test_categories_are_exclusive_with_their_hierarchy() -> None:
+    normal = _frame("normal", list(range(200)), list(1.0 + 0.01 * np.sin(np.arange(200))))
+    extreme = _frame("extremes", list(range(200)), [1.0] * 100 + [5.0] + [1.0 + 0.01 * i for i in range(99)])
+    dead = _frame("dead", list(range(200)), [1.0 + 0.01 * i for i in range(100)] + [2.0] * 100)
+    gappy = _frame("gaps", [i * 3 for i in range(200)], [1.0] * 100 + [9.0] + [1.0] * 99)  # extreme too
+    bars = pl.concat([normal, extreme, dead, gappy])
+    table = categorize(bars, CleaningRule(), GapRule(1, 15))
+    got = dict(zip(table["token"].to_list(), table["category"].cast(pl.String).to_list(), strict=True))
+    assert got == {"normal": "normal", "extremes": "extremes", "dead": "dead", "gaps": "gaps"}
+
+
+def test_temporal_split_has_an_embargo_and_the_check_catches_its_absence() -> None:
+    bars = synth_market(6, 2000, seed=3)
+    keys = bars.select("token", "ts")
+    good = assign_splits(keys, embargo_minutes=240)
+    assert embargo_violations(keys, good, 240) == 0
+    assert set(good.drop_nulls().unique().to_list()) == {"train", "val", "test"}
+    leaky = assign_splits(keys, embargo_minutes=0)
+    assert embargo_violations(keys, leaky, 240) > 0
+
+
+def test_token_split_keeps_each_token_whole() -> None:
+    bars = synth_market(40, 50, seed=1)
+    split = assign_splits(bars.select("token", "ts"), strategy="token", seed=4)
+    per_token = bars.with_columns(split.alias("s")).group_by("token").agg(pl.col("s").n_unique())
+    assert per_token["s"].max() == 1
+    assert split.n_unique() == 3
+
+
+def test_mixed_split_holds_out_whole_tokens() -> None:
+    bars = synth_market(40, 300, seed=2)
+    split = assign_splits(
+        bars.select("token", "ts"), strategy="mixed", holdout_tokens=0.3, embargo_minutes=30
+    )
+    only_test = bars.with_columns(split.alias("s")).group_by("token").agg((pl.col("s") == "test").all())
+    assert 0 < only_test["s"].sum() < 40
+
+
+def test_auc_equals_pairwise_definition() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.4).astype(float)
+    p = np.round(rng.random(300) + 0.3 * y, 1)  # many tied scores
+    pos, neg = p[y == 1], p[y == 0]
+    pairwise = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+    assert roc_auc(y, p) == pytest.approx(pairwise, abs=1e-12)
+
+
+def test_metrics_drop_unlabelled_rows_and_baselines_behave() -> None:
+    y = np.array([1.0, 0.0, np.nan, 1.0])
+    m = binary_metrics(y, np.array([0.9, 0.1, 0.5, 0.2]))
+    assert m["n"] == 3
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    base = baseline_probabilities(np.array([0.1, -0.2, 0.0, np.nan]), 0.47)
+    assert base["persistence"].tolist() == [1.0, 0.0, 0.5, 0.5]
+    assert base["reversal"].tolist() == [0.0, 1.0, 0.5, 0.5]
+    assert binary_metrics(np.array([1.0, 0.0]), base["majority"][:2])["roc_auc"] == 0.5
+
+
+def test_lookahead_guard_passes_the_engine_and_catches_a_planted_peek() -> None:
+    bars = real_bars("freqtrade-gaps").head(3000)
+    spec = build_spec(1, 15)
+    assert check_lookahead(bars, lambda b: compute_features(b, spec), cuts=5).ok
+
+    def peeking(b: pl.DataFrame) -> pl.DataFrame:
+        return compute_features(b, spec).with_columns(peek=pl.col("rsi_14").shift(-3).over("token"))
+
+    report = check_lookahead(bars, peeking, cuts=5)
+    assert not report.ok
+    assert set(report.violations) == {"peek"}
+
+
+def test_constant_feature_check() -> None:
+    f = pl.DataFrame({"a": [1.0, 1.0, None], "b": [None, None, None], "c": [1.0, 2.0, 3.0]},
+                     schema={"a": pl.Float64, "b": pl.Float64, "c": pl.Float64})  # fmt: skip
+    assert constant_features(f, ["a", "b", "c"]) == ["a", "b"]
+
+
+def test_batch_ready_flag_equals_streaming_ready() -> None:
+    from memed.features import FeatureStream
+
+    bars = real_bars("pumpfun-hourly").head(4000)
+    spec = build_spec(60, 180)
+    batch = compute_features(bars, spec, with_ready=True)
+    stream = FeatureStream(spec)
+    ready: list[bool] = []
+    for row in bars.sort("ts", "token").iter_slices(1):
+        ready.extend(stream.update(row).ready.tolist())
+    by_time = bars.sort("ts", "token").select("token", "ts").with_columns(pl.Series("r", ready))
+    joined = batch.join(by_time, on=["token", "ts"])
+    assert joined.height == bars.height
+    assert (joined["ready"] == joined["r"]).all()

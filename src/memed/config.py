@@ -125,18 +125,106 @@ class TrainConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
             raise ValueError("horizons must not be empty")
 
 
+Prob = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Fraction = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
+Positive = Annotated[float, msgspec.Meta(gt=0.0)]
+
+
+class SignalsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    decision_horizons: tuple[PositiveInt, ...] = (60,)
+    """The action follows the mean ensemble probability over these horizons (those the model set has)."""
+    buy_threshold: Prob = 0.55
+    sell_threshold: Prob = 0.45
+    strong_buy_threshold: Prob = 0.62
+    strong_sell_threshold: Prob = 0.38
+    models: tuple[ModelName, ...] = ("logreg", "lgbm", "xgb", "lstm")
+    """Families of the model set that vote (those present in the set)."""
+    weights: dict[str, Positive] = {}
+    """Ensemble weight per family; a family not listed weighs 1."""
+    dead_minutes: PositiveInt = 60
+    """A token whose price has not changed for this long is dead: HOLD with reason ``dead``."""
+
+    def __post_init__(self) -> None:
+        if not (self.strong_sell_threshold <= self.sell_threshold < self.buy_threshold):
+            raise ValueError("need strong_sell_threshold <= sell_threshold < buy_threshold")
+        if self.buy_threshold > self.strong_buy_threshold:
+            raise ValueError("need buy_threshold <= strong_buy_threshold")
+
+
+class RiskConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    equity: Positive = 10_000.0
+    risk_per_trade: Fraction = 0.01
+    """Fraction of equity lost if the stop-loss is hit."""
+    stop_atr: Positive = 2.0
+    take_profit_atr: Positive = 3.0
+    max_position_fraction: Fraction = 0.10
+    max_volume_fraction: Fraction = 0.05
+    """Position notional at most this fraction of the recent (30-bar EWMA) traded notional per bar."""
+    max_liquidity_fraction: Fraction = 0.02
+    kelly_fraction: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    """0 disables the cap; otherwise notional <= kelly_fraction x Kelly(p, payoff) x equity."""
+
+
+class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    registry: str = "models"
+    """Registry folder (its ``latest`` set is served and hot-reloaded) or one model-set folder."""
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    username: str = ""
+    password: str = ""
+    """Secret: never logged, excluded from the config hash."""
+    tls: bool = False
+    tls_ca_file: str = ""
+    client_id: str = "memed-daemon"
+    tick_topic: str = "memed/ticks/#"
+    signal_topic_prefix: str = "memed/signals"
+    dead_letter_topic: str = "memed/deadletter"
+    hummingbot_topic_prefix: str = ""
+    """Non-empty: also publish each signal in the shape of Hummingbot's ``ai_livestream`` controller."""
+    publish_hold: bool = True
+    batch_wait_seconds: Annotated[float, msgspec.Meta(ge=0.0)] = 2.0
+    """A minute's batch closes when every expected token has ticked, or this long after its first tick."""
+    max_future_seconds: NonNegInt = 120
+    reject_unknown_fields: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
+    """0 disables the HTTP endpoints."""
+    checkpoint_path: str = "memed-checkpoint.bin"
+    """Written atomically on SIGTERM/SIGINT and restored at start-up; empty disables."""
+    evict_ttl_minutes: PositiveInt = 1440
+    reload_poll_seconds: Positive = 10.0
+    jsonl_path: str = ""
+    webhook_url: str = ""
+    webhook_retries: NonNegInt = 3
+    inference_threads: PositiveInt = 2
+
+    def __repr__(self) -> str:
+        fields = msgspec.structs.asdict(self)
+        if fields["password"]:
+            fields["password"] = "***"
+        return "DaemonConfig(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+
+
 class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     logging: LoggingConfig = LoggingConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    signals: SignalsConfig = SignalsConfig()
+    risk: RiskConfig = RiskConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
     def hash(self) -> str:
         """Stable short hash of the effective configuration (sorted canonical JSON, sha256)."""
         return config_hash(self)
 
 
+SECRETS = {("daemon", "password")}
+
+
 def config_hash(cfg: MemedConfig) -> str:
-    canonical = msgspec.json.encode(msgspec.to_builtins(cfg), order="sorted")
+    data = msgspec.to_builtins(cfg)
+    for section, key in SECRETS:
+        data[section].pop(key, None)
+    canonical = msgspec.json.encode(data, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
@@ -185,7 +273,11 @@ def load_config(path: str | Path | None = None) -> MemedConfig:
 def to_toml(cfg: MemedConfig) -> str:
     """Render the effective configuration as TOML (sections in declaration order)."""
     lines: list[str] = []
-    _toml_table(msgspec.to_builtins(cfg), "", lines)
+    data = msgspec.to_builtins(cfg)
+    for section, key in SECRETS:
+        if data[section].get(key):
+            data[section][key] = "***"
+    _toml_table(data, "", lines)
     return "\n".join(lines)
 
 

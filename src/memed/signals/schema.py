@@ -1,0 +1,64 @@
+"""The published signal: versioned JSON, documented in the README.
+
+``key`` is the idempotency key: sha256 of ``token|ts|model_set`` (first 32 hex digits), equal for the
+same decision however often it is re-sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+SIGNAL_VERSION = 1
+
+
+class Risk(msgspec.Struct, frozen=True, kw_only=True):
+    entry: float
+    stop_loss: float
+    take_profit: float
+    position_size: float
+    """Units of the token."""
+    notional: float
+    risk_reward: float
+    capped_by: str
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    version: int = SIGNAL_VERSION
+    key: str
+    token: str
+    ts: str
+    """The bar's event time (ISO 8601, UTC) — never the wall clock."""
+    action: str
+    strength: float
+    p_up: float | None
+    """The decision probability (mean ensemble p_up over the decision horizons)."""
+    horizons: dict[str, float | None]
+    """Ensemble p_up per horizon in minutes."""
+    reason: str = ""
+    risk: Risk | None = None
+    model_set: str
+    feature_spec: str
+
+
+def idempotency_key(token: str, ts: str, model_set: str) -> str:
+    return hashlib.sha256(f"{token}|{ts}|{model_set}".encode()).hexdigest()[:32]
+
+
+def hummingbot_payload(sig: Signal) -> dict[str, object]:
+    """The shape Hummingbot's ``ai_livestream`` controller reads: probabilities [short, neutral, long]
+    and a target percentage."""
+    p = sig.p_up if sig.p_up is not None else 0.5
+    short, long = (1.0 - p, p) if sig.action != "HOLD" else (0.0, 0.0)
+    neutral = 1.0 if sig.action == "HOLD" else 0.0
+    target = 0.0
+    if sig.risk is not None and sig.risk.entry:
+        target = abs(sig.risk.take_profit - sig.risk.entry) / sig.risk.entry
+    return {
+        "id": sig.key,
+        "timestamp": sig.ts,
+        "trading_pair": sig.token,
+        "probabilities": [short, neutral, long],
+        "target_pct": target,
+    }

@@ -82,3 +82,22 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory, tiny_market: Path) -
     registry = tmp_path_factory.mktemp("registry")
     train_model_set([tiny_market], parse_config(TINY_TOML), registry, command="tests/conftest.py")
     return registry
+
+
+# --------------------------------------------------------------------------- a real Mosquitto
+@pytest.fixture
+def mosquitto(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Mosquitto on a free loopback port, with persistence (restartable mid-test)."""
+    import os
+
+    from broker import MOSQUITTO, Mosquitto
+
+    if not Path(MOSQUITTO).exists():
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed (CI installs it: apt-get install -y mosquitto)")
+        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()

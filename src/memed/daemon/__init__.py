@@ -1,0 +1,1 @@
+"""The streaming daemon: MQTT ticks in, risk-sized signals out (``memed run``)."""

@@ -1,0 +1,102 @@
+"""Micro-batching by event-time minute, with a written backpressure policy.
+
+* Ticks are conflated latest-per-token within a minute (each replacement counted as ``replaced``; an
+  identical resend as ``duplicate``).
+* A token's tick older than its newest seen minute is ``out_of_order``; a tick for a minute already
+  processed is ``late``. All are counted and ignored, never re-emitted.
+* Minute ``m`` closes when every expected token (those of the previous closed minute) has ticked, when
+  ticks of a later minute have begun to arrive (feeds publish in time order), or ``wait_seconds`` after
+  its first tick arrived; minutes close in order.
+
+The wall clock is used only to time the wait; what leaves the batcher is event time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from memed.daemon.ticks import Tick
+
+
+@dataclass
+class Batch:
+    minute: int
+    ticks: list[Tick]
+    last_arrival: float  # wall clock of the batch's last accepted tick (latency metric)
+
+
+@dataclass
+class MinuteBatcher:
+    wait_seconds: float
+    counts: Counter[str] = field(default_factory=Counter)
+    last_closed: int = -1
+    _pending: dict[int, dict[str, Tick]] = field(default_factory=dict)
+    _first: dict[int, float] = field(default_factory=dict)
+    _last: dict[int, float] = field(default_factory=dict)
+    _newest: dict[str, int] = field(default_factory=dict)
+    _expected: frozenset[str] = frozenset()
+
+    def add(self, tick: Tick, now: float) -> str | None:
+        """Accept a tick; returns the reason when it is ignored."""
+        m = tick.minute
+        if m <= self.last_closed:
+            return self._count("late")
+        newest = self._newest.get(tick.token, -1)
+        if m < newest:
+            return self._count("out_of_order")
+        bucket = self._pending.setdefault(m, {})
+        prev = bucket.get(tick.token)
+        if prev is not None:
+            if prev == tick:
+                return self._count("duplicate")
+            self.counts["replaced"] += 1
+        bucket[tick.token] = tick
+        self._newest[tick.token] = m
+        self._first.setdefault(m, now)
+        self._last[m] = now
+        return None
+
+    def _count(self, reason: str) -> str:
+        self.counts[reason] += 1
+        return reason
+
+    def pending_ticks(self) -> int:
+        return sum(len(b) for b in self._pending.values())
+
+    def due(self, now: float, *, flush: bool = False) -> list[Batch]:
+        """Batches ready to process, oldest first (``flush``: everything pending)."""
+        minutes = sorted(self._pending)
+        close_upto = -1
+        for k, m in enumerate(minutes):
+            bucket = self._pending[m]
+            complete = bool(self._expected) and self._expected <= bucket.keys()
+            later = k + 1 < len(minutes)
+            if flush or complete or later or now - self._first[m] >= self.wait_seconds:
+                close_upto = m
+        out = []
+        for m in minutes:
+            if m > close_upto:
+                break
+            bucket = self._pending.pop(m)
+            self._first.pop(m)
+            out.append(Batch(m, list(bucket.values()), self._last.pop(m)))
+            self.last_closed = m
+            self._expected = frozenset(bucket)
+        return out
+
+    def state(self) -> dict[str, object]:
+        return {"last_closed": self.last_closed, "newest": self._newest, "expected": sorted(self._expected)}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        last = state.get("last_closed", -1)
+        newest = state.get("newest", {})
+        expected = state.get("expected", [])
+        assert isinstance(last, int) and isinstance(newest, dict) and isinstance(expected, list)
+        self.last_closed = last
+        self._newest = {str(k): int(v) for k, v in newest.items()}
+        self._expected = frozenset(str(t) for t in expected)
+
+    def forget(self, tokens: list[str]) -> None:
+        for t in tokens:
+            self._newest.pop(t, None)

@@ -1,0 +1,62 @@
+"""aiohttp endpoints (loopback by default): /healthz, /metrics, /signals/latest."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from memed.daemon.app import Daemon
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        connected = daemon.subscribed.is_set()
+        body = {
+            "status": "ok" if connected else "degraded",
+            "broker_connected": connected,
+            "model_set": daemon.path.model_set.id,
+            "tokens": daemon.path.tokens,
+            "last_minute": daemon.batcher.last_closed,
+            "minutes_processed": daemon.processed_minutes,
+        }
+        return web.Response(body=msgspec.json.encode(body), content_type="application/json",
+                            status=200 if connected else 503)  # fmt: skip
+
+    async def metrics(_: web.Request) -> web.Response:
+        resp = web.Response(body=daemon.metrics.render())
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def latest(request: web.Request) -> web.Response:
+        token = request.query.get("token")
+        if token is not None:
+            sig = daemon.latest.get(token)
+            if sig is None:
+                raise web.HTTPNotFound(text=f"no signal for {token}")
+            return web.Response(body=msgspec.json.encode(sig), content_type="application/json")
+        return web.Response(body=msgspec.json.encode(daemon.latest), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/signals/latest", latest)
+    return app
+
+
+async def serve_http(daemon: Daemon) -> None:
+    runner = web.AppRunner(build_app(daemon), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, daemon.d.http_host, daemon.d.http_port)
+    await site.start()
+    server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+    sockets = getattr(server, "sockets", None) or []
+    daemon.http_port = sockets[0].getsockname()[1] if sockets else daemon.d.http_port
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

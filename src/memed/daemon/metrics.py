@@ -1,0 +1,46 @@
+"""The daemon's Prometheus metrics (one registry per daemon, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+
+class DaemonMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.ticks_in = Counter("memed_ticks_total", "Ticks decoded from MQTT messages", registry=r)
+        self.messages_in = Counter("memed_messages_total", "MQTT messages received", registry=r)
+        self.rejected = Counter("memed_ticks_rejected_total", "Ticks rejected or ignored, by reason",
+                                ["reason"], registry=r)  # fmt: skip
+        self.signals = Counter("memed_signals_total", "Signals emitted, by action", ["action"], registry=r)
+        self.latency = Histogram(
+            "memed_tick_to_signal_seconds", "From a minute's last tick to its last signal published",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10), registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram("memed_batch_tokens", "Tokens per processed minute",
+                                    buckets=(1, 10, 100, 1000, 5000, 10000, 50000), registry=r)  # fmt: skip
+        self.lag = Gauge("memed_event_time_lag_seconds", "Wall clock minus the last processed minute's end",
+                         registry=r)  # fmt: skip
+        self.tokens = Gauge("memed_tokens_tracked", "Tokens with state in memory", registry=r)
+        self.connected = Gauge("memed_broker_connected", "1 while connected to the broker", registry=r)
+        self.reconnects = Counter("memed_broker_reconnects_total", "Broker connection losses", registry=r)
+        self.reloads = Counter("memed_model_reloads_total", "Model-set reloads, by result", ["result"],
+                               registry=r)  # fmt: skip
+        self.model_set = Info("memed_model_set", "The served model set", registry=r)
+        self.webhook_failures = Counter("memed_webhook_failures_total", "Signals the webhook never took",
+                                        registry=r)  # fmt: skip
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        self.rejected.labels(reason=reason).inc(n)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def rejected_counts(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for metric in self.registry.collect():
+            if metric.name == "memed_ticks_rejected":
+                for s in metric.samples:
+                    if s.name.endswith("_total"):
+                        out[s.labels["reason"]] = s.value
+        return out

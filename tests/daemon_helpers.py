@@ -1,0 +1,97 @@
+"""Helpers for the daemon tests: configs, the direct decision path, signal collection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import msgspec
+import numpy as np
+import polars as pl
+
+from broker import free_port
+from conftest import TINY_TOML
+from memed.config import MemedConfig, parse_config
+from memed.features.batch import bar_matrix, epoch_minutes
+from memed.models.registry import load_model_set
+from memed.pipeline import DecisionPath
+
+
+def daemon_config(registry: Path, broker_url: str, tmp: Path, extra: str = "") -> MemedConfig:
+    return parse_config(
+        TINY_TOML
+        + f"""
+[signals]
+models = ["logreg", "lgbm", "xgb", "lstm", "transformer"]
+decision_horizons = [30, 60]
+[daemon]
+registry = "{registry}"
+broker_url = "{broker_url}"
+client_id = "memed-test-{tmp.name}"
+batch_wait_seconds = 0.3
+http_port = {free_port()}
+checkpoint_path = "{tmp / "ckpt.bin"}"
+jsonl_path = "{tmp / "signals.jsonl"}"
+reload_poll_seconds = 0.2
+"""
+        + extra
+    )
+
+
+def direct_signals(market: pl.DataFrame, cfg: MemedConfig, registry: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The decision path run directly, minute by minute, on the same bars."""
+    path = DecisionPath(load_model_set(registry), cfg)
+    bars = market.sort("ts", "token")
+    ts = epoch_minutes(bars["ts"])
+    x = bar_matrix(bars)
+    tokens = bars["token"].to_list()
+    bounds = np.r_[0, np.flatnonzero(np.diff(ts)) + 1, len(ts)]
+    out = {}
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for sig in path.process(tokens[a:b], float(ts[a]), np.ascontiguousarray(x[:, a:b])).signals():
+            out[(sig.token, sig.ts)] = msgspec.to_builtins(sig)
+    return out
+
+
+def read_jsonl(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    if path.exists():
+        for line in path.read_bytes().splitlines():
+            doc = msgspec.json.decode(line)
+            out[(doc["token"], doc["ts"])] = doc
+    return out
+
+
+def assert_same_signals(got: dict[tuple[str, str], dict[str, Any]], want: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert got.keys() == want.keys(), (len(got), len(want), sorted(want.keys() - got.keys())[:5])
+    for key, w in want.items():
+        g = got[key]
+        assert g["action"] == w["action"], key
+        assert g["reason"] == w["reason"], key
+        assert g["key"] == w["key"]
+        for field in ("p_up", "strength"):
+            if w[field] is None:
+                assert g[field] is None, key
+            else:
+                assert abs(g[field] - w[field]) <= 1e-9, (key, field)
+        if w["risk"] is None:
+            assert g["risk"] is None, key
+        else:
+            for k, v in w["risk"].items():
+                assert g["risk"][k] == v if isinstance(v, str) else abs(g["risk"][k] - v) <= 1e-9 * max(1, abs(v))
+
+
+async def wait_until(cond: Any, timeout: float = 30.0, interval: float = 0.05) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(interval)
+
+
+async def collect(url_port: int, topic: str, into: list[bytes], ready: asyncio.Event) -> None:
+    async with aiomqtt.Client("127.0.0.1", url_port) as client:
+        await client.subscribe(topic, qos=1)
+        ready.set()
+        async for message in client.messages:
+            into.append(bytes(message.payload))  # type: ignore[arg-type]

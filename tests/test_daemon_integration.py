@@ -1,0 +1,143 @@
+"""The daemon against a real Mosquitto: ticks in, signals out, equal to the decision path run directly;
+broker restarts; checkpoints; malformed input; hot reload; HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import polars as pl
+import pytest
+
+from broker import Mosquitto
+from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, read_jsonl, wait_until
+from memed.daemon.app import Daemon
+from memed.daemon.replay import replay
+from memed.data import synth_market
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def market() -> pl.DataFrame:
+    return synth_market(10, 150, seed=21)
+
+
+async def test_ticks_in_signals_out_equal_the_direct_decision_path(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
+) -> None:
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    daemon = Daemon(cfg)
+    received: list[bytes] = []
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        sub = tg.create_task(collect(mosquitto.port, "memed/signals/#", received, ready))
+        await daemon.subscribed.wait()
+        await ready.wait()
+        await replay(market, mosquitto.url, batch=False)
+        await wait_until(lambda: len(received) >= market.height)
+        # the HTTP endpoints while it runs
+        await wait_until(lambda: daemon.http_port is not None)
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+                assert (await r.json())["model_set"] == daemon.path.model_set.id
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+                assert f"memed_ticks_total {float(market.height)}" in text
+                assert "memed_tick_to_signal_seconds_bucket" in text
+            async with http.get(f"{base}/signals/latest?token=SYN00003") as r:
+                assert (await r.json())["token"] == "SYN00003"
+        daemon.stop()
+        await run
+        sub.cancel()
+    got = {}
+    for body in received:
+        doc = msgspec.json.decode(body)
+        got[(doc["token"], doc["ts"])] = doc
+    want = direct_signals(market, cfg, tiny_registry)
+    assert_same_signals(got, want)
+    assert {d["action"] for d in want.values()} >= {"HOLD"}
+    assert any(d["risk"] is not None for d in want.values())
+
+
+async def test_broker_restart_mid_run_loses_no_minute(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
+) -> None:
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    daemon = Daemon(cfg)
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        await daemon.subscribed.wait()
+        feed = tg.create_task(replay(market, mosquitto.url, batch=True, speed=60 * 60))  # a minute per second/60
+        await asyncio.sleep(0.8)
+        await asyncio.to_thread(mosquitto.restart)
+        stats = await feed
+        await wait_until(lambda: daemon.batcher.last_closed >= _last_minute(market), timeout=60)
+        daemon.stop()
+        await run
+    assert stats["reconnects"] >= 1
+    assert daemon.metrics.reconnects._value.get() >= 1  # noqa: SLF001
+    assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))
+
+
+def _last_minute(market: pl.DataFrame) -> int:
+    return int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+
+
+async def test_stop_checkpoint_restart_continues_identically(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
+) -> None:
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    cut = market["ts"].sort().unique()[70]
+    first, second = market.filter(pl.col("ts") <= cut), market.filter(pl.col("ts") > cut)
+    for part in (first, second):
+        daemon = Daemon(cfg)  # the second one restores the checkpoint the first wrote
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(daemon.run())
+            await daemon.subscribed.wait()
+            await replay(part, mosquitto.url, batch=True)
+            await wait_until(lambda d=daemon, p=part: d.batcher.last_closed >= _last_minute(p) - 1)
+            daemon.stop()  # as SIGTERM does: drain, publish, checkpoint
+            await run
+        assert (tmp_path / "ckpt.bin").exists()
+    assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))
+
+
+async def test_hot_reload_refuses_a_bad_set_and_loads_a_good_one(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from memed.models.registry import latest_id, set_latest
+
+    registry = tmp_path / "registry"
+    good = latest_id(tiny_registry)
+    shutil.copytree(tiny_registry / good, registry / good)
+    set_latest(registry, good)
+    cfg = daemon_config(registry, mosquitto.url, tmp_path)
+    daemon = Daemon(cfg)
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        await daemon.subscribed.wait()
+        bad = registry / "bad-set"
+        shutil.copytree(registry / good, bad)
+        (bad / "lgbm.onnx").write_bytes(b"corrupt")
+        set_latest(registry, "bad-set")
+        await wait_until(lambda: "bad-set" in daemon._refused)  # noqa: SLF001
+        assert daemon.path.model_set.id == good
+        other = registry / "other-set"
+        shutil.copytree(registry / good, other)
+        doc = msgspec.json.decode((other / "manifest.json").read_bytes())
+        doc["model_set_id"] = "other-set"
+        (other / "manifest.json").write_bytes(msgspec.json.encode(doc))
+        set_latest(registry, "other-set")
+        await wait_until(lambda: daemon.path.model_set.id == "other-set")
+        daemon.stop()
+        await run
+    text = daemon.metrics.render().decode()
+    assert 'memed_model_reloads_total{result="refused"} 1.0' in text
+    assert 'memed_model_reloads_total{result="loaded"} 1.0' in text

@@ -71,6 +71,6 @@ def size_positions(
         take_profit=np.where(trade, close + side * take_dist, nan),
         units=np.where(trade, notional / close, nan),
         notional=notional,
-        risk_reward=np.where(trade, take_dist / stop_dist, nan),
+        risk_reward=np.where(trade, cfg.take_profit_atr / cfg.stop_atr, nan),
         cap=[names[w] if t else "" for w, t in zip(which.tolist(), trade.tolist(), strict=True)],
     )

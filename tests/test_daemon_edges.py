@@ -1,0 +1,234 @@
+"""Validation at the edge, the minute batcher, policy and risk sizing, malformed input against a live
+daemon (hypothesis), and SIGTERM on a real `memed run` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker import Mosquitto
+from daemon_helpers import daemon_config, wait_until
+from memed.config import RiskConfig, SignalsConfig
+from memed.daemon.app import Daemon
+from memed.daemon.batcher import MinuteBatcher
+from memed.daemon.ticks import Rejected, Tick, decode_message
+from memed.signals.policy import ACTIONS, REASONS, decide
+from memed.signals.risk import size_positions
+
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+GOOD = {"token": "PEPE", "ts": 1_767_225_540, "close": 1.5, "open": 1.4, "high": 1.6, "low": 1.3, "volume": 10.0}
+
+
+def _one(payload: Any) -> Tick | Rejected:
+    items = decode_message(payload if isinstance(payload, bytes) else json.dumps(payload).encode(), NOW, 120)
+    assert len(items) == 1
+    return items[0]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda t: t.pop("close"), "missing_field"),
+        (lambda t: t.update(close=-1.0), "bad_price"),
+        (lambda t: t.update(close=0.0), "bad_price"),
+        (lambda t: t.update(close="NaN"), "bad_type"),
+        (lambda t: t.update(high=1.0), "bad_price"),
+        (lambda t: t.update(volume=-3), "bad_volume"),
+        (lambda t: t.update(surprise=1), "unknown_field"),
+        (lambda t: t.update(ts=NOW + 3600), "future_ts"),
+        (lambda t: t.update(ts="yesterday"), "bad_ts"),
+        (lambda t: t.update(ts="2026-01-01T00:00:00"), "bad_ts"),  # no zone
+        (lambda t: t.update(token=""), "bad_type"),
+        (lambda t: t.update(token="a/b"), "bad_type"),
+        (lambda t: t.update(liquidity=math.inf), "malformed_json"),
+    ],
+)
+def test_each_bad_tick_is_rejected_with_its_reason(mutate: Any, reason: str) -> None:
+    tick = dict(GOOD)
+    mutate(tick)
+    try:
+        body = json.dumps(tick, allow_nan=True).encode()
+    except ValueError:
+        body = b"{"
+    got = _one(body)
+    assert isinstance(got, Rejected)
+    assert got.reason == reason
+
+
+def test_good_ticks_decode_in_every_time_format_and_arrays() -> None:
+    for ts in (1_767_225_540, 1_767_225_540_000, "2026-01-01T00:00:00Z", 1_767_225_559.9):
+        got = _one({**GOOD, "ts": ts})
+        assert isinstance(got, Tick)
+    items = decode_message(json.dumps([GOOD, {**GOOD, "token": "X"}, {"bad": 1}]).encode(), NOW, 120)
+    assert [type(i).__name__ for i in items] == ["Tick", "Tick", "Rejected"]
+    price_only = _one({"token": "A", "ts": 1_767_225_540, "close": 2.0})
+    assert isinstance(price_only, Tick)
+    assert (price_only.open, price_only.high, price_only.volume) == (2.0, 2.0, 0.0)
+    assert math.isnan(price_only.liquidity)
+
+
+def _tick(token: str, minute: int, close: float = 1.0) -> Tick:
+    nan = math.nan
+    return Tick(token, minute, close, close, close, close, 1.0, nan, nan, nan, nan)
+
+
+def test_batcher_conflates_counts_and_closes_in_order() -> None:
+    b = MinuteBatcher(wait_seconds=2.0)
+    assert b.add(_tick("A", 10), 0.0) is None
+    assert b.add(_tick("A", 10), 0.1) == "duplicate"
+    assert b.add(_tick("A", 10, 2.0), 0.2) is None  # replaced: latest wins
+    assert b.add(_tick("B", 10), 0.2) is None
+    assert b.due(1.0) == []  # nothing expected yet, wait not over
+    assert b.add(_tick("A", 11), 1.5) is None  # a later minute began: minute 10 closes
+    batches = b.due(1.6)
+    assert [x.minute for x in batches] == [10]
+    assert {t.token: t.close for t in batches[0].ticks} == {"A": 2.0, "B": 1.0}
+    assert b.add(_tick("B", 10), 1.7) == "late"
+    assert b.add(_tick("A", 9), 1.7) == "late"
+    assert b.add(_tick("B", 11), 1.8) is None  # all expected tokens of minute 11: closes at once
+    assert [x.minute for x in b.due(1.8)] == [11]
+    assert b.add(_tick("C", 13), 2.0) is None
+    assert b.add(_tick("C", 12), 2.0) == "out_of_order"
+    assert b.due(3.0) == []
+    assert [x.minute for x in b.due(4.1)] == [13]  # wait elapsed
+    assert b.counts == {"duplicate": 1, "replaced": 1, "late": 2, "out_of_order": 1}
+
+
+def test_policy_bands_and_reasons() -> None:
+    cfg = SignalsConfig()
+    p = np.array([0.70, 0.56, 0.50, 0.44, 0.30, np.nan, 0.9, 0.9])
+    ready = np.array([True, True, True, True, True, True, False, True])
+    dead = np.array([False] * 7 + [True])
+    d = decide(p, ready, dead, cfg)
+    assert [ACTIONS[a] for a in d.action] == ["STRONG_BUY", "BUY", "HOLD", "SELL", "STRONG_SELL", "HOLD", "HOLD", "HOLD"]
+    assert [REASONS[r] for r in d.reason][5:] == ["no_model", "warming_up", "dead"]
+    assert d.strength[0] == pytest.approx(0.4)
+
+
+def test_risk_sizing_caps_and_directions() -> None:
+    cfg = RiskConfig(equity=10_000, risk_per_trade=0.01, stop_atr=2, take_profit_atr=3, max_position_fraction=0.5,
+                     max_volume_fraction=0.05, max_liquidity_fraction=0.02)  # fmt: skip
+    action = np.array([3, 1, 2, 3, 3], dtype=np.int8)  # BUY, SELL, HOLD, BUY (volume-capped), BUY (no ATR)
+    close = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    atr = np.array([0.05, 0.05, 0.05, 0.05, 0.0])
+    notional = np.array([1e9, 1e9, 1e9, 1000.0, 1e9])
+    liq = np.array([np.nan, 1e9, np.nan, np.nan, np.nan])
+    r = size_positions(action, np.full(5, 0.6), close, atr, notional, liq, cfg)
+    # risk: 100 lost over a 0.1 stop -> 1000 units
+    assert r.units[0] == pytest.approx(1000.0)
+    assert (r.stop_loss[0], r.take_profit[0]) == (pytest.approx(0.9), pytest.approx(1.15))
+    assert (r.stop_loss[1], r.take_profit[1]) == (pytest.approx(1.1), pytest.approx(0.85))  # short
+    assert r.risk_reward[0] == pytest.approx(1.5)
+    assert math.isnan(r.notional[2])
+    assert r.notional[3] == pytest.approx(50.0)
+    assert r.cap[3] == "volume"
+    assert math.isnan(r.notional[4])
+    kelly = size_positions(action[:1], np.array([0.45]), close[:1], atr[:1], notional[:1], liq[:1],
+                           RiskConfig(kelly_fraction=0.5, max_position_fraction=1.0))  # fmt: skip
+    # Kelly(0.45, payoff 1.5) = 0.45 - 0.55 / 1.5 = 0.0833; half of it of 10k equity
+    assert kelly.notional[0] == pytest.approx(0.5 * (0.45 - 0.55 / 1.5) * 10_000)
+    assert kelly.cap == ["kelly"]
+
+
+# --------------------------------------------------------------------------- malformed input, live
+def _bad_ticks() -> st.SearchStrategy[tuple[bytes, str]]:
+    base = st.fixed_dictionaries({"token": st.text("abcXYZ", min_size=1, max_size=6),
+                                  "ts": st.integers(1_700_000_000, 1_760_000_000),
+                                  "close": st.floats(1e-9, 1e6)})  # fmt: skip
+    junk = st.binary(max_size=40).filter(lambda b: not _is_json(b)).map(lambda b: (b, "malformed_json"))
+    negative = base.flatmap(lambda t: st.floats(max_value=0.0, allow_nan=False, allow_infinity=False).map(
+        lambda c: (json.dumps({**t, "close": c}).encode(), "bad_price")))  # fmt: skip
+    unknown = base.flatmap(lambda t: st.text("qwe", min_size=1, max_size=4).map(
+        lambda k: (json.dumps({**t, f"x_{k}": 1}).encode(), "unknown_field")))  # fmt: skip
+    missing = base.flatmap(lambda t: st.sampled_from(["token", "ts", "close"]).map(
+        lambda k: (json.dumps({x: v for x, v in t.items() if x != k}).encode(), "missing_field")))  # fmt: skip
+    wrong = base.map(lambda t: (json.dumps({**t, "close": str(t["close"])}).encode(), "bad_type"))
+    return st.one_of(junk, negative, unknown, missing, wrong)
+
+
+def _is_json(b: bytes) -> bool:
+    try:
+        json.loads(b)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bad=st.lists(_bad_ticks(), min_size=5, max_size=40))
+def test_malformed_messages_are_counted_and_the_daemon_keeps_serving(
+    bad: list[tuple[bytes, str]], tiny_registry: Path, mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = tmp_path_factory.mktemp("malformed")
+    asyncio.run(_malformed(bad, daemon_config(tiny_registry, mosquitto.url, tmp), mosquitto))
+
+
+async def _malformed(bad: list[tuple[bytes, str]], cfg: Any, mosquitto: Mosquitto) -> None:
+    daemon = Daemon(cfg)
+    dead_letters: list[bytes] = []
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        await daemon.subscribed.wait()
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            await client.subscribe("memed/deadletter", qos=0)
+
+            async def listen() -> None:
+                async for m in client.messages:
+                    dead_letters.append(bytes(m.payload))  # type: ignore[arg-type]
+
+            listener = tg.create_task(listen())
+            for body, _ in bad:
+                await client.publish("memed/ticks/x", body, qos=1)
+            good = {**GOOD, "ts": int(time.time()) // 60 * 60}
+            await client.publish("memed/ticks/x", json.dumps(good).encode(), qos=1)
+            await wait_until(lambda: "PEPE" in daemon.latest, timeout=20)
+            await wait_until(lambda: len(dead_letters) >= len(bad), timeout=20)
+            listener.cancel()
+        daemon.stop()
+        await run
+    counts = daemon.metrics.rejected_counts()
+    want: dict[str, float] = {}
+    for _, reason in bad:
+        want[reason] = want.get(reason, 0) + 1
+    assert counts == want
+    assert sorted(json.loads(d)["reason"] for d in dead_letters) == sorted(r for _, r in bad)
+
+
+# --------------------------------------------------------------------------- a real process
+def test_memed_run_drains_and_checkpoints_on_sigterm(tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    from memed.config import to_toml
+
+    conf = tmp_path / "run.toml"
+    conf.write_text(to_toml(cfg))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "memed.cli", "run", "--config", str(conf)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)  # fmt: skip
+    assert proc.stderr is not None
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        lines.append(line)
+        if "broker_connected" in line:
+            break
+    assert any("broker_connected" in line for line in lines), lines
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "checkpoint_written" in err.decode()
+    assert (tmp_path / "ckpt.bin").exists()

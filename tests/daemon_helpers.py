@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ reload_poll_seconds = 0.2
     )
 
 
-def direct_signals(market: pl.DataFrame, cfg: MemedConfig, registry: Path) -> dict[tuple[str, str], dict[str, Any]]:
+def direct_signals(
+    market: pl.DataFrame, cfg: MemedConfig, registry: Path
+) -> dict[tuple[str, str], dict[str, Any]]:
     """The decision path run directly, minute by minute, on the same bars."""
     path = DecisionPath(load_model_set(registry), cfg)
     bars = market.sort("ts", "token")
@@ -49,7 +52,7 @@ def direct_signals(market: pl.DataFrame, cfg: MemedConfig, registry: Path) -> di
     tokens = bars["token"].to_list()
     bounds = np.r_[0, np.flatnonzero(np.diff(ts)) + 1, len(ts)]
     out = {}
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         for sig in path.process(tokens[a:b], float(ts[a]), np.ascontiguousarray(x[:, a:b])).signals():
             out[(sig.token, sig.ts)] = msgspec.to_builtins(sig)
     return out
@@ -64,7 +67,9 @@ def read_jsonl(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def assert_same_signals(got: dict[tuple[str, str], dict[str, Any]], want: dict[tuple[str, str], dict[str, Any]]) -> None:
+def assert_same_signals(
+    got: dict[tuple[str, str], dict[str, Any]], want: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     assert got.keys() == want.keys(), (len(got), len(want), sorted(want.keys() - got.keys())[:5])
     for key, w in want.items():
         g = got[key]
@@ -80,7 +85,11 @@ def assert_same_signals(got: dict[tuple[str, str], dict[str, Any]], want: dict[t
             assert g["risk"] is None, key
         else:
             for k, v in w["risk"].items():
-                assert g["risk"][k] == v if isinstance(v, str) else abs(g["risk"][k] - v) <= 1e-9 * max(1, abs(v))
+                assert (
+                    g["risk"][k] == v
+                    if isinstance(v, str)
+                    else abs(g["risk"][k] - v) <= 1e-9 * max(1, abs(v))
+                )
 
 
 async def wait_until(cond: Any, timeout: float = 30.0, interval: float = 0.05) -> None:

@@ -30,7 +30,15 @@ from memed.signals.policy import ACTIONS, REASONS, decide
 from memed.signals.risk import size_positions
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-GOOD = {"token": "PEPE", "ts": 1_767_225_540, "close": 1.5, "open": 1.4, "high": 1.6, "low": 1.3, "volume": 10.0}
+GOOD = {
+    "token": "PEPE",
+    "ts": 1_767_225_540,
+    "close": 1.5,
+    "open": 1.4,
+    "high": 1.6,
+    "low": 1.3,
+    "volume": 10.0,
+}
 
 
 def _one(payload: Any) -> Tick | Rejected:
@@ -114,14 +122,25 @@ def test_policy_bands_and_reasons() -> None:
     ready = np.array([True, True, True, True, True, True, False, True])
     dead = np.array([False] * 7 + [True])
     d = decide(p, ready, dead, cfg)
-    assert [ACTIONS[a] for a in d.action] == ["STRONG_BUY", "BUY", "HOLD", "SELL", "STRONG_SELL", "HOLD", "HOLD", "HOLD"]
+    assert [ACTIONS[a] for a in d.action] == [
+        "STRONG_BUY",
+        "BUY",
+        "HOLD",
+        "SELL",
+        "STRONG_SELL",
+        "HOLD",
+        "HOLD",
+        "HOLD",
+    ]
     assert [REASONS[r] for r in d.reason][5:] == ["no_model", "warming_up", "dead"]
     assert d.strength[0] == pytest.approx(0.4)
 
 
 def test_risk_sizing_caps_and_directions() -> None:
-    cfg = RiskConfig(equity=10_000, risk_per_trade=0.01, stop_atr=2, take_profit_atr=3, max_position_fraction=0.5,
-                     max_volume_fraction=0.05, max_liquidity_fraction=0.02)  # fmt: skip
+    cfg = RiskConfig(
+        equity=10_000, risk_per_trade=0.01, stop_atr=2, take_profit_atr=3, max_position_fraction=0.5,
+        max_volume_fraction=0.05, max_liquidity_fraction=0.02,
+    )  # fmt: skip
     action = np.array([3, 1, 2, 3, 3], dtype=np.int8)  # BUY, SELL, HOLD, BUY (volume-capped), BUY (no ATR)
     close = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
     atr = np.array([0.05, 0.05, 0.05, 0.05, 0.0])
@@ -155,7 +174,8 @@ def _bad_ticks() -> st.SearchStrategy[tuple[bytes, str]]:
     unknown = base.flatmap(lambda t: st.text("qwe", min_size=1, max_size=4).map(
         lambda k: (json.dumps({**t, f"x_{k}": 1}).encode(), "unknown_field")))  # fmt: skip
     missing = base.flatmap(lambda t: st.sampled_from(["token", "ts", "close"]).map(
-        lambda k: (json.dumps({x: v for x, v in t.items() if x != k}).encode(), "missing_field")))  # fmt: skip
+        lambda k: (json.dumps({x: v for x, v in t.items() if x != k}).encode(), "missing_field")
+    ))  # fmt: skip
     wrong = base.map(lambda t: (json.dumps({**t, "close": str(t["close"])}).encode(), "bad_type"))
     return st.one_of(junk, negative, unknown, missing, wrong)
 
@@ -171,7 +191,10 @@ def _is_json(b: bytes) -> bool:
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=st.lists(_bad_ticks(), min_size=5, max_size=40))
 def test_malformed_messages_are_counted_and_the_daemon_keeps_serving(
-    bad: list[tuple[bytes, str]], tiny_registry: Path, mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory
+    bad: list[tuple[bytes, str]],
+    tiny_registry: Path,
+    mosquitto: Mosquitto,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     tmp = tmp_path_factory.mktemp("malformed")
     asyncio.run(_malformed(bad, daemon_config(tiny_registry, mosquitto.url, tmp), mosquitto))
@@ -209,7 +232,9 @@ async def _malformed(bad: list[tuple[bytes, str]], cfg: Any, mosquitto: Mosquitt
 
 
 # --------------------------------------------------------------------------- a real process
-def test_memed_run_drains_and_checkpoints_on_sigterm(tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path) -> None:
+def test_memed_run_drains_and_checkpoints_on_sigterm(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
     from memed.config import to_toml
 
@@ -232,3 +257,27 @@ def test_memed_run_drains_and_checkpoints_on_sigterm(tiny_registry: Path, mosqui
     assert proc.returncode == 0, err.decode()[-2000:]
     assert "checkpoint_written" in err.decode()
     assert (tmp_path / "ckpt.bin").exists()
+
+
+def test_shipped_demo_model_set_matches_the_running_feature_engine() -> None:
+    from memed.daemon.demo import DEMO_MODELS
+    from memed.features import build_spec
+    from memed.models.registry import load_model_set
+
+    ms = load_model_set(DEMO_MODELS)
+    spec = build_spec(ms.manifest.interval_minutes, ms.manifest.gap_fill_max_minutes)
+    assert ms.manifest.feature_spec_hash == spec.hash, (
+        "the kernel changed: regenerate the demo models with the command in their manifest"
+    )
+    assert ms.manifest.command.startswith("memed train")
+
+
+def test_memed_demo_runs_end_to_end_without_external_services(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "memed.cli", "demo", "--minutes", "40", "--speed", "0",
+         "--data-root", str(tmp_path)],
+        capture_output=True, text=True, timeout=180, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "synthetic market" in res.stdout
+    assert "served 40 minutes" in res.stdout

@@ -74,7 +74,9 @@ async def test_broker_restart_mid_run_loses_no_minute(
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
         await daemon.subscribed.wait()
-        feed = tg.create_task(replay(market, mosquitto.url, batch=True, speed=60 * 60))  # a minute per second/60
+        feed = tg.create_task(
+            replay(market, mosquitto.url, batch=True, speed=60 * 60)
+        )  # a minute per second/60
         await asyncio.sleep(0.8)
         await asyncio.to_thread(mosquitto.restart)
         stats = await feed
@@ -82,7 +84,7 @@ async def test_broker_restart_mid_run_loses_no_minute(
         daemon.stop()
         await run
     assert stats["reconnects"] >= 1
-    assert daemon.metrics.reconnects._value.get() >= 1  # noqa: SLF001
+    assert daemon.metrics.reconnects._value.get() >= 1
     assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))
 
 
@@ -127,7 +129,7 @@ async def test_hot_reload_refuses_a_bad_set_and_loads_a_good_one(
         shutil.copytree(registry / good, bad)
         (bad / "lgbm.onnx").write_bytes(b"corrupt")
         set_latest(registry, "bad-set")
-        await wait_until(lambda: "bad-set" in daemon._refused)  # noqa: SLF001
+        await wait_until(lambda: "bad-set" in daemon._refused)
         assert daemon.path.model_set.id == good
         other = registry / "other-set"
         shutil.copytree(registry / good, other)

@@ -25,7 +25,7 @@ from memed.features import FeatureSpec, FeatureStream, build_spec
 from memed.features.kernel import STATUS_STALE
 from memed.models.registry import ModelSet
 from memed.signals.ensemble import ensemble
-from memed.signals.policy import ACTIONS, A_HOLD, R_NO_VOL, REASONS, decide
+from memed.signals.policy import A_HOLD, ACTIONS, R_NO_VOL, REASONS, decide
 from memed.signals.risk import RiskPlan, size_positions
 from memed.signals.schema import Risk, Signal, idempotency_key
 
@@ -74,7 +74,8 @@ class MinuteResult:
                     strength=float(self.strength[i]),
                     p_up=None if np.isnan(p) else p,
                     horizons={
-                        str(h): (None if np.isnan(v) else v) for h, v in zip(self.horizons, hp[i], strict=True)
+                        str(h): (None if np.isnan(v) else v)
+                        for h, v in zip(self.horizons, hp[i], strict=True)
                     },
                     reason=REASONS[self.reason[i]],
                     risk=risk,
@@ -220,8 +221,10 @@ class DecisionPath:
         self._reset_models(rows[~ready])
         probs = self._score(values, ready, rows)
         n_h = len(self.model_set.manifest.horizons)
-        horizon_p = ensemble(probs, self.cfg.signals.weights) if probs else np.full((len(tokens), n_h), np.nan)
-        p = horizon_p[:, self._decision_cols].mean(axis=1) if len(tokens) else np.empty(0)
+        horizon_p = (
+            ensemble(probs, self.cfg.signals.weights) if probs else np.full((len(tokens), n_h), np.nan)
+        )
+        p = horizon_p[:, self._decision_cols].mean(axis=1) if tokens else np.empty(0)
         decision = decide(p, ready, dead, self.cfg.signals)
         atr = values[:, self._atr] if self._atr >= 0 else np.full(len(tokens), np.nan)
         risk = size_positions(decision.action, p, close, atr, self._notional[rows], liquidity, self.cfg.risk)

@@ -11,7 +11,7 @@ from memed import __version__
 from memed.cli.config_cmd import config_group
 from memed.cli.data_cmd import data_group
 from memed.cli.features_cmd import features_group
-from memed.cli.run_cmd import replay_cmd, run_cmd
+from memed.cli.run_cmd import demo_cmd, replay_cmd, run_cmd
 from memed.cli.train_cmd import check_group, models_group, train_cmd
 from memed.errors import MemedError
 
@@ -45,6 +45,7 @@ cli.add_command(models_group)
 cli.add_command(check_group)
 cli.add_command(run_cmd)
 cli.add_command(replay_cmd)
+cli.add_command(demo_cmd)
 
 
 def main() -> None:

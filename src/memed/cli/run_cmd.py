@@ -75,3 +75,34 @@ def replay_cmd(sources: tuple[Path, ...], broker: str, speed: float, batch: bool
                                    username=username, password=password, on_minute=on_minute))  # fmt: skip
     click.echo(f"published {int(stats['messages']):,} messages for {int(stats['minutes']):,} minutes "
                f"in {stats['seconds']:.1f} s ({int(stats['reconnects'])} reconnects)")  # fmt: skip
+
+
+@click.command("demo")
+@click.option("--minutes", type=click.IntRange(10), default=1440, show_default=True,
+              help="How many of the dataset's last minutes to replay.")  # fmt: skip
+@click.option("--speed", type=click.FloatRange(0), default=1200.0, show_default=True,
+              help="Times real time (1200: a minute every 50 ms; 0: as fast as possible).")  # fmt: skip
+@click.option(
+    "--data-root", type=click.Path(path_type=Path), default=Path("../shared/data"), show_default=True
+)
+@config_option
+def demo_cmd(minutes: int, speed: float, data_root: Path, config_path: Path | None) -> None:
+    """Everything on embedded defaults, no external service: an embedded MQTT broker, the packaged model
+    set, a real dataset replayed at high speed, the daemon, and a live table of the latest signals."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from memed.daemon.demo import demo_market, run_demo  # noqa: PLC0415
+    from memed.logs import configure_logging  # noqa: PLC0415
+
+    cfg = setup(config_path)
+    configure_logging("warning", cfg.logging.format)  # the live table is the demo's output
+    market, source = demo_market(data_root, minutes)
+    console = Console()
+    console.print(f"replaying {market.height:,} ticks from {source}")
+    try:
+        daemon = asyncio.run(run_demo(cfg, market, speed=speed, console=console))
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return
+    counts = {k: int(v) for k, v in sorted(daemon.metrics.signal_counts().items())}
+    console.print(f"served {daemon.processed_minutes:,} minutes; signals by action: {counts}")

@@ -65,7 +65,9 @@ class Daemon:
         model_set = load_model_set(self.registry, threads=self.d.inference_threads)
         self.checkpoint = Path(self.d.checkpoint_path) if self.d.checkpoint_path else None
         self.path = self._initial_path(model_set)
-        self.metrics.model_set.info({"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash})
+        self.metrics.model_set.info(
+            {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
+        )
         self.latest: dict[str, Signal] = {}
         self.processed_minutes = 0
         self.subscribed = asyncio.Event()
@@ -77,7 +79,9 @@ class Daemon:
         self._swap: ModelSet | None = None
         self._refused: set[str] = set()
         self._jsonl = JsonlSink(Path(self.d.jsonl_path)) if self.d.jsonl_path else None
-        self._webhook = WebhookSink(self.d.webhook_url, self.d.webhook_retries) if self.d.webhook_url else None
+        self._webhook = (
+            WebhookSink(self.d.webhook_url, self.d.webhook_retries) if self.d.webhook_url else None
+        )
         self.http_port: int | None = None
 
     def _initial_path(self, model_set: ModelSet) -> DecisionPath:
@@ -155,7 +159,7 @@ class Daemon:
                 self.metrics.connected.set(0)
                 self.metrics.reconnects.inc()
                 log.warning("broker_lost", error=str(exc), retry_in=round(backoff, 2))
-                await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter
+                await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 10.0)
 
     def _on_message(self, payload: Any) -> None:

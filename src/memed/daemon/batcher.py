@@ -92,7 +92,9 @@ class MinuteBatcher:
         last = state.get("last_closed", -1)
         newest = state.get("newest", {})
         expected = state.get("expected", [])
-        assert isinstance(last, int) and isinstance(newest, dict) and isinstance(expected, list)
+        assert isinstance(last, int)
+        assert isinstance(newest, dict)
+        assert isinstance(expected, list)
         self.last_closed = last
         self._newest = {str(k): int(v) for k, v in newest.items()}
         self._expected = frozenset(str(t) for t in expected)

@@ -53,7 +53,7 @@ async def serve_http(daemon: Daemon) -> None:
     await runner.setup()
     site = web.TCPSite(runner, daemon.d.http_host, daemon.d.http_port)
     await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+    server = site._server
     sockets = getattr(server, "sockets", None) or []
     daemon.http_port = sockets[0].getsockname()[1] if sockets else daemon.d.http_port
     try:

@@ -36,11 +36,17 @@ class DaemonMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def rejected_counts(self) -> dict[str, float]:
+    def _by_label(self, metric_name: str, label: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for metric in self.registry.collect():
-            if metric.name == "memed_ticks_rejected":
+            if metric.name == metric_name:
                 for s in metric.samples:
                     if s.name.endswith("_total"):
-                        out[s.labels["reason"]] = s.value
+                        out[s.labels[label]] = s.value
         return out
+
+    def rejected_counts(self) -> dict[str, float]:
+        return self._by_label("memed_ticks_rejected", "reason")
+
+    def signal_counts(self) -> dict[str, float]:
+        return self._by_label("memed_signals", "action")

@@ -28,7 +28,9 @@ log = get_logger("memed.replay")
 OPTIONAL = ("liquidity", "buys", "sells", "market_cap")
 
 
-def minute_payloads(frame: pl.DataFrame, prefix: str, batch: bool) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
+def minute_payloads(
+    frame: pl.DataFrame, prefix: str, batch: bool
+) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
     """(epoch minute, [(topic, payload)]) for each minute of a canonical frame, in time order."""
     cols = [c for c in BAR_COLUMNS if c in frame.columns and c not in ("token", "ts")]
     df = frame.sort("ts", "token").with_columns((pl.col("ts").dt.epoch("s")).alias("_s"))
@@ -41,7 +43,7 @@ def minute_payloads(frame: pl.DataFrame, prefix: str, batch: bool) -> Iterator[t
                 if v is not None and not (isinstance(v, float) and np.isnan(v)):
                     tick[c] = v
             ticks.append(tick)
-        minute = int(secs) // 60  # type: ignore[call-overload]
+        minute = int(secs) // 60
         if batch:
             yield minute, [(f"{prefix}/batch", msgspec.json.encode(ticks))]
         else:
@@ -78,7 +80,7 @@ async def replay(
             ) as client:  # fmt: skip
                 backoff = 0.2
                 while i < len(minutes):
-                    minute, messages = minutes[i]
+                    _minute, messages = minutes[i]
                     start = time.perf_counter()
                     for s in range(0, len(messages), window):
                         chunk = messages[s : s + window]
@@ -92,7 +94,7 @@ async def replay(
         except aiomqtt.MqttError as exc:
             reconnects += 1
             log.warning("replay_broker_lost", error=str(exc), minute_index=i, retry_in=round(backoff, 2))
-            await asyncio.sleep(backoff * (0.5 + random.random()))  # noqa: S311 - jitter
+            await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 5.0)
     elapsed = time.perf_counter() - t0
     return {"minutes": float(len(minutes)), "messages": float(sent), "seconds": elapsed,

@@ -54,7 +54,7 @@ class WebhookSink:
                     log.warning("webhook_status", status=resp.status, attempt=attempt)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("webhook_error", error=str(exc), attempt=attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
         return False
 

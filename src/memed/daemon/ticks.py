@@ -57,7 +57,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _ts_minute(value: Any) -> int | None:
+def _ts_minute(value: Any) -> int | None:  # noqa: PLR0911 - one return per rejected form
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -76,7 +76,9 @@ def _ts_minute(value: Any) -> int | None:
     return None
 
 
-def parse_tick(obj: Any, now_seconds: float, max_future_seconds: float, strict: bool) -> Tick | Rejected:
+def parse_tick(  # noqa: PLR0911 - one return per rejection reason
+    obj: Any, now_seconds: float, max_future_seconds: float, strict: bool
+) -> Tick | Rejected:
     if not isinstance(obj, dict):
         return Rejected("not_a_tick", f"expected an object, got {type(obj).__name__}", obj)
     for field in ("token", "ts", "close"):
@@ -106,7 +108,9 @@ def parse_tick(obj: Any, now_seconds: float, max_future_seconds: float, strict: 
             return Rejected("bad_price", f"{field} = {value} is not a positive finite price", obj)
     assert close is not None
     o, h, lo = prices["open"], prices["high"], prices["low"]
-    assert o is not None and h is not None and lo is not None
+    assert o is not None
+    assert h is not None
+    assert lo is not None
     if h < max(o, close, lo) or lo > min(o, close):
         return Rejected("bad_price", "high/low do not bound open and close", obj)
     volume = _number(obj.get("volume", 0.0))

@@ -51,7 +51,9 @@ def size_positions(
         caps = {
             "risk": risk_units * close,
             "equity": np.full(len(close), cfg.max_position_fraction * cfg.equity),
-            "volume": np.where(np.isfinite(recent_notional), cfg.max_volume_fraction * recent_notional, np.inf),
+            "volume": np.where(
+                np.isfinite(recent_notional), cfg.max_volume_fraction * recent_notional, np.inf
+            ),
             "liquidity": np.where(np.isfinite(liquidity), cfg.max_liquidity_fraction * liquidity, np.inf),
         }
         payoff = cfg.take_profit_atr / cfg.stop_atr

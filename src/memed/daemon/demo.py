@@ -109,6 +109,6 @@ def demo_market(data_root: Path, minutes: int) -> tuple[pl.DataFrame, str]:
     folders = [data_root / n for n in ("binance-futures-1m", "freqtrade-gaps") if (data_root / n).is_dir()]
     if folders:
         frame, _ = load_dataset(folders)
-        start = frame["ts"].max() - pl.duration(minutes=minutes - 1)  # type: ignore[operator]
+        start = frame["ts"].max() - pl.duration(minutes=minutes - 1)
         return frame.filter(pl.col("ts") >= start), ", ".join(str(f) for f in folders)
     return synth_market(20, minutes, seed=1), "a synthetic market (../shared/data not found)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,9 @@ class Mosquitto:
         self.dir = workdir
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
+            # run as root, mosquitto drops to user "mosquitto", which cannot write its persistence file
+            # into a private temporary folder: stay the current user (no effect when not root)
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

@@ -20,7 +20,9 @@ from memed.models.registry import load_model_set
 from memed.pipeline import DecisionPath
 
 
-def daemon_config(registry: Path, broker_url: str, tmp: Path, extra: str = "") -> MemedConfig:
+def daemon_config(
+    registry: Path, broker_url: str, tmp: Path, extra: str = "", *, close_on_expected: bool = True
+) -> MemedConfig:
     return parse_config(
         TINY_TOML
         + f"""
@@ -36,6 +38,8 @@ http_port = {free_port()}
 checkpoint_path = "{tmp / "ckpt.bin"}"
 jsonl_path = "{tmp / "signals.jsonl"}"
 reload_poll_seconds = 0.2
+publish_hold = "always"
+close_on_expected = {"true" if close_on_expected else "false"}
 """
         + extra
     )

@@ -29,7 +29,8 @@ def market() -> pl.DataFrame:
 async def test_ticks_in_signals_out_equal_the_direct_decision_path(
     tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
 ) -> None:
-    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    # one message per tick: minutes close when the next begins (a new token cannot be cut off)
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, close_on_expected=False)
     daemon = Daemon(cfg)
     received: list[bytes] = []
     ready = asyncio.Event()

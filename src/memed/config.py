@@ -180,9 +180,14 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     dead_letter_topic: str = "memed/deadletter"
     hummingbot_topic_prefix: str = ""
     """Non-empty: also publish each signal in the shape of Hummingbot's ``ai_livestream`` controller."""
-    publish_hold: bool = True
+    publish_hold: Literal["always", "changes", "never"] = "changes"
+    """HOLD signals on MQTT: every minute, only when a token's (action, reason) changed (a HOLD after a
+    BUY revokes it), or never. BUY/SELL are always published; the JSONL and webhook sinks get every signal."""
     batch_wait_seconds: Annotated[float, msgspec.Meta(ge=0.0)] = 2.0
     """A minute's batch closes when every expected token has ticked, or this long after its first tick."""
+    close_on_expected: bool = True
+    """Close a minute as soon as every token of the previous minute has ticked (lowest latency); false:
+    only when the next minute begins or the wait ends (no new token's tick can then arrive late)."""
     max_future_seconds: NonNegInt = 120
     reject_unknown_fields: bool = True
     http_host: str = "127.0.0.1"

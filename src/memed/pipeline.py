@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -32,6 +33,13 @@ from memed.signals.schema import Risk, Signal, idempotency_key
 NOTIONAL_ALPHA = 2.0 / 31.0
 _GROW = 1024
 _MAGIC = b"MEMEDPL1"
+
+
+def _nan_to_none(a: np.ndarray) -> list[Any]:
+    obj = a.astype(object)
+    obj[np.isnan(a)] = None
+    out: list[Any] = obj.tolist()
+    return out
 
 
 @dataclass
@@ -56,28 +64,32 @@ class MinuteResult:
         ts = datetime.fromtimestamp(self.ts_minutes * 60.0, UTC).isoformat().replace("+00:00", "Z")
         out = []
         r = self.risk
-        hp = self.horizon_p.tolist()
+        names = [str(h) for h in self.horizons]
+        hp = _nan_to_none(self.horizon_p)
+        p_list = _nan_to_none(self.p)
+        strength = self.strength.tolist()
+        actions = [ACTIONS[a] for a in self.action.tolist()]
+        reasons = [REASONS[x] for x in self.reason.tolist()]
+        has_risk = np.isfinite(r.notional).tolist()
+        plan = np.column_stack(
+            [r.entry, r.stop_loss, r.take_profit, r.units, r.notional, r.risk_reward]
+        ).tolist()
         for i, token in enumerate(self.tokens):
             risk = None
-            if np.isfinite(r.notional[i]):
-                risk = Risk(entry=float(r.entry[i]), stop_loss=float(r.stop_loss[i]),
-                            take_profit=float(r.take_profit[i]), position_size=float(r.units[i]),
-                            notional=float(r.notional[i]), risk_reward=float(r.risk_reward[i]),
-                            capped_by=r.cap[i])  # fmt: skip
-            p = float(self.p[i])
+            if has_risk[i]:
+                e, sl, tp, units, notional, rr = plan[i]
+                risk = Risk(entry=e, stop_loss=sl, take_profit=tp, position_size=units, notional=notional,
+                            risk_reward=rr, capped_by=r.cap[i])  # fmt: skip
             out.append(
                 Signal(
                     key=idempotency_key(token, ts, self.model_set),
                     token=token,
                     ts=ts,
-                    action=ACTIONS[self.action[i]],
-                    strength=float(self.strength[i]),
-                    p_up=None if np.isnan(p) else p,
-                    horizons={
-                        str(h): (None if np.isnan(v) else v)
-                        for h, v in zip(self.horizons, hp[i], strict=True)
-                    },
-                    reason=REASONS[self.reason[i]],
+                    action=actions[i],
+                    strength=strength[i],
+                    p_up=p_list[i],
+                    horizons=dict(zip(names, hp[i], strict=True)),
+                    reason=reasons[i],
                     risk=risk,
                     model_set=self.model_set,
                     feature_spec=self.feature_spec,

@@ -77,9 +77,11 @@ def categorize_cmd(sources: tuple[Path, ...], all_tokens: bool, config_path: Pat
     frame, _ = load_dataset(sources)
     interval = infer_interval_minutes(frame)
     table = categorize(frame, cleaning_rule(cfg), GapRule(interval, cfg.data.gap_fill_max_minutes))
-    summary = table.group_by("category").agg(
-        pl.len().alias("tokens"), pl.col("bars").sum().alias("bars")
-    ).sort("category")
+    summary = (
+        table.group_by("category")
+        .agg(pl.len().alias("tokens"), pl.col("bars").sum().alias("bars"))
+        .sort("category")
+    )
     click.echo(f"{'category':<10}{'tokens':>8}{'bars':>12}")
     for cat, n, bars in summary.iter_rows():
         click.echo(f"{cat:<10}{n:>8,}{bars:>12,}")

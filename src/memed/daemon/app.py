@@ -25,16 +25,18 @@ from memed.config import MemedConfig
 from memed.daemon.batcher import Batch, MinuteBatcher
 from memed.daemon.checkpoint import read_checkpoint, write_checkpoint
 from memed.daemon.metrics import DaemonMetrics
+from memed.daemon.publish import publish_many
 from memed.daemon.sinks import JsonlSink, WebhookSink
 from memed.daemon.ticks import Rejected, decode_message
 from memed.errors import ConfigError, MemedError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, latest_id, load_model_set, resolve
 from memed.pipeline import DecisionPath, MinuteResult
+from memed.signals.policy import ACTIONS
 from memed.signals.schema import Signal, hummingbot_payload
 
 log = get_logger("memed.daemon")
-PUBLISH_CHUNK = 2000
+PUBLISH_CHUNK = 20_000  # QoS-1 messages in flight at once: well under the 65,535 MQTT packet ids
 OUTBOX_MAX = 1_000_000
 
 
@@ -60,7 +62,7 @@ class Daemon:
         self.host, self.port, url_tls = broker_address(self.d.broker_url)
         self.tls = url_tls or self.d.tls
         self.metrics = DaemonMetrics()
-        self.batcher = MinuteBatcher(self.d.batch_wait_seconds)
+        self.batcher = MinuteBatcher(self.d.batch_wait_seconds, close_on_expected=self.d.close_on_expected)
         self.registry = Path(self.d.registry)
         model_set = load_model_set(self.registry, threads=self.d.inference_threads)
         self.checkpoint = Path(self.d.checkpoint_path) if self.d.checkpoint_path else None
@@ -70,6 +72,8 @@ class Daemon:
         )
         self.latest: dict[str, Signal] = {}
         self.processed_minutes = 0
+        self.recent_latencies: deque[float] = deque(maxlen=10_000)
+        """Seconds from each minute's last tick to its last signal published (newest last)."""
         self.subscribed = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -77,6 +81,7 @@ class Daemon:
         self._outbox: deque[tuple[str, bytes]] = deque(maxlen=OUTBOX_MAX)
         self._dead: asyncio.Queue[Rejected] = asyncio.Queue(maxsize=10_000)
         self._swap: ModelSet | None = None
+        self._published: dict[str, tuple[str, str]] = {}
         self._refused: set[str] = set()
         self._jsonl = JsonlSink(Path(self.d.jsonl_path)) if self.d.jsonl_path else None
         self._webhook = (
@@ -121,7 +126,8 @@ class Daemon:
             self._jsonl.close()
         if self._webhook is not None:
             await self._webhook.close()
-        log.info("daemon_stopped", minutes=self.processed_minutes)
+        log.info("daemon_stopped", minutes=self.processed_minutes, rejected=self.metrics.rejected_counts(),
+                 signals=self.metrics.signal_counts())  # fmt: skip
 
     async def _drain(self) -> None:
         """Process everything pending, publish it, then write the checkpoint."""
@@ -138,11 +144,12 @@ class Daemon:
         backoff = 0.2
         tls = aiomqtt.TLSParameters(ca_certs=self.d.tls_ca_file or None) if self.tls else None
         while True:
+            client: aiomqtt.Client | None = None
             try:
                 async with aiomqtt.Client(
                     self.host, self.port, identifier=self.d.client_id, clean_session=False,
                     username=self.d.username or None, password=self.d.password or None, tls_params=tls,
-                    max_queued_incoming_messages=200_000,
+                    max_queued_incoming_messages=200_000, max_inflight_messages=0,  # bounded by PUBLISH_CHUNK
                 ) as client:  # fmt: skip
                     await client.subscribe(self.d.tick_topic, qos=1)
                     self._client = client
@@ -155,12 +162,25 @@ class Daemon:
                         self._on_message(message.payload)
             except aiomqtt.MqttError as exc:
                 self._client = None
+                if client is not None:
+                    self._drain_received(client)
                 self.subscribed.clear()
                 self.metrics.connected.set(0)
                 self.metrics.reconnects.inc()
                 log.warning("broker_lost", error=str(exc), retry_in=round(backoff, 2))
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 10.0)
+
+    def _drain_received(self, client: aiomqtt.Client) -> None:
+        """Messages the broker delivered (and paho acknowledged) before the connection dropped are still
+        in the old client's queue: take them, or a broker restart would lose them."""
+        queue = client._queue
+        drained = 0
+        while not queue.empty():
+            self._on_message(queue.get_nowait().payload)
+            drained += 1
+        if drained:
+            log.info("received_before_disconnect", messages=drained)
 
     def _on_message(self, payload: Any) -> None:
         self.metrics.messages_in.inc()
@@ -191,7 +211,7 @@ class Daemon:
     # ------------------------------------------------------------------ batches
     async def _batch_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.005)
             async with self._lock:
                 if self._swap is not None:
                     self._apply_swap()
@@ -205,7 +225,9 @@ class Daemon:
         self.processed_minutes += 1
         for sig in signals:
             self.latest[sig.token] = sig
-            self.metrics.signals.labels(action=sig.action).inc()
+        for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
+            if n:
+                self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
         if result.stale:
             self.metrics.reject("stale", result.stale)
         await self._publish(signals)
@@ -214,7 +236,9 @@ class Daemon:
         if self._webhook is not None and not await self._webhook.send(signals):
             self.metrics.webhook_failures.inc(len(signals))
         now = self.clock()
-        self.metrics.latency.observe(max(0.0, now - batch.last_arrival))
+        latency = max(0.0, now - batch.last_arrival)
+        self.metrics.latency.observe(latency)
+        self.recent_latencies.append(latency)
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(now - (batch.minute + 1) * 60)
         if self.processed_minutes % 60 == 0:
@@ -222,14 +246,21 @@ class Daemon:
             self.batcher.forget(gone)
             for t in gone:
                 self.latest.pop(t, None)
+                self._published.pop(t, None)
         self.metrics.tokens.set(self.path.tokens)
 
     # ------------------------------------------------------------------ MQTT out
     async def _publish(self, signals: list[Signal]) -> None:
         prefix = self.d.signal_topic_prefix
+        mode = self.d.publish_hold
+        last = self._published
         for sig in signals:
-            if sig.action == "HOLD" and not self.d.publish_hold:
+            state = (sig.action, sig.reason)
+            if sig.action == "HOLD" and (
+                mode == "never" or (mode == "changes" and last.get(sig.token) == state)
+            ):
                 continue
+            last[sig.token] = state
             self._outbox.append((f"{prefix}/{sig.token}", msgspec.json.encode(sig)))
             if self.d.hummingbot_topic_prefix:
                 topic = f"{self.d.hummingbot_topic_prefix}/{sig.token}"
@@ -243,12 +274,9 @@ class Daemon:
             if client is None:
                 return
             chunk = [self._outbox.popleft() for _ in range(min(PUBLISH_CHUNK, len(self._outbox)))]
-            results = await asyncio.gather(
-                *(client.publish(topic, body, qos=1) for topic, body in chunk), return_exceptions=True
-            )
-            failed = [item for item, res in zip(chunk, results, strict=True) if isinstance(res, Exception)]
-            if failed:
-                self._outbox.extendleft(reversed(failed))
+            unconfirmed = await publish_many(client, chunk, qos=1)
+            if unconfirmed:
+                self._outbox.extendleft(reversed([chunk[i] for i in unconfirmed]))
                 return
 
     # ------------------------------------------------------------------ model reload

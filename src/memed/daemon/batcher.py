@@ -6,7 +6,9 @@
   processed is ``late``. All are counted and ignored, never re-emitted.
 * Minute ``m`` closes when every expected token (those of the previous closed minute) has ticked, when
   ticks of a later minute have begun to arrive (feeds publish in time order), or ``wait_seconds`` after
-  its first tick arrived; minutes close in order.
+  its first tick arrived; minutes close in order. With one message per tick, a *new* token's tick can
+  arrive after the expected ones have closed the minute (it is then ``late``); ``close_on_expected=False``
+  waits for the next minute or the timeout instead.
 
 The wall clock is used only to time the wait; what leaves the batcher is event time.
 """
@@ -29,6 +31,7 @@ class Batch:
 @dataclass
 class MinuteBatcher:
     wait_seconds: float
+    close_on_expected: bool = True
     counts: Counter[str] = field(default_factory=Counter)
     last_closed: int = -1
     _pending: dict[int, dict[str, Tick]] = field(default_factory=dict)
@@ -70,7 +73,7 @@ class MinuteBatcher:
         close_upto = -1
         for k, m in enumerate(minutes):
             bucket = self._pending[m]
-            complete = bool(self._expected) and self._expected <= bucket.keys()
+            complete = self.close_on_expected and bool(self._expected) and self._expected <= bucket.keys()
             later = k + 1 < len(minutes)
             if flush or complete or later or now - self._first[m] >= self.wait_seconds:
                 close_upto = m

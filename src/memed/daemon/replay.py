@@ -2,9 +2,9 @@
 
 One message per tick (``<prefix>/<token>``) or, with ``batch``, one JSON array per minute
 (``<prefix>/batch``) — batches matter: one subscriber decodes only ~10k messages/s. QoS 1 publishes go
-out in windows of ``window`` unacknowledged messages (MQTT packet ids are 16-bit). A lost connection is
-re-established with backoff and the interrupted minute is sent again (the daemon counts the resent ticks
-as duplicates).
+out in windows of at most ``window`` unacknowledged messages (MQTT packet ids are 16-bit). A lost
+connection is re-established with backoff and the interrupted minute is sent again (the daemon counts
+the resent ticks as duplicates).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from memed.daemon.app import broker_address
+from memed.daemon.publish import publish_many
 from memed.data.schema import BAR_COLUMNS
 from memed.logs import get_logger
 
@@ -58,7 +59,7 @@ async def replay(
     batch: bool = False,
     speed: float = 0.0,
     qos: int = 1,
-    window: int = 1000,
+    window: int = 20_000,
     username: str | None = None,
     password: str | None = None,
     on_minute: Callable[[int, int], None] | None = None,
@@ -76,15 +77,15 @@ async def replay(
         try:
             async with aiomqtt.Client(
                 host, port, username=username, password=password, identifier=client_id,
-                tls_params=aiomqtt.TLSParameters() if tls else None, max_inflight_messages=window,
+                tls_params=aiomqtt.TLSParameters() if tls else None, max_inflight_messages=0,
             ) as client:  # fmt: skip
                 backoff = 0.2
                 while i < len(minutes):
                     _minute, messages = minutes[i]
                     start = time.perf_counter()
                     for s in range(0, len(messages), window):
-                        chunk = messages[s : s + window]
-                        await asyncio.gather(*(client.publish(t, p, qos=qos) for t, p in chunk))
+                        if await publish_many(client, messages[s : s + window], qos=qos):
+                            raise aiomqtt.MqttError("connection lost with publishes unacknowledged")
                     sent += len(messages)
                     i += 1
                     if on_minute is not None:

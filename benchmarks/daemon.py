@@ -1,0 +1,158 @@
+"""Daemon latency and throughput with Mosquitto on loopback and the default (packaged) model set.
+
+For each token count: the daemon's state is warmed up by running history through its decision path,
+then a publisher *process* sends each minute's ticks (JSON arrays of 500 ticks, QoS 1) at a fixed pace,
+and the daemon records, per minute, the time from the minute's last tick arriving to its last signal
+published (QoS 1). A second phase publishes minutes back to back to measure sustained ticks/s.
+
+    python benchmarks/daemon.py --tokens 1000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from broker import Mosquitto
+from memed.config import MemedConfig
+from memed.daemon.app import Daemon
+from memed.daemon.demo import DEMO_MODELS
+from memed.logs import configure_logging
+
+T0_MIN = 29_000_000  # epoch minutes, 2025-02
+PUBLISHER = r"""
+import asyncio, sys, time, json, aiomqtt
+from memed.daemon.publish import publish_many
+port, path, pace = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+minutes = [json.loads(line) for line in open(path)]
+async def main():
+    async with aiomqtt.Client("127.0.0.1", port, max_inflight_messages=0) as c:
+        start = time.perf_counter()
+        for k, msgs in enumerate(minutes):
+            assert not await publish_many(c, [("memed/ticks/batch", m.encode()) for m in msgs])
+            if pace > 0:
+                await asyncio.sleep(max(0.0, start + (k + 1) * pace - time.perf_counter()))
+asyncio.run(main())
+"""
+
+
+def market(tokens: int, minutes: int, seed: int = 0) -> np.ndarray:
+    """(minutes, tokens, 5) open, high, low, close, volume of random-walk memecoins with tick sizes."""
+    rng = np.random.default_rng(seed)
+    logp = np.cumsum(rng.normal(0, 0.01, (minutes, tokens)), axis=0) + rng.uniform(-8, 0, tokens)
+    close = np.round(np.exp(logp), 9) + 1e-9
+    open_ = np.vstack([close[:1], close[:-1]])
+    spread = np.abs(rng.normal(0, 0.003, (minutes, tokens)))
+    high = np.maximum(open_, close) * (1 + spread)
+    low = np.minimum(open_, close) * (1 - spread)
+    volume = rng.lognormal(5, 1.5, (minutes, tokens))
+    return np.stack([open_, high, low, close, volume], axis=-1)
+
+
+def payloads(bars: np.ndarray, names: list[str], first_minute: int, chunk: int = 500) -> list[list[str]]:
+    out = []
+    for k in range(bars.shape[0]):
+        ts = (first_minute + k) * 60
+        ticks = [
+            {"token": t, "ts": ts, "open": b[0], "high": b[1], "low": b[2], "close": b[3], "volume": b[4]}
+            for t, b in zip(names, bars[k].tolist(), strict=True)
+        ]
+        out.append([msgspec.json.encode(ticks[i : i + chunk]).decode() for i in range(0, len(ticks), chunk)])
+    return out
+
+
+async def one_size(
+    tokens: int, warmup: int, minutes: int, flood: int, pace: float, broker: Mosquitto
+) -> dict[str, float]:
+    bars = market(tokens, warmup + minutes + flood)
+    names = [f"TOK{i:05d}" for i in range(tokens)]
+    cfg = MemedConfig()
+    d = msgspec.structs.replace(
+        cfg.daemon, registry=str(DEMO_MODELS), broker_url=broker.url, http_port=0, checkpoint_path="",
+        batch_wait_seconds=10.0, client_id=f"bench-{tokens}",
+    )  # fmt: skip
+    daemon = Daemon(msgspec.structs.replace(cfg, daemon=d))
+    warm_times = []
+    for k in range(warmup):
+        x = np.full((9, tokens), np.nan)
+        x[:5] = bars[k].T
+        t = time.perf_counter()
+        daemon.path.process(names, float(T0_MIN + k), x)
+        warm_times.append(time.perf_counter() - t)
+    daemon.batcher.load_state({"last_closed": T0_MIN + warmup - 1, "newest": {}, "expected": names})
+    with tempfile.TemporaryDirectory() as tmp:
+        paced, floods = Path(tmp) / "paced.jsonl", Path(tmp) / "flood.jsonl"
+        for path, part, first in ((paced, bars[warmup : warmup + minutes], T0_MIN + warmup),
+                                  (floods, bars[warmup + minutes :], T0_MIN + warmup + minutes)):  # fmt: skip
+            path.write_text("\n".join(json.dumps(m) for m in payloads(part, names, first)) + "\n")
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(daemon.run())
+            await daemon.subscribed.wait()
+            pub = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", PUBLISHER, str(broker.port), str(paced), str(pace)
+            )
+            await pub.wait()
+            while daemon.processed_minutes < minutes:
+                await asyncio.sleep(0.01)
+            latencies = np.array(daemon.recent_latencies)
+            t0 = time.perf_counter()
+            pub = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", PUBLISHER, str(broker.port), str(floods), "0"
+            )
+            await pub.wait()
+            while daemon.processed_minutes < minutes + flood:
+                await asyncio.sleep(0.005)
+            flood_s = time.perf_counter() - t0
+            daemon.stop()
+            await run
+    return {
+        "tokens": tokens,
+        "direct_path_p50_ms": 1e3 * float(np.median(warm_times[warmup // 2 :])),
+        "latency_p50_ms": 1e3 * float(np.percentile(latencies, 50)),
+        "latency_p99_ms": 1e3 * float(np.percentile(latencies, 99)),
+        "latency_max_ms": 1e3 * float(latencies.max()),
+        "sustained_ticks_per_s": tokens * flood / flood_s,
+        "minutes_measured": float(len(latencies)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument(
+        "--warmup", type=int, default=80, help="minutes of history run first (models need warm state)"
+    )
+    ap.add_argument("--minutes", type=int, default=20, help="paced minutes for the latency figures")
+    ap.add_argument("--flood", type=int, default=10, help="back-to-back minutes for the throughput figure")
+    ap.add_argument(
+        "--pace", type=float, default=0.0, help="seconds between paced minutes (0: 1 s + 0.2 s per 1k tokens)"
+    )
+    args = ap.parse_args()
+    configure_logging("warning", "console")
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp))
+        broker.start()
+        try:
+            for n in args.tokens:
+                pace = args.pace or 1.0 + 0.2 * n / 1000
+                r = asyncio.run(one_size(n, args.warmup, args.minutes, args.flood, pace, broker))
+                print(f"{n:>6} tokens: tick->signal p50 {r['latency_p50_ms']:7.1f} ms  "
+                      f"p99 {r['latency_p99_ms']:7.1f} ms"
+                      f"  max {r['latency_max_ms']:7.1f} ms  over {int(r['minutes_measured'])} minutes | "
+                      f"decision path alone p50 {r['direct_path_p50_ms']:6.1f} ms | "
+                      f"sustained {r['sustained_ticks_per_s']:,.0f} ticks/s")  # fmt: skip
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

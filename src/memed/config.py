@@ -209,6 +209,27 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         return "DaemonConfig(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 
+class BacktestConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    train_minutes: PositiveInt = 14 * 1440
+    test_minutes: PositiveInt = 3 * 1440
+    step_minutes: PositiveInt = 3 * 1440
+    embargo_minutes: NonNegInt = 0
+    """0: the longest label horizon (the minimum a plan may have)."""
+    expanding: bool = True
+    """Expanding training windows from the data's start, or sliding ones of ``train_minutes``."""
+    retrain_every: PositiveInt = 1
+    max_folds: NonNegInt = 0
+    """0: as many folds as fit."""
+    fee_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
+    slippage_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 5.0
+    impact_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 100.0
+    """Extra slippage in bps per unit of order notional / the fill bar's traded notional."""
+    max_exposure: Positive = 1.0
+    """Open notional across all tokens at most this multiple of equity."""
+    processes: NonNegInt = 0
+    """Folds trained and replayed in parallel processes (0: one per core, within memory)."""
+
+
 class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     logging: LoggingConfig = LoggingConfig()
     data: DataConfig = DataConfig()
@@ -216,6 +237,7 @@ class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     signals: SignalsConfig = SignalsConfig()
     risk: RiskConfig = RiskConfig()
     daemon: DaemonConfig = DaemonConfig()
+    backtest: BacktestConfig = BacktestConfig()
 
     def hash(self) -> str:
         """Stable short hash of the effective configuration (sorted canonical JSON, sha256)."""

@@ -13,6 +13,7 @@ its features), exactly as the trainers cut sequences into runs. All of it is in 
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,9 @@ class MinuteResult:
     model_set: str
     feature_spec: str
     horizons: tuple[int, ...]
+    close: np.ndarray
+    atr: np.ndarray  # ATR(14) in price units (NaN while warming up)
+    recent_notional: np.ndarray  # 30-bar EWMA of close x volume
     stale: int = 0
     restarts: int = 0
 
@@ -109,6 +113,8 @@ class DecisionPath:
                 f"this engine computes {self.spec.hash}"
             )
         self.stream = stream or FeatureStream(self.spec)
+        self.timings = {"features": 0.0, "inference": 0.0, "decision": 0.0}
+        """Seconds spent per stage since creation (the benchmark reports them)."""
         self._atr = self.spec.names.index("atr_14") if "atr_14" in self.spec.names else -1
         self._index: dict[str, int] = {}
         self._free: list[int] = []
@@ -212,7 +218,9 @@ class DecisionPath:
         """One event-time minute: ``tokens`` (distinct), ``bars`` (9, n) float64 as
         :meth:`FeatureStream.update_arrays` takes them."""
         n = len(tokens)
+        t0 = time.perf_counter()
         upd = self.stream.update_arrays(tokens, np.full(n, ts_minutes), bars)
+        t1 = time.perf_counter()
         fresh = upd.status != STATUS_STALE
         stale = int(n - fresh.sum())
         if stale:
@@ -231,7 +239,9 @@ class DecisionPath:
         prev = self._notional[rows]
         self._notional[rows] = np.where(np.isnan(prev), traded, prev + NOTIONAL_ALPHA * (traded - prev))
         self._reset_models(rows[~ready])
+        t2 = time.perf_counter()
         probs = self._score(values, ready, rows)
+        t3 = time.perf_counter()
         n_h = len(self.model_set.manifest.horizons)
         horizon_p = (
             ensemble(probs, self.cfg.signals.weights) if probs else np.full((len(tokens), n_h), np.nan)
@@ -244,6 +254,11 @@ class DecisionPath:
         decision.action[no_vol] = A_HOLD
         decision.reason[no_vol] = R_NO_VOL
         decision.strength[no_vol] = 0.0
+        t4 = time.perf_counter()
+        timings = self.timings
+        timings["features"] += t1 - t0
+        timings["inference"] += t3 - t2
+        timings["decision"] += (t2 - t1) + (t4 - t3)
         return MinuteResult(
             ts_minutes=ts_minutes,
             tokens=list(tokens),
@@ -256,6 +271,9 @@ class DecisionPath:
             model_set=self.model_set.id,
             feature_spec=self.spec.hash,
             horizons=self.model_set.manifest.horizons,
+            close=close,
+            atr=atr,
+            recent_notional=self._notional[rows],
             stale=stale,
             restarts=upd.restarts,
         )

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from memed import __version__
+from memed.cli.backtest_cmd import backtest_cmd
 from memed.cli.config_cmd import config_group
 from memed.cli.data_cmd import data_group
 from memed.cli.features_cmd import features_group
@@ -46,6 +47,7 @@ cli.add_command(check_group)
 cli.add_command(run_cmd)
 cli.add_command(replay_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(backtest_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,65 @@
+"""The walk-forward plan over global time (all tokens share one calendar).
+
+Fold ``k`` tests ``[test_start, test_start + test)``, with ``test_start = start + train + embargo + k x
+step``; its training window ends ``embargo`` minutes before the test starts and begins at ``start``
+(expanding) or ``train`` minutes before its end (sliding). Models are retrained every ``retrain_every``
+folds; the folds in between reuse the last trained set. The embargo must be at least the longest label
+horizon, so no training label (which looks ``h`` minutes ahead) reaches into the test period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from memed.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    train_start: datetime
+    train_end: datetime  # exclusive
+    test_start: datetime
+    test_end: datetime  # exclusive
+    retrain: bool
+
+
+def plan_folds(
+    start: datetime,
+    end: datetime,
+    *,
+    train_minutes: int,
+    test_minutes: int,
+    step_minutes: int,
+    embargo_minutes: int,
+    expanding: bool = True,
+    retrain_every: int = 1,
+    max_folds: int = 0,
+) -> list[Fold]:
+    """Folds that fit in ``[start, end]``."""
+    folds: list[Fold] = []
+    train, test, step, gap = (timedelta(minutes=m) for m in (train_minutes, test_minutes, step_minutes,
+                                                               embargo_minutes))  # fmt: skip
+    k = 0
+    while True:
+        test_start = start + train + gap + k * step
+        test_end = test_start + test
+        if test_end > end + timedelta(minutes=1) or (max_folds and k >= max_folds):
+            break
+        train_end = test_start - gap
+        train_start = start if expanding else train_end - train
+        folds.append(Fold(k, train_start, train_end, test_start, test_end, k % retrain_every == 0))
+        k += 1
+    return folds
+
+
+def check_embargo(folds: list[Fold], longest_horizon_minutes: int) -> None:
+    """Refuse a plan in which a training label could see its fold's test period."""
+    need = timedelta(minutes=longest_horizon_minutes)
+    for f in folds:
+        if f.test_start - f.train_end < need:
+            raise ConfigError(
+                f"fold {f.index}: only {(f.test_start - f.train_end).total_seconds() / 60:.0f} minutes between "
+                f"training and test, the longest horizon is {longest_horizon_minutes}: labels would leak"
+            )

@@ -1,0 +1,121 @@
+"""``report.html``: one self-contained page (inline SVG, no script, no network)."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memed.backtest.metrics import hourly_equity
+from memed.backtest.plan import Fold
+from memed.backtest.simulator import SimResult
+
+COLORS = {"model": "#1f6feb", "buy_and_hold": "#8b949e", "persistence": "#d29922", "reversal": "#a371f7",
+          "always_hold": "#3fb950"}  # fmt: skip
+W, H, PAD = 860, 260, 40
+
+
+def _polyline(xs: np.ndarray, ys: np.ndarray, x0: float, x1: float, y0: float, y1: float, color: str) -> str:
+    if len(xs) == 0:
+        return ""
+    sx = (xs - x0) / max(x1 - x0, 1e-12) * (W - 2 * PAD) + PAD
+    sy = H - PAD - (ys - y0) / max(y1 - y0, 1e-12) * (H - 2 * PAD)
+    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(sx, sy, strict=True))
+    return f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{pts}"/>'
+
+
+def _chart(title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], fmt: str, css_id: str) -> str:
+    ys_all = np.concatenate([y for _, y in series.values() if len(y)]) if series else np.zeros(1)
+    xs_all = np.concatenate([x for x, _ in series.values() if len(x)]) if series else np.zeros(1)
+    y0, y1 = float(np.min(ys_all)), float(np.max(ys_all))
+    if y0 == y1:
+        y0, y1 = y0 - 1, y1 + 1
+    x0, x1 = float(np.min(xs_all)), float(np.max(xs_all))
+    lines = "".join(_polyline(x, y, x0, x1, y0, y1, COLORS.get(n, "#000")) for n, (x, y) in series.items())
+    axis = (f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#999"/>'
+            f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#999"/>'
+            f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="11">{fmt.format(y1)}</text>'
+            f'<text x="{PAD + 4}" y="{H - PAD - 4}" font-size="11">{fmt.format(y0)}</text>')  # fmt: skip
+    legend = "".join(
+        f'<tspan fill="{COLORS.get(n, "#000")}" dx="12">\u25a0 {html.escape(n)}</tspan>' for n in series
+    )
+    return (f'<h2>{html.escape(title)}</h2><svg id="{css_id}" class="chart" width="{W}" height="{H}" '
+            f'xmlns="http://www.w3.org/2000/svg">{axis}{lines}<text x="{PAD}" y="{H - 10}" font-size="12">{legend}'
+            "</text></svg>")  # fmt: skip
+
+
+def _histogram(returns: np.ndarray) -> str:
+    if len(returns) == 0:
+        return "<h2>Trade returns</h2><p>No trades.</p>"
+    counts, edges = np.histogram(np.clip(returns, -0.5, 0.5), bins=30)
+    top = max(int(counts.max()), 1)
+    bw = (W - 2 * PAD) / len(counts)
+    bars = "".join(
+        f'<rect x="{PAD + i * bw:.1f}" y="{H - PAD - c / top * (H - 2 * PAD):.1f}" width="{bw - 1:.1f}" '
+        f'height="{c / top * (H - 2 * PAD):.1f}" fill="{"#3fb950" if edges[i] >= 0 else "#f85149"}"/>'
+        for i, c in enumerate(counts)
+    )
+    return (f'<h2>Trade returns ({len(returns)} trades)</h2><svg id="trades" class="chart" width="{W}" '
+            f'height="{H}" xmlns="http://www.w3.org/2000/svg">{bars}'
+            f'<text x="{PAD}" y="{H - 10}" font-size="11">{edges[0]:+.1%}</text>'
+            f'<text x="{W - PAD - 40}" y="{H - 10}" font-size="11">{edges[-1]:+.1%}</text></svg>')  # fmt: skip
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _f(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.2%}" if pct else f"{v:.4f}"
+
+
+def write_report(path: Path, metrics: dict[str, Any], sims: dict[str, SimResult], equity0: float,
+                 folds: list[Fold]) -> None:  # fmt: skip
+    start: datetime = min(f.test_start for f in folds)
+    end: datetime = max(f.test_end for f in folds)
+    eq_series, dd_series = {}, {}
+    for name, sim in sims.items():
+        curve = hourly_equity(sim.equity, equity0, start, end)
+        x = curve["ts"].dt.epoch("s").to_numpy().astype(float)
+        y = curve["equity"].to_numpy()
+        eq_series[name] = (x, y)
+        dd_series[name] = (x, -(1 - y / np.maximum.accumulate(y)))
+    trading = metrics["trading"]
+    keys = ["total_return", "annualised_return", "sharpe", "sortino", "calmar", "max_drawdown", "win_rate",
+            "profit_factor", "trades", "exposure", "turnover", "fees_paid"]  # fmt: skip
+    pct = {"total_return", "annualised_return", "max_drawdown", "win_rate", "exposure"}
+    trade_rows = [[html.escape(n)] + [_f(trading[n].get(k), k in pct) for k in keys] for n in trading]
+    hz = metrics["horizons"]
+    auc_rows = [[f"{h} m"] + [_f(hz[h][m]["roc_auc"]) for m in ("model", "majority", "persistence", "reversal")]
+                + [f"{int(hz[h]['model']['n']):,}"] for h in hz]  # fmt: skip
+    fold_rows = []
+    for fm in metrics["folds"]:
+        f = folds[fm["fold"]]
+        t = fm["trading"]["model"]
+        aucs = " ".join(f"{h}m {_f(v['model']['roc_auc'])}" for h, v in fm["horizons"].items())
+        fold_rows.append([str(f.index), f"{f.test_start:%Y-%m-%d %H:%M} → {f.test_end:%Y-%m-%d %H:%M}",
+                          _f(t["total_return"], True), _f(t["max_drawdown"], True), f"{int(t['trades'])}", aucs])  # fmt: skip
+    warnings = "".join(f'<p class="warn">⚠ {html.escape(w)}</p>' for w in metrics.get("warnings", []))
+    returns = sims["model"].trades["return"].to_numpy() if sims["model"].trades.height else np.zeros(0)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>memed backtest</title>
+<style>body{{font-family:system-ui,sans-serif;margin:24px;color:#1f2328}} table{{border-collapse:collapse;margin:8px 0 20px}}
+td,th{{border:1px solid #d0d7de;padding:4px 8px;font-size:13px;text-align:right}} th{{background:#f6f8fa}}
+.warn{{color:#9a6700;font-weight:600}} .chart{{border:1px solid #d0d7de;background:#fff}}</style></head><body>
+<h1>memed walk-forward backtest</h1>
+<p>{len(folds)} folds, test {start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC; model sets {html.escape(", ".join(metrics["model_sets"]))};
+config {html.escape(metrics["config_hash"])}. Equity is realised (it moves when positions close).</p>{warnings}
+{_chart("Equity", eq_series, "{:,.0f}", "equity")}
+{_chart("Drawdown", dd_series, "{:.1%}", "drawdown")}
+<h2>Trading, model and baselines (same simulator)</h2>{_table(["strategy", *keys], trade_rows)}
+<h2>Direction: ROC AUC per horizon against baselines</h2>{_table(["horizon", "model", "majority", "persistence", "reversal", "rows"], auc_rows)}
+<h2>Folds</h2>{_table(["fold", "test window", "return", "max drawdown", "trades", "AUC"], fold_rows)}
+{_histogram(returns)}
+</body></html>"""
+    path.write_text(page, encoding="utf-8")

@@ -3,8 +3,8 @@
 # Used as-is by CI (.ci/run). Exit status: pytest's, except that "no tests ran" (5) also fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! command -v mosquitto >/dev/null; then
-  apt-get update && apt-get install -y mosquitto
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! { command -v mosquitto && command -v chromium; } >/dev/null; then
+  apt-get update && apt-get install -y mosquitto chromium   # the broker and the report's browser test
 fi
 python3 -m venv .venv
 . .venv/bin/activate

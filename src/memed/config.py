@@ -54,7 +54,8 @@ class LogregConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 class TreesConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_rounds: PositiveInt = 300
     """Upper bound on trees per horizon; early stopping on the validation split usually stops far sooner."""
-    early_stopping_rounds: PositiveInt = 30
+    early_stopping_rounds: NonNegInt = 30
+    """0 turns early stopping off (every round is kept: only for experiments, it overfits)."""
     learning_rate: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.05
     num_leaves: Annotated[int, msgspec.Meta(ge=2)] = 31
     """LightGBM leaves per tree; XGBoost uses ``max_depth`` instead."""

@@ -21,9 +21,14 @@ def hourly_equity(equity: pl.DataFrame, equity0: float, start: datetime, end: da
 
 
 def trading_metrics(
-    trades: pl.DataFrame, equity: pl.DataFrame, equity0: float, start: datetime, end: datetime,
-    fees: float, turnover: float,
-) -> dict[str, float]:  # fmt: skip
+    trades: pl.DataFrame,
+    equity: pl.DataFrame,
+    equity0: float,
+    start: datetime,
+    end: datetime,
+    fees: float,
+    turnover: float,
+) -> dict[str, float]:
     curve = hourly_equity(equity, equity0, start, end)["equity"].to_numpy()
     final = float(curve[-1]) if len(curve) else equity0
     base = float(curve[0]) if len(curve) else equity0  # equity when the period starts

@@ -39,8 +39,9 @@ def plan_folds(
 ) -> list[Fold]:
     """Folds that fit in ``[start, end]``."""
     folds: list[Fold] = []
-    train, test, step, gap = (timedelta(minutes=m) for m in (train_minutes, test_minutes, step_minutes,
-                                                               embargo_minutes))  # fmt: skip
+    train, test, step, gap = (
+        timedelta(minutes=m) for m in (train_minutes, test_minutes, step_minutes, embargo_minutes)
+    )
     k = 0
     while True:
         test_start = start + train + gap + k * step
@@ -58,8 +59,9 @@ def check_embargo(folds: list[Fold], longest_horizon_minutes: int) -> None:
     """Refuse a plan in which a training label could see its fold's test period."""
     need = timedelta(minutes=longest_horizon_minutes)
     for f in folds:
-        if f.test_start - f.train_end < need:
+        gap = (f.test_start - f.train_end).total_seconds() / 60
+        if gap < need.total_seconds() / 60:
             raise ConfigError(
-                f"fold {f.index}: only {(f.test_start - f.train_end).total_seconds() / 60:.0f} minutes between "
-                f"training and test, the longest horizon is {longest_horizon_minutes}: labels would leak"
+                f"fold {f.index}: only {gap:.0f} minutes between training and test, the longest horizon "
+                f"is {longest_horizon_minutes}: labels would leak"
             )

@@ -61,9 +61,13 @@ def replay_signals(
         return pl.DataFrame()
     data = {k: np.concatenate(v) for k, v in parts.items()}
     frame = pl.DataFrame({"token": toks, **data})
-    return frame.with_columns(
-        (pl.col("ts_min") * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("ts"),
-        pl.col("action").map_elements(lambda a: ACTIONS[a], return_dtype=pl.String).alias("action"),
-        pl.col("reason").map_elements(lambda a: REASONS[a], return_dtype=pl.String).alias("reason"),
-        pl.lit(path.model_set.id).alias("model_set"),
-    ).drop("ts_min").select("token", "ts", pl.exclude("token", "ts"))
+    return (
+        frame.with_columns(
+            (pl.col("ts_min") * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("ts"),
+            pl.col("action").map_elements(lambda a: ACTIONS[a], return_dtype=pl.String).alias("action"),
+            pl.col("reason").map_elements(lambda a: REASONS[a], return_dtype=pl.String).alias("reason"),
+            pl.lit(path.model_set.id).alias("model_set"),
+        )
+        .drop("ts_min")
+        .select("token", "ts", pl.exclude("token", "ts"))
+    )

@@ -13,8 +13,13 @@ from memed.backtest.metrics import hourly_equity
 from memed.backtest.plan import Fold
 from memed.backtest.simulator import SimResult
 
-COLORS = {"model": "#1f6feb", "buy_and_hold": "#8b949e", "persistence": "#d29922", "reversal": "#a371f7",
-          "always_hold": "#3fb950"}  # fmt: skip
+COLORS = {
+    "model": "#1f6feb",
+    "buy_and_hold": "#8b949e",
+    "persistence": "#d29922",
+    "reversal": "#a371f7",
+    "always_hold": "#3fb950",
+}
 W, H, PAD = 860, 260, 40
 
 
@@ -35,16 +40,20 @@ def _chart(title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], fmt: st
         y0, y1 = y0 - 1, y1 + 1
     x0, x1 = float(np.min(xs_all)), float(np.max(xs_all))
     lines = "".join(_polyline(x, y, x0, x1, y0, y1, COLORS.get(n, "#000")) for n, (x, y) in series.items())
-    axis = (f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#999"/>'
-            f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#999"/>'
-            f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="11">{fmt.format(y1)}</text>'
-            f'<text x="{PAD + 4}" y="{H - PAD - 4}" font-size="11">{fmt.format(y0)}</text>')  # fmt: skip
+    axis = (
+        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#999"/>'
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#999"/>'
+        f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="11">{fmt.format(y1)}</text>'
+        f'<text x="{PAD + 4}" y="{H - PAD - 4}" font-size="11">{fmt.format(y0)}</text>'
+    )
     legend = "".join(
         f'<tspan fill="{COLORS.get(n, "#000")}" dx="12">\u25a0 {html.escape(n)}</tspan>' for n in series
     )
-    return (f'<h2>{html.escape(title)}</h2><svg id="{css_id}" class="chart" width="{W}" height="{H}" '
-            f'xmlns="http://www.w3.org/2000/svg">{axis}{lines}<text x="{PAD}" y="{H - 10}" font-size="12">{legend}'
-            "</text></svg>")  # fmt: skip
+    return (
+        f'<h2>{html.escape(title)}</h2><svg id="{css_id}" class="chart" width="{W}" height="{H}" '
+        f'xmlns="http://www.w3.org/2000/svg">{axis}{lines}<text x="{PAD}" y="{H - 10}" font-size="12">{legend}'
+        "</text></svg>"
+    )
 
 
 def _histogram(returns: np.ndarray) -> str:
@@ -58,10 +67,12 @@ def _histogram(returns: np.ndarray) -> str:
         f'height="{c / top * (H - 2 * PAD):.1f}" fill="{"#3fb950" if edges[i] >= 0 else "#f85149"}"/>'
         for i, c in enumerate(counts)
     )
-    return (f'<h2>Trade returns ({len(returns)} trades)</h2><svg id="trades" class="chart" width="{W}" '
-            f'height="{H}" xmlns="http://www.w3.org/2000/svg">{bars}'
-            f'<text x="{PAD}" y="{H - 10}" font-size="11">{edges[0]:+.1%}</text>'
-            f'<text x="{W - PAD - 40}" y="{H - 10}" font-size="11">{edges[-1]:+.1%}</text></svg>')  # fmt: skip
+    return (
+        f'<h2>Trade returns ({len(returns)} trades)</h2><svg id="trades" class="chart" width="{W}" '
+        f'height="{H}" xmlns="http://www.w3.org/2000/svg">{bars}'
+        f'<text x="{PAD}" y="{H - 10}" font-size="11">{edges[0]:+.1%}</text>'
+        f'<text x="{W - PAD - 40}" y="{H - 10}" font-size="11">{edges[-1]:+.1%}</text></svg>'
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -76,8 +87,9 @@ def _f(v: Any, pct: bool = False) -> str:
     return f"{v:.2%}" if pct else f"{v:.4f}"
 
 
-def write_report(path: Path, metrics: dict[str, Any], sims: dict[str, SimResult], equity0: float,
-                 folds: list[Fold]) -> None:  # fmt: skip
+def write_report(
+    path: Path, metrics: dict[str, Any], sims: dict[str, SimResult], equity0: float, folds: list[Fold]
+) -> None:
     start: datetime = min(f.test_start for f in folds)
     end: datetime = max(f.test_end for f in folds)
     eq_series, dd_series = {}, {}
@@ -88,20 +100,44 @@ def write_report(path: Path, metrics: dict[str, Any], sims: dict[str, SimResult]
         eq_series[name] = (x, y)
         dd_series[name] = (x, -(1 - y / np.maximum.accumulate(y)))
     trading = metrics["trading"]
-    keys = ["total_return", "annualised_return", "sharpe", "sortino", "calmar", "max_drawdown", "win_rate",
-            "profit_factor", "trades", "exposure", "turnover", "fees_paid"]  # fmt: skip
+    keys = [
+        "total_return",
+        "annualised_return",
+        "sharpe",
+        "sortino",
+        "calmar",
+        "max_drawdown",
+        "win_rate",
+        "profit_factor",
+        "trades",
+        "exposure",
+        "turnover",
+        "fees_paid",
+    ]
     pct = {"total_return", "annualised_return", "max_drawdown", "win_rate", "exposure"}
     trade_rows = [[html.escape(n)] + [_f(trading[n].get(k), k in pct) for k in keys] for n in trading]
     hz = metrics["horizons"]
-    auc_rows = [[f"{h} m"] + [_f(hz[h][m]["roc_auc"]) for m in ("model", "majority", "persistence", "reversal")]
-                + [f"{int(hz[h]['model']['n']):,}"] for h in hz]  # fmt: skip
+    auc_rows = [
+        [f"{h} m"]
+        + [_f(hz[h][m]["roc_auc"]) for m in ("model", "majority", "persistence", "reversal")]
+        + [f"{int(hz[h]['model']['n']):,}"]
+        for h in hz
+    ]
     fold_rows = []
     for fm in metrics["folds"]:
         f = folds[fm["fold"]]
         t = fm["trading"]["model"]
         aucs = " ".join(f"{h}m {_f(v['model']['roc_auc'])}" for h, v in fm["horizons"].items())
-        fold_rows.append([str(f.index), f"{f.test_start:%Y-%m-%d %H:%M} → {f.test_end:%Y-%m-%d %H:%M}",
-                          _f(t["total_return"], True), _f(t["max_drawdown"], True), f"{int(t['trades'])}", aucs])  # fmt: skip
+        fold_rows.append(
+            [
+                str(f.index),
+                f"{f.test_start:%Y-%m-%d %H:%M} → {f.test_end:%Y-%m-%d %H:%M}",
+                _f(t["total_return"], True),
+                _f(t["max_drawdown"], True),
+                f"{int(t['trades'])}",
+                aucs,
+            ]
+        )
     warnings = "".join(f'<p class="warn">⚠ {html.escape(w)}</p>' for w in metrics.get("warnings", []))
     returns = sims["model"].trades["return"].to_numpy() if sims["model"].trades.height else np.zeros(0)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>memed backtest</title>

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,18 @@ def _train_fold(fold: Fold, bars: pl.DataFrame, cfg: MemedConfig, out: Path) -> 
     data = out / "folds" / f"fold-{fold.index:03d}-train.parquet"
     write_dataset(part, data)
     train = msgspec.structs.replace(cfg.train, train_fraction=0.75, val_fraction=0.2)
-    manifest = train_model_set([data], msgspec.structs.replace(cfg, train=train), out / "models",
-                               command=f"memed backtest (fold {fold.index})")  # fmt: skip
+    manifest = train_model_set(
+        [data],
+        msgspec.structs.replace(cfg, train=train),
+        out / "models",
+        command=f"memed backtest (fold {fold.index})",
+    )
     return load_model_set(out / "models" / manifest.model_set_id)
 
 
-def _baseline_signals(signals: pl.DataFrame, past: pl.DataFrame, risk: RiskConfig, flip: bool) -> pl.DataFrame:
+def _baseline_signals(
+    signals: pl.DataFrame, past: pl.DataFrame, risk: RiskConfig, flip: bool
+) -> pl.DataFrame:
     """Persistence (or, with ``flip``, reversal) as trading rules, sized by the same risk function."""
     df = signals.select("token", "ts", "fold", "close", "atr", "recent_notional", "p_up").join(
         past, on=["token", "ts"], how="left"
@@ -64,29 +70,59 @@ def _baseline_signals(signals: pl.DataFrame, past: pl.DataFrame, risk: RiskConfi
     ready = ~np.isnan(df["p_up"].to_numpy()) | (df["atr"].is_not_null().to_numpy())
     action[~ready] = A_HOLD
     p = np.where(action == A_BUY, 1.0, 0.0)
-    plan = size_positions(action, p, df["close"].to_numpy(), df["atr"].to_numpy(),
-                          df["recent_notional"].to_numpy(), np.full(df.height, np.nan), risk)  # fmt: skip
+    plan = size_positions(
+        action,
+        p,
+        df["close"].to_numpy(),
+        df["atr"].to_numpy(),
+        df["recent_notional"].to_numpy(),
+        np.full(df.height, np.nan),
+        risk,
+    )
     names = np.array(["HOLD", "BUY", "SELL"])
     act = np.where(action == A_BUY, 1, np.where(action == A_SELL, 2, 0))
     act[~np.isfinite(plan.notional)] = 0
     return df.select("token", "ts", "fold").with_columns(
-        pl.Series("action", names[act]), pl.Series("units", plan.units), pl.Series("entry", plan.entry),
-        pl.Series("stop_loss", plan.stop_loss), pl.Series("take_profit", plan.take_profit),
-    )  # fmt: skip
+        pl.Series("action", names[act]),
+        pl.Series("units", plan.units),
+        pl.Series("entry", plan.entry),
+        pl.Series("stop_loss", plan.stop_loss),
+        pl.Series("take_profit", plan.take_profit),
+    )
 
 
 def _buy_and_hold(bars: pl.DataFrame, folds: list[Fold], equity0: float) -> pl.DataFrame:
     rows = []
     for f in folds:
-        first = bars.filter((pl.col("ts") >= f.test_start) & (pl.col("ts") < f.test_end)).group_by("token").agg(
-            pl.col("ts").min(), pl.col("close").sort_by("ts").first()
-        )  # fmt: skip
+        first = (
+            bars.filter((pl.col("ts") >= f.test_start) & (pl.col("ts") < f.test_end))
+            .group_by("token")
+            .agg(pl.col("ts").min(), pl.col("close").sort_by("ts").first())
+        )
         n = max(first.height, 1)
         for token, ts, close in first.iter_rows():
-            rows.append({"token": token, "ts": ts, "fold": f.index, "action": "BUY", "units": equity0 / n / close,
-                         "entry": close, "stop_loss": math.nan, "take_profit": math.nan})  # fmt: skip
-    schema = {"token": pl.String, "ts": pl.Datetime("us", "UTC"), "fold": pl.Int64, "action": pl.String,
-              "units": pl.Float64, "entry": pl.Float64, "stop_loss": pl.Float64, "take_profit": pl.Float64}  # fmt: skip
+            rows.append(
+                {
+                    "token": token,
+                    "ts": ts,
+                    "fold": f.index,
+                    "action": "BUY",
+                    "units": equity0 / n / close,
+                    "entry": close,
+                    "stop_loss": math.nan,
+                    "take_profit": math.nan,
+                }
+            )
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "token": pl.String,
+        "ts": pl.Datetime("us", "UTC"),
+        "fold": pl.Int64,
+        "action": pl.String,
+        "units": pl.Float64,
+        "entry": pl.Float64,
+        "stop_loss": pl.Float64,
+        "take_profit": pl.Float64,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -109,10 +145,19 @@ def run_backtest(
     longest = max(horizons)
     embargo = bt.embargo_minutes or longest
     start, end = bars["ts"].min(), bars["ts"].max()
-    assert isinstance(start, datetime) and isinstance(end, datetime)
-    folds = plan_folds(start, end, train_minutes=bt.train_minutes, test_minutes=bt.test_minutes,
-                       step_minutes=bt.step_minutes, embargo_minutes=embargo, expanding=bt.expanding,
-                       retrain_every=bt.retrain_every, max_folds=bt.max_folds)  # fmt: skip
+    assert isinstance(start, datetime)
+    assert isinstance(end, datetime)
+    folds = plan_folds(
+        start,
+        end,
+        train_minutes=bt.train_minutes,
+        test_minutes=bt.test_minutes,
+        step_minutes=bt.step_minutes,
+        embargo_minutes=embargo,
+        expanding=bt.expanding,
+        retrain_every=bt.retrain_every,
+        max_folds=bt.max_folds,
+    )
     if not folds:
         raise DataError(
             f"data spans {start} .. {end}: too short for train {bt.train_minutes} + embargo {embargo} + "
@@ -147,15 +192,22 @@ def run_backtest(
         if sig.height:
             fold_of = pl.lit(None, dtype=pl.Int64)
             for f in fs:
-                fold_of = pl.when((pl.col("ts") >= f.test_start) & (pl.col("ts") < f.test_end)).then(f.index).otherwise(fold_of)
+                fold_of = (
+                    pl.when((pl.col("ts") >= f.test_start) & (pl.col("ts") < f.test_end))
+                    .then(f.index)
+                    .otherwise(fold_of)
+                )
             frames.append(sig.with_columns(fold_of.alias("fold")))
         progress.advance("folds", len(fs))
     progress.finish("folds")
     signals = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     if signals.is_empty():
         raise DataError("the replay produced no signal inside the test windows")
-    hold = max(h for h in horizons if h in cfg.signals.decision_horizons) if set(horizons) & set(
-        cfg.signals.decision_horizons) else longest  # fmt: skip
+    hold = (
+        max(h for h in horizons if h in cfg.signals.decision_horizons)
+        if set(horizons) & set(cfg.signals.decision_horizons)
+        else longest
+    )
     tb = token_bars(bars)
     window_end = {f.index: f.test_end.timestamp() / 60 for f in folds}
     equity0 = cfg.risk.equity
@@ -165,23 +217,54 @@ def run_backtest(
     }
     labelled = add_labels(bars.select("token", "ts", "close"), horizons, cfg.train.ties)
     past = labelled.select("token", "ts", pl.col(f"past_{hold}").alias("past"))
-    sims["persistence"] = simulate(_baseline_signals(signals, past, cfg.risk, flip=False), tb, bt,
-                                   equity0=equity0, hold_minutes=hold, window_end=window_end)  # fmt: skip
-    sims["reversal"] = simulate(_baseline_signals(signals, past, cfg.risk, flip=True), tb, bt,
-                                equity0=equity0, hold_minutes=hold, window_end=window_end)  # fmt: skip
-    sims["buy_and_hold"] = simulate(_buy_and_hold(bars, folds, equity0), tb, bt, equity0=equity0,
-                                    hold_minutes=10**9, window_end=window_end)  # fmt: skip
+    sims["persistence"] = simulate(
+        _baseline_signals(signals, past, cfg.risk, flip=False),
+        tb,
+        bt,
+        equity0=equity0,
+        hold_minutes=hold,
+        window_end=window_end,
+    )
+    sims["reversal"] = simulate(
+        _baseline_signals(signals, past, cfg.risk, flip=True),
+        tb,
+        bt,
+        equity0=equity0,
+        hold_minutes=hold,
+        window_end=window_end,
+    )
+    sims["buy_and_hold"] = simulate(
+        _buy_and_hold(bars, folds, equity0),
+        tb,
+        bt,
+        equity0=equity0,
+        hold_minutes=10**9,
+        window_end=window_end,
+    )
     sims["always_hold"] = SimResult(trades=sims["model"].trades.clear(), equity=sims["model"].equity.clear())
     timings["simulation"] = time.perf_counter() - t0
     metrics = _metrics(signals, labelled, horizons, folds, sims, equity0, bars)
     metrics["timings_seconds"] = timings | {"total": time.perf_counter() - t_start}
     metrics["token_minutes_replayed"] = float(signals.height)
     metrics["config_hash"] = cfg.hash()
-    metrics["data"] = {"files": files, "tokens": bars["token"].n_unique(), "start": str(start), "end": str(end)}
+    metrics["data"] = {
+        "files": files,
+        "tokens": bars["token"].n_unique(),
+        "start": str(start),
+        "end": str(end),
+    }
     metrics["model_sets"] = sorted({ms.id for ms, _ in groups})
-    metrics["plan"] = [{"fold": f.index, "train_start": str(f.train_start), "train_end": str(f.train_end),
-                        "test_start": str(f.test_start), "test_end": str(f.test_end), "retrain": f.retrain}
-                       for f in folds]  # fmt: skip
+    metrics["plan"] = [
+        {
+            "fold": f.index,
+            "train_start": str(f.train_start),
+            "train_end": str(f.train_end),
+            "test_start": str(f.test_start),
+            "test_end": str(f.test_end),
+            "retrain": f.retrain,
+        }
+        for f in folds
+    ]
     signals.write_parquet(out / "signals.parquet")
     sims["model"].trades.write_parquet(out / "trades.parquet")
     sims["model"].equity.write_parquet(out / "equity.parquet")
@@ -204,32 +287,62 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _metrics(signals: pl.DataFrame, labelled: pl.DataFrame, horizons: list[int], folds: list[Fold],
-             sims: dict[str, SimResult], equity0: float, bars: pl.DataFrame) -> dict[str, Any]:  # fmt: skip
+def _metrics(
+    signals: pl.DataFrame,
+    labelled: pl.DataFrame,
+    horizons: list[int],
+    folds: list[Fold],
+    sims: dict[str, SimResult],
+    equity0: float,
+    bars: pl.DataFrame,
+) -> dict[str, Any]:
     joined = signals.join(labelled, on=["token", "ts"], how="left")
     out: dict[str, Any] = {"horizons": {}, "trading": {}, "folds": [], "warnings": []}
-    for scope, frame in [("overall", joined)] + [(f"fold_{f.index}", joined.filter(pl.col("fold") == f.index)) for f in folds]:
+    for scope, frame in [("overall", joined)] + [
+        (f"fold_{f.index}", joined.filter(pl.col("fold") == f.index)) for f in folds
+    ]:
         per_h: dict[str, Any] = {}
         for h in horizons:
             y = frame[f"y_{h}"].to_numpy().astype(float) if frame.height else np.zeros(0)
             p = frame[f"p_{h}"].to_numpy().astype(float) if frame.height else np.zeros(0)
-            base = baseline_probabilities(frame[f"past_{h}"].to_numpy().astype(float), 0.5) if frame.height else {}
-            per_h[str(h)] = {"model": binary_metrics(y, p)} | {k: binary_metrics(y, v) for k, v in base.items()}
+            base = (
+                baseline_probabilities(frame[f"past_{h}"].to_numpy().astype(float), 0.5)
+                if frame.height
+                else {}
+            )
+            per_h[str(h)] = {"model": binary_metrics(y, p)} | {
+                k: binary_metrics(y, v) for k, v in base.items()
+            }
             auc = per_h[str(h)]["model"]["roc_auc"]
-            if scope == "overall" and auc == auc and auc > LEAK_AUC and per_h[str(h)]["model"]["n"] > 500:
-                out["warnings"].append(f"horizon {h}: model ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise")
+            if (
+                scope == "overall"
+                and not math.isnan(auc)
+                and auc > LEAK_AUC
+                and per_h[str(h)]["model"]["n"] > 500
+            ):
+                out["warnings"].append(
+                    f"horizon {h}: model ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"
+                )
         if scope == "overall":
             out["horizons"] = per_h
         else:
             f = folds[int(scope.split("_")[1])]
             trading = {}
             for name, sim in sims.items():
-                tr = sim.trades.filter((pl.col("entry_ts") >= f.test_start) & (pl.col("entry_ts") < f.test_end)) if sim.trades.height else sim.trades
+                tr = (
+                    sim.trades.filter(
+                        (pl.col("entry_ts") >= f.test_start) & (pl.col("entry_ts") < f.test_end)
+                    )
+                    if sim.trades.height
+                    else sim.trades
+                )
                 trading[name] = trading_metrics(tr, sim.equity, equity0, f.test_start, f.test_end, 0.0, 0.0)
             out["folds"].append({"fold": f.index, "horizons": per_h, "trading": trading})
     start = min(f.test_start for f in folds)
     end = max(f.test_end for f in folds)
     for name, sim in sims.items():
-        out["trading"][name] = trading_metrics(sim.trades, sim.equity, equity0, start, end, sim.fees, sim.turnover)
+        out["trading"][name] = trading_metrics(
+            sim.trades, sim.equity, equity0, start, end, sim.fees, sim.turnover
+        )
         out["trading"][name]["skipped_orders"] = float(sum(sim.skipped.values()))
     return out

@@ -10,11 +10,21 @@ from memed.cli.common import config_option, setup
 
 
 @click.command("backtest")
-@click.option("--data", "sources", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
-              help="Dataset file or folder (repeatable).")  # fmt: skip
+@click.option(
+    "--data",
+    "sources",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Dataset file or folder (repeatable).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--models", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Replay this fixed model set (REGISTRY/ID or a registry's latest) instead of retraining.")  # fmt: skip
+@click.option(
+    "--models",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Replay this fixed model set (REGISTRY/ID or a registry's latest) instead of retraining.",
+)
 @config_option
 def backtest_cmd(sources: tuple[Path, ...], out: Path, models: Path | None, config_path: Path | None) -> None:
     """Walk-forward backtest: train per fold, replay the test period through the daemon's decision path,
@@ -29,6 +39,8 @@ def backtest_cmd(sources: tuple[Path, ...], out: Path, models: Path | None, conf
     click.echo(f"wrote {out}/report.html, metrics.json, signals/trades/equity.parquet")
     click.echo(f"{'strategy':<14}{'return':>10}{'sharpe':>9}{'max dd':>9}{'trades':>8}")
     for name, m in t.items():
-        click.echo(f"{name:<14}{m['total_return']:>10.2%}{m['sharpe']:>9.2f}{m['max_drawdown']:>9.2%}{int(m['trades']):>8}")
+        click.echo(
+            f"{name:<14}{m['total_return']:>10.2%}{m['sharpe']:>9.2f}{m['max_drawdown']:>9.2%}{int(m['trades']):>8}"
+        )
     for w in metrics["warnings"]:
         click.secho(f"warning: {w}", fg="yellow")

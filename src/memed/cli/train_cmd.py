@@ -61,7 +61,8 @@ def _print_auc(manifest: object) -> None:
     click.echo(f"{'model':<14}" + "".join(f"{h + 'm':>8}" for h in hz))
     rows = [(e.name, e.metrics) for e in manifest.models] + list(manifest.baselines.items())
     for name, metrics in rows:
-        click.echo(f"{name:<14}" + "".join(f"{metrics[h]['roc_auc']:>8.4f}" for h in hz))
+        cells = [metrics[h]["roc_auc"] for h in hz]
+        click.echo(f"{name:<14}" + "".join(f"{c:>8.4f}" if c is not None else f"{'-':>8}" for c in cells))
 
 
 @click.group("models")

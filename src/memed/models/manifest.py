@@ -8,7 +8,8 @@ import msgspec
 
 MANIFEST_FORMAT = 1
 ModelKind = Literal["tabular", "stateful", "window"]
-Metrics = dict[str, float]
+Metrics = dict[str, float | None]
+"""NaN (e.g. ROC AUC on a split with one class) is stored as null."""
 
 
 class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -31,7 +31,7 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     """Every metric of :data:`METRICS` plus ``n`` and ``positive_rate`` on the labelled rows."""
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
@@ -39,7 +39,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     y, p = y[keep], p[keep]
     n = len(y)
     if n == 0:
-        return {name: float("nan") for name in METRICS} | {"n": 0.0, "positive_rate": float("nan")}
+        empty: dict[str, float | None] = {name: float("nan") for name in METRICS}
+        return empty | {"n": 0.0, "positive_rate": float("nan")}
     pred = p >= 0.5
     truth = y == 1
     tp = float(np.sum(pred & truth))

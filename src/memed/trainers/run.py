@@ -20,7 +20,7 @@ import polars as pl
 from memed.config import MemedConfig
 from memed.errors import DataError
 from memed.logs import get_logger
-from memed.models.manifest import DataSummary, Manifest, ModelEntry, SplitSummary
+from memed.models.manifest import DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
 from memed.models.registry import write_model_set
 from memed.models.runtime import ModelRunner, run_stateful, session_options
 from memed.trainers.dataset import TrainingData, build_training_data
@@ -34,7 +34,7 @@ PARITY_TOLERANCE = 1e-5
 log = get_logger("memed.train")
 
 
-def _metrics_per_horizon(y: np.ndarray, p: np.ndarray, horizons: list[int]) -> dict[str, dict[str, float]]:
+def _metrics_per_horizon(y: np.ndarray, p: np.ndarray, horizons: list[int]) -> dict[str, Metrics]:
     return {str(h): binary_metrics(y[:, k], p[:, k]) for k, h in enumerate(horizons)}
 
 
@@ -150,7 +150,7 @@ def train_model_set(
                  trees=list(trained.trees_per_horizon) or None)  # fmt: skip
     up_rate = float(np.nanmean(y_tr)) if np.any(~np.isnan(y_tr)) else 0.5
     past = data.past(masks["test"])
-    baselines: dict[str, dict[str, dict[str, float]]] = {}
+    baselines: dict[str, dict[str, Metrics]] = {}
     for k, h in enumerate(horizons):
         for base, p in baseline_probabilities(past[:, k], up_rate).items():
             baselines.setdefault(base, {})[str(h)] = binary_metrics(y_te[:, k], p)
@@ -189,7 +189,7 @@ def train_model_set(
     return manifest
 
 
-def _entry(trained: Trained, sha: str, gap: float, metrics: dict[str, dict[str, float]]) -> ModelEntry:
+def _entry(trained: Trained, sha: str, gap: float, metrics: dict[str, Metrics]) -> ModelEntry:
     return ModelEntry(
         name=trained.name,
         file=f"{trained.name}.onnx",

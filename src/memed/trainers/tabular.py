@@ -15,6 +15,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from memed.config import LogregConfig, TreesConfig
+from memed.logs import get_logger
 from memed.models.linear_graph import logistic_model, logistic_predict
 from memed.models.scaler import Scaler
 from memed.models.tree_graph import FlatTrees, ensemble_model, xgboost_base_margin
@@ -22,6 +23,7 @@ from memed.trainers.progress import NullProgress, ProgressSink
 from memed.trainers.trained import Trained
 
 MIN_ROWS = 100
+log = get_logger("memed.train")
 
 
 def _labelled(y: np.ndarray) -> np.ndarray:
@@ -31,7 +33,10 @@ def _labelled(y: np.ndarray) -> np.ndarray:
 
 def _trivial(y: np.ndarray) -> bool:
     """Too few labels, or one class only: the horizon gets a constant model (its base rate)."""
-    return len(y) < MIN_ROWS or y.min() == y.max()
+    if len(y) < MIN_ROWS or y.min() == y.max():
+        log.warning("constant_model", rows=len(y), reason="too few labels or one class in train/val")
+        return True
+    return False
 
 
 def _logit(p: float) -> float:
@@ -133,9 +138,11 @@ def train_lgbm(
                 lgb.Dataset(x[have], yk, free_raw_data=True),
                 num_boost_round=cfg.max_rounds,
                 valid_sets=[lgb.Dataset(xv[have_v], yvk)],
-                callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+                callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
+                if cfg.early_stopping_rounds
+                else [],
             )
-            best = booster.best_iteration or booster.current_iteration()
+            best = (booster.best_iteration if cfg.early_stopping_rounds else 0) or booster.current_iteration()
             booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
             trees.add_lightgbm(booster, k)
             native[:, k] = booster.predict(parity_x)
@@ -195,10 +202,12 @@ def train_xgb(
                 xgb.DMatrix(x[have], yk),
                 num_boost_round=cfg.max_rounds,
                 evals=[(xgb.DMatrix(xv[have_v], yvk), "val")],
-                early_stopping_rounds=cfg.early_stopping_rounds,
+                early_stopping_rounds=cfg.early_stopping_rounds or None,
                 verbose_eval=False,
             )
-            best = int(booster.best_iteration) + 1
+            best = (
+                int(booster.best_iteration) + 1 if cfg.early_stopping_rounds else booster.num_boosted_rounds()
+            )
             booster = booster[:best]
             trees.add_xgboost(booster, k)
             margins.append(xgboost_base_margin(booster))

@@ -1,0 +1,317 @@
+"""The walk-forward plan, the execution simulator, an end-to-end backtest, its leak guard, the HTML
+report in headless Chromium, and parity with the daemon over Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from broker import Mosquitto
+from conftest import TINY_TOML
+from daemon_helpers import daemon_config, read_jsonl, wait_until
+from memed.backtest.plan import check_embargo, plan_folds
+from memed.backtest.run import run_backtest
+from memed.backtest.simulator import TokenBars, simulate
+from memed.config import BacktestConfig, parse_config
+from memed.daemon.app import Daemon
+from memed.daemon.replay import replay
+from memed.data import synth_market, write_dataset
+from memed.errors import ConfigError
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+BT_TOML = (
+    TINY_TOML
+    + """
+[backtest]
+train_minutes = 900
+test_minutes = 200
+step_minutes = 200
+max_folds = 2
+"""
+)
+
+
+def test_plan_folds_embargo_and_the_check_catches_a_leaky_plan() -> None:
+    folds = plan_folds(
+        T0,
+        T0 + timedelta(days=10),
+        train_minutes=3 * 1440,
+        test_minutes=1440,
+        step_minutes=1440,
+        embargo_minutes=720,
+    )
+    assert len(folds) == 6
+    assert all(f.test_start - f.train_end == timedelta(minutes=720) for f in folds)
+    assert all(f.train_start == T0 for f in folds)  # expanding
+    check_embargo(folds, 720)
+    sliding = plan_folds(
+        T0,
+        T0 + timedelta(days=10),
+        train_minutes=1440,
+        test_minutes=1440,
+        step_minutes=1440,
+        embargo_minutes=720,
+        expanding=False,
+        retrain_every=2,
+    )
+    assert all(f.train_end - f.train_start == timedelta(days=1) for f in sliding)
+    assert [f.retrain for f in sliding[:4]] == [True, False, True, False]
+    leaky = plan_folds(
+        T0,
+        T0 + timedelta(days=10),
+        train_minutes=1440,
+        test_minutes=1440,
+        step_minutes=1440,
+        embargo_minutes=0,
+    )
+    with pytest.raises(ConfigError, match="labels would leak"):
+        check_embargo(leaky, 720)
+
+
+def _bars(opens: list[float], highs: list[float], lows: list[float], closes: list[float]) -> TokenBars:
+    n = len(opens)
+    return TokenBars(
+        np.arange(n, dtype=float) + 1000,
+        np.array(opens),
+        np.array(highs),
+        np.array(lows),
+        np.array(closes),
+        np.full(n, 1e12),
+    )
+
+
+def _signal(
+    minute: int, action: str, units: float, entry: float, stop: float, take: float, token: str = "A"
+) -> dict:  # type: ignore[type-arg]
+    return {
+        "token": token,
+        "ts": datetime.fromtimestamp((1000 + minute) * 60, UTC),
+        "action": action,
+        "units": units,
+        "entry": entry,
+        "stop_loss": stop,
+        "take_profit": take,
+    }
+
+
+def test_simulator_fills_next_open_with_costs_and_checks_the_stop_first() -> None:
+    cfg = BacktestConfig(fee_bps=10, slippage_bps=5, impact_bps=0, max_exposure=10)
+    bars = {
+        "A": _bars([10, 11, 11, 11, 11], [10, 11.5, 13, 11, 11], [10, 10.5, 8, 11, 11], [10, 11, 11, 11, 11])
+    }
+    sig = pl.DataFrame([_signal(0, "BUY", 10, 10.0, 9.0, 12.0)])
+    res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=10)
+    t = res.trades.row(0, named=True)
+    entry = 11 * (1 + 5e-4)  # next bar's open plus slippage
+    assert t["entry_price"] == pytest.approx(entry)
+    assert t["exit_reason"] == "stop_loss"  # bar 2 touches both: the stop first
+    units = 10 * 10.0 / 11  # the plan notional (10 units at the signal close 10) at the next open
+    assert t["units"] == pytest.approx(units)
+    stop = 9.0 + (entry - 10.0)  # the stop keeps its distance from the fill
+    exit_price = stop * (1 - 5e-4)
+    fees = units * entry * 1e-3 + units * exit_price * 1e-3
+    assert t["pnl"] == pytest.approx(units * (exit_price - entry) - fees)
+    assert res.fees == pytest.approx(fees)
+
+
+def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> None:
+    cfg = BacktestConfig(fee_bps=0, slippage_bps=0, impact_bps=0, max_exposure=10)
+    bars = {
+        "A": _bars(
+            [10, 10, 10, 10, 10, 10],
+            [10, 10, 10.2, 10, 10, 10],
+            [10, 9.8, 9.4, 10, 10, 10],
+            [10, 10, 10, 10, 10, 9.5],
+        )
+    }
+    sig = pl.DataFrame([_signal(0, "SELL", 1, 10, 11, 9.5), _signal(1, "BUY", 1, 10, 9, 11)])
+    res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=10)
+    assert res.trades.height == 1  # the BUY came while the short was open
+    assert res.skipped["position_open"] == 1
+    t = res.trades.row(0, named=True)
+    assert (t["side"], t["exit_reason"], t["exit_price"]) == (-1.0, "take_profit", 9.5)
+    res2 = simulate(
+        pl.DataFrame([_signal(0, "BUY", 1, 10, math.nan, math.nan)]), bars, cfg, equity0=1000, hold_minutes=3
+    )
+    t2 = res2.trades.row(0, named=True)
+    assert t2["exit_reason"] == "horizon"
+    assert t2["exit_ts"] == datetime.fromtimestamp((1000 + 4) * 60, UTC)
+
+
+def test_simulator_caps_total_exposure() -> None:
+    cfg = BacktestConfig(fee_bps=0, slippage_bps=0, impact_bps=0, max_exposure=0.5)
+    bars = {t: _bars([10] * 4, [10] * 4, [10] * 4, [10] * 4) for t in ("A", "B")}
+    sig = pl.DataFrame([_signal(0, "BUY", 40, 10, 5, 20, "A"), _signal(0, "BUY", 40, 10, 5, 20, "B")])
+    res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=5)
+    assert res.trades.height == 1
+    assert res.skipped["exposure_cap"] == 1
+
+
+@pytest.fixture(scope="module")
+def bt_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bt") / "market.parquet"
+    write_dataset(synth_market(8, 1500, seed=31), path)
+    return path
+
+
+def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bt"
+    metrics = run_backtest([bt_market], parse_config(BT_TOML), out)
+    for name in ("metrics.json", "signals.parquet", "trades.parquet", "equity.parquet", "report.html"):
+        assert (out / name).exists(), name
+    doc = json.loads((out / "metrics.json").read_text())
+    assert len(doc["plan"]) == 2
+    assert len(doc["model_sets"]) == 2  # retrained per fold
+    assert set(doc["trading"]) == {"model", "persistence", "reversal", "buy_and_hold", "always_hold"}
+    assert doc["trading"]["always_hold"]["trades"] == 0
+    assert set(doc["horizons"]) == {"15", "30", "60"}
+    assert {"roc_auc", "log_loss", "f1"} <= set(doc["horizons"]["60"]["model"])
+    sig = pl.read_parquet(out / "signals.parquet")
+    assert sig["fold"].n_unique() == 2
+    assert metrics["timings_seconds"]["training"] > 0
+
+
+OVERFIT_TOML = """
+[train]
+models = ["lgbm"]
+horizons = [15, 30, 60]
+train_fraction = 0.88
+val_fraction = 0.1
+[train.lgbm]
+max_rounds = 200
+early_stopping_rounds = 0
+num_leaves = 255
+min_child_samples = 2
+subsample = 1.0
+colsample = 1.0
+[signals]
+models = ["lgbm"]
+[backtest]
+train_minutes = 900
+test_minutes = 200
+step_minutes = 200
+max_folds = 2
+"""
+
+
+def test_a_model_that_saw_the_test_period_trips_the_leak_guard(bt_market: Path, tmp_path: Path) -> None:
+    """The classic leak: a model fit on the very bars it is then tested on. Its direction AUC is far above
+    anything honest, and the backtest says so."""
+    from memed.trainers.run import train_model_set
+
+    cfg = parse_config(OVERFIT_TOML)
+    manifest = train_model_set([bt_market], cfg, tmp_path / "leaky")
+    metrics = run_backtest(
+        [bt_market], cfg, tmp_path / "out", models=tmp_path / "leaky" / manifest.model_set_id
+    )
+    assert any("a leak until proven otherwise" in w for w in metrics["warnings"]), metrics["horizons"]["15"][
+        "model"
+    ]
+
+
+def test_honest_walk_forward_does_not_trip_the_guard(bt_market: Path, tmp_path: Path) -> None:
+    metrics = run_backtest([bt_market], parse_config(BT_TOML), tmp_path / "out")
+    assert metrics["warnings"] == []
+
+
+def test_report_renders_its_charts_in_headless_chromium(bt_market: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        import os
+
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI installs it: apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    from PIL import Image
+
+    out = tmp_path / "bt"
+    run_backtest([bt_market], parse_config(BT_TOML), out)
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1000,1600",
+            f"--screenshot={shot}",
+            (out / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert img.shape[0] >= 1000
+    blue = np.all(np.abs(img - [0x1F, 0x6F, 0xEB]) <= 40, axis=-1)  # the model's equity line
+    purple = np.all(np.abs(img - [0xA3, 0x71, 0xF7]) <= 30, axis=-1)  # the reversal baseline
+    for name, mask in (("model", blue), ("reversal", purple)):
+        rows, cols = np.nonzero(mask)
+        assert mask.sum() > 200, f"the {name} curve was not drawn"
+        assert cols.max() - cols.min() > 500, f"the {name} curve does not span the chart"
+        assert rows.max() - rows.min() > 30, f"the {name} curve is not a curve"
+
+
+def test_backtest_replay_equals_the_daemon_over_mosquitto(
+    bt_market: Path, tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The same data and model set: signals from a running daemon fed by `memed replay` and from
+    `memed backtest --models` agree row by row (action, risk plan, probabilities within 1e-9)."""
+    market = pl.read_parquet(bt_market)
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    daemon = Daemon(cfg)
+
+    async def serve() -> None:
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(daemon.run())
+            await daemon.subscribed.wait()
+            await replay(market, mosquitto.url, batch=True)
+            last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+            await wait_until(lambda: daemon.batcher.last_closed >= last - 1, timeout=120)
+            daemon.stop()
+            await run
+
+    asyncio.run(serve())
+    live = read_jsonl(tmp_path / "signals.jsonl")
+    bt_cfg = parse_config(
+        BT_TOML.replace(
+            "[backtest]",
+            '[signals]\nmodels = ["logreg", "lgbm", "xgb", "lstm", '
+            '"transformer"]\ndecision_horizons = [30, 60]\n[backtest]',
+        )
+    )
+    run_backtest([bt_market], bt_cfg, tmp_path / "bt", models=tiny_registry)
+    sig = pl.read_parquet(tmp_path / "bt" / "signals.parquet")
+    assert sig.height > 1000
+    compared = 0
+    for row in sig.iter_rows(named=True):
+        ts = row["ts"].strftime("%Y-%m-%dT%H:%M:%SZ")
+        d = live[(row["token"], ts)]
+        assert d["action"] == row["action"], (row["token"], ts)
+        for got, want in ((d["p_up"], row["p_up"]), (d["horizons"]["60"], row["p_60"])):
+            if want is None or (isinstance(want, float) and math.isnan(want)):
+                assert got is None
+            else:
+                assert abs(got - want) <= 1e-9
+        if d["risk"] is None:
+            assert row["notional"] is None or math.isnan(row["notional"])
+        else:
+            for key, col in (
+                ("entry", "entry"),
+                ("stop_loss", "stop_loss"),
+                ("take_profit", "take_profit"),
+                ("position_size", "units"),
+            ):
+                assert abs(d["risk"][key] - row[col]) <= 1e-9 * max(1.0, abs(row[col]))
+        compared += 1
+    assert compared == sig.height

@@ -11,8 +11,9 @@ import aiohttp
 import msgspec
 import polars as pl
 import pytest
+from aiohttp import web
 
-from broker import Mosquitto
+from broker import Mosquitto, free_port
 from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, read_jsonl, wait_until
 from memed.daemon.app import Daemon
 from memed.daemon.replay import replay
@@ -144,3 +145,50 @@ async def test_hot_reload_refuses_a_bad_set_and_loads_a_good_one(
     text = daemon.metrics.render().decode()
     assert 'memed_model_reloads_total{result="refused"} 1.0' in text
     assert 'memed_model_reloads_total{result="loaded"} 1.0' in text
+
+
+async def test_webhook_and_hummingbot_sinks(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
+) -> None:
+    posted: list[list[dict[str, object]]] = []
+    failures = {"left": 1}  # the first POST fails: the sink must retry
+
+    async def hook(request: web.Request) -> web.Response:
+        if failures["left"]:
+            failures["left"] -= 1
+            return web.Response(status=503)
+        posted.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    sinks = {"webhook_url": f"http://127.0.0.1:{port}/hook", "hummingbot_topic_prefix": "hbot/signals"}
+    cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, **sinks))
+    daemon = Daemon(cfg)
+    hbot: list[bytes] = []
+    ready = asyncio.Event()
+    part = market.filter(pl.col("ts") < market["ts"].min() + pl.duration(minutes=20))  # type: ignore[operator]
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        sub = tg.create_task(collect(mosquitto.port, "hbot/signals/#", hbot, ready))
+        await daemon.subscribed.wait()
+        await ready.wait()
+        await replay(part, mosquitto.url, batch=True)
+        await wait_until(lambda: sum(len(p) for p in posted) >= part.height - 20)
+        daemon.stop()
+        await run
+        sub.cancel()
+    await runner.cleanup()
+    got = [s for batch in posted for s in batch]
+    written = read_jsonl(tmp_path / "signals.jsonl")
+    assert {(s["token"], s["ts"]) for s in got} == set(written)  # every minute's signals, after a retry
+    assert failures["left"] == 0
+    doc = msgspec.json.decode(hbot[0])
+    assert set(doc) == {"id", "timestamp", "trading_pair", "probabilities", "target_pct"}
+    assert len(doc["probabilities"]) == 3
+    assert abs(sum(doc["probabilities"]) - 1.0) < 1e-9 or doc["probabilities"] == [0.0, 1.0, 0.0]

@@ -227,8 +227,6 @@ class BacktestConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     """Extra slippage in bps per unit of order notional / the fill bar's traded notional."""
     max_exposure: Positive = 1.0
     """Open notional across all tokens at most this multiple of equity."""
-    processes: NonNegInt = 0
-    """Folds trained and replayed in parallel processes (0: one per core, within memory)."""
 
 
 class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

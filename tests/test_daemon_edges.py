@@ -281,3 +281,38 @@ def test_memed_demo_runs_end_to_end_without_external_services(tmp_path: Path) ->
     assert res.returncode == 0, res.stderr[-3000:]
     assert "synthetic market" in res.stdout
     assert "served 40 minutes" in res.stdout
+
+
+NO_TRAINING_STACK = """
+import sys
+for name in ("torch", "lightgbm", "xgboost", "onnx", "onnxmltools", "skl2onnx", "sklearn", "scipy"):
+    sys.modules[name] = None  # any import of them raises ImportError
+import numpy as np
+from memed.config import MemedConfig
+from memed.daemon.app import Daemon, batch_arrays
+from memed.daemon.demo import DEMO_MODELS
+from memed.daemon.ticks import decode_message
+from memed.daemon.batcher import MinuteBatcher
+import msgspec
+cfg = MemedConfig()
+cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, registry=str(DEMO_MODELS)))
+daemon = Daemon(cfg)
+b = MinuteBatcher(0.0)
+for k in range(3):
+    ts = 1_767_225_600 + 60 * k
+    ticks = [{"token": f"T{i}", "ts": ts, "close": 1.0 + 0.01 * i + 0.001 * k} for i in range(5)]
+    for t in decode_message(msgspec.json.encode(ticks), 1.8e9, 120):
+        b.add(t, 0.0)
+for batch in b.due(1.0, flush=True):
+    tokens, bars = batch_arrays(batch)
+    sigs = daemon.path.process(tokens, float(batch.minute), bars).signals()
+print(len(sigs), sigs[0].reason)
+"""
+
+
+def test_the_daemon_runs_without_the_training_stack() -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", NO_TRAINING_STACK], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["5", "warming_up"]

@@ -15,7 +15,7 @@ import polars as pl
 from broker import free_port
 from conftest import TINY_TOML
 from memed.config import MemedConfig, parse_config
-from memed.features.batch import bar_matrix, epoch_minutes
+from memed.features.batch import bar_matrix, epoch_minutes, run_bounds
 from memed.models.registry import load_model_set
 from memed.pipeline import DecisionPath
 
@@ -54,7 +54,7 @@ def direct_signals(
     ts = epoch_minutes(bars["ts"])
     x = bar_matrix(bars)
     tokens = bars["token"].to_list()
-    bounds = np.r_[0, np.flatnonzero(np.diff(ts)) + 1, len(ts)]
+    bounds = run_bounds(ts)
     out = {}
     for a, b in itertools.pairwise(bounds):
         for sig in path.process(tokens[a:b], float(ts[a]), np.ascontiguousarray(x[:, a:b])).signals():

@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from memed.features.batch import bar_matrix, epoch_minutes
+from memed.features.batch import bar_matrix, epoch_minutes, run_bounds
 from memed.pipeline import DecisionPath
 from memed.signals.policy import ACTIONS, REASONS
 
@@ -30,7 +30,7 @@ def replay_signals(
     ts = epoch_minutes(bars["ts"])
     x = bar_matrix(bars)
     tokens = bars["token"].to_list()
-    bounds = np.r_[0, np.flatnonzero(np.diff(ts)) + 1, len(ts)]
+    bounds = run_bounds(ts)
     win = [(w[0].timestamp() / 60, w[1].timestamp() / 60) for w in windows]
     parts: dict[str, list[np.ndarray]] = {}
     toks: list[str] = []

@@ -212,35 +212,18 @@ def run_backtest(
     window_end = {f.index: f.test_end.timestamp() / 60 for f in folds}
     equity0 = cfg.risk.equity
     t0 = time.perf_counter()
-    sims: dict[str, SimResult] = {
-        "model": simulate(signals, tb, bt, equity0=equity0, hold_minutes=hold, window_end=window_end)
-    }
     labelled = add_labels(bars.select("token", "ts", "close"), horizons, cfg.train.ties)
     past = labelled.select("token", "ts", pl.col(f"past_{hold}").alias("past"))
-    sims["persistence"] = simulate(
-        _baseline_signals(signals, past, cfg.risk, flip=False),
-        tb,
-        bt,
-        equity0=equity0,
-        hold_minutes=hold,
-        window_end=window_end,
-    )
-    sims["reversal"] = simulate(
-        _baseline_signals(signals, past, cfg.risk, flip=True),
-        tb,
-        bt,
-        equity0=equity0,
-        hold_minutes=hold,
-        window_end=window_end,
-    )
-    sims["buy_and_hold"] = simulate(
-        _buy_and_hold(bars, folds, equity0),
-        tb,
-        bt,
-        equity0=equity0,
-        hold_minutes=10**9,
-        window_end=window_end,
-    )
+    strategies = {  # name: (signals, holding time); every one goes through the same simulator
+        "model": (signals, hold),
+        "persistence": (_baseline_signals(signals, past, cfg.risk, flip=False), hold),
+        "reversal": (_baseline_signals(signals, past, cfg.risk, flip=True), hold),
+        "buy_and_hold": (_buy_and_hold(bars, folds, equity0), 10**9),
+    }
+    sims: dict[str, SimResult] = {
+        name: simulate(sig, tb, bt, equity0=equity0, hold_minutes=h, window_end=window_end)
+        for name, (sig, h) in strategies.items()
+    }
     sims["always_hold"] = SimResult(trades=sims["model"].trades.clear(), equity=sims["model"].equity.clear())
     timings["simulation"] = time.perf_counter() - t0
     metrics = _metrics(signals, labelled, horizons, folds, sims, equity0, bars)

@@ -6,18 +6,11 @@ from pathlib import Path
 
 import click
 
-from memed.cli.common import config_option, setup
+from memed.cli.common import config_option, data_option, setup
 
 
 @click.command("backtest")
-@click.option(
-    "--data",
-    "sources",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Dataset file or folder (repeatable).",
-)
+@data_option
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option(
     "--models",

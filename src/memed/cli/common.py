@@ -25,6 +25,18 @@ def config_option(func: F) -> F:
     )(func)
 
 
+def data_option(func: F) -> F:
+    """``--data PATH`` (repeatable): dataset files or folders, bound to ``sources``."""
+    return click.option(
+        "--data",
+        "sources",
+        multiple=True,
+        required=True,
+        type=click.Path(exists=True, path_type=Path),
+        help="Dataset file or folder (repeatable).",
+    )(func)
+
+
 def setup(config_path: Path | None) -> MemedConfig:
     """Load and validate the configuration once, then configure logging from it."""
     cfg = load_config(config_path)

@@ -8,21 +8,14 @@ from pathlib import Path
 
 import click
 
-from memed.cli.common import config_option, setup
+from memed.cli.common import config_option, data_option, setup
 from memed.errors import ConfigError, DataError
 
 FAMILIES = ("logreg", "lgbm", "xgb", "lstm", "transformer")
 
 
 @click.command("train")
-@click.option(
-    "--data",
-    "sources",
-    multiple=True,
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Dataset file or folder (repeatable).",
-)
+@data_option
 @click.option(
     "--models", default=None, help="Comma-separated families (default: train.models of the config)."
 )

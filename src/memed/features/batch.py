@@ -53,6 +53,15 @@ def epoch_minutes(ts: pl.Series) -> np.ndarray:
     return (ts.dt.epoch("s") // 60).cast(pl.Float64).to_numpy()
 
 
+def run_bounds(keys: np.ndarray) -> np.ndarray:
+    """Start offsets of each run of equal consecutive ``keys``, plus ``len(keys)`` at the end
+    (``itertools.pairwise`` over it gives each run's slice): minutes of a time-sorted frame, runs of a
+    training table."""
+    keys = np.asarray(keys)
+    bounds: np.ndarray = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1, len(keys)].astype(np.int64)
+    return bounds
+
+
 def bar_matrix(bars: pl.DataFrame) -> np.ndarray:
     """The kernel's inputs as a (9, rows) float64 matrix; null or absent optional columns -> NaN."""
     cols = [

@@ -16,7 +16,7 @@ import polars as pl
 from numba import njit
 
 from memed.errors import SnapshotError, SpecMismatchError
-from memed.features.batch import bar_matrix, epoch_minutes
+from memed.features.batch import bar_matrix, epoch_minutes, run_bounds
 from memed.features.kernel import N_OUT, STATUS_OK, STATUS_RESTART, STATUS_STALE, advance, initial_state
 from memed.features.layout import LAST_TS, STATE_SIZE, N
 from memed.features.spec import FeatureSpec
@@ -186,8 +186,7 @@ def stream_features(
     ts = epoch_minutes(bars["ts"])[order]
     x = np.ascontiguousarray(bar_matrix(bars)[:, order])
     tokens = np.asarray(bars["token"].to_list(), dtype=object)[order]
-    cuts = np.flatnonzero(np.diff(ts)) + 1
-    bounds = np.concatenate([[0], cuts, [len(ts)]]).astype(np.int64)
+    bounds = run_bounds(ts)
     stream = FeatureStream(spec, capacity=max(_GROW, bars["token"].n_unique()))
     values = np.empty((bars.height, len(spec.names)))
     total = len(bounds) - 1

@@ -19,6 +19,7 @@ import polars as pl
 
 from memed.config import MemedConfig
 from memed.errors import DataError
+from memed.features.batch import run_bounds
 from memed.logs import get_logger
 from memed.models.manifest import DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
 from memed.models.registry import write_model_set
@@ -47,7 +48,7 @@ def _runs(data: TrainingData) -> tuple[list[np.ndarray], list[np.ndarray], list[
     x, y = data.x(), data.y()
     split = data.frame["split"].fill_null("").to_numpy()
     run = data.frame["run"].to_numpy()
-    bounds = np.flatnonzero(np.r_[True, run[1:] != run[:-1], True])
+    bounds = run_bounds(run)
     sl = [slice(a, b) for a, b in itertools.pairwise(bounds)]
     return [x[s] for s in sl], [y[s] for s in sl], [split[s] for s in sl], bounds
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -97,19 +99,46 @@ def train_logreg(
     )
 
 
-# --------------------------------------------------------------------------- LightGBM
+# --------------------------------------------------------------------------- trees
+# fit(k, have, have_v) trains horizon k on the labelled train / validation rows, adds its trees to the
+# shared FlatTrees and returns (native probabilities on the parity rows, base margin, tree count).
+TreeFit = Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, float, int]]
+
+
+def _tree_family(
+    name: str, trees: FlatTrees, y: np.ndarray, yv: np.ndarray, n_parity: int, fit: TreeFit,
+    progress: ProgressSink,
+) -> tuple[list[float], np.ndarray, list[int]]:  # fmt: skip
+    """The per-horizon loop both tree families share: a constant model (a stump at the base rate) where
+    train or validation labels are too few or one-class, ``fit`` otherwise."""
+    n_h = y.shape[1]
+    margins: list[float] = []
+    native = np.zeros((n_parity, n_h))
+    counts: list[int] = []
+    progress.start(name, f"{name}: horizons", n_h)
+    for k in range(n_h):
+        have, have_v = _labelled(y[:, k]), _labelled(yv[:, k])
+        if _trivial(y[have, k]) or _trivial(yv[have_v, k]):
+            margin = _logit(_base_rate(y[have, k]))
+            trees.stump(k, 0.0)
+            native[:, k], count = 1.0 / (1.0 + math.exp(-margin)), 0
+        else:
+            native[:, k], margin, count = fit(k, have, have_v)
+        margins.append(margin)
+        counts.append(count)
+        progress.advance(name, description=f"{name}: horizons (last: {count} trees)")
+    progress.finish(name)
+    return margins, native, counts
+
+
 def train_lgbm(
     x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, parity_x: np.ndarray,
     cfg: TreesConfig, seed: int, doc: str, progress: ProgressSink | None = None,
 ) -> Trained:  # fmt: skip
     import lightgbm as lgb  # noqa: PLC0415 - training extra, imported only when training
 
-    progress = progress or NullProgress()
     t0 = time.perf_counter()
-    n_h = y.shape[1]
     trees = FlatTrees()
-    native = np.zeros((len(parity_x), n_h))
-    counts: list[int] = []
     params = {
         "objective": "binary",
         "learning_rate": cfg.learning_rate,
@@ -123,56 +152,45 @@ def train_lgbm(
         "deterministic": True,
         "verbose": -1,
     }
-    progress.start("lgbm", "lgbm: horizons", n_h)
-    for k in range(n_h):
-        have, have_v = _labelled(y[:, k]), _labelled(yv[:, k])
-        yk, yvk = y[have, k], yv[have_v, k]
-        if _trivial(yk) or _trivial(yvk):
-            margin = _logit(_base_rate(yk))
-            trees.stump(k, margin)
-            native[:, k] = 1.0 / (1.0 + math.exp(-margin))
-            counts.append(0)
-        else:
-            booster = lgb.train(
-                params,
-                lgb.Dataset(x[have], yk, free_raw_data=True),
-                num_boost_round=cfg.max_rounds,
-                valid_sets=[lgb.Dataset(xv[have_v], yvk)],
-                callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
-                if cfg.early_stopping_rounds
-                else [],
-            )
-            best = (booster.best_iteration if cfg.early_stopping_rounds else 0) or booster.current_iteration()
-            booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-            trees.add_lightgbm(booster, k)
-            native[:, k] = booster.predict(parity_x)
-            counts.append(best)
-        progress.advance("lgbm", description=f"lgbm: horizons (last: {counts[-1]} trees)")
-    progress.finish("lgbm")
+    stop: list[Callable[..., Any]] = (
+        [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)] if cfg.early_stopping_rounds else []
+    )
+
+    def fit(k: int, have: np.ndarray, have_v: np.ndarray) -> tuple[np.ndarray, float, int]:
+        booster = lgb.train(
+            params,
+            lgb.Dataset(x[have], y[have, k], free_raw_data=True),
+            num_boost_round=cfg.max_rounds,
+            valid_sets=[lgb.Dataset(xv[have_v], yv[have_v, k])],
+            callbacks=stop,
+        )
+        best = (booster.best_iteration if cfg.early_stopping_rounds else 0) or booster.current_iteration()
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        trees.add_lightgbm(booster, k)
+        native: np.ndarray = np.asarray(booster.predict(parity_x))
+        return native, 0.0, best  # LightGBM's first tree holds the base score
+
+    margins, native, counts = _tree_family(
+        "lgbm", trees, y, yv, len(parity_x), fit, progress or NullProgress()
+    )
     return Trained(
         name="lgbm",
         kind="tabular",
-        model=ensemble_model(trees, [0.0] * n_h, x.shape[1], float32_input=False, doc=doc),
+        model=ensemble_model(trees, margins, x.shape[1], float32_input=False, doc=doc),
         native_test=native,
         trees_per_horizon=tuple(counts),
         seconds=time.perf_counter() - t0,
     )
 
 
-# --------------------------------------------------------------------------- XGBoost
 def train_xgb(
     x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, parity_x: np.ndarray,
     cfg: TreesConfig, seed: int, doc: str, progress: ProgressSink | None = None,
 ) -> Trained:  # fmt: skip
     import xgboost as xgb  # noqa: PLC0415 - training extra
 
-    progress = progress or NullProgress()
     t0 = time.perf_counter()
-    n_h = y.shape[1]
     trees = FlatTrees()
-    margins: list[float] = []
-    native = np.zeros((len(parity_x), n_h))
-    counts: list[int] = []
     params = {
         "objective": "binary:logistic",
         "eval_metric": "logloss",
@@ -186,35 +204,24 @@ def train_xgb(
         "seed": seed,
     }
     d_parity = xgb.DMatrix(parity_x)
-    progress.start("xgb", "xgb: horizons", n_h)
-    for k in range(n_h):
-        have, have_v = _labelled(y[:, k]), _labelled(yv[:, k])
-        yk, yvk = y[have, k], yv[have_v, k]
-        if _trivial(yk) or _trivial(yvk):
-            margin = _logit(_base_rate(yk))
-            trees.stump(k, 0.0)
-            margins.append(margin)
-            native[:, k] = 1.0 / (1.0 + math.exp(-margin))
-            counts.append(0)
-        else:
-            booster = xgb.train(
-                params,
-                xgb.DMatrix(x[have], yk),
-                num_boost_round=cfg.max_rounds,
-                evals=[(xgb.DMatrix(xv[have_v], yvk), "val")],
-                early_stopping_rounds=cfg.early_stopping_rounds or None,
-                verbose_eval=False,
-            )
-            best = (
-                int(booster.best_iteration) + 1 if cfg.early_stopping_rounds else booster.num_boosted_rounds()
-            )
-            booster = booster[:best]
-            trees.add_xgboost(booster, k)
-            margins.append(xgboost_base_margin(booster))
-            native[:, k] = booster.predict(d_parity)
-            counts.append(best)
-        progress.advance("xgb", description=f"xgb: horizons (last: {counts[-1]} trees)")
-    progress.finish("xgb")
+
+    def fit(k: int, have: np.ndarray, have_v: np.ndarray) -> tuple[np.ndarray, float, int]:
+        booster = xgb.train(
+            params,
+            xgb.DMatrix(x[have], y[have, k]),
+            num_boost_round=cfg.max_rounds,
+            evals=[(xgb.DMatrix(xv[have_v], yv[have_v, k]), "val")],
+            early_stopping_rounds=cfg.early_stopping_rounds or None,
+            verbose_eval=False,
+        )
+        best = int(booster.best_iteration) + 1 if cfg.early_stopping_rounds else booster.num_boosted_rounds()
+        booster = booster[:best]
+        trees.add_xgboost(booster, k)
+        return booster.predict(d_parity), xgboost_base_margin(booster), best
+
+    margins, native, counts = _tree_family(
+        "xgb", trees, y, yv, len(parity_x), fit, progress or NullProgress()
+    )
     return Trained(
         name="xgb",
         kind="tabular",

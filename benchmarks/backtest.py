@@ -75,15 +75,23 @@ def main() -> None:
     other = replay_s - tm["features"] - tm["inference"] - tm["decision"]
     raw = raw_inference(DEMO_MODELS, batch, 3000, len(ms.manifest.feature_names))
     non_inference = replay_s - tm["inference"] + sim_s
-    print(f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over {minutes:,} minutes "
-          f"(~{batch} tokens per minute); model set {ms.id} ({', '.join(path.runners)})")
-    print(f"replay {replay_s:.2f} s = features {tm['features']:.2f} + inference {tm['inference']:.2f} + "
-          f"decisions {tm['decision']:.2f} + driver {other:.2f}; "
-          f"simulation {sim_s:.2f} s ({sim.trades.height} trades)")
-    print(f"throughput: whole replay {n / replay_s:,.0f} token-min/s | everything but inference "
-          f"{n / non_inference:,.0f} token-min/s | features alone {n / tm['features']:,.0f} token-min/s")
-    print(f"raw ONNX Runtime, same models, batch {batch}: {raw:,.0f} token-min/s -> replay at "
-          f"{(n / (replay_s + sim_s)) / raw:.0%} of raw inference speed")
+    print(
+        f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over {minutes:,} minutes "
+        f"(~{batch} tokens per minute); model set {ms.id} ({', '.join(path.runners)})"
+    )
+    print(
+        f"replay {replay_s:.2f} s = features {tm['features']:.2f} + inference {tm['inference']:.2f} + "
+        f"decisions {tm['decision']:.2f} + driver {other:.2f}; "
+        f"simulation {sim_s:.2f} s ({sim.trades.height} trades)"
+    )
+    print(
+        f"throughput: whole replay {n / replay_s:,.0f} token-min/s | everything but inference "
+        f"{n / non_inference:,.0f} token-min/s | features alone {n / tm['features']:,.0f} token-min/s"
+    )
+    print(
+        f"raw ONNX Runtime, same models, batch {batch}: {raw:,.0f} token-min/s -> replay at "
+        f"{(n / (replay_s + sim_s)) / raw:.0%} of raw inference speed"
+    )
 
 
 if __name__ == "__main__":

@@ -20,18 +20,19 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import polars as pl
 
 from memed.config import MemedConfig
 from memed.errors import ConfigError, SnapshotError, SpecMismatchError
 from memed.features import FeatureSpec, FeatureStream, build_spec
 from memed.features.kernel import STATUS_STALE
+from memed.history import HistoryResult, process_history
 from memed.models.registry import ModelSet
 from memed.signals.ensemble import ensemble
-from memed.signals.policy import A_HOLD, ACTIONS, R_NO_VOL, REASONS, decide
-from memed.signals.risk import RiskPlan, size_positions
+from memed.signals.policy import A_HOLD, ACTIONS, R_NO_VOL, REASONS, Decision, decide
+from memed.signals.risk import NOTIONAL_ALPHA, RiskPlan, size_positions
 from memed.signals.schema import Risk, Signal, idempotency_key
 
-NOTIONAL_ALPHA = 2.0 / 31.0
 _GROW = 1024
 _MAGIC = b"MEMEDPL1"
 
@@ -115,7 +116,7 @@ class DecisionPath:
         self.stream = stream or FeatureStream(self.spec)
         self.timings = {"features": 0.0, "inference": 0.0, "decision": 0.0}
         """Seconds spent per stage since creation (the benchmark reports them)."""
-        self._atr = self.spec.names.index("atr_14") if "atr_14" in self.spec.names else -1
+        self.atr_column = self.spec.names.index("atr_14") if "atr_14" in self.spec.names else -1
         self._index: dict[str, int] = {}
         self._free: list[int] = []
         self._cap = 0
@@ -242,18 +243,9 @@ class DecisionPath:
         t2 = time.perf_counter()
         probs = self._score(values, ready, rows)
         t3 = time.perf_counter()
-        n_h = len(self.model_set.manifest.horizons)
-        horizon_p = (
-            ensemble(probs, self.cfg.signals.weights) if probs else np.full((len(tokens), n_h), np.nan)
-        )
-        p = horizon_p[:, self._decision_cols].mean(axis=1) if tokens else np.empty(0)
-        decision = decide(p, ready, dead, self.cfg.signals)
-        atr = values[:, self._atr] if self._atr >= 0 else np.full(len(tokens), np.nan)
-        risk = size_positions(decision.action, p, close, atr, self._notional[rows], liquidity, self.cfg.risk)
-        no_vol = (decision.action != A_HOLD) & ~np.isfinite(risk.notional)
-        decision.action[no_vol] = A_HOLD
-        decision.reason[no_vol] = R_NO_VOL
-        decision.strength[no_vol] = 0.0
+        atr = values[:, self.atr_column] if self.atr_column >= 0 else np.full(len(tokens), np.nan)
+        notional = self._notional[rows]
+        horizon_p, decision, risk = self.decide(probs, ready, dead, close, atr, notional, liquidity)
         t4 = time.perf_counter()
         timings = self.timings
         timings["features"] += t1 - t0
@@ -264,7 +256,7 @@ class DecisionPath:
             tokens=list(tokens),
             action=decision.action,
             reason=decision.reason,
-            p=np.where(no_vol, np.nan, decision.p),
+            p=decision.p,
             strength=decision.strength,
             horizon_p=horizon_p,
             risk=risk,
@@ -277,6 +269,39 @@ class DecisionPath:
             stale=stale,
             restarts=upd.restarts,
         )
+
+    def decide(
+        self,
+        probs: dict[str, np.ndarray],
+        ready: np.ndarray,
+        dead: np.ndarray,
+        close: np.ndarray,
+        atr: np.ndarray,
+        recent_notional: np.ndarray,
+        liquidity: np.ndarray,
+    ) -> tuple[np.ndarray, Decision, RiskPlan]:
+        """Models' probabilities → ensemble per horizon → policy → risk, row by row (any rows: one
+        minute's tokens in the daemon, a whole history in the backtest). Every operation is elementwise
+        per row, so a row's decision does not depend on which rows it is computed with."""
+        n = len(close)
+        n_h = len(self.model_set.manifest.horizons)
+        horizon_p = ensemble(probs, self.cfg.signals.weights) if probs else np.full((n, n_h), np.nan)
+        p = horizon_p[:, self._decision_cols].mean(axis=1) if n else np.empty(0)
+        decision = decide(p, ready, dead, self.cfg.signals)
+        risk = size_positions(decision.action, p, close, atr, recent_notional, liquidity, self.cfg.risk)
+        no_vol = (decision.action != A_HOLD) & ~np.isfinite(risk.notional)
+        decision.action[no_vol] = A_HOLD
+        decision.reason[no_vol] = R_NO_VOL
+        decision.strength[no_vol] = 0.0
+        decision.p[no_vol] = np.nan
+        return horizon_p, decision, risk
+
+    def process_history(self, bars: pl.DataFrame) -> HistoryResult:
+        """Every bar of ``bars`` (canonical frame) decided at once: exactly the decisions :meth:`process`
+        makes feeding the same bars minute by minute into a fresh path, computed in bulk (batch features,
+        large ONNX Runtime calls, the LSTM's whole-sequence graph). The backtester's replay. This path's
+        own streaming state is neither used nor changed."""
+        return process_history(self, bars)
 
     def _score(self, values: np.ndarray, ready: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
         n = len(values)

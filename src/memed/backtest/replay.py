@@ -1,13 +1,18 @@
-"""Replay history through the daemon's decision path, minute by minute, exactly as the daemon would.
+"""Replay history through the daemon's decision path.
 
-The path sees every bar from the data's start (its features, LSTM state and dead detection warm up on
-the past as a long-running daemon's would); only the signals inside the test windows are kept.
+:func:`replay_signals` decides every bar at once with :meth:`DecisionPath.process_history` (the bulk form
+of the daemon's minute loop); :func:`replay_signals_minutewise` feeds the same bars minute by minute
+through :meth:`DecisionPath.process`, exactly as the daemon does, and is the reference the bulk form is
+tested against. Either way the path sees every bar from the data's start (features, LSTM state and dead
+detection warm up on the past as a long-running daemon's would); only the signals inside the test
+windows are kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -19,55 +24,88 @@ from memed.signals.policy import ACTIONS, REASONS
 SIGNAL_COLUMNS = ("entry", "stop_loss", "take_profit", "units", "notional", "risk_reward")
 
 
+def _columns(r: Any) -> dict[str, np.ndarray]:
+    """A MinuteResult's or HistoryResult's arrays, by output column."""
+    return {
+        "action": r.action,
+        "reason": r.reason,
+        "p_up": r.p,
+        "strength": r.strength,
+        "atr": r.atr,
+        "recent_notional": r.recent_notional,
+        "close": r.close,
+        **{c: getattr(r.risk, c) for c in SIGNAL_COLUMNS},
+        **{f"p_{h}": r.horizon_p[:, k] for k, h in enumerate(r.horizons)},
+    }
+
+
+def _frame(
+    tokens: pl.Series, ts_min: np.ndarray, cols: dict[str, np.ndarray], model_set: str
+) -> pl.DataFrame:
+    actions = pl.Series(ACTIONS, dtype=pl.String)
+    reasons = pl.Series(REASONS, dtype=pl.String)
+    frame = pl.DataFrame({"token": tokens, "ts_min": ts_min, **cols})
+    return (
+        frame.with_columns(
+            (pl.col("ts_min") * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("ts"),
+            actions.gather(frame["action"].cast(pl.Int64)).alias("action"),
+            reasons.gather(frame["reason"].cast(pl.Int64)).alias("reason"),
+            pl.lit(model_set).alias("model_set"),
+        )
+        .drop("ts_min")
+        .select("token", "ts", pl.exclude("token", "ts"))
+        .sort("ts", "token", maintain_order=True)
+    )
+
+
+def _in_windows(ts_min: np.ndarray, windows: list[tuple[datetime, datetime]]) -> np.ndarray:
+    inside = np.zeros(len(ts_min), dtype=bool)
+    for lo, hi in windows:
+        inside |= (ts_min >= lo.timestamp() / 60) & (ts_min < hi.timestamp() / 60)
+    return inside
+
+
 def replay_signals(
+    path: DecisionPath, bars: pl.DataFrame, windows: list[tuple[datetime, datetime]]
+) -> pl.DataFrame:
+    """Signals (one row per token and minute inside ``windows``, ``[start, end)``), sorted by time then
+    token, decided in bulk by :meth:`DecisionPath.process_history`."""
+    r = path.process_history(bars.filter(pl.col("ts") < max(w[1] for w in windows)))
+    keep = _in_windows(r.ts_minutes, windows)
+    if not keep.any():
+        return pl.DataFrame()
+    cols = {k: v[keep] for k, v in _columns(r).items()}
+    return _frame(r.tokens.filter(pl.Series(keep)), r.ts_minutes[keep], cols, r.model_set)
+
+
+def replay_signals_minutewise(
     path: DecisionPath,
     bars: pl.DataFrame,
     windows: list[tuple[datetime, datetime]],
     on_minute: Callable[[int, int], None] | None = None,
 ) -> pl.DataFrame:
-    """Signals (one row per token and minute inside ``windows``, ``[start, end)``)."""
-    bars = bars.filter(pl.col("ts") < max(w[1] for w in windows)).sort("ts", "token")
+    """As :func:`replay_signals`, one :meth:`DecisionPath.process` call per event-time minute."""
+    bars = bars.filter(pl.col("ts") < max(w[1] for w in windows)).sort("ts", "token", maintain_order=True)
     ts = epoch_minutes(bars["ts"])
     x = bar_matrix(bars)
     tokens = bars["token"].to_list()
     bounds = run_bounds(ts)
-    win = [(w[0].timestamp() / 60, w[1].timestamp() / 60) for w in windows]
     parts: dict[str, list[np.ndarray]] = {}
     toks: list[str] = []
+    times: list[np.ndarray] = []
     total = len(bounds) - 1
     for i in range(total):
         a, b = int(bounds[i]), int(bounds[i + 1])
         minute = float(ts[a])
         r = path.process(tokens[a:b], minute, np.ascontiguousarray(x[:, a:b]))
-        if any(lo <= minute < hi for lo, hi in win) and r.tokens:
+        if r.tokens and _in_windows(np.array([minute]), windows)[0]:
             toks.extend(r.tokens)
-            cols = {
-                "ts_min": np.full(len(r.tokens), minute),
-                "action": r.action,
-                "reason": r.reason,
-                "p_up": r.p,
-                "strength": r.strength,
-                "atr": r.atr,
-                "recent_notional": r.recent_notional,
-                "close": r.close,
-                **{c: getattr(r.risk, c) for c in SIGNAL_COLUMNS},
-                **{f"p_{h}": r.horizon_p[:, k] for k, h in enumerate(r.horizons)},
-            }
-            for k, v in cols.items():
+            times.append(np.full(len(r.tokens), minute))
+            for k, v in _columns(r).items():
                 parts.setdefault(k, []).append(np.asarray(v))
         if on_minute is not None:
             on_minute(i + 1, total)
     if not toks:
         return pl.DataFrame()
-    data = {k: np.concatenate(v) for k, v in parts.items()}
-    frame = pl.DataFrame({"token": toks, **data})
-    return (
-        frame.with_columns(
-            (pl.col("ts_min") * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("ts"),
-            pl.col("action").map_elements(lambda a: ACTIONS[a], return_dtype=pl.String).alias("action"),
-            pl.col("reason").map_elements(lambda a: REASONS[a], return_dtype=pl.String).alias("reason"),
-            pl.lit(path.model_set.id).alias("model_set"),
-        )
-        .drop("ts_min")
-        .select("token", "ts", pl.exclude("token", "ts"))
-    )
+    cols = {k: np.concatenate(v) for k, v in parts.items()}
+    return _frame(pl.Series(toks, dtype=pl.String), np.concatenate(times), cols, path.model_set.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,9 @@ import onnxruntime as ort
 
 from memed.errors import RegistryError
 from memed.models.manifest import ModelEntry
+
+SEQUENCE_CHUNK = 16_384
+"""Steps per whole-sequence call (the state carries across chunks; bounds the memory of one call)."""
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -36,6 +39,9 @@ class ModelRunner:
     entry: ModelEntry
     session: ort.InferenceSession
     n_horizons: int
+    path: Path | None = None
+    threads: int = 1
+    _sequence: ort.InferenceSession | bool | None = field(default=False, repr=False)
 
     @classmethod
     def load(cls, entry: ModelEntry, path: Path, n_horizons: int, threads: int = 1) -> ModelRunner:
@@ -51,7 +57,7 @@ class ModelRunner:
                 f"{path}: a {entry.kind} model needs inputs {want_in} and outputs {want_out}, "
                 f"found {inputs} and {outputs}"
             )
-        return cls(entry, session, n_horizons)
+        return cls(entry, session, n_horizons, path, threads)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Tabular models: ``features`` [N, F] float64 → ``p_up`` [N, H]."""
@@ -62,6 +68,21 @@ class ModelRunner:
         """Stateful models: one step for N tokens; ``h``/``c`` float32 [L, N, hidden]."""
         p, h2, c2 = self.session.run(None, {"features": features, "h": h, "c": c})
         return p, h2, c2
+
+    def sequence_session(self) -> ort.InferenceSession | None:
+        """Stateful models: the verified whole-sequence form of the graph (built on first use), or
+        ``None`` where it cannot be derived (callers step instead)."""
+        if self._sequence is False:
+            self._sequence = None
+            if self.entry.kind == "stateful" and self.path is not None:
+                import onnx  # noqa: PLC0415 - only replays need it; the daemon steps
+
+                from memed.models.sequence_graph import sequence_session  # noqa: PLC0415
+
+                self._sequence = sequence_session(
+                    onnx.load(str(self.path)), self.session, session_options(self.threads), _providers()
+                )
+        return self._sequence if isinstance(self._sequence, ort.InferenceSession) else None
 
     def predict_window(self, windows: np.ndarray) -> np.ndarray:
         """Window models: ``windows`` [N, W, F] float64 → ``p_up`` [N, H]."""
@@ -76,6 +97,28 @@ def _providers() -> list[str]:
 
 
 def run_stateful(runner: ModelRunner, sequences: list[np.ndarray], batch: int = 100_000) -> list[np.ndarray]:
+    """A stateful model over whole sequences (each [T_i, F], state from zero): exactly the outputs the
+    daemon gets stepping tokens minute by minute. Uses the whole-sequence graph where it is available
+    (verified bit-identical), else steps every sequence side by side, one call per step."""
+    seq = runner.sequence_session()
+    if seq is not None:
+        return [_run_sequence(seq, runner, s) for s in sequences]
+    return step_stateful(runner, sequences, batch)
+
+
+def _run_sequence(seq: ort.InferenceSession, runner: ModelRunner, x: np.ndarray) -> np.ndarray:
+    layers, hidden = runner.entry.state_shape
+    h = np.zeros((layers, 1, hidden), dtype=np.float32)
+    c = np.zeros_like(h)
+    out = np.empty((len(x), runner.n_horizons))
+    for a in range(0, len(x), SEQUENCE_CHUNK):
+        chunk = np.ascontiguousarray(x[a : a + SEQUENCE_CHUNK], dtype=np.float64)[None]
+        p, h, c = seq.run(None, {"features": chunk, "h": h, "c": c})
+        out[a : a + SEQUENCE_CHUNK] = p[0]
+    return out
+
+
+def step_stateful(runner: ModelRunner, sequences: list[np.ndarray], batch: int = 100_000) -> list[np.ndarray]:
     """Step a stateful model through whole sequences (each [T_i, F], state from zero), every sequence
     advanced side by side one step per call, exactly as the daemon advances tokens minute by minute."""
     layers, hidden = runner.entry.state_shape

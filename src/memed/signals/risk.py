@@ -17,6 +17,9 @@ import numpy as np
 from memed.config import RiskConfig
 from memed.signals.policy import A_BUY, A_SELL, A_STRONG_BUY, A_STRONG_SELL
 
+NOTIONAL_ALPHA = 2.0 / 31.0
+"""Smoothing of the recent traded notional per bar (close x volume) that caps a position: a 30-bar EWMA."""
+
 
 @dataclass
 class RiskPlan:

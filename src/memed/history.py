@@ -29,6 +29,7 @@ import polars as pl
 from numba import njit
 from numpy.lib.stride_tricks import sliding_window_view
 
+from memed.config import ModelName
 from memed.features.batch import bar_matrix, compute_raw, epoch_minutes, run_bounds
 from memed.features.kernel import STATUS_STALE
 from memed.models.runtime import ModelRunner, run_stateful
@@ -123,7 +124,11 @@ def _score_window(runner: ModelRunner, values: np.ndarray, runs: np.ndarray, p: 
 
 
 def score_history(
-    runners: Mapping[str, ModelRunner], values: np.ndarray, ready: np.ndarray, runs: np.ndarray, n_h: int
+    runners: Mapping[ModelName, ModelRunner],
+    values: np.ndarray,
+    ready: np.ndarray,
+    runs: np.ndarray,
+    n_h: int,
 ) -> dict[str, np.ndarray]:
     """Each served model's ``p_up`` [rows, H] where the daemon would have one (NaN elsewhere)."""
     n = len(values)

@@ -1,97 +1,156 @@
 """Backtest replay throughput on ../shared/data with the default (packaged) model set.
 
-Replays every minute of the real 1-minute sets through the daemon's decision path (no training), then
-simulates execution, and reports token-minutes/s split into features, inference, decisions (ensemble,
-policy, risk, bookkeeping) and simulation. In the same run it times the raw ONNX Runtime calls of the same
-models at the same batch size (the tokens ticking per minute), for the "replay vs raw inference" ratio.
+Replays every bar of the real 1-minute sets through the decision path's bulk form
+(``DecisionPath.process_history``, what ``memed backtest`` runs; no training), then simulates execution,
+and reports token-minutes/s split into features, inference, decisions (books, ensemble, policy, risk)
+and simulation. In the same run it times the raw ONNX Runtime calls of the same models on the same
+inputs at the same batch shapes (tabular models in chunks of ``TABULAR_BATCH`` rows, the LSTM's
+whole-sequence graph over each run), for the "replay vs raw inference" ratio.
 
-    python benchmarks/backtest.py [--data-root ../shared/data] [--minutes N]
+With ``--minute-loop N`` it also replays the first N minutes through the daemon's minute loop
+(``DecisionPath.process``, one call per minute) and the bulk form, and prints both speeds and the largest
+difference between their probabilities.
+
+    python benchmarks/backtest.py [--data-root ../shared/data] [--minutes N] [--minute-loop N]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from memed.backtest.replay import replay_signals
+from memed.backtest.replay import replay_signals, replay_signals_minutewise
 from memed.backtest.simulator import simulate, token_bars
 from memed.config import MemedConfig
 from memed.daemon.demo import DEMO_MODELS
 from memed.data import load_dataset
+from memed.features.batch import compute_raw, run_bounds
+from memed.features.kernel import STATUS_STALE
+from memed.history import TABULAR_BATCH, ready_runs
 from memed.models.registry import load_model_set
+from memed.models.runtime import SEQUENCE_CHUNK
 from memed.pipeline import DecisionPath
 
 
-def raw_inference(ms_path: Path, batch: int, calls: int, n_features: int) -> float:
-    """Token-minutes/s of the served models alone at ``batch`` rows per call (LSTM stepped)."""
-    ms = load_model_set(ms_path)
-    x = np.random.default_rng(0).normal(size=(batch, n_features))
-    runners = [r for n, r in ms.runners.items() if n in MemedConfig().signals.models]
-    h = c = None
-    t = time.perf_counter()
-    for _ in range(calls):
-        for r in runners:
-            if r.entry.kind == "tabular":
-                r.predict(x)
-            elif r.entry.kind == "stateful":
-                if h is None:
-                    layers, hidden = r.entry.state_shape
-                    h = np.zeros((layers, batch, hidden), dtype=np.float32)
-                    c = np.zeros_like(h)
-                _, h, c = r.step(x, h, c)
-    return batch * calls / (time.perf_counter() - t)
+def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
+    """Seconds spent in ONNX Runtime alone scoring what the replay scores, at the replay's batch shapes
+    (inputs prepared beforehand, only ``session.run`` timed), and the number of ready rows. Tabular models
+    score every row in chunks (the replay discards the few unready rows' outputs)."""
+    sorted_bars = bars.sort("token", "ts", maintain_order=True)
+    raw, status, ready = compute_raw(sorted_bars, path.spec)
+    keep = status != STATUS_STALE
+    values = np.ascontiguousarray(raw[keep][:, path.spec.columns])
+    ready = ready[keep]
+    runs = ready_runs(run_bounds(sorted_bars["token"].filter(pl.Series(keep)).to_numpy()), ready)
+    spent = 0.0
+    for runner in path.runners.values():
+        kind = runner.entry.kind
+        if kind == "tabular":
+            chunks = [values[a : a + TABULAR_BATCH] for a in range(0, len(values), TABULAR_BATCH)]
+            t = time.perf_counter()
+            for chunk in chunks:
+                runner.session.run(None, {"features": chunk})
+            spent += time.perf_counter() - t
+        elif kind == "stateful":
+            seq = runner.sequence_session()
+            assert seq is not None, "the LSTM has no whole-sequence form"
+            layers, hidden = runner.entry.state_shape
+            for a, b in runs.tolist():
+                chunks = [
+                    np.ascontiguousarray(values[s : min(s + SEQUENCE_CHUNK, b)])[None]
+                    for s in range(a, b, SEQUENCE_CHUNK)
+                ]
+                h = np.zeros((layers, 1, hidden), dtype=np.float32)
+                c = np.zeros_like(h)
+                t = time.perf_counter()
+                for chunk in chunks:
+                    _, h, c = seq.run(None, {"features": chunk, "h": h, "c": c})
+                spent += time.perf_counter() - t
+        else:
+            raise SystemExit(f"{runner.entry.name}: window models are not in the default set")
+    return spent, int(ready.sum())
+
+
+def whole(bars: pl.DataFrame) -> list[tuple[datetime, datetime]]:
+    start, end = bars["ts"].min(), bars["ts"].max()
+    assert isinstance(start, datetime)
+    assert isinstance(end, datetime)
+    return [(start, end + timedelta(minutes=1))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     ap.add_argument("--minutes", type=int, default=0, help="replay only the first N minutes (0: all)")
+    ap.add_argument(
+        "--minute-loop", type=int, default=0, help="also compare with the minute loop (N minutes)"
+    )
     args = ap.parse_args()
     folders = [args.data_root / n for n in ("binance-futures-1m", "freqtrade-gaps")]
     folders = [f for f in folders if f.is_dir()]
     if not folders:
         raise SystemExit(f"no 1-minute data under {args.data_root}")
     bars, _ = load_dataset(folders)
+    first = bars["ts"].min()
+    assert isinstance(first, datetime)
     if args.minutes:
-        bars = bars.filter(pl.col("ts") < bars["ts"].min() + pl.duration(minutes=args.minutes))  # type: ignore[operator]
+        bars = bars.filter(pl.col("ts") < first + timedelta(minutes=args.minutes))
     cfg = MemedConfig()
     ms = load_model_set(DEMO_MODELS)
+
+    t0 = time.perf_counter()  # one-off costs: compiled kernels from numba's cache, the LSTM's sequence graph
+    replay_signals(DecisionPath(ms, cfg), bars.head(2000), whole(bars.head(2000)))
+    warm_s = time.perf_counter() - t0
+
     path = DecisionPath(ms, cfg)
-    start, end = bars["ts"].min(), bars["ts"].max()
     t0 = time.perf_counter()
-    signals = replay_signals(path, bars, [(start, end + (end - start) / 1e6)])  # type: ignore[arg-type, operator]
+    signals = replay_signals(path, bars, whole(bars))
     replay_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
+    t0 = time.perf_counter()
     sim = simulate(signals, token_bars(bars), cfg.backtest, equity0=cfg.risk.equity, hold_minutes=60)
-    sim_s = time.perf_counter() - t1
+    sim_s = time.perf_counter() - t0
+    raw_s, scored = raw_inference(path, bars)
+
     n = signals.height
-    minutes = signals["ts"].n_unique()
-    batch = max(1, round(n / minutes))
     tm = path.timings
-    other = replay_s - tm["features"] - tm["inference"] - tm["decision"]
-    raw = raw_inference(DEMO_MODELS, batch, 3000, len(ms.manifest.feature_names))
+    driver = replay_s - tm["features"] - tm["inference"] - tm["decision"]
     non_inference = replay_s - tm["inference"] + sim_s
-    print(
-        f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over {minutes:,} minutes "
-        f"(~{batch} tokens per minute); model set {ms.id} ({', '.join(path.runners)})"
-    )
-    print(
-        f"replay {replay_s:.2f} s = features {tm['features']:.2f} + inference {tm['inference']:.2f} + "
-        f"decisions {tm['decision']:.2f} + driver {other:.2f}; "
-        f"simulation {sim_s:.2f} s ({sim.trades.height} trades)"
-    )
-    print(
-        f"throughput: whole replay {n / replay_s:,.0f} token-min/s | everything but inference "
-        f"{n / non_inference:,.0f} token-min/s | features alone {n / tm['features']:,.0f} token-min/s"
-    )
-    print(
-        f"raw ONNX Runtime, same models, batch {batch}: {raw:,.0f} token-min/s -> replay at "
-        f"{(n / (replay_s + sim_s)) / raw:.0%} of raw inference speed"
-    )
+    total = replay_s + sim_s
+    print(f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over "
+          f"{signals['ts'].n_unique():,} minutes, {scored:,} scored; model set {ms.id} "
+          f"({', '.join(path.runners)})")  # fmt: skip
+    print(f"one-off warm-up (numba cache, sequence graph): {warm_s:.2f} s")
+    print(f"replay {replay_s:.3f} s = features {tm['features']:.3f} + inference {tm['inference']:.3f} + "
+          f"decisions {tm['decision']:.3f} + driver {driver:.3f}; "
+          f"simulation {sim_s:.3f} s ({sim.trades.height} trades)")  # fmt: skip
+    print(f"throughput: replay + simulation {n / total:,.0f} token-min/s | everything but inference "
+          f"{n / non_inference:,.0f} token-min/s | features alone {n / tm['features']:,.0f} "
+          "token-min/s")  # fmt: skip
+    print(f"raw ONNX Runtime, same models, same inputs and batch shapes: {raw_s:.3f} s = "
+          f"{n / raw_s:,.0f} token-min/s -> replay + simulation at {raw_s / total:.0%} of raw inference "
+          "speed")  # fmt: skip
+
+    if args.minute_loop:
+        part = bars.filter(pl.col("ts") < first + timedelta(minutes=args.minute_loop))
+        t0 = time.perf_counter()
+        loop = replay_signals_minutewise(DecisionPath(ms, cfg), part, whole(part))
+        loop_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bulk = replay_signals(DecisionPath(ms, cfg), part, whole(part))
+        bulk_s = time.perf_counter() - t0
+        cols = [c for c in bulk.columns if c.startswith("p_")]
+        diff = max(
+            float(np.nanmax(np.abs(bulk[c].to_numpy() - loop[c].to_numpy()), initial=0.0)) for c in cols
+        )
+        same = bool((bulk["action"] == loop["action"]).all())
+        print(f"minute loop vs bulk on {args.minute_loop:,} minutes ({part.height:,} bars): "
+              f"{part.height / loop_s:,.0f} vs {part.height / bulk_s:,.0f} token-min/s; "
+              f"actions identical: {same}; max |dp| {diff:.2e}")  # fmt: skip
 
 
 if __name__ == "__main__":

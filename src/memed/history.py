@@ -107,6 +107,8 @@ def ready_runs(token_starts: np.ndarray, ready: np.ndarray) -> np.ndarray:
 
 
 def _score_tabular(runner: ModelRunner, x: np.ndarray) -> np.ndarray:
+    """Every row, in chunks that are views of ``x`` (no copy; rows are scored independently, so scoring
+    the few unready rows too and discarding them afterwards changes nothing else)."""
     if not len(x):
         return np.empty((0, runner.n_horizons))
     return np.concatenate([runner.predict(x[a : a + TABULAR_BATCH]) for a in range(0, len(x), TABULAR_BATCH)])
@@ -132,14 +134,16 @@ def score_history(
 ) -> dict[str, np.ndarray]:
     """Each served model's ``p_up`` [rows, H] where the daemon would have one (NaN elsewhere)."""
     n = len(values)
-    sel = np.flatnonzero(ready)
     out: dict[str, np.ndarray] = {}
     for name, runner in runners.items():
-        p = np.full((n, n_h), np.nan)
         kind = runner.entry.kind
         if kind == "tabular":
-            p[sel] = _score_tabular(runner, np.ascontiguousarray(values[sel]))
-        elif kind == "stateful":
+            p = _score_tabular(runner, values)
+            p[~ready] = np.nan
+            out[name] = p
+            continue
+        p = np.full((n, n_h), np.nan)
+        if kind == "stateful":
             seqs = [values[a:b] for a, b in runs.tolist()]
             for (a, b), pr in zip(runs.tolist(), run_stateful(runner, seqs), strict=True):
                 p[a:b] = pr
@@ -152,14 +156,17 @@ def score_history(
 def process_history(path: DecisionPath, bars: pl.DataFrame) -> HistoryResult:
     t0 = time.perf_counter()
     bars = bars.sort("token", "ts", maintain_order=True)
-    raw, status, ready_all = compute_raw(bars, path.spec)
+    raw, status, ready = compute_raw(bars, path.spec)
+    x = bar_matrix(bars)
+    ts = epoch_minutes(bars["ts"])
+    tokens = bars["token"]
     keep = status != STATUS_STALE
     stale = int(len(keep) - keep.sum())
-    values = np.ascontiguousarray(raw[keep][:, path.spec.columns])
-    ready = ready_all[keep]
-    x = bar_matrix(bars)[:, keep]
-    ts = epoch_minutes(bars["ts"])[keep]
-    tokens = bars["token"].filter(pl.Series(keep))
+    if stale:  # copies of this size cost tens of ms here: only when there is something to drop
+        raw, ready, x, ts = raw[keep], ready[keep], x[:, keep], ts[keep]
+        tokens = tokens.filter(pl.Series(keep))
+    cols = path.spec.columns
+    values = raw if np.array_equal(cols, np.arange(raw.shape[1])) else np.ascontiguousarray(raw[:, cols])
     close, volume, liquidity = x[3], x[4], x[5]
     t1 = time.perf_counter()
     starts = run_bounds(tokens.to_numpy())

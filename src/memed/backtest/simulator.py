@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 from memed.config import BacktestConfig
 
 BUY_ACTIONS = ("BUY", "STRONG_BUY")
+EXIT_REASONS = ("stop_loss", "take_profit", "horizon")
+EXIT_STOP, EXIT_TAKE, EXIT_HORIZON = range(3)
 SELL_ACTIONS = ("SELL", "STRONG_SELL")
 
 
@@ -61,31 +64,149 @@ class SimResult:
     turnover: float = 0.0
 
 
+@njit(cache=True)
 def _exit(
-    tb: TokenBars, i: int, side: float, stop: float, take: float, deadline: float
-) -> tuple[int, float, str]:
-    """Scan bars after the entry bar ``i`` for the stop, the take-profit or the horizon."""
-    n = len(tb.ts)
-    j_end = int(np.searchsorted(tb.ts, deadline, side="right")) - 1
-    j_end = min(max(j_end, i), n - 1)
-    lo, hi = tb.low[i : j_end + 1], tb.high[i : j_end + 1]
-    if side > 0:
-        hit_stop = lo <= stop if np.isfinite(stop) else np.zeros(len(lo), bool)
-        hit_take = hi >= take if np.isfinite(take) else np.zeros(len(lo), bool)
-    else:
-        hit_stop = hi >= stop if np.isfinite(stop) else np.zeros(len(lo), bool)
-        hit_take = lo <= take if np.isfinite(take) else np.zeros(len(lo), bool)
-    either = np.flatnonzero(hit_stop | hit_take)
-    if len(either):
-        k = int(either[0])
-        if hit_stop[k]:  # both in one bar: the stop first
-            gap = tb.open[i + k]
-            price = min(stop, gap) if side > 0 else max(stop, gap)
-            return i + k, price if k > 0 else stop, "stop_loss"
-        gap = tb.open[i + k]
-        price = max(take, gap) if side > 0 else min(take, gap)
-        return i + k, price if k > 0 else take, "take_profit"
-    return j_end, float(tb.close[j_end]), "horizon"
+    ts: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    i: int,
+    end: int,
+    side: float,
+    stop: float,
+    take: float,
+    deadline: float,
+) -> tuple[int, float, int]:
+    """Scan bars from the entry bar ``i`` (rows of one token up to ``end``) for the stop, the
+    take-profit or the horizon: (exit row, price before slippage, reason code)."""
+    j_end = i
+    while j_end + 1 < end and ts[j_end + 1] <= deadline:
+        j_end += 1
+    for k in range(i, j_end + 1):
+        if side > 0:
+            hit_stop = np.isfinite(stop) and low[k] <= stop
+            hit_take = np.isfinite(take) and high[k] >= take
+        else:
+            hit_stop = np.isfinite(stop) and high[k] >= stop
+            hit_take = np.isfinite(take) and low[k] <= take
+        if hit_stop:  # both in one bar: the stop first
+            price = min(stop, open_[k]) if side > 0 else max(stop, open_[k])
+            return k, price if k > i else stop, EXIT_STOP
+        if hit_take:
+            price = max(take, open_[k]) if side > 0 else min(take, open_[k])
+            return k, price if k > i else take, EXIT_TAKE
+    return j_end, close[j_end], EXIT_HORIZON
+
+
+@njit(cache=True)
+def _run(
+    sig_ts: np.ndarray,
+    sig_tok: np.ndarray,
+    sig_side: np.ndarray,
+    sig_units: np.ndarray,
+    sig_entry: np.ndarray,
+    sig_stop: np.ndarray,
+    sig_take: np.ndarray,
+    sig_cap: np.ndarray,
+    bars: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    equity0: float,
+    hold: float,
+    fee_bps: float,
+    slippage_bps: float,
+    impact_bps: float,
+    max_exposure: float,
+    trades: np.ndarray,
+    curve: np.ndarray,
+    counts: np.ndarray,
+) -> tuple[int, int, float, float]:
+    """The event loop over signals in time order. ``trades`` rows (in closing order): token, side, units,
+    entry_ts, entry_price, entry_notional, entry_fee, exit_ts, exit_price, reason, pnl, return;
+    ``curve`` rows: ts, equity, exposure; ``counts``: position_open, exposure_cap, no_next_bar,
+    no_liquidity. Returns (trades, curve rows, fees, turnover)."""
+    starts, ts, open_, high, low, close, notional = bars
+    n_tok = len(starts) - 1
+    pos = np.full((n_tok, 10), np.nan)  # the open position per token (row 0 NaN: none)
+    heap = [(np.inf, -1, -1)]  # (exit_ts, id, token); the sentinel keeps the list's type
+    heap.pop()
+    equity = equity0
+    exposure = 0.0
+    fees = 0.0
+    turnover = 0.0
+    n_tr = 0
+    n_cv = 0
+    ids = 0
+    for r in range(len(sig_ts) + 1):
+        t = sig_ts[r] if r < len(sig_ts) else np.inf
+        while len(heap) > 0 and heap[0][0] <= t:  # positions that exited by this bar free their token
+            item = heapq.heappop(heap)
+            tok = item[2]
+            p = pos[tok]
+            exit_notional = p[1] * p[7]
+            fee = exit_notional * fee_bps / 1e4
+            pnl = p[0] * p[1] * (p[7] - p[3]) - fee - p[5]
+            equity += pnl
+            exposure -= p[4]
+            fees += fee
+            turnover += exit_notional
+            trades[n_tr, 0] = tok
+            trades[n_tr, 1:10] = p[:9]
+            trades[n_tr, 10] = pnl
+            trades[n_tr, 11] = pnl / p[4]
+            n_tr += 1
+            curve[n_cv, 0] = p[6]
+            curve[n_cv, 1] = equity
+            curve[n_cv, 2] = exposure
+            n_cv += 1
+            pos[tok, 0] = np.nan
+        if r == len(sig_ts):
+            break
+        tok = sig_tok[r]
+        if tok >= 0 and not np.isnan(pos[tok, 0]):
+            counts[0] += 1
+            continue
+        if tok < 0:
+            counts[2] += 1
+            continue
+        a, end = starts[tok], starts[tok + 1]
+        i = a + np.searchsorted(ts[a:end], t, side="right")  # the next bar after the signal
+        if i >= end:
+            counts[2] += 1
+            continue
+        side = sig_side[r]
+        # the plan's notional (units at the signal's close), scaled with equity, bought at the fill
+        notional_est = sig_units[r] * sig_entry[r] * equity / equity0
+        units = notional_est / open_[i]
+        if exposure + notional_est > max_exposure * equity:
+            counts[1] += 1
+            continue
+        bar_notional = notional[i]
+        if notional_est > bar_notional:  # more than the whole bar traded: no fill
+            counts[3] += 1
+            continue
+        slip = (slippage_bps + impact_bps * notional_est / bar_notional) / 1e4
+        entry_price = open_[i] * (1 + side * slip)
+        entry_notional = units * entry_price
+        entry_fee = entry_notional * fee_bps / 1e4
+        deadline = min(ts[i] + hold, sig_cap[r])
+        # stops and take-profits keep their distance from the signal's close, moved to the fill
+        shift = entry_price - sig_entry[r]
+        j, exit_price, why = _exit(ts, open_, high, low, close, i, end, side, sig_stop[r] + shift,
+                                   sig_take[r] + shift, deadline)  # fmt: skip
+        exit_price = exit_price * (1 - side * slippage_bps / 1e4)
+        ids += 1
+        p = pos[tok]
+        p[0], p[1], p[2], p[3], p[4] = side, units, ts[i], entry_price, entry_notional
+        p[5], p[6], p[7], p[8] = entry_fee, ts[j], exit_price, why
+        heapq.heappush(heap, (ts[j], ids, tok))
+        exposure += entry_notional
+        fees += entry_fee
+        turnover += entry_notional
+        curve[n_cv, 0] = ts[i]
+        curve[n_cv, 1] = equity
+        curve[n_cv, 2] = exposure
+        n_cv += 1
+    return n_tr, n_cv, fees, turnover
 
 
 def simulate(
@@ -101,135 +222,88 @@ def simulate(
 
     ``window_end`` (optional, fold → epoch minute) forces exits at the end of each test window.
     """
-    trades_rows: list[dict[str, object]] = []
-    equity = equity0
-    curve = [(float("-inf"), equity, 0.0)]
-    open_pos: list[tuple[float, int, str]] = []  # heap of (exit_ts, id, token)
-    positions: dict[str, dict[str, float]] = {}
-    exposure = 0.0
-    skipped = {"position_open": 0, "exposure_cap": 0, "no_next_bar": 0, "no_liquidity": 0}
-    fees = turnover = 0.0
-    rows = signals.filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS])).sort("ts", "token")
-    has_fold = "fold" in rows.columns
-    ids = 0
-
-    def close_until(t: float) -> None:
-        nonlocal equity, exposure, fees, turnover
-        while open_pos and open_pos[0][0] <= t:
-            _, _, token = heapq.heappop(open_pos)
-            p = positions.pop(token)
-            exit_notional = p["units"] * p["exit_price"]
-            fee = exit_notional * cfg.fee_bps / 1e4
-            pnl = p["side"] * p["units"] * (p["exit_price"] - p["entry_price"]) - fee - p["entry_fee"]
-            equity += pnl
-            exposure -= p["entry_notional"]
-            fees += fee
-            turnover += exit_notional
-            trades_rows.append({**p, "token": token, "pnl": pnl, "return": pnl / p["entry_notional"]})
-            curve.append((p["exit_ts"], equity, exposure))
-
-    for r in rows.iter_rows(named=True):
-        t = r["ts"].timestamp() / 60
-        close_until(t)  # positions that exited by this signal's bar free their token and exposure
-        token = r["token"]
-        tb = bars.get(token)
-        if token in positions:
-            skipped["position_open"] += 1
-            continue
-        if tb is None:
-            skipped["no_next_bar"] += 1
-            continue
-        i = int(np.searchsorted(tb.ts, t, side="right"))  # the next bar after the signal
-        if i >= len(tb.ts):
-            skipped["no_next_bar"] += 1
-            continue
-        side = 1.0 if r["action"] in BUY_ACTIONS else -1.0
-        # the plan's notional (units at the signal's close), scaled with equity, bought at the fill
-        notional_est = float(r["units"]) * float(r["entry"]) * equity / equity0
-        units = notional_est / tb.open[i]
-        if exposure + notional_est > cfg.max_exposure * equity:
-            skipped["exposure_cap"] += 1
-            continue
-        bar_notional = float(tb.notional[i])
-        if notional_est > bar_notional:  # more than the whole bar traded: no fill
-            skipped["no_liquidity"] += 1
-            continue
-        slip = (cfg.slippage_bps + cfg.impact_bps * notional_est / bar_notional) / 1e4
-        entry_price = tb.open[i] * (1 + side * slip)
-        entry_notional = units * entry_price
-        entry_fee = entry_notional * cfg.fee_bps / 1e4
-        deadline = tb.ts[i] + hold_minutes
-        if window_end is not None and has_fold:
-            deadline = min(deadline, window_end[int(r["fold"])])
-        # stops and take-profits keep their distance from the signal's close, moved to the fill
-        shift = entry_price - float(r["entry"])
-        j, exit_price, why = _exit(
-            tb, i, side, float(r["stop_loss"]) + shift, float(r["take_profit"]) + shift, deadline
-        )
-        exit_price = exit_price * (1 - side * cfg.slippage_bps / 1e4)
-        ids += 1
-        positions[token] = {
-            "side": side,
-            "units": units,
-            "entry_ts": float(tb.ts[i]),
-            "entry_price": entry_price,
-            "entry_notional": entry_notional,
-            "entry_fee": entry_fee,
-            "exit_ts": float(tb.ts[j]),
-            "exit_price": exit_price,
-        }
-        positions[token]["exit_reason_code"] = {"stop_loss": 0, "take_profit": 1, "horizon": 2}[why]
-        heapq.heappush(open_pos, (float(tb.ts[j]), ids, token))
-        exposure += entry_notional
-        fees += entry_fee
-        turnover += entry_notional
-        curve.append((float(tb.ts[i]), equity, exposure))
-    close_until(float("inf"))
-    reasons = ("stop_loss", "take_profit", "horizon")
-    trades = (
-        pl.DataFrame(trades_rows)
-        if trades_rows
-        else pl.DataFrame(
-            schema={
-                "token": pl.String,
-                "side": pl.Float64,
-                "units": pl.Float64,
-                "entry_ts": pl.Float64,
-                "entry_price": pl.Float64,
-                "entry_notional": pl.Float64,
-                "entry_fee": pl.Float64,
-                "exit_ts": pl.Float64,
-                "exit_price": pl.Float64,
-                "exit_reason_code": pl.Int64,
-                "pnl": pl.Float64,
-                "return": pl.Float64,
-            }
-        )
+    rows = signals.filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS])).sort(
+        "ts", "token", maintain_order=True
     )
-    if trades.height:
-        trades = (
-            trades.with_columns(
-                pl.col("exit_reason_code")
-                .map_elements(lambda c: reasons[c], return_dtype=pl.String)
-                .alias("exit_reason"),
-                *[
-                    (pl.col(c) * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias(c)
-                    for c in ("entry_ts", "exit_ts")
-                ],
-            )
-            .drop("exit_reason_code")
-            .select("token", pl.exclude("token"))
-        )
-    eq = pl.DataFrame(
-        curve[1:], schema={"ts_min": pl.Float64, "equity": pl.Float64, "exposure": pl.Float64}, orient="row"
+    names = list(bars)
+    packed = _pack(bars, names)
+    code = {t: k for k, t in enumerate(names)}
+    n = rows.height
+    cap = np.full(n, np.inf)
+    if window_end is not None and "fold" in rows.columns and n:
+        cap = np.array([window_end[int(f)] for f in rows["fold"].to_list()])
+    f64 = np.float64
+    trades = np.empty((n, 12))
+    curve = np.empty((2 * n, 3))
+    counts = np.zeros(4, dtype=np.int64)
+    n_tr, n_cv, fees, turnover = _run(
+        (rows["ts"].dt.epoch("us").to_numpy() / 60e6).astype(f64) if n else np.empty(0),
+        np.array([code.get(t, -1) for t in rows["token"].to_list()], dtype=np.int64),
+        np.where(rows["action"].is_in(BUY_ACTIONS).to_numpy(), 1.0, -1.0),
+        rows["units"].cast(pl.Float64).to_numpy(),
+        rows["entry"].cast(pl.Float64).to_numpy(),
+        rows["stop_loss"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        rows["take_profit"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        cap,
+        packed,
+        float(equity0),
+        float(hold_minutes),
+        float(cfg.fee_bps),
+        float(cfg.slippage_bps),
+        float(cfg.impact_bps),
+        float(cfg.max_exposure),
+        trades,
+        curve,
+        counts,
     )
-    if eq.height:
-        eq = (
-            eq.sort("ts_min")
-            .with_columns(
-                (pl.col("ts_min") * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("ts")
-            )
-            .drop("ts_min")
-            .select("ts", "equity", "exposure")
-        )
-    return SimResult(trades=trades, equity=eq, skipped=skipped, fees=fees, turnover=turnover)
+    skipped = dict(
+        zip(("position_open", "exposure_cap", "no_next_bar", "no_liquidity"), counts.tolist(), strict=True)
+    )
+    return SimResult(
+        trades=_trade_frame(trades[:n_tr], names),
+        equity=_equity_frame(curve[:n_cv]),
+        skipped=skipped,
+        fees=fees,
+        turnover=turnover,
+    )
+
+
+def _pack(
+    bars: dict[str, TokenBars], names: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every token's bars end to end (offsets, ts, open, high, low, close, notional) for the kernel."""
+    sizes = [len(bars[t].ts) for t in names]
+    starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+
+    def col(c: str) -> np.ndarray:
+        if not names:
+            return np.empty(0)
+        return np.concatenate([getattr(bars[t], c) for t in names]).astype(np.float64)
+
+    return starts, col("ts"), col("open"), col("high"), col("low"), col("close"), col("notional")
+
+
+def _minutes_to_datetime(col: str) -> pl.Expr:
+    return (pl.col(col) * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias(col)
+
+
+def _trade_frame(rows: np.ndarray, names: list[str]) -> pl.DataFrame:
+    cols = (
+        "token", "side", "units", "entry_ts", "entry_price", "entry_notional", "entry_fee", "exit_ts",
+        "exit_price", "exit_reason", "pnl", "return",
+    )  # fmt: skip
+    data = {c: rows[:, k] for k, c in enumerate(cols)}
+    token_names = pl.Series(names, dtype=pl.String)
+    reasons = pl.Series(EXIT_REASONS, dtype=pl.String)
+    frame = pl.DataFrame(data)
+    return frame.with_columns(
+        token_names.gather(frame["token"].cast(pl.Int64)).alias("token"),
+        reasons.gather(frame["exit_reason"].cast(pl.Int64)).alias("exit_reason"),
+        _minutes_to_datetime("entry_ts"),
+        _minutes_to_datetime("exit_ts"),
+    ).select(*[c for c in cols if c != "exit_reason"], "exit_reason")
+
+
+def _equity_frame(curve: np.ndarray) -> pl.DataFrame:
+    eq = pl.DataFrame({"ts": curve[:, 0], "equity": curve[:, 1], "exposure": curve[:, 2]})
+    return eq.sort("ts", maintain_order=True).with_columns(_minutes_to_datetime("ts"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import pytest
 from broker import Mosquitto
 from conftest import TINY_TOML
 from daemon_helpers import daemon_config, read_jsonl, wait_until
+from memed.backtest.folds import choose_workers
 from memed.backtest.plan import check_embargo, plan_folds
 from memed.backtest.run import run_backtest
 from memed.backtest.simulator import TokenBars, simulate
@@ -178,6 +180,36 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     sig = pl.read_parquet(out / "signals.parquet")
     assert sig["fold"].n_unique() == 2
     assert metrics["timings_seconds"]["training"] > 0
+
+
+
+TABULAR_BT_TOML = BT_TOML.replace(
+    'models = ["logreg", "lgbm", "xgb", "lstm", "transformer"]', 'models = ["logreg", "lgbm", "xgb"]'
+)
+
+
+def test_folds_in_parallel_processes_give_the_sequential_result(bt_market: Path, tmp_path: Path) -> None:
+    """Two worker processes (one fold group each) and this process alone: the same signals and trades."""
+    seq = run_backtest([bt_market], parse_config(TABULAR_BT_TOML + "workers = 1\n"), tmp_path / "seq")
+    par = run_backtest([bt_market], parse_config(TABULAR_BT_TOML + "workers = 2\n"), tmp_path / "par")
+    assert len(seq["model_sets"]) == len(par["model_sets"]) == 2
+    a = pl.read_parquet(tmp_path / "seq" / "signals.parquet").drop("model_set")
+    b = pl.read_parquet(tmp_path / "par" / "signals.parquet").drop("model_set")
+    assert a.height > 300
+    assert a.equals(b)
+    ta = pl.read_parquet(tmp_path / "seq" / "trades.parquet")
+    assert ta.equals(pl.read_parquet(tmp_path / "par" / "trades.parquet"))
+    assert not (tmp_path / "par" / "folds" / "bars.parquet").exists()
+
+
+def test_worker_count_is_bounded_by_groups_cores_and_memory() -> None:
+    gib = 2**30
+    cores = os.cpu_count() or 1
+    assert choose_workers(0, groups=50, data_bytes=0, available=1000 * gib) == min(cores, 50)
+    assert choose_workers(0, groups=1, data_bytes=0, available=1000 * gib) == 1
+    assert choose_workers(8, groups=3, data_bytes=0, available=1000 * gib) == 3
+    assert choose_workers(8, groups=8, data_bytes=100 * 2**20, available=10 * gib) == 2  # 4.5 GiB each
+    assert choose_workers(4, groups=8, data_bytes=0, available=0) == 1
 
 
 OVERFIT_TOML = """

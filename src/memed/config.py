@@ -221,6 +221,9 @@ class BacktestConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     retrain_every: PositiveInt = 1
     max_folds: NonNegInt = 0
     """0: as many folds as fit."""
+    workers: NonNegInt = 0
+    """Processes training and replaying fold groups side by side; 0: as many as cores, groups and free
+    memory allow, 1: in this process."""
     fee_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
     slippage_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 5.0
     impact_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 100.0

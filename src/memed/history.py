@@ -38,7 +38,7 @@ from memed.signals.risk import NOTIONAL_ALPHA, RiskPlan
 if TYPE_CHECKING:
     from memed.pipeline import DecisionPath
 
-TABULAR_BATCH = 65_536
+TABULAR_BATCH = 262_144
 WINDOW_BATCH = 2_048
 
 
@@ -111,6 +111,8 @@ def _score_tabular(runner: ModelRunner, x: np.ndarray) -> np.ndarray:
     the few unready rows too and discarding them afterwards changes nothing else)."""
     if not len(x):
         return np.empty((0, runner.n_horizons))
+    if len(x) <= TABULAR_BATCH:
+        return runner.predict(x)
     return np.concatenate([runner.predict(x[a : a + TABULAR_BATCH]) for a in range(0, len(x), TABULAR_BATCH)])
 
 

@@ -15,17 +15,16 @@ import msgspec
 import numpy as np
 import polars as pl
 
+from memed.backtest.folds import fold_groups, run_groups
 from memed.backtest.metrics import trading_metrics
 from memed.backtest.plan import Fold, check_embargo, plan_folds
-from memed.backtest.replay import replay_signals
 from memed.backtest.simulator import SimResult, simulate, token_bars
 from memed.config import MemedConfig, RiskConfig
-from memed.data.loaders import expand_sources, load_dataset, write_dataset
+from memed.data.loaders import expand_sources, load_dataset
 from memed.data.schema import infer_interval_minutes
 from memed.errors import DataError
 from memed.logs import get_logger
-from memed.models.registry import ModelSet, load_model_set
-from memed.pipeline import DecisionPath
+from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL
 from memed.signals.risk import size_positions
 from memed.trainers.labels import add_labels, usable_horizons
@@ -38,24 +37,6 @@ LEAK_AUC = 0.60
 
 def _dt(minutes: float) -> datetime:
     return datetime.fromtimestamp(minutes * 60, UTC)
-
-
-def _train_fold(fold: Fold, bars: pl.DataFrame, cfg: MemedConfig, out: Path) -> ModelSet:
-    from memed.trainers.run import train_model_set  # noqa: PLC0415 - the train extra
-
-    part = bars.filter((pl.col("ts") >= fold.train_start) & (pl.col("ts") < fold.train_end))
-    if part.is_empty():
-        raise DataError(f"fold {fold.index}: no training data")
-    data = out / "folds" / f"fold-{fold.index:03d}-train.parquet"
-    write_dataset(part, data)
-    train = msgspec.structs.replace(cfg.train, train_fraction=0.75, val_fraction=0.2)
-    manifest = train_model_set(
-        [data],
-        msgspec.structs.replace(cfg, train=train),
-        out / "models",
-        command=f"memed backtest (fold {fold.index})",
-    )
-    return load_model_set(out / "models" / manifest.model_set_id)
 
 
 def _baseline_signals(
@@ -166,40 +147,15 @@ def run_backtest(
     if fixed is None:
         check_embargo(folds, longest)
     out.mkdir(parents=True, exist_ok=True)
-    frames: list[pl.DataFrame] = []
-    timings = {"features": 0.0, "inference": 0.0, "decision": 0.0, "training": 0.0, "replay": 0.0}
+    groups = fold_groups(folds, fixed_models=fixed is not None)
     progress.start("folds", f"backtest: {len(folds)} folds", len(folds))
-    model_set: ModelSet | None = fixed
-    groups: list[tuple[ModelSet, list[Fold]]] = []
-    for f in folds:
-        if fixed is None and f.retrain:
-            t0 = time.perf_counter()
-            model_set = _train_fold(f, bars, cfg, out)
-            timings["training"] += time.perf_counter() - t0
-        assert model_set is not None
-        if groups and groups[-1][0] is model_set:
-            groups[-1][1].append(f)
-        else:
-            groups.append((model_set, [f]))
-    for ms, fs in groups:
-        path = DecisionPath(ms, cfg)
-        t0 = time.perf_counter()
-        sig = replay_signals(path, bars, [(f.test_start, f.test_end) for f in fs])
-        timings["replay"] += time.perf_counter() - t0
-        for k in timings:
-            if k in path.timings:
-                timings[k] += path.timings[k]
-        if sig.height:
-            fold_of = pl.lit(None, dtype=pl.Int64)
-            for f in fs:
-                fold_of = (
-                    pl.when((pl.col("ts") >= f.test_start) & (pl.col("ts") < f.test_end))
-                    .then(f.index)
-                    .otherwise(fold_of)
-                )
-            frames.append(sig.with_columns(fold_of.alias("fold")))
-        progress.advance("folds", len(fs))
+    results = run_groups(groups, bars, cfg, out, models, progress)
     progress.finish("folds")
+    timings = {"features": 0.0, "inference": 0.0, "decision": 0.0, "training": 0.0, "replay": 0.0}
+    for r in results:
+        for k in timings:
+            timings[k] += r.timings.get(k, 0.0)
+    frames = [r.signals for r in results if r.signals.height]
     signals = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     if signals.is_empty():
         raise DataError("the replay produced no signal inside the test windows")
@@ -236,7 +192,7 @@ def run_backtest(
         "start": str(start),
         "end": str(end),
     }
-    metrics["model_sets"] = sorted({ms.id for ms, _ in groups})
+    metrics["model_sets"] = sorted({r.model_set for r in results})
     metrics["plan"] = [
         {
             "fold": f.index,

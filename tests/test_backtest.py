@@ -182,7 +182,6 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     assert metrics["timings_seconds"]["training"] > 0
 
 
-
 TABULAR_BT_TOML = BT_TOML.replace(
     'models = ["logreg", "lgbm", "xgb", "lstm", "transformer"]', 'models = ["logreg", "lgbm", "xgb"]'
 )

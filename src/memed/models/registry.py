@@ -49,9 +49,12 @@ def write_model_set(registry: Path, manifest: Manifest, files: dict[str, bytes])
 
 
 def set_latest(registry: Path, model_set_id: str) -> None:
-    tmp = registry / f".{LATEST}.tmp"
-    tmp.write_text(model_set_id + "\n", encoding="utf-8")
-    os.replace(tmp, registry / LATEST)
+    """Point ``latest`` at a set, atomically; a temporary file of its own per writer, so that processes
+    training into one registry at once (parallel backtest folds) never move each other's file."""
+    fd, name = tempfile.mkstemp(prefix=f".{LATEST}.", suffix=".tmp", dir=registry)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(model_set_id + "\n")
+    os.replace(name, registry / LATEST)
 
 
 def latest_id(registry: Path) -> str:

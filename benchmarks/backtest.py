@@ -29,9 +29,7 @@ from memed.backtest.simulator import simulate, token_bars
 from memed.config import MemedConfig
 from memed.daemon.demo import DEMO_MODELS
 from memed.data import load_dataset
-from memed.features.batch import compute_raw, run_bounds
-from memed.features.kernel import STATUS_STALE
-from memed.history import TABULAR_BATCH, ready_runs
+from memed.history import TABULAR_BATCH, history_rows, ready_runs
 from memed.models.registry import load_model_set
 from memed.models.runtime import SEQUENCE_CHUNK
 from memed.pipeline import DecisionPath
@@ -41,12 +39,9 @@ def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
     """Seconds spent in ONNX Runtime alone scoring what the replay scores, at the replay's batch shapes
     (inputs prepared beforehand, only ``session.run`` timed), and the number of ready rows. Tabular models
     score every row in chunks (the replay discards the few unready rows' outputs)."""
-    sorted_bars = bars.sort("token", "ts", maintain_order=True)
-    raw, status, ready = compute_raw(sorted_bars, path.spec)
-    keep = status != STATUS_STALE
-    values = np.ascontiguousarray(raw[keep][:, path.spec.columns])
-    ready = ready[keep]
-    runs = ready_runs(run_bounds(sorted_bars["token"].filter(pl.Series(keep)).to_numpy()), ready)
+    rows = history_rows(path.spec, bars)
+    values = rows.values
+    runs = ready_runs(rows.starts, rows.ready)
     spent = 0.0
     for runner in path.runners.values():
         kind = runner.entry.kind
@@ -73,7 +68,7 @@ def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
                 spent += time.perf_counter() - t
         else:
             raise SystemExit(f"{runner.entry.name}: window models are not in the default set")
-    return spent, int(ready.sum())
+    return spent, int(rows.ready.sum())
 
 
 def whole(bars: pl.DataFrame) -> list[tuple[datetime, datetime]]:

@@ -5,7 +5,7 @@ calls it once a minute. Replaying months of history that way is bound by per-cal
 a minute, microseconds per numpy or ONNX Runtime call). This module computes the *same* decisions in
 bulk, stage by stage, each stage exactly what the minute loop does:
 
-* features: the batch driver (:func:`~memed.features.batch.compute_raw`), bit-equal to the stream;
+* features: the batch driver (:func:`~memed.features.batch.run_kernel`), bit-equal to the stream;
   duplicate and out-of-order bars are dropped as the stream drops them;
 * per-token books: dead detection (minutes since the close last changed) and the 30-bar EWMA of traded
   notional, in one compiled pass with the minute loop's arithmetic;
@@ -30,8 +30,9 @@ from numba import njit
 from numpy.lib.stride_tricks import sliding_window_view
 
 from memed.config import ModelName
-from memed.features.batch import bar_matrix, compute_raw, epoch_minutes, run_bounds
+from memed.features.batch import bar_matrix, epoch_minutes, run_kernel, token_starts
 from memed.features.kernel import STATUS_STALE
+from memed.features.spec import FeatureSpec
 from memed.models.runtime import ModelRunner, run_stateful
 from memed.signals.risk import NOTIONAL_ALPHA, RiskPlan
 
@@ -155,40 +156,57 @@ def score_history(
     return out
 
 
-def process_history(path: DecisionPath, bars: pl.DataFrame) -> HistoryResult:
-    t0 = time.perf_counter()
+@dataclass
+class HistoryRows:
+    """The bars a replay decides (stale ones dropped), sorted by token then time, with their features."""
+
+    tokens: pl.Series
+    starts: np.ndarray  # row offsets where each token begins, plus the row count
+    ts: np.ndarray  # epoch minutes
+    bars: np.ndarray  # (9, rows) as the kernel takes them
+    values: np.ndarray  # (rows, features) in spec order
+    ready: np.ndarray  # the daemon would score the row
+    stale: int
+
+
+def history_rows(spec: FeatureSpec, bars: pl.DataFrame) -> HistoryRows:
+    """Features of every bar by the batch driver, with duplicate and out-of-order bars dropped as the
+    stream drops them."""
     bars = bars.sort("token", "ts", maintain_order=True)
-    raw, status, ready = compute_raw(bars, path.spec)
-    x = bar_matrix(bars)
-    ts = epoch_minutes(bars["ts"])
-    tokens = bars["token"]
+    tokens, ts, x = bars["token"], epoch_minutes(bars["ts"]), bar_matrix(bars)
+    starts = token_starts(tokens)
+    raw, status, ready = run_kernel(starts, ts, x, spec)
     keep = status != STATUS_STALE
     stale = int(len(keep) - keep.sum())
     if stale:  # copies of this size cost tens of ms here: only when there is something to drop
         raw, ready, x, ts = raw[keep], ready[keep], x[:, keep], ts[keep]
         tokens = tokens.filter(pl.Series(keep))
-    cols = path.spec.columns
+        starts = token_starts(tokens)
+    cols = spec.columns
     values = raw if np.array_equal(cols, np.arange(raw.shape[1])) else np.ascontiguousarray(raw[:, cols])
-    close, volume, liquidity = x[3], x[4], x[5]
+    return HistoryRows(tokens, starts, ts, x, values, ready, stale)
+
+
+def process_history(path: DecisionPath, bars: pl.DataFrame) -> HistoryResult:
+    t0 = time.perf_counter()
+    rows = history_rows(path.spec, bars)
+    values, ready, ts = rows.values, rows.ready, rows.ts
+    close, volume, liquidity = rows.bars[3], rows.bars[4], rows.bars[5]
     t1 = time.perf_counter()
-    starts = run_bounds(tokens.to_numpy())
     dead = np.zeros(len(ts), dtype=bool)
     notional = np.empty(len(ts))
-    _token_books(starts, ts, close, close * volume, float(path.cfg.signals.dead_minutes), NOTIONAL_ALPHA,
+    _token_books(rows.starts, ts, close, close * volume, float(path.cfg.signals.dead_minutes), NOTIONAL_ALPHA,
                  dead, notional)  # fmt: skip
-    runs = ready_runs(starts, ready)
+    runs = ready_runs(rows.starts, ready)
     t2 = time.perf_counter()
     n_h = len(path.model_set.manifest.horizons)
     probs = score_history(path.runners, values, ready, runs, n_h)
     t3 = time.perf_counter()
     atr = values[:, path.atr_column] if path.atr_column >= 0 else np.full(len(ts), np.nan)
     horizon_p, decision, risk = path.decide(probs, ready, dead, close, atr, notional, liquidity)
-    t4 = time.perf_counter()
-    path.timings["features"] += t1 - t0
-    path.timings["inference"] += t3 - t2
-    path.timings["decision"] += (t2 - t1) + (t4 - t3)
+    path.add_timings(t0, t1, t2, t3, time.perf_counter())
     return HistoryResult(
-        tokens=tokens,
+        tokens=rows.tokens,
         ts_minutes=ts,
         action=decision.action,
         reason=decision.reason,
@@ -201,5 +219,5 @@ def process_history(path: DecisionPath, bars: pl.DataFrame) -> HistoryResult:
         recent_notional=notional,
         horizons=path.model_set.manifest.horizons,
         model_set=path.model_set.id,
-        stale=stale,
+        stale=rows.stale,
     )

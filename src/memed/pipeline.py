@@ -246,11 +246,7 @@ class DecisionPath:
         atr = values[:, self.atr_column] if self.atr_column >= 0 else np.full(len(tokens), np.nan)
         notional = self._notional[rows]
         horizon_p, decision, risk = self.decide(probs, ready, dead, close, atr, notional, liquidity)
-        t4 = time.perf_counter()
-        timings = self.timings
-        timings["features"] += t1 - t0
-        timings["inference"] += t3 - t2
-        timings["decision"] += (t2 - t1) + (t4 - t3)
+        self.add_timings(t0, t1, t2, t3, time.perf_counter())
         return MinuteResult(
             ts_minutes=ts_minutes,
             tokens=list(tokens),
@@ -269,6 +265,12 @@ class DecisionPath:
             stale=stale,
             restarts=upd.restarts,
         )
+
+    def add_timings(self, t0: float, t1: float, t2: float, t3: float, t4: float) -> None:
+        """Account one pass: features [t0, t1), books [t1, t2), inference [t2, t3), decisions [t3, t4)."""
+        self.timings["features"] += t1 - t0
+        self.timings["inference"] += t3 - t2
+        self.timings["decision"] += (t2 - t1) + (t4 - t3)
 
     def decide(
         self,

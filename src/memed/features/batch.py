@@ -80,24 +80,26 @@ def compute_raw(
     before warm-up), the gap-rule status per bar, and whether the bar's segment is past the spec's
     warm-up (exactly :meth:`FeatureStream.update`'s ``ready``).
     """
-    n = bars.height
+    return run_kernel(token_starts(bars["token"]), epoch_minutes(bars["ts"]), bar_matrix(bars), spec, threads)
+
+
+def token_starts(tokens: pl.Series) -> np.ndarray:
+    """Row offsets where each token's rows begin in a frame sorted by token, plus the row count."""
+    change = np.flatnonzero((tokens != tokens.shift(1)).fill_null(True).to_numpy())
+    return np.append(change, len(tokens)).astype(np.int64)
+
+
+def run_kernel(
+    starts: np.ndarray, ts: np.ndarray, x: np.ndarray, spec: FeatureSpec, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`compute_raw` on prepared arrays: token offsets, epoch minutes and the (9, rows) bar matrix."""
+    n = len(ts)
     out = np.empty((n, N_OUT))
     status = np.zeros(n, dtype=np.int8)
     nbars = np.zeros(n)
     if n == 0:
         return out, status, np.zeros(n, dtype=bool)
-    tokens = bars["token"]
-    change = np.flatnonzero((tokens != tokens.shift(1)).fill_null(True).to_numpy())
-    starts = np.append(change, n).astype(np.int64)
-    args = (
-        epoch_minutes(bars["ts"]),
-        bar_matrix(bars),
-        spec.param_vector(),
-        initial_state(),
-        out,
-        status,
-        nbars,
-    )
+    args = (ts, x, spec.param_vector(), initial_state(), out, status, nbars)
     chunks = _balanced_chunks(starts, threads or os.cpu_count() or 1)
     if len(chunks) == 1:
         _run_groups(starts, *args)

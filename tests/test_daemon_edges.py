@@ -154,13 +154,24 @@ def test_risk_sizing_caps_and_directions() -> None:
     assert r.risk_reward[0] == pytest.approx(1.5)
     assert math.isnan(r.notional[2])
     assert r.notional[3] == pytest.approx(50.0)
-    assert r.cap[3] == "volume"
+    assert r.cap_name(3) == "volume"
     assert math.isnan(r.notional[4])
     kelly = size_positions(action[:1], np.array([0.45]), close[:1], atr[:1], notional[:1], liq[:1],
                            RiskConfig(kelly_fraction=0.5, max_position_fraction=1.0))  # fmt: skip
     # Kelly(0.45, payoff 1.5) = 0.45 - 0.55 / 1.5 = 0.0833; half of it of 10k equity
     assert kelly.notional[0] == pytest.approx(0.5 * (0.45 - 0.55 / 1.5) * 10_000)
-    assert kelly.cap == ["kelly"]
+    assert kelly.cap_name(0) == "kelly"
+    # a NaN probability under Kelly sizes nothing (the path then holds with reason no_volatility)
+    nan_p = size_positions(action[:1], np.array([np.nan]), close[:1], atr[:1], notional[:1], liq[:1],
+                           RiskConfig(kelly_fraction=0.5))  # fmt: skip
+    assert math.isnan(nan_p.notional[0])
+    assert nan_p.cap_name(0) == ""
+    # equal caps: the first in CAPS order is named (risk 1000 units x 1.0 = equity cap 1000)
+    tie = size_positions(action[:1], np.array([0.6]), close[:1], atr[:1], notional[:1], liq[:1],
+                         RiskConfig(equity=10_000, risk_per_trade=0.01, stop_atr=2,
+                                    max_position_fraction=0.1))  # fmt: skip
+    assert tie.notional[0] == pytest.approx(1000.0)
+    assert tie.cap_name(0) == "risk"
 
 
 # --------------------------------------------------------------------------- malformed input, live

@@ -12,6 +12,7 @@ from conftest import real_bars
 from memed.data import GapRule, fill_gaps, infer_interval_minutes, synth_market
 from memed.data.schema import conform
 from memed.features import FeatureStream, build_spec, compute_features, stream_features
+from memed.features.batch import _balanced_chunks
 
 
 def _assert_identical(a: pl.DataFrame, b: pl.DataFrame) -> None:
@@ -41,6 +42,18 @@ def test_thread_count_does_not_change_results() -> None:
     bars = synth_market(30, 400, seed=2)
     spec = build_spec(1, 15)
     _assert_identical(compute_features(bars, spec, threads=1), compute_features(bars, spec, threads=2))
+
+
+def test_tokens_are_shared_among_threads_by_size() -> None:
+    """Longest token first, to the least loaded thread: every token exactly once, loads balanced even
+    when the two largest tokens are neighbours."""
+    starts = np.array([0, 48_105, 96_210, 109_891, 109_900])
+    shares = _balanced_chunks(starts, 2)
+    spans = sorted(map(tuple, np.concatenate(shares).tolist()))
+    assert spans == list(zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True))
+    loads = sorted(int((s[:, 1] - s[:, 0]).sum()) for s in shares)
+    assert loads == [48_105 + 9, 48_105 + 13_681]
+    assert len(_balanced_chunks(starts, 8)) == 4  # no more workers than tokens
 
 
 @pytest.mark.parametrize("name", ["freqtrade-gaps", "pumpfun-hourly"])

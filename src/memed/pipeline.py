@@ -29,7 +29,7 @@ from memed.features.kernel import STATUS_STALE
 from memed.history import HistoryResult, process_history
 from memed.models.registry import ModelSet
 from memed.signals.ensemble import ensemble
-from memed.signals.policy import A_HOLD, ACTIONS, R_NO_VOL, REASONS, Decision, decide
+from memed.signals.policy import A_HOLD, ACTIONS, R_NO_VOL, REASONS, Decision, decide, decision_p
 from memed.signals.risk import NOTIONAL_ALPHA, RiskPlan, size_positions
 from memed.signals.schema import Risk, Signal, idempotency_key
 
@@ -84,7 +84,7 @@ class MinuteResult:
             if has_risk[i]:
                 e, sl, tp, units, notional, rr = plan[i]
                 risk = Risk(entry=e, stop_loss=sl, take_profit=tp, position_size=units, notional=notional,
-                            risk_reward=rr, capped_by=r.cap[i])  # fmt: skip
+                            risk_reward=rr, capped_by=r.cap_name(i))  # fmt: skip
             out.append(
                 Signal(
                     key=idempotency_key(token, ts, self.model_set),
@@ -140,7 +140,7 @@ class DecisionPath:
             )
         self.model_set = model_set
         self.runners = served
-        self._decision_cols = cols
+        self._decision_cols = np.array(cols, dtype=np.int64)
         self._lstm = next((r for r in served.values() if r.entry.kind == "stateful"), None)
         self._window = next((r for r in served.values() if r.entry.kind == "window"), None)
         self._h = self._c = np.zeros((0, 0, 0), dtype=np.float32)
@@ -288,7 +288,7 @@ class DecisionPath:
         n = len(close)
         n_h = len(self.model_set.manifest.horizons)
         horizon_p = ensemble(probs, self.cfg.signals.weights) if probs else np.full((n, n_h), np.nan)
-        p = horizon_p[:, self._decision_cols].mean(axis=1) if n else np.empty(0)
+        p = decision_p(horizon_p, self._decision_cols)
         decision = decide(p, ready, dead, self.cfg.signals)
         risk = size_positions(decision.action, p, close, atr, recent_notional, liquidity, self.cfg.risk)
         no_vol = (decision.action != A_HOLD) & ~np.isfinite(risk.notional)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from memed.config import SignalsConfig
 
@@ -22,18 +23,53 @@ class Decision:
     strength: np.ndarray  # |p - 0.5| * 2, 0 for HOLD with a reason
 
 
+@njit(cache=True, nogil=True)
+def decision_p(horizon_p: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The decision probability: the mean of the decision horizons' ensemble probabilities, summed in
+    ``cols`` order (NaN where any of them is NaN)."""
+    out = np.empty(horizon_p.shape[0])
+    for i in range(horizon_p.shape[0]):
+        t = 0.0
+        for k in cols:
+            t += horizon_p[i, k]
+        out[i] = t / len(cols)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, buy: float, strong_buy: float, sell: float,
+            strong_sell: float, action: np.ndarray, reason: np.ndarray, p_out: np.ndarray,
+            strength: np.ndarray) -> None:  # fmt: skip
+    for i in range(len(p)):
+        x = p[i]
+        r = R_WARMING if not ready[i] else (R_DEAD if dead[i] else (R_NO_MODEL if np.isnan(x) else R_NONE))
+        reason[i] = r
+        if r != R_NONE:
+            action[i] = A_HOLD
+            p_out[i] = np.nan
+            strength[i] = 0.0
+            continue
+        a = A_HOLD
+        if x <= strong_sell:  # the last band that matches wins, strong over plain
+            a = A_STRONG_SELL
+        elif x <= sell:
+            a = A_SELL
+        elif x >= strong_buy:
+            a = A_STRONG_BUY
+        elif x >= buy:
+            a = A_BUY
+        action[i] = a
+        p_out[i] = x
+        strength[i] = abs(x - 0.5) * 2.0
+
+
 def decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, cfg: SignalsConfig) -> Decision:
-    """``p`` [N] decision probability; ``ready``/``dead`` [N] booleans."""
+    """``p`` [N] decision probability; ``ready``/``dead`` [N] booleans. A HOLD reason, in precedence
+    order: warming_up, dead, no_model; otherwise the action is the band ``p`` falls in (a sell band
+    wins over a buy band if thresholds overlap)."""
     n = len(p)
-    action = np.full(n, A_HOLD, dtype=np.int8)
-    reason = np.full(n, R_NONE, dtype=np.int8)
-    reason[np.isnan(p)] = R_NO_MODEL
-    reason[dead] = R_DEAD
-    reason[~ready] = R_WARMING
-    ok = reason == R_NONE
-    action[ok & (p >= cfg.buy_threshold)] = A_BUY
-    action[ok & (p >= cfg.strong_buy_threshold)] = A_STRONG_BUY
-    action[ok & (p <= cfg.sell_threshold)] = A_SELL
-    action[ok & (p <= cfg.strong_sell_threshold)] = A_STRONG_SELL
-    strength = np.where(ok, np.abs(p - 0.5) * 2.0, 0.0)
-    return Decision(action, reason, np.where(ok, p, np.nan), strength)
+    d = Decision(np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n), np.empty(n))
+    _decide(np.asarray(p, np.float64), np.asarray(ready, np.bool_), np.asarray(dead, np.bool_),
+            cfg.buy_threshold, cfg.strong_buy_threshold, cfg.sell_threshold, cfg.strong_sell_threshold,
+            d.action, d.reason, d.p, d.strength)  # fmt: skip
+    return d

@@ -13,12 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from memed.config import RiskConfig
 from memed.signals.policy import A_BUY, A_SELL, A_STRONG_BUY, A_STRONG_SELL
 
 NOTIONAL_ALPHA = 2.0 / 31.0
 """Smoothing of the recent traded notional per bar (close x volume) that caps a position: a 30-bar EWMA."""
+
+
+CAPS = ("", "risk", "equity", "volume", "liquidity", "kelly")
+"""What bound a position's size, by code (``RiskPlan.cap``); 0: no position (HOLD)."""
+CAP_NONE, CAP_RISK, CAP_EQUITY, CAP_VOLUME, CAP_LIQUIDITY, CAP_KELLY = range(6)
 
 
 @dataclass
@@ -31,8 +37,71 @@ class RiskPlan:
     units: np.ndarray
     notional: np.ndarray
     risk_reward: np.ndarray
-    cap: list[str]
-    """Per token, what bound the size: risk, equity, volume, liquidity, kelly ('' for HOLD)."""
+    cap: np.ndarray
+    """int8 per token, an index into ``CAPS``: what bound the size (0 for no trade)."""
+
+    def cap_name(self, i: int) -> str:
+        """What bound token ``i``'s size: risk, equity, volume, liquidity, kelly ('' for no trade)."""
+        return CAPS[int(self.cap[i])]
+
+
+@njit(cache=True, inline="always")
+def _side(a: int) -> float:
+    if a in (A_BUY, A_STRONG_BUY):
+        return 1.0
+    return -1.0 if a in (A_SELL, A_STRONG_SELL) else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _size(action: np.ndarray, p: np.ndarray, close: np.ndarray, atr: np.ndarray, recent_notional: np.ndarray,
+          liquidity: np.ndarray, equity: float, risk_per_trade: float, stop_atr: float,
+          take_profit_atr: float, max_position: float, max_volume: float, max_liquidity: float,
+          kelly_fraction: float, out: np.ndarray, cap: np.ndarray) -> None:  # fmt: skip
+    """Rows of ``out``: entry, stop, take-profit, units, notional, risk/reward (NaN without a trade).
+    The smallest cap wins, the first in ``CAPS`` order on ties; a NaN cap (a NaN probability under
+    Kelly) leaves no trade."""
+    payoff = take_profit_atr / stop_atr
+    risk_budget = equity * risk_per_trade
+    for i in range(len(action)):
+        side = _side(action[i])
+        c = close[i]
+        x = atr[i]
+        cap[i] = CAP_NONE
+        for k in range(6):
+            out[k, i] = np.nan
+        if side == 0.0 or not (np.isfinite(x) and x > 0.0 and np.isfinite(c)):
+            continue
+        stop_dist = stop_atr * x
+        best = risk_budget / stop_dist * c
+        which = CAP_RISK
+        bound = max_position * equity
+        if bound < best:
+            best, which = bound, CAP_EQUITY
+        rn = recent_notional[i]
+        if np.isfinite(rn) and max_volume * rn < best:
+            best, which = max_volume * rn, CAP_VOLUME
+        liq = liquidity[i]
+        if np.isfinite(liq) and max_liquidity * liq < best:
+            best, which = max_liquidity * liq, CAP_LIQUIDITY
+        if kelly_fraction > 0.0:
+            p_win = p[i] if side > 0.0 else 1.0 - p[i]
+            kelly = p_win - (1.0 - p_win) / payoff
+            if kelly < 0.0:  # noqa: PLR1730 (numba's max(nan, 0.0) is 0.0; a NaN must stay NaN)
+                kelly = 0.0
+            bound = kelly_fraction * kelly * equity
+            if np.isnan(bound):
+                continue
+            if bound < best:
+                best, which = bound, CAP_KELLY
+        if np.isnan(best):
+            continue
+        cap[i] = which
+        out[0, i] = c
+        out[1, i] = c - side * stop_dist
+        out[2, i] = c + side * (take_profit_atr * x)
+        out[3, i] = best / c
+        out[4, i] = best
+        out[5, i] = payoff
 
 
 def size_positions(
@@ -44,38 +113,14 @@ def size_positions(
     liquidity: np.ndarray,
     cfg: RiskConfig,
 ) -> RiskPlan:
-    side = np.where(np.isin(action, (A_BUY, A_STRONG_BUY)), 1.0, 0.0)
-    side = np.where(np.isin(action, (A_SELL, A_STRONG_SELL)), -1.0, side)
-    trade = (side != 0) & np.isfinite(atr) & (atr > 0) & np.isfinite(close)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        stop_dist = cfg.stop_atr * atr
-        take_dist = cfg.take_profit_atr * atr
-        risk_units = cfg.equity * cfg.risk_per_trade / stop_dist
-        caps = {
-            "risk": risk_units * close,
-            "equity": np.full(len(close), cfg.max_position_fraction * cfg.equity),
-            "volume": np.where(
-                np.isfinite(recent_notional), cfg.max_volume_fraction * recent_notional, np.inf
-            ),
-            "liquidity": np.where(np.isfinite(liquidity), cfg.max_liquidity_fraction * liquidity, np.inf),
-        }
-        payoff = cfg.take_profit_atr / cfg.stop_atr
-        if cfg.kelly_fraction > 0:
-            p_win = np.where(side > 0, p, 1.0 - p)
-            kelly = np.clip(p_win - (1.0 - p_win) / payoff, 0.0, None)
-            caps["kelly"] = cfg.kelly_fraction * kelly * cfg.equity
-        names = list(caps)
-        stacked = np.vstack([caps[k] for k in names])
-        which = np.argmin(stacked, axis=0)
-        notional = np.min(stacked, axis=0)
-    nan = np.full(len(close), np.nan)
-    notional = np.where(trade, notional, nan)
-    return RiskPlan(
-        entry=np.where(trade, close, nan),
-        stop_loss=np.where(trade, close - side * stop_dist, nan),
-        take_profit=np.where(trade, close + side * take_dist, nan),
-        units=np.where(trade, notional / close, nan),
-        notional=notional,
-        risk_reward=np.where(trade, cfg.take_profit_atr / cfg.stop_atr, nan),
-        cap=[names[w] if t else "" for w, t in zip(which.tolist(), trade.tolist(), strict=True)],
-    )
+    n = len(action)
+    out = np.empty((6, n))
+    cap = np.empty(n, dtype=np.int8)
+    f = np.float64
+    _size(np.asarray(action, np.int8), np.asarray(p, f), np.asarray(close, f), np.asarray(atr, f),
+          np.asarray(recent_notional, f), np.asarray(liquidity, f), float(cfg.equity),
+          float(cfg.risk_per_trade), float(cfg.stop_atr), float(cfg.take_profit_atr),
+          float(cfg.max_position_fraction), float(cfg.max_volume_fraction), float(cfg.max_liquidity_fraction),
+          float(cfg.kelly_fraction), out, cap)  # fmt: skip
+    entry, stop_loss, take_profit, units, notional, risk_reward = out
+    return RiskPlan(entry, stop_loss, take_profit, units, notional, risk_reward, cap)

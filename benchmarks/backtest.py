@@ -20,17 +20,18 @@ import argparse
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from memed.backtest.replay import replay_signals, replay_signals_minutewise
-from memed.backtest.simulator import simulate, token_bars
+from memed.backtest.simulator import market_bars, simulate
 from memed.config import MemedConfig
 from memed.daemon.demo import DEMO_MODELS
 from memed.data import load_dataset
 from memed.history import TABULAR_BATCH, history_rows, ready_runs
-from memed.models.registry import load_model_set
+from memed.models.registry import ModelSet, load_model_set
 from memed.models.runtime import SEQUENCE_CHUNK
 from memed.pipeline import DecisionPath
 
@@ -71,6 +72,30 @@ def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
     return spent, int(rows.ready.sum())
 
 
+def replay_once(ms: ModelSet, cfg: MemedConfig, bars: pl.DataFrame) -> dict[str, Any]:
+    """One replay and simulation of ``bars`` on a fresh path: seconds per stage."""
+    path = DecisionPath(ms, cfg)
+    t0 = time.perf_counter()
+    signals = replay_signals(path, bars, whole(bars))
+    replay_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    simulate(signals, market_bars(bars), cfg.backtest, equity0=cfg.risk.equity, hold_minutes=60)
+    sim_s = time.perf_counter() - t0
+    tm = path.timings
+    return {
+        "rows": signals.height,
+        "minutes": signals["ts"].n_unique(),
+        "models": list(path.runners),
+        "features": tm["features"],
+        "inference": tm["inference"],
+        "decision": tm["decision"],
+        "driver": replay_s - tm["features"] - tm["inference"] - tm["decision"],
+        "simulation": sim_s,
+        "non_inference": replay_s - tm["inference"] + sim_s,
+        "total": replay_s + sim_s,
+    }
+
+
 def whole(bars: pl.DataFrame) -> list[tuple[datetime, datetime]]:
     start, end = bars["ts"].min(), bars["ts"].max()
     assert isinstance(start, datetime)
@@ -82,6 +107,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     ap.add_argument("--minutes", type=int, default=0, help="replay only the first N minutes (0: all)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed replays after the first (default 5)")
     ap.add_argument(
         "--minute-loop", type=int, default=0, help="also compare with the minute loop (N minutes)"
     )
@@ -102,33 +128,37 @@ def main() -> None:
     replay_signals(DecisionPath(ms, cfg), bars.head(2000), whole(bars.head(2000)))
     warm_s = time.perf_counter() - t0
 
-    path = DecisionPath(ms, cfg)
-    t0 = time.perf_counter()
-    signals = replay_signals(path, bars, whole(bars))
-    replay_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sim = simulate(signals, token_bars(bars), cfg.backtest, equity0=cfg.risk.equity, hold_minutes=60)
-    sim_s = time.perf_counter() - t0
-    raw_s, scored = raw_inference(path, bars)
+    runs = [replay_once(ms, cfg, bars) for _ in range(args.repeat + 1)]
+    cold, steady = runs[0], runs[1:]
+    raws = [raw_inference(DecisionPath(ms, cfg), bars) for _ in range(args.repeat + 1)][1:]
+    raw_s = float(np.median([r[0] for r in raws]))
+    scored = raws[0][1]
+    n = cold["rows"]
 
-    n = signals.height
-    tm = path.timings
-    driver = replay_s - tm["features"] - tm["inference"] - tm["decision"]
-    non_inference = replay_s - tm["inference"] + sim_s
-    total = replay_s + sim_s
+    def med(key: str) -> float:
+        return float(np.median([r[key] for r in steady]))
+
+    def span(key: str) -> str:
+        vals = [r[key] for r in steady]
+        return f"{min(vals):.3f}-{max(vals):.3f}"
+
+    def rate(key: str) -> str:
+        vals = [n / r[key] for r in steady]
+        return f"{n / med(key):,.0f} token-min/s ({min(vals):,.0f}-{max(vals):,.0f})"
+
     print(f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over "
-          f"{signals['ts'].n_unique():,} minutes, {scored:,} scored; model set {ms.id} "
-          f"({', '.join(path.runners)})")  # fmt: skip
-    print(f"one-off warm-up (numba cache, sequence graph): {warm_s:.2f} s")
-    print(f"replay {replay_s:.3f} s = features {tm['features']:.3f} + inference {tm['inference']:.3f} + "
-          f"decisions {tm['decision']:.3f} + driver {driver:.3f}; "
-          f"simulation {sim_s:.3f} s ({sim.trades.height} trades)")  # fmt: skip
-    print(f"throughput: replay + simulation {n / total:,.0f} token-min/s | everything but inference "
-          f"{n / non_inference:,.0f} token-min/s | features alone {n / tm['features']:,.0f} "
-          "token-min/s")  # fmt: skip
+          f"{cold['minutes']:,} minutes, {scored:,} scored; model set {ms.id} "
+          f"({', '.join(cold['models'])}); {args.repeat} timed replays after a first one")  # fmt: skip
+    print(f"one-off warm-up (numba cache, sequence graph): {warm_s:.2f} s; first full replay "
+          f"{cold['total']:.3f} s (fresh memory pages: see the README)")  # fmt: skip
+    print("seconds, median (range) of the timed replays:")
+    for key in ("features", "inference", "decision", "driver", "simulation", "non_inference", "total"):
+        print(f"  {key:14s} {med(key):.3f} ({span(key)})")
+    print(f"throughput: replay + simulation {rate('total')} | everything but inference "
+          f"{rate('non_inference')} | features alone {rate('features')}")  # fmt: skip
     print(f"raw ONNX Runtime, same models, same inputs and batch shapes: {raw_s:.3f} s = "
-          f"{n / raw_s:,.0f} token-min/s -> replay + simulation at {raw_s / total:.0%} of raw inference "
-          "speed")  # fmt: skip
+          f"{n / raw_s:,.0f} token-min/s -> replay + simulation at {raw_s / med('total'):.0%} of raw "
+          "inference speed (medians)")  # fmt: skip
 
     if args.minute_loop:
         part = bars.filter(pl.col("ts") < first + timedelta(minutes=args.minute_loop))

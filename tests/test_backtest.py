@@ -22,7 +22,7 @@ from daemon_helpers import daemon_config, read_jsonl, wait_until
 from memed.backtest.folds import choose_workers
 from memed.backtest.plan import check_embargo, plan_folds
 from memed.backtest.run import run_backtest
-from memed.backtest.simulator import TokenBars, simulate
+from memed.backtest.simulator import MarketBars, TokenBars, simulate
 from memed.config import BacktestConfig, parse_config
 from memed.daemon.app import Daemon
 from memed.daemon.replay import replay
@@ -107,9 +107,9 @@ def _signal(
 
 def test_simulator_fills_next_open_with_costs_and_checks_the_stop_first() -> None:
     cfg = BacktestConfig(fee_bps=10, slippage_bps=5, impact_bps=0, max_exposure=10)
-    bars = {
-        "A": _bars([10, 11, 11, 11, 11], [10, 11.5, 13, 11, 11], [10, 10.5, 8, 11, 11], [10, 11, 11, 11, 11])
-    }
+    bars = MarketBars.from_tokens(
+        {"A": _bars([10, 11, 11, 11, 11], [10, 11.5, 13, 11, 11], [10, 10.5, 8, 11, 11], [10, 11] + [11] * 3)}
+    )
     sig = pl.DataFrame([_signal(0, "BUY", 10, 10.0, 9.0, 12.0)])
     res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=10)
     t = res.trades.row(0, named=True)
@@ -127,14 +127,16 @@ def test_simulator_fills_next_open_with_costs_and_checks_the_stop_first() -> Non
 
 def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> None:
     cfg = BacktestConfig(fee_bps=0, slippage_bps=0, impact_bps=0, max_exposure=10)
-    bars = {
-        "A": _bars(
-            [10, 10, 10, 10, 10, 10],
-            [10, 10, 10.2, 10, 10, 10],
-            [10, 9.8, 9.4, 10, 10, 10],
-            [10, 10, 10, 10, 10, 9.5],
-        )
-    }
+    bars = MarketBars.from_tokens(
+        {
+            "A": _bars(
+                [10, 10, 10, 10, 10, 10],
+                [10, 10, 10.2, 10, 10, 10],
+                [10, 9.8, 9.4, 10, 10, 10],
+                [10, 10, 10, 10, 10, 9.5],
+            )
+        }
+    )
     sig = pl.DataFrame([_signal(0, "SELL", 1, 10, 11, 9.5), _signal(1, "BUY", 1, 10, 9, 11)])
     res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=10)
     assert res.trades.height == 1  # the BUY came while the short was open
@@ -151,7 +153,7 @@ def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> Non
 
 def test_simulator_caps_total_exposure() -> None:
     cfg = BacktestConfig(fee_bps=0, slippage_bps=0, impact_bps=0, max_exposure=0.5)
-    bars = {t: _bars([10] * 4, [10] * 4, [10] * 4, [10] * 4) for t in ("A", "B")}
+    bars = MarketBars.from_tokens({t: _bars([10] * 4, [10] * 4, [10] * 4, [10] * 4) for t in ("A", "B")})
     sig = pl.DataFrame([_signal(0, "BUY", 40, 10, 5, 20, "A"), _signal(0, "BUY", 40, 10, 5, 20, "B")])
     res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=5)
     assert res.trades.height == 1

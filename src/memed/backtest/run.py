@@ -18,7 +18,7 @@ import polars as pl
 from memed.backtest.folds import fold_groups, run_groups
 from memed.backtest.metrics import trading_metrics
 from memed.backtest.plan import Fold, check_embargo, plan_folds
-from memed.backtest.simulator import SimResult, simulate, token_bars
+from memed.backtest.simulator import SimResult, market_bars, simulate
 from memed.config import MemedConfig, RiskConfig
 from memed.data.loaders import expand_sources, load_dataset
 from memed.data.schema import infer_interval_minutes
@@ -164,7 +164,7 @@ def run_backtest(
         if set(horizons) & set(cfg.signals.decision_horizons)
         else longest
     )
-    tb = token_bars(bars)
+    tb = market_bars(bars)
     window_end = {f.index: f.test_end.timestamp() / 60 for f in folds}
     equity0 = cfg.risk.equity
     t0 = time.perf_counter()

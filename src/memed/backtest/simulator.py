@@ -24,6 +24,7 @@ import polars as pl
 from numba import njit
 
 from memed.config import BacktestConfig
+from memed.features.batch import epoch_minutes, token_starts
 
 BUY_ACTIONS = ("BUY", "STRONG_BUY")
 EXIT_REASONS = ("stop_loss", "take_profit", "horizon")
@@ -33,6 +34,8 @@ SELL_ACTIONS = ("SELL", "STRONG_SELL")
 
 @dataclass
 class TokenBars:
+    """One token's bars (tests and callers that build markets by hand)."""
+
     ts: np.ndarray  # epoch minutes
     open: np.ndarray
     high: np.ndarray
@@ -41,18 +44,61 @@ class TokenBars:
     notional: np.ndarray
 
 
-def token_bars(bars: pl.DataFrame) -> dict[str, TokenBars]:
-    out = {}
-    for (token,), g in bars.sort("token", "ts").group_by("token", maintain_order=True):
-        out[str(token)] = TokenBars(
-            ts=(g["ts"].dt.epoch("s") // 60).to_numpy().astype(np.float64),
-            open=g["open"].to_numpy(),
-            high=g["high"].to_numpy(),
-            low=g["low"].to_numpy(),
-            close=g["close"].to_numpy(),
-            notional=(g["close"] * g["volume"]).to_numpy(),
-        )
-    return out
+_Packed = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class MarketBars:
+    """Every token's bars end to end, as the simulator's kernel reads them: token ``k``'s rows are
+    ``starts[k] .. starts[k + 1]``, in time order. Built once per backtest and shared by every strategy."""
+
+    names: list[str]
+    starts: np.ndarray
+    ts: np.ndarray  # epoch minutes
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    notional: np.ndarray  # close x volume
+
+    def arrays(self) -> _Packed:
+        return self.starts, self.ts, self.open, self.high, self.low, self.close, self.notional
+
+    @classmethod
+    def from_tokens(cls, bars: dict[str, TokenBars]) -> MarketBars:
+        names = list(bars)
+        sizes = [len(bars[t].ts) for t in names]
+
+        def col(c: str) -> np.ndarray:
+            if not names:
+                return np.empty(0)
+            return np.concatenate([getattr(bars[t], c) for t in names]).astype(np.float64)
+
+        starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        return cls(names, starts, col("ts"), col("open"), col("high"), col("low"), col("close"),
+                   col("notional"))  # fmt: skip
+
+
+def market_bars(bars: pl.DataFrame) -> MarketBars:
+    """The simulator's view of a canonical bar frame (any order)."""
+    bars = bars.sort("token", "ts")
+    tokens = bars["token"]
+    starts = token_starts(tokens)
+    f64 = pl.Float64
+    cols = bars.select(
+        pl.col("open", "high", "low", "close").cast(f64),
+        (pl.col("close") * pl.col("volume")).cast(f64).alias("notional"),
+    )
+    return MarketBars(
+        names=[str(t) for t in tokens.gather(starts[:-1]).to_list()],
+        starts=starts,
+        ts=epoch_minutes(bars["ts"]),
+        open=cols["open"].to_numpy(),
+        high=cols["high"].to_numpy(),
+        low=cols["low"].to_numpy(),
+        close=cols["close"].to_numpy(),
+        notional=cols["notional"].to_numpy(),
+    )
 
 
 @dataclass
@@ -211,7 +257,7 @@ def _run(
 
 def simulate(
     signals: pl.DataFrame,
-    bars: dict[str, TokenBars],
+    market: MarketBars,
     cfg: BacktestConfig,
     *,
     equity0: float,
@@ -222,12 +268,15 @@ def simulate(
 
     ``window_end`` (optional, fold → epoch minute) forces exits at the end of each test window.
     """
-    rows = signals.filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS])).sort(
-        "ts", "token", maintain_order=True
+    used = ["token", "ts", "action", "units", "entry", "stop_loss", "take_profit"]
+    if "fold" in signals.columns:
+        used.append("fold")
+    rows = (
+        signals.select(used)  # only what the simulator reads, before rows are gathered
+        .filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS]))
+        .sort("ts", "token", maintain_order=True)
     )
-    names = list(bars)
-    packed = _pack(bars, names)
-    code = {t: k for k, t in enumerate(names)}
+    names = market.names
     n = rows.height
     cap = np.full(n, np.inf)
     if window_end is not None and "fold" in rows.columns and n:
@@ -238,14 +287,14 @@ def simulate(
     counts = np.zeros(4, dtype=np.int64)
     n_tr, n_cv, fees, turnover = _run(
         (rows["ts"].dt.epoch("us").to_numpy() / 60e6).astype(f64) if n else np.empty(0),
-        np.array([code.get(t, -1) for t in rows["token"].to_list()], dtype=np.int64),
+        rows["token"].replace_strict(names, range(len(names)), default=-1, return_dtype=pl.Int64).to_numpy(),
         np.where(rows["action"].is_in(BUY_ACTIONS).to_numpy(), 1.0, -1.0),
         rows["units"].cast(pl.Float64).to_numpy(),
         rows["entry"].cast(pl.Float64).to_numpy(),
         rows["stop_loss"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
         rows["take_profit"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
         cap,
-        packed,
+        market.arrays(),
         float(equity0),
         float(hold_minutes),
         float(cfg.fee_bps),
@@ -266,21 +315,6 @@ def simulate(
         fees=fees,
         turnover=turnover,
     )
-
-
-def _pack(
-    bars: dict[str, TokenBars], names: list[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every token's bars end to end (offsets, ts, open, high, low, close, notional) for the kernel."""
-    sizes = [len(bars[t].ts) for t in names]
-    starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-
-    def col(c: str) -> np.ndarray:
-        if not names:
-            return np.empty(0)
-        return np.concatenate([getattr(bars[t], c) for t in names]).astype(np.float64)
-
-    return starts, col("ts"), col("open"), col("high"), col("low"), col("close"), col("notional")
 
 
 def _minutes_to_datetime(col: str) -> pl.Expr:

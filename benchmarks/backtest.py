@@ -4,8 +4,8 @@ Replays every bar of the real 1-minute sets through the decision path's bulk for
 (``DecisionPath.process_history``, what ``memed backtest`` runs; no training), then simulates execution,
 and reports token-minutes/s split into features, inference, decisions (books, ensemble, policy, risk)
 and simulation. In the same run it times the raw ONNX Runtime calls of the same models on the same
-inputs at the same batch shapes (tabular models in chunks of ``TABULAR_BATCH`` rows, the LSTM's
-whole-sequence graph over each run), for the "replay vs raw inference" ratio.
+inputs at the same batch shapes (the replay's blocks of ``BLOCK_ROWS`` rows; the LSTM's whole-sequence
+graph over each run of ready rows within a block), for the "replay vs raw inference" ratio.
 
 With ``--minute-loop N`` it also replays the first N minutes through the daemon's minute loop
 (``DecisionPath.process``, one call per minute) and the bulk form, and prints both speeds and the largest
@@ -30,7 +30,7 @@ from memed.backtest.simulator import market_bars, simulate
 from memed.config import MemedConfig
 from memed.daemon.demo import DEMO_MODELS
 from memed.data import load_dataset
-from memed.history import TABULAR_BATCH, history_rows, ready_runs
+from memed.history import BLOCK_ROWS, BlockFeatures, Scorer, history_rows, plan_blocks, ready_runs
 from memed.models.registry import ModelSet, load_model_set
 from memed.models.runtime import SEQUENCE_CHUNK
 from memed.pipeline import DecisionPath
@@ -38,61 +38,70 @@ from memed.pipeline import DecisionPath
 
 def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
     """Seconds spent in ONNX Runtime alone scoring what the replay scores, at the replay's batch shapes
-    (inputs prepared beforehand, only ``session.run`` timed), and the number of ready rows. Tabular models
-    score every row in chunks (the replay discards the few unready rows' outputs)."""
-    rows = history_rows(path.spec, bars)
-    values = rows.values
-    runs = ready_runs(rows.starts, rows.ready)
+    (the same blocks; inputs prepared beforehand, only ``session.run`` timed), and the number of ready
+    rows. Tabular models score every row of a block (the replay discards the few unready rows' outputs);
+    the LSTM's whole-sequence graph runs over each run of ready rows within a block, in chunks of
+    ``SEQUENCE_CHUNK``, its state carried across blocks as the replay carries it."""
+    rows = history_rows(bars)
+    scorer = Scorer(path.runners, len(path.model_set.manifest.horizons))
+    features = BlockFeatures(path.spec, rows)
+    blocks = [(blk, *features(blk)) for blk in plan_blocks(rows.starts, BLOCK_ROWS, scorer.splits_tokens)]
     spent = 0.0
     for runner in path.runners.values():
         kind = runner.entry.kind
         if kind == "tabular":
-            chunks = [values[a : a + TABULAR_BATCH] for a in range(0, len(values), TABULAR_BATCH)]
-            t = time.perf_counter()
-            for chunk in chunks:
-                runner.session.run(None, {"features": chunk})
-            spent += time.perf_counter() - t
+            for _, values, _ in blocks:
+                t = time.perf_counter()
+                runner.session.run(None, {"features": values})
+                spent += time.perf_counter() - t
         elif kind == "stateful":
             seq = runner.sequence_session()
             assert seq is not None, "the LSTM has no whole-sequence form"
             layers, hidden = runner.entry.state_shape
-            for a, b in runs.tolist():
-                chunks = [
-                    np.ascontiguousarray(values[s : min(s + SEQUENCE_CHUNK, b)])[None]
-                    for s in range(a, b, SEQUENCE_CHUNK)
-                ]
-                h = np.zeros((layers, 1, hidden), dtype=np.float32)
-                c = np.zeros_like(h)
-                t = time.perf_counter()
-                for chunk in chunks:
-                    _, h, c = seq.run(None, {"features": chunk, "h": h, "c": c})
-                spent += time.perf_counter() - t
+            zero = np.zeros((layers, 1, hidden), dtype=np.float32)
+            h, c = zero, zero
+            for blk, values, ready in blocks:
+                for a, b in ready_runs(blk.bounds, ready).tolist():
+                    if not (a == 0 and blk.continues):
+                        h, c = zero, zero
+                    chunks = [
+                        values[s : min(s + SEQUENCE_CHUNK, b)][None] for s in range(a, b, SEQUENCE_CHUNK)
+                    ]
+                    t = time.perf_counter()
+                    for chunk in chunks:
+                        _, h, c = seq.run(None, {"features": chunk, "h": h, "c": c})
+                    spent += time.perf_counter() - t
         else:
             raise SystemExit(f"{runner.entry.name}: window models are not in the default set")
-    return spent, int(rows.ready.sum())
+    return spent, int(sum(int(ready.sum()) for _, _, ready in blocks))
 
 
-def replay_once(ms: ModelSet, cfg: MemedConfig, bars: pl.DataFrame) -> dict[str, Any]:
-    """One replay and simulation of ``bars`` on a fresh path: seconds per stage."""
+def replay_once(ms: ModelSet, cfg: MemedConfig, bars: pl.DataFrame, overlap: bool) -> dict[str, Any]:
+    """One replay and simulation of ``bars`` on a fresh path: seconds per stage (each stage's own time,
+    whichever thread ran it) and wall-clock seconds."""
     path = DecisionPath(ms, cfg)
     t0 = time.perf_counter()
-    signals = replay_signals(path, bars, whole(bars))
+    signals = replay_signals(path, bars, whole(bars), overlap=overlap)
     replay_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     simulate(signals, market_bars(bars), cfg.backtest, equity0=cfg.risk.equity, hold_minutes=60)
     sim_s = time.perf_counter() - t0
     tm = path.timings
+    total = replay_s + sim_s
     return {
         "rows": signals.height,
         "minutes": signals["ts"].n_unique(),
         "models": list(path.runners),
         "features": tm["features"],
+        "features_wait": tm["features_wait"],
         "inference": tm["inference"],
         "decision": tm["decision"],
-        "driver": replay_s - tm["features"] - tm["inference"] - tm["decision"],
         "simulation": sim_s,
-        "non_inference": replay_s - tm["inference"] + sim_s,
-        "total": replay_s + sim_s,
+        "replay": replay_s,
+        "total": total,
+        # wall-clock seconds of the replay and simulation not spent in ONNX Runtime: what the
+        # non-inference work adds to the run (all of it when serial, what overlap leaves exposed else)
+        "non_inference": total - tm["inference"],
     }
 
 
@@ -128,37 +137,40 @@ def main() -> None:
     replay_signals(DecisionPath(ms, cfg), bars.head(2000), whole(bars.head(2000)))
     warm_s = time.perf_counter() - t0
 
-    runs = [replay_once(ms, cfg, bars) for _ in range(args.repeat + 1)]
-    cold, steady = runs[0], runs[1:]
+    modes = {"serial": False, "overlapped": True}
+    runs = {
+        m: [replay_once(ms, cfg, bars, overlap) for _ in range(args.repeat + 1)]
+        for m, overlap in modes.items()
+    }
     raws = [raw_inference(DecisionPath(ms, cfg), bars) for _ in range(args.repeat + 1)][1:]
     raw_s = float(np.median([r[0] for r in raws]))
     scored = raws[0][1]
-    n = cold["rows"]
-
-    def med(key: str) -> float:
-        return float(np.median([r[key] for r in steady]))
-
-    def span(key: str) -> str:
-        vals = [r[key] for r in steady]
-        return f"{min(vals):.3f}-{max(vals):.3f}"
-
-    def rate(key: str) -> str:
-        vals = [n / r[key] for r in steady]
-        return f"{n / med(key):,.0f} token-min/s ({min(vals):,.0f}-{max(vals):,.0f})"
-
+    first_run = runs["overlapped"][0]
+    n = first_run["rows"]
     print(f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over "
-          f"{cold['minutes']:,} minutes, {scored:,} scored; model set {ms.id} "
-          f"({', '.join(cold['models'])}); {args.repeat} timed replays after a first one")  # fmt: skip
-    print(f"one-off warm-up (numba cache, sequence graph): {warm_s:.2f} s; first full replay "
-          f"{cold['total']:.3f} s (fresh memory pages: see the README)")  # fmt: skip
-    print("seconds, median (range) of the timed replays:")
-    for key in ("features", "inference", "decision", "driver", "simulation", "non_inference", "total"):
-        print(f"  {key:14s} {med(key):.3f} ({span(key)})")
-    print(f"throughput: replay + simulation {rate('total')} | everything but inference "
-          f"{rate('non_inference')} | features alone {rate('features')}")  # fmt: skip
+          f"{first_run['minutes']:,} minutes, {scored:,} scored; model set {ms.id} "
+          f"({', '.join(first_run['models'])}); blocks of {BLOCK_ROWS:,} rows; medians (ranges) of "
+          f"{args.repeat} timed replays after a first one")  # fmt: skip
+    print(f"one-off warm-up (numba cache, sequence graph): {warm_s:.2f} s; first full replay (fresh memory "
+          f"pages, see the README): serial {runs['serial'][0]['total']:.3f} s, overlapped "
+          f"{first_run['total']:.3f} s")  # fmt: skip
     print(f"raw ONNX Runtime, same models, same inputs and batch shapes: {raw_s:.3f} s = "
-          f"{n / raw_s:,.0f} token-min/s -> replay + simulation at {raw_s / med('total'):.0%} of raw "
-          "inference speed (medians)")  # fmt: skip
+          f"{n / raw_s:,.0f} token-min/s")  # fmt: skip
+    for mode in modes:
+        steady = runs[mode][1:]
+
+        def med(key: str, steady: list[dict[str, Any]] = steady) -> float:
+            return float(np.median([r[key] for r in steady]))
+
+        def rate(key: str, steady: list[dict[str, Any]] = steady) -> str:
+            vals = sorted(n / r[key] for r in steady)
+            return f"{n / med(key):,.0f} token-min/s ({vals[0]:,.0f}-{vals[-1]:,.0f})"
+
+        stages = ("features", "features_wait", "inference", "decision", "simulation", "replay", "total")
+        print(f"{mode}: seconds " + ", ".join(f"{k} {med(k):.3f}" for k in stages))
+        print(f"  replay + simulation {rate('total')} = {raw_s / med('total'):.0%} of raw inference speed "
+              f"| everything but inference {rate('non_inference')} | features alone "
+              f"{rate('features')}")  # fmt: skip
 
     if args.minute_loop:
         part = bars.filter(pl.col("ts") < first + timedelta(minutes=args.minute_loop))

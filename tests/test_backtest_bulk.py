@@ -4,12 +4,13 @@ over which sequence state is carried."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import onnx
 import polars as pl
+import pytest
 
 from conftest import TINY_TOML
 from memed.backtest.replay import replay_signals, replay_signals_minutewise
@@ -17,8 +18,8 @@ from memed.config import parse_config
 from memed.data import synth_market
 from memed.features import build_spec
 from memed.features.batch import compute_features
-from memed.history import ready_runs
-from memed.models.registry import load_model_set, resolve
+from memed.history import BLOCK_ROWS, Scorer, history_rows, plan_blocks, ready_runs
+from memed.models.registry import ModelSet, load_model_set, resolve
 from memed.models.runtime import _providers, run_stateful, session_options, step_stateful
 from memed.models.sequence_graph import sequence_form, sequence_session
 from memed.pipeline import DecisionPath
@@ -54,16 +55,55 @@ def _messy_market() -> pl.DataFrame:
     return pl.concat([bars, dupes])
 
 
-def test_bulk_replay_equals_the_minute_loop(tiny_registry: Path) -> None:
-    ms = load_model_set(tiny_registry)
-    cfg = parse_config(TINY_TOML + ALL_MODELS)
-    bars = _messy_market()
+NO_WINDOW_MODELS = """
+[signals]
+models = ["logreg", "lgbm", "xgb", "lstm"]
+decision_horizons = [30, 60]
+"""
+
+_REFERENCE: dict[str, pl.DataFrame] = {}
+
+
+def _minute_loop(ms: ModelSet, toml: str, bars: pl.DataFrame) -> pl.DataFrame:
+    """The daemon's minute loop over ``bars`` (computed once per model selection)."""
+    if toml not in _REFERENCE:
+        _REFERENCE[toml] = replay_signals_minutewise(DecisionPath(ms, parse_config(TINY_TOML + toml)), bars,
+                                                     _whole(bars))  # fmt: skip
+    return _REFERENCE[toml]
+
+
+def _whole(bars: pl.DataFrame) -> list[tuple[datetime, datetime]]:
     start, end = bars["ts"].min(), bars["ts"].max()
-    windows = [(start, end + timedelta(minutes=1))]  # type: ignore[operator]
+    assert isinstance(start, datetime)
+    assert isinstance(end, datetime)
+    return [(start, end + timedelta(minutes=1))]
+
+
+@pytest.mark.parametrize(
+    ("toml", "block_rows", "overlap", "splits"),
+    [
+        (ALL_MODELS, BLOCK_ROWS, True, False),  # one block
+        (ALL_MODELS, 500, True, False),  # a window model: blocks of whole tokens
+        (NO_WINDOW_MODELS, 256, True, True),  # tokens cut into blocks: kernel and LSTM state carried
+        (NO_WINDOW_MODELS, 333, False, True),  # the same, every stage in one thread
+    ],
+    ids=["one-block", "whole-token-blocks", "split-overlapped", "split-serial"],
+)
+def test_bulk_replay_equals_the_minute_loop(
+    tiny_registry: Path, toml: str, block_rows: int, overlap: bool, splits: bool
+) -> None:
+    ms = load_model_set(tiny_registry)
+    cfg = parse_config(TINY_TOML + toml)
+    bars = _messy_market()
+    windows = _whole(bars)
     path = DecisionPath(ms, cfg)
-    assert set(path.runners) == {"logreg", "lgbm", "xgb", "lstm", "transformer"}
-    slow = replay_signals_minutewise(DecisionPath(ms, cfg), bars, windows)  # type: ignore[arg-type]
-    fast = replay_signals(path, bars, windows)  # type: ignore[arg-type]
+    scorer = Scorer(path.runners, 3)
+    assert scorer.splits_tokens == splits
+    blocks = plan_blocks(history_rows(bars).starts, block_rows, scorer.splits_tokens)
+    assert (len(blocks) > 1) == (block_rows < BLOCK_ROWS)
+    assert any(b.continues for b in blocks) == (splits and block_rows < BLOCK_ROWS)
+    slow = _minute_loop(ms, toml, bars)
+    fast = replay_signals(path, bars, windows, block_rows=block_rows, overlap=overlap)
     assert fast.columns == slow.columns
     assert fast.height == slow.height == bars.height - bars.select("token", "ts").is_duplicated().sum() // 2
     model_p = {"p_up", "strength"} | {c for c in fast.columns if c.startswith("p_")}
@@ -89,6 +129,29 @@ def test_bulk_replay_equals_the_minute_loop(tiny_registry: Path) -> None:
     assert {"BUY", "SELL"} & set(fast["action"].unique().to_list())
     assert fast["p_60"].is_not_nan().sum() > 1000
     assert path.timings["inference"] > 0
+    assert path.timings["features"] > 0
+    if not overlap:
+        assert path.timings["features_wait"] >= path.timings["features"]  # all of it waited for
+
+
+def test_blocks_cut_rows_and_record_token_continuity() -> None:
+    starts = np.array([0, 10, 12, 30])  # tokens of 10, 2 and 18 rows
+    cut = plan_blocks(starts, 8, split_tokens=True)
+    assert [(b.a, b.b) for b in cut] == [(0, 8), (8, 16), (16, 24), (24, 30)]
+    assert [b.bounds.tolist() for b in cut] == [[0, 8], [0, 2, 4, 8], [0, 8], [0, 6]]
+    assert [(b.continues, b.open_end) for b in cut] == [(0, 1), (1, 1), (1, 1), (1, 0)]
+    whole = plan_blocks(starts, 8, split_tokens=False)
+    assert [(b.a, b.b, b.continues, b.open_end) for b in whole] == [(0, 10, 0, 0), (10, 30, 0, 0)]
+    assert plan_blocks(np.array([0]), 8, split_tokens=True) == []
+
+
+def test_stale_bars_are_dropped_as_the_stream_drops_them() -> None:
+    bars = synth_market(2, 30, seed=3)
+    late = bars.filter(pl.col("token") == "SYN00000").slice(5, 3)  # duplicates and, after row 10, late
+    rows = history_rows(pl.concat([bars, late.with_columns(pl.col("close") * 2)]))
+    assert rows.stale == 3
+    assert len(rows.ts) == bars.height
+    assert np.array_equal(rows.bars[3], history_rows(bars).bars[3])  # the first copy of each bar is kept
 
 
 def test_ready_runs_split_at_tokens_and_unready_bars() -> None:

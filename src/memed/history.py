@@ -3,25 +3,37 @@
 :meth:`DecisionPath.process` decides one minute for the tokens that ticked in it; a long-running daemon
 calls it once a minute. Replaying months of history that way is bound by per-call overhead (a few tokens
 a minute, microseconds per numpy or ONNX Runtime call). This module computes the *same* decisions in
-bulk, stage by stage, each stage exactly what the minute loop does:
+bulk, each stage exactly what the minute loop does:
 
-* features: the batch driver (:func:`~memed.features.batch.run_kernel`), bit-equal to the stream;
-  duplicate and out-of-order bars are dropped as the stream drops them;
+* duplicate and out-of-order bars are dropped first, as the stream drops them;
 * per-token books: dead detection (minutes since the close last changed) and the 30-bar EWMA of traded
   notional, in one compiled pass with the minute loop's arithmetic;
-* models: the rows the daemon scores (``ready``) in large ONNX Runtime calls; the LSTM over each run of
-  consecutive ready bars (its state restarts where readiness breaks, as the daemon resets it) through the
-  whole-sequence graph; the transformer over each run's windows;
-* ensemble, policy and risk: :meth:`DecisionPath.decide`, the very function the minute loop calls.
+* the history is then cut into blocks of consecutive rows (``BLOCK_ROWS``); per block, in order:
+
+  - features: the feature kernel (:func:`~memed.features.batch.run_block`), each token's state carried
+    from the block before, so the features are those of one pass over the history, bit for bit;
+  - models: the rows the daemon scores (``ready``) in one ONNX Runtime call per model; the LSTM over each
+    run of consecutive ready bars (its state restarts where readiness breaks, as the daemon resets it,
+    and carries into the next block where a run goes on) through the whole-sequence graph; the
+    transformer over each run's windows;
+  - ensemble, policy and risk: :meth:`DecisionPath.decide`, the very function the minute loop calls.
+
+With ``overlap`` a second thread computes the next block's features and the previous block's decisions
+while the current block is scored (the kernel, the decision kernels and ONNX Runtime all release the
+GIL, and the served sessions use one core each), so the replay's wall time approaches its inference
+time. ``DecisionPath.timings`` then counts each stage's own seconds, whichever thread ran it, and
+``features_wait`` the seconds the scoring thread waited for features.
 
 Tests compare the result with the minute loop row by row, and with a daemon fed over Mosquitto.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,16 +42,19 @@ from numba import njit
 from numpy.lib.stride_tricks import sliding_window_view
 
 from memed.config import ModelName
-from memed.features.batch import bar_matrix, epoch_minutes, run_kernel, token_starts
-from memed.features.kernel import STATUS_STALE
+from memed.features.batch import bar_matrix, epoch_minutes, run_block, token_starts
+from memed.features.kernel import N_OUT, initial_state
 from memed.features.spec import FeatureSpec
-from memed.models.runtime import ModelRunner, run_stateful
+from memed.models.runtime import ModelRunner, run_sequence, run_stateful
+from memed.signals.policy import Decision
 from memed.signals.risk import NOTIONAL_ALPHA, RiskPlan
 
 if TYPE_CHECKING:
     from memed.pipeline import DecisionPath
 
-TABULAR_BATCH = 262_144
+BLOCK_ROWS = 8_192
+"""Rows per block: large enough that per-call overheads vanish, small enough that the first block's
+features (the only ones not hidden behind inference) take milliseconds."""
 WINDOW_BATCH = 2_048
 
 
@@ -61,6 +76,212 @@ class HistoryResult:
     horizons: tuple[int, ...]
     model_set: str
     stale: int
+
+
+# ---------------------------------------------------------------- rows
+
+
+@dataclass
+class HistoryRows:
+    """The bars a replay decides, sorted by token then time, duplicate and out-of-order bars dropped."""
+
+    tokens: pl.Series
+    starts: np.ndarray  # row offsets where each token begins, plus the row count
+    ts: np.ndarray  # epoch minutes
+    bars: np.ndarray  # (9, rows) as the kernel takes them
+    stale: int  # bars dropped
+
+
+@njit(cache=True)
+def _fresh(starts: np.ndarray, ts: np.ndarray, keep: np.ndarray) -> None:
+    """A bar is kept when it is later than every kept bar of its token before it: what the stream's
+    gap rule accepts (a duplicate or out-of-order bar is ignored, the state unchanged)."""
+    for g in range(len(starts) - 1):
+        last = -np.inf
+        for i in range(starts[g], starts[g + 1]):
+            keep[i] = ts[i] > last
+            if keep[i]:
+                last = ts[i]
+
+
+def history_rows(bars: pl.DataFrame) -> HistoryRows:
+    """The bars of a canonical frame as a replay decides them."""
+    bars = bars.sort("token", "ts", maintain_order=True)
+    tokens, ts = bars["token"], epoch_minutes(bars["ts"])
+    starts = token_starts(tokens)
+    keep = np.empty(len(ts), dtype=bool)
+    _fresh(starts, ts, keep)
+    stale = int(len(keep) - keep.sum())
+    if stale:
+        bars, ts = bars.filter(pl.Series(keep)), ts[keep]
+        tokens = bars["token"]
+        starts = token_starts(tokens)
+    return HistoryRows(tokens, starts, ts, bar_matrix(bars), stale)
+
+
+# ---------------------------------------------------------------- blocks
+
+
+@dataclass
+class Block:
+    """Rows ``a .. b`` of a history. ``bounds``: token boundaries within the block (0 .. b - a);
+    ``continues``: its first token began in an earlier block; ``open_end``: its last token goes on in
+    the next block."""
+
+    a: int
+    b: int
+    bounds: np.ndarray
+    continues: bool
+    open_end: bool
+
+
+def plan_blocks(starts: np.ndarray, block_rows: int, split_tokens: bool) -> list[Block]:
+    """Cut rows ``0 .. starts[-1]`` into blocks of about ``block_rows``: at every ``block_rows`` rows
+    when tokens may be split, else at the first token boundary after ``block_rows`` rows."""
+    n = int(starts[-1])
+    if split_tokens:
+        cuts = [*range(0, n, block_rows), n]
+    else:
+        cuts = [0]
+        for s in starts[1:-1].tolist():
+            if s - cuts[-1] >= block_rows:
+                cuts.append(s)
+        cuts.append(n)
+    if n == 0:
+        return []
+    token_start = np.zeros(n + 1, dtype=bool)
+    token_start[starts] = True
+    blocks = []
+    for a, b in itertools.pairwise(cuts):
+        inner = starts[(starts > a) & (starts < b)] - a
+        bounds = np.concatenate([[0], inner, [b - a]]).astype(np.int64)
+        blocks.append(Block(a, b, bounds, not token_start[a], not token_start[b]))
+    return blocks
+
+
+def ready_runs(token_starts: np.ndarray, ready: np.ndarray) -> np.ndarray:
+    """``[start, end)`` row ranges of each run of consecutive ready bars within a token: the stretches
+    over which the daemon carries a token's sequence-model state (it resets it on every unready bar)."""
+    n = len(ready)
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    first = np.zeros(n, dtype=bool)
+    first[token_starts[:-1]] = True
+    prev_ready = np.r_[False, ready[:-1]]
+    begins = np.flatnonzero(ready & (first | ~prev_ready))
+    last = np.zeros(n, dtype=bool)
+    last[token_starts[1:] - 1] = True
+    next_ready = np.r_[ready[1:], False]
+    ends = np.flatnonzero(ready & (last | ~next_ready)) + 1
+    return np.column_stack([begins, ends]).astype(np.int64)
+
+
+class BlockFeatures:
+    """Features of a history's blocks, computed in block order (each token's kernel state carried from
+    one block to the next)."""
+
+    def __init__(self, spec: FeatureSpec, rows: HistoryRows) -> None:
+        self.spec = spec
+        self.rows = rows
+        self._p = spec.param_vector()
+        self._init = initial_state()
+        self._carry = initial_state()
+        cols = spec.columns
+        self._cols = None if np.array_equal(cols, np.arange(N_OUT)) else cols
+        self.seconds = 0.0
+
+    def __call__(self, blk: Block) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, ready)`` of the block's rows: features in spec order, and whether the daemon would
+        score the row (its segment is past the warm-up). Call for each block in order."""
+        t0 = time.perf_counter()
+        m = blk.b - blk.a
+        out = np.empty((m, N_OUT))
+        status = np.empty(m, dtype=np.int8)
+        nbars = np.empty(m)
+        run_block(blk.bounds, self._carry, blk.continues, self.rows.ts[blk.a : blk.b],
+                  self.rows.bars[:, blk.a : blk.b], self._p, self._init, out, status, nbars)  # fmt: skip
+        values = out if self._cols is None else np.ascontiguousarray(out[:, self._cols])
+        ready = nbars >= self.spec.warmup_bars
+        self.seconds += time.perf_counter() - t0
+        return values, ready
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass
+class SequenceCarry:
+    """A stateful model's state at the end of the last block, where a ready run goes on into the next."""
+
+    state: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
+class Scorer:
+    """Scores blocks in order with the served models, carrying sequence state between blocks."""
+
+    runners: Mapping[ModelName, ModelRunner]
+    n_h: int
+    carries: dict[str, SequenceCarry] = field(default_factory=dict)
+
+    @property
+    def splits_tokens(self) -> bool:
+        """Whether blocks may cut a token: every sequence model must be able to carry its state (the
+        whole-sequence LSTM graph can, window models and stepping fallbacks see whole tokens)."""
+        for runner in self.runners.values():
+            kind = runner.entry.kind
+            if kind == "window" or (kind == "stateful" and runner.sequence_session() is None):
+                return False
+        return True
+
+    def score(self, blk: Block, values: np.ndarray, ready: np.ndarray) -> dict[str, np.ndarray]:
+        """Each served model's ``p_up`` [rows, H] where the daemon would have one (NaN elsewhere)."""
+        runs = ready_runs(blk.bounds, ready)
+        out: dict[str, np.ndarray] = {}
+        for name, runner in self.runners.items():
+            kind = runner.entry.kind
+            if kind == "tabular":
+                p = runner.predict(values) if len(values) else np.empty((0, self.n_h))
+                p[~ready] = np.nan
+            else:
+                p = np.full((len(values), self.n_h), np.nan)
+                if kind == "stateful":
+                    self._score_stateful(name, runner, blk, values, runs, p)
+                else:
+                    _score_window(runner, values, runs, p)
+            out[name] = p
+        return out
+
+    def _score_stateful(
+        self, name: str, runner: ModelRunner, blk: Block, values: np.ndarray, runs: np.ndarray, p: np.ndarray
+    ) -> None:
+        seq = runner.sequence_session()
+        carry = self.carries.setdefault(name, SequenceCarry())
+        spans = runs.tolist()
+        if seq is None:  # whole tokens per block (see splits_tokens): step them side by side
+            for (a, b), pr in zip(spans, run_stateful(runner, [values[a:b] for a, b in spans]), strict=True):
+                p[a:b] = pr
+            return
+        end_state = None
+        for a, b in spans:
+            start = carry.state if (a == 0 and blk.continues) else None
+            p[a:b], end_state = run_sequence(seq, runner, values[a:b], start)
+        last_ready = len(runs) > 0 and runs[-1, 1] == len(values)
+        carry.state = end_state if (blk.open_end and last_ready) else None
+
+
+def _score_window(runner: ModelRunner, values: np.ndarray, runs: np.ndarray, p: np.ndarray) -> None:
+    w = runner.entry.window
+    for a, b in runs.tolist():
+        if b - a < w:
+            continue
+        windows = sliding_window_view(values[a:b], w, axis=0).transpose(0, 2, 1)  # [n, w, F]
+        for k in range(0, len(windows), WINDOW_BATCH):
+            chunk = np.ascontiguousarray(windows[k : k + WINDOW_BATCH])
+            p[a + w - 1 + k : a + w - 1 + k + len(chunk)] = runner.predict_window(chunk)
+
+
+# ---------------------------------------------------------------- the replay
 
 
 @njit(cache=True)
@@ -90,132 +311,107 @@ def _token_books(
             notional[i] = prev
 
 
-def ready_runs(token_starts: np.ndarray, ready: np.ndarray) -> np.ndarray:
-    """``[start, end)`` row ranges of each run of consecutive ready bars within a token: the stretches
-    over which the daemon carries a token's sequence-model state (it resets it on every unready bar)."""
-    n = len(ready)
-    if n == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    first = np.zeros(n, dtype=bool)
-    first[token_starts[:-1]] = True
-    prev_ready = np.r_[False, ready[:-1]]
-    begins = np.flatnonzero(ready & (first | ~prev_ready))
-    last = np.zeros(n, dtype=bool)
-    last[token_starts[1:] - 1] = True
-    next_ready = np.r_[ready[1:], False]
-    ends = np.flatnonzero(ready & (last | ~next_ready)) + 1
-    return np.column_stack([begins, ends]).astype(np.int64)
-
-
-def _score_tabular(runner: ModelRunner, x: np.ndarray) -> np.ndarray:
-    """Every row, in chunks that are views of ``x`` (no copy; rows are scored independently, so scoring
-    the few unready rows too and discarding them afterwards changes nothing else)."""
-    if not len(x):
-        return np.empty((0, runner.n_horizons))
-    if len(x) <= TABULAR_BATCH:
-        return runner.predict(x)
-    return np.concatenate([runner.predict(x[a : a + TABULAR_BATCH]) for a in range(0, len(x), TABULAR_BATCH)])
-
-
-def _score_window(runner: ModelRunner, values: np.ndarray, runs: np.ndarray, p: np.ndarray) -> None:
-    w = runner.entry.window
-    for a, b in runs.tolist():
-        if b - a < w:
-            continue
-        windows = sliding_window_view(values[a:b], w, axis=0).transpose(0, 2, 1)  # [n, w, F]
-        for k in range(0, len(windows), WINDOW_BATCH):
-            chunk = np.ascontiguousarray(windows[k : k + WINDOW_BATCH])
-            p[a + w - 1 + k : a + w - 1 + k + len(chunk)] = runner.predict_window(chunk)
-
-
-def score_history(
-    runners: Mapping[ModelName, ModelRunner],
-    values: np.ndarray,
-    ready: np.ndarray,
-    runs: np.ndarray,
-    n_h: int,
-) -> dict[str, np.ndarray]:
-    """Each served model's ``p_up`` [rows, H] where the daemon would have one (NaN elsewhere)."""
-    n = len(values)
-    out: dict[str, np.ndarray] = {}
-    for name, runner in runners.items():
-        kind = runner.entry.kind
-        if kind == "tabular":
-            p = _score_tabular(runner, values)
-            p[~ready] = np.nan
-            out[name] = p
-            continue
-        p = np.full((n, n_h), np.nan)
-        if kind == "stateful":
-            seqs = [values[a:b] for a, b in runs.tolist()]
-            for (a, b), pr in zip(runs.tolist(), run_stateful(runner, seqs), strict=True):
-                p[a:b] = pr
-        else:
-            _score_window(runner, values, runs, p)
-        out[name] = p
-    return out
-
-
 @dataclass
-class HistoryRows:
-    """The bars a replay decides (stale ones dropped), sorted by token then time, with their features."""
+class _Outputs:
+    """The replay's per-row results, filled block by block."""
 
-    tokens: pl.Series
-    starts: np.ndarray  # row offsets where each token begins, plus the row count
-    ts: np.ndarray  # epoch minutes
-    bars: np.ndarray  # (9, rows) as the kernel takes them
-    values: np.ndarray  # (rows, features) in spec order
-    ready: np.ndarray  # the daemon would score the row
-    stale: int
+    n: int
+    n_h: int
+    action: np.ndarray = field(init=False)
+    reason: np.ndarray = field(init=False)
+    p: np.ndarray = field(init=False)
+    strength: np.ndarray = field(init=False)
+    horizon_p: np.ndarray = field(init=False)
+    atr: np.ndarray = field(init=False)
+    plan: np.ndarray = field(init=False)  # entry, stop, take-profit, units, notional, risk/reward
+    cap: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = self.n
+        self.action = np.empty(n, dtype=np.int8)
+        self.reason = np.empty(n, dtype=np.int8)
+        self.p, self.strength, self.atr = np.empty(n), np.empty(n), np.empty(n)
+        self.horizon_p = np.empty((n, self.n_h))
+        self.plan = np.empty((6, n))
+        self.cap = np.empty(n, dtype=np.int8)
+
+    def store(self, blk: Block, horizon_p: np.ndarray, d: Decision, risk: RiskPlan, atr: np.ndarray) -> None:
+        a, b = blk.a, blk.b
+        self.action[a:b], self.reason[a:b] = d.action, d.reason
+        self.p[a:b], self.strength[a:b] = d.p, d.strength
+        self.horizon_p[a:b], self.atr[a:b], self.cap[a:b] = horizon_p, atr, risk.cap
+        for j, arr in enumerate(
+            (risk.entry, risk.stop_loss, risk.take_profit, risk.units, risk.notional, risk.risk_reward)
+        ):
+            self.plan[j, a:b] = arr
+
+    def risk(self) -> RiskPlan:
+        entry, stop_loss, take_profit, units, notional, risk_reward = self.plan
+        return RiskPlan(entry, stop_loss, take_profit, units, notional, risk_reward, self.cap)
 
 
-def history_rows(spec: FeatureSpec, bars: pl.DataFrame) -> HistoryRows:
-    """Features of every bar by the batch driver, with duplicate and out-of-order bars dropped as the
-    stream drops them."""
-    bars = bars.sort("token", "ts", maintain_order=True)
-    tokens, ts, x = bars["token"], epoch_minutes(bars["ts"]), bar_matrix(bars)
-    starts = token_starts(tokens)
-    raw, status, ready = run_kernel(starts, ts, x, spec)
-    keep = status != STATUS_STALE
-    stale = int(len(keep) - keep.sum())
-    if stale:  # copies of this size cost tens of ms here: only when there is something to drop
-        raw, ready, x, ts = raw[keep], ready[keep], x[:, keep], ts[keep]
-        tokens = tokens.filter(pl.Series(keep))
-        starts = token_starts(tokens)
-    cols = spec.columns
-    values = raw if np.array_equal(cols, np.arange(raw.shape[1])) else np.ascontiguousarray(raw[:, cols])
-    return HistoryRows(tokens, starts, ts, x, values, ready, stale)
-
-
-def process_history(path: DecisionPath, bars: pl.DataFrame) -> HistoryResult:
-    t0 = time.perf_counter()
-    rows = history_rows(path.spec, bars)
-    values, ready, ts = rows.values, rows.ready, rows.ts
+def process_history(
+    path: DecisionPath, bars: pl.DataFrame, *, block_rows: int = BLOCK_ROWS, overlap: bool = True
+) -> HistoryResult:
+    rows = history_rows(bars)
+    t_start = time.perf_counter()
+    ts = rows.ts
+    n = len(ts)
     close, volume, liquidity = rows.bars[3], rows.bars[4], rows.bars[5]
-    t1 = time.perf_counter()
-    dead = np.zeros(len(ts), dtype=bool)
-    notional = np.empty(len(ts))
+    dead = np.empty(n, dtype=bool)
+    notional = np.empty(n)
     _token_books(rows.starts, ts, close, close * volume, float(path.cfg.signals.dead_minutes), NOTIONAL_ALPHA,
                  dead, notional)  # fmt: skip
-    runs = ready_runs(rows.starts, ready)
-    t2 = time.perf_counter()
     n_h = len(path.model_set.manifest.horizons)
-    probs = score_history(path.runners, values, ready, runs, n_h)
-    t3 = time.perf_counter()
-    atr = values[:, path.atr_column] if path.atr_column >= 0 else np.full(len(ts), np.nan)
-    horizon_p, decision, risk = path.decide(probs, ready, dead, close, atr, notional, liquidity)
-    path.add_timings(t0, t1, t2, t3, time.perf_counter())
+    scorer = Scorer(path.runners, n_h)
+    blocks = plan_blocks(rows.starts, block_rows, scorer.splits_tokens)
+    features = BlockFeatures(path.spec, rows)
+    res = _Outputs(n, n_h)
+    clock = {"decision": time.perf_counter() - t_start, "inference": 0.0, "features_wait": 0.0}
+
+    def decide(blk: Block, probs: dict[str, np.ndarray], values: np.ndarray, ready: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        a, b = blk.a, blk.b
+        atr = values[:, path.atr_column] if path.atr_column >= 0 else np.full(b - a, np.nan)
+        horizon_p, d, risk = path.decide(probs, ready, dead[a:b], close[a:b], atr, notional[a:b],
+                                         liquidity[a:b])  # fmt: skip
+        res.store(blk, horizon_p, d, risk, atr)
+        clock["decision"] += time.perf_counter() - t0
+
+    # One helper thread, first in first out: block k+1's features, then block k's decisions, then block
+    # k+2's features... while this thread scores; without overlap everything runs here, in order.
+    with ThreadPoolExecutor(1, thread_name_prefix="memed-replay") as pool:
+        pending: Future[tuple[np.ndarray, np.ndarray]] | None = None
+        decided: list[Future[None]] = []
+        for k, blk in enumerate(blocks):
+            t0 = time.perf_counter()
+            values, ready = pending.result() if pending is not None else features(blk)
+            t1 = time.perf_counter()
+            pending = pool.submit(features, blocks[k + 1]) if overlap and k + 1 < len(blocks) else None
+            probs = scorer.score(blk, values, ready)
+            t2 = time.perf_counter()
+            clock["features_wait"] += t1 - t0
+            clock["inference"] += t2 - t1
+            if overlap:
+                decided.append(pool.submit(decide, blk, probs, values, ready))
+            else:
+                decide(blk, probs, values, ready)
+        for f in decided:
+            f.result()
+    path.timings["features"] += features.seconds
+    for key, seconds in clock.items():
+        path.timings[key] = path.timings.get(key, 0.0) + seconds
     return HistoryResult(
         tokens=rows.tokens,
         ts_minutes=ts,
-        action=decision.action,
-        reason=decision.reason,
-        p=decision.p,
-        strength=decision.strength,
-        horizon_p=horizon_p,
-        risk=risk,
+        action=res.action,
+        reason=res.reason,
+        p=res.p,
+        strength=res.strength,
+        horizon_p=res.horizon_p,
+        risk=res.risk(),
         close=close,
-        atr=atr,
+        atr=res.atr,
         recent_notional=notional,
         horizons=path.model_set.manifest.horizons,
         model_set=path.model_set.id,

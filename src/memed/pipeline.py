@@ -26,7 +26,7 @@ from memed.config import MemedConfig
 from memed.errors import ConfigError, SnapshotError, SpecMismatchError
 from memed.features import FeatureSpec, FeatureStream, build_spec
 from memed.features.kernel import STATUS_STALE
-from memed.history import HistoryResult, process_history
+from memed.history import BLOCK_ROWS, HistoryResult, process_history
 from memed.models.registry import ModelSet
 from memed.signals.ensemble import ensemble
 from memed.signals.policy import A_HOLD, ACTIONS, R_NO_VOL, REASONS, Decision, decide, decision_p
@@ -114,7 +114,7 @@ class DecisionPath:
                 f"this engine computes {self.spec.hash}"
             )
         self.stream = stream or FeatureStream(self.spec)
-        self.timings = {"features": 0.0, "inference": 0.0, "decision": 0.0}
+        self.timings = {"features": 0.0, "inference": 0.0, "decision": 0.0, "features_wait": 0.0}
         """Seconds spent per stage since creation (the benchmark reports them)."""
         self.atr_column = self.spec.names.index("atr_14") if "atr_14" in self.spec.names else -1
         self._index: dict[str, int] = {}
@@ -267,8 +267,10 @@ class DecisionPath:
         )
 
     def add_timings(self, t0: float, t1: float, t2: float, t3: float, t4: float) -> None:
-        """Account one pass: features [t0, t1), books [t1, t2), inference [t2, t3), decisions [t3, t4)."""
+        """Account one minute-loop pass (every stage in this thread, so the features are all waited for):
+        features [t0, t1), books [t1, t2), inference [t2, t3), decisions [t3, t4)."""
         self.timings["features"] += t1 - t0
+        self.timings["features_wait"] += t1 - t0
         self.timings["inference"] += t3 - t2
         self.timings["decision"] += (t2 - t1) + (t4 - t3)
 
@@ -298,12 +300,15 @@ class DecisionPath:
         decision.p[no_vol] = np.nan
         return horizon_p, decision, risk
 
-    def process_history(self, bars: pl.DataFrame) -> HistoryResult:
+    def process_history(
+        self, bars: pl.DataFrame, *, block_rows: int = BLOCK_ROWS, overlap: bool = True
+    ) -> HistoryResult:
         """Every bar of ``bars`` (canonical frame) decided at once: exactly the decisions :meth:`process`
-        makes feeding the same bars minute by minute into a fresh path, computed in bulk (batch features,
-        large ONNX Runtime calls, the LSTM's whole-sequence graph). The backtester's replay. This path's
-        own streaming state is neither used nor changed."""
-        return process_history(self, bars)
+        makes feeding the same bars minute by minute into a fresh path, computed in bulk (blocks of
+        ``block_rows`` rows: batch features, large ONNX Runtime calls, the LSTM's whole-sequence graph;
+        with ``overlap`` the next block's features are computed while this one is scored). The
+        backtester's replay. This path's own streaming state is neither used nor changed."""
+        return process_history(self, bars, block_rows=block_rows, overlap=overlap)
 
     def _score(self, values: np.ndarray, ready: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
         n = len(values)

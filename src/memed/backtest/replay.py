@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from memed.features.batch import bar_matrix, epoch_minutes, run_bounds
+from memed.history import BLOCK_ROWS
 from memed.pipeline import DecisionPath
 from memed.signals.policy import ACTIONS, REASONS
 
@@ -66,14 +67,24 @@ def _in_windows(ts_min: np.ndarray, windows: list[tuple[datetime, datetime]]) ->
 
 
 def replay_signals(
-    path: DecisionPath, bars: pl.DataFrame, windows: list[tuple[datetime, datetime]]
+    path: DecisionPath,
+    bars: pl.DataFrame,
+    windows: list[tuple[datetime, datetime]],
+    *,
+    block_rows: int = BLOCK_ROWS,
+    overlap: bool = True,
 ) -> pl.DataFrame:
     """Signals (one row per token and minute inside ``windows``, ``[start, end)``), sorted by time then
-    token, decided in bulk by :meth:`DecisionPath.process_history`."""
-    r = path.process_history(bars.filter(pl.col("ts") < max(w[1] for w in windows)))
+    token, decided in bulk by :meth:`DecisionPath.process_history` (``block_rows`` and ``overlap`` as
+    there)."""
+    r = path.process_history(
+        bars.filter(pl.col("ts") < max(w[1] for w in windows)), block_rows=block_rows, overlap=overlap
+    )
     keep = _in_windows(r.ts_minutes, windows)
     if not keep.any():
         return pl.DataFrame()
+    if keep.all():  # the usual case (one window over the data): no copies
+        return _frame(r.tokens, r.ts_minutes, _columns(r), r.model_set)
     cols = {k: v[keep] for k, v in _columns(r).items()}
     return _frame(r.tokens.filter(pl.Series(keep)), r.ts_minutes[keep], cols, r.model_set)
 

@@ -17,6 +17,16 @@ from memed.features.spec import FeatureSpec, build_spec
 BAR_INPUTS = ("open", "high", "low", "close", "volume", "liquidity", "buys", "sells", "market_cap")
 
 
+@njit(cache=True, inline="always")
+def _run_span(s: np.ndarray, lo: int, hi: int, ts: np.ndarray, x: np.ndarray, p: np.ndarray, out: np.ndarray,
+              status: np.ndarray, nbars: np.ndarray) -> None:  # fmt: skip
+    """Rows ``lo .. hi`` of one token, in time order, continuing the token's state ``s``."""
+    for i in range(lo, hi):
+        status[i] = advance(s, out[i], p, ts[i], x[0, i], x[1, i], x[2, i], x[3, i], x[4, i], x[5, i],
+                            x[6, i], x[7, i], x[8, i])  # fmt: skip
+        nbars[i] = s[N]
+
+
 @njit(cache=True, nogil=True)
 def _run_groups(spans: np.ndarray, ts: np.ndarray, x: np.ndarray, p: np.ndarray, init: np.ndarray,
                 out: np.ndarray, status: np.ndarray, nbars: np.ndarray) -> None:  # fmt: skip
@@ -27,24 +37,23 @@ def _run_groups(spans: np.ndarray, ts: np.ndarray, x: np.ndarray, p: np.ndarray,
     Parallelism comes from threads running this function on disjoint sets of tokens (it releases the GIL).
     """
     for g in range(len(spans)):
-        s = init.copy()
-        for i in range(spans[g, 0], spans[g, 1]):
-            status[i] = advance(
-                s,
-                out[i],
-                p,
-                ts[i],
-                x[0, i],
-                x[1, i],
-                x[2, i],
-                x[3, i],
-                x[4, i],
-                x[5, i],
-                x[6, i],
-                x[7, i],
-                x[8, i],
-            )
-            nbars[i] = s[N]
+        _run_span(init.copy(), spans[g, 0], spans[g, 1], ts, x, p, out, status, nbars)
+
+
+@njit(cache=True, nogil=True)
+def run_block(bounds: np.ndarray, carry: np.ndarray, continues: bool, ts: np.ndarray, x: np.ndarray,
+              p: np.ndarray, init: np.ndarray, out: np.ndarray, status: np.ndarray,
+              nbars: np.ndarray) -> None:  # fmt: skip
+    """One block of consecutive rows holding whole tokens or pieces of them (token ``g`` is rows
+    ``bounds[g] .. bounds[g+1]`` of the block's arrays). The first piece continues ``carry`` (the state its
+    token had at the end of the previous block) when ``continues``; every other token starts fresh. On
+    return ``carry`` holds the state of the block's last token, for the block after it. Cutting a history
+    into blocks this way gives exactly the features of one pass over it."""
+    for g in range(len(bounds) - 1):
+        s = carry.copy() if (g == 0 and continues) else init.copy()
+        _run_span(s, bounds[g], bounds[g + 1], ts, x, p, out, status, nbars)
+        if g == len(bounds) - 2:
+            carry[:] = s
 
 
 def epoch_minutes(ts: pl.Series) -> np.ndarray:

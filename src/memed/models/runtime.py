@@ -102,20 +102,31 @@ def run_stateful(runner: ModelRunner, sequences: list[np.ndarray], batch: int = 
     (verified bit-identical), else steps every sequence side by side, one call per step."""
     seq = runner.sequence_session()
     if seq is not None:
-        return [_run_sequence(seq, runner, s) for s in sequences]
+        return [run_sequence(seq, runner, s)[0] for s in sequences]
     return step_stateful(runner, sequences, batch)
 
 
-def _run_sequence(seq: ort.InferenceSession, runner: ModelRunner, x: np.ndarray) -> np.ndarray:
+def run_sequence(
+    seq: ort.InferenceSession,
+    runner: ModelRunner,
+    x: np.ndarray,
+    state: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One token's consecutive steps ``x`` [T, F] through the whole-sequence graph ``seq``, from ``state``
+    (``h``, ``c``; zero when ``None``): ``p_up`` [T, H] and the state after the last step, to continue
+    from exactly where stepping would be."""
     layers, hidden = runner.entry.state_shape
-    h = np.zeros((layers, 1, hidden), dtype=np.float32)
-    c = np.zeros_like(h)
+    if state is None:
+        h = np.zeros((layers, 1, hidden), dtype=np.float32)
+        c = np.zeros_like(h)
+    else:
+        h, c = state
     out = np.empty((len(x), runner.n_horizons))
     for a in range(0, len(x), SEQUENCE_CHUNK):
         chunk = np.ascontiguousarray(x[a : a + SEQUENCE_CHUNK], dtype=np.float64)[None]
         p, h, c = seq.run(None, {"features": chunk, "h": h, "c": c})
         out[a : a + SEQUENCE_CHUNK] = p[0]
-    return out
+    return out, (h, c)
 
 
 def step_stateful(runner: ModelRunner, sequences: list[np.ndarray], batch: int = 100_000) -> list[np.ndarray]:

@@ -137,40 +137,42 @@ def main() -> None:
     replay_signals(DecisionPath(ms, cfg), bars.head(2000), whole(bars.head(2000)))
     warm_s = time.perf_counter() - t0
 
+    # Rounds: each times a serial replay, an overlapped replay and raw inference back to back, so that
+    # the ratios compare runs taken under the same conditions (this machine's speed drifts by 10-20 %).
     modes = {"serial": False, "overlapped": True}
-    runs = {
-        m: [replay_once(ms, cfg, bars, overlap) for _ in range(args.repeat + 1)]
-        for m, overlap in modes.items()
-    }
-    raws = [raw_inference(DecisionPath(ms, cfg), bars) for _ in range(args.repeat + 1)][1:]
-    raw_s = float(np.median([r[0] for r in raws]))
-    scored = raws[0][1]
-    first_run = runs["overlapped"][0]
-    n = first_run["rows"]
+    rounds = []
+    for _ in range(args.repeat + 1):
+        r = {m: replay_once(ms, cfg, bars, overlap) for m, overlap in modes.items()}
+        raw_s, scored = raw_inference(DecisionPath(ms, cfg), bars)
+        rounds.append((r, raw_s))
+    first, steady = rounds[0][0], rounds[1:]
+    n = first["overlapped"]["rows"]
+    raw = sorted(raw_s for _, raw_s in steady)
     print(f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over "
-          f"{first_run['minutes']:,} minutes, {scored:,} scored; model set {ms.id} "
-          f"({', '.join(first_run['models'])}); blocks of {BLOCK_ROWS:,} rows; medians (ranges) of "
-          f"{args.repeat} timed replays after a first one")  # fmt: skip
+          f"{first['overlapped']['minutes']:,} minutes, {scored:,} scored; model set {ms.id} "
+          f"({', '.join(first['overlapped']['models'])}); blocks of {BLOCK_ROWS:,} rows; medians (ranges) "
+          f"of {args.repeat} timed rounds after a first one")  # fmt: skip
     print(f"one-off warm-up (numba cache, sequence graph): {warm_s:.2f} s; first full replay (fresh memory "
-          f"pages, see the README): serial {runs['serial'][0]['total']:.3f} s, overlapped "
-          f"{first_run['total']:.3f} s")  # fmt: skip
-    print(f"raw ONNX Runtime, same models, same inputs and batch shapes: {raw_s:.3f} s = "
-          f"{n / raw_s:,.0f} token-min/s")  # fmt: skip
+          f"pages, see the README): serial {first['serial']['total']:.3f} s, overlapped "
+          f"{first['overlapped']['total']:.3f} s")  # fmt: skip
+    print(f"raw ONNX Runtime, same models, same inputs and batch shapes: {np.median(raw):.3f} s "
+          f"({raw[0]:.3f}-{raw[-1]:.3f}) = {n / np.median(raw):,.0f} token-min/s")  # fmt: skip
     for mode in modes:
-        steady = runs[mode][1:]
+        runs = [r[mode] for r, _ in steady]
 
-        def med(key: str, steady: list[dict[str, Any]] = steady) -> float:
-            return float(np.median([r[key] for r in steady]))
+        def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
+            return float(np.median([r[key] for r in runs]))
 
-        def rate(key: str, steady: list[dict[str, Any]] = steady) -> str:
-            vals = sorted(n / r[key] for r in steady)
+        def rate(key: str, runs: list[dict[str, Any]] = runs) -> str:
+            vals = sorted(n / r[key] for r in runs)
             return f"{n / med(key):,.0f} token-min/s ({vals[0]:,.0f}-{vals[-1]:,.0f})"
 
+        ratios = sorted(raw_s / r[mode]["total"] for r, raw_s in steady)
         stages = ("features", "features_wait", "inference", "decision", "simulation", "replay", "total")
         print(f"{mode}: seconds " + ", ".join(f"{k} {med(k):.3f}" for k in stages))
-        print(f"  replay + simulation {rate('total')} = {raw_s / med('total'):.0%} of raw inference speed "
-              f"| everything but inference {rate('non_inference')} | features alone "
-              f"{rate('features')}")  # fmt: skip
+        print(f"  replay + simulation {rate('total')} = {np.median(ratios):.0%} "
+              f"({ratios[0]:.0%}-{ratios[-1]:.0%}) of raw inference speed | everything but inference "
+              f"{rate('non_inference')} | features alone {rate('features')}")  # fmt: skip
 
     if args.minute_loop:
         part = bars.filter(pl.col("ts") < first + timedelta(minutes=args.minute_loop))

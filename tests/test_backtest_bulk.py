@@ -17,7 +17,7 @@ from memed.backtest.replay import replay_signals, replay_signals_minutewise
 from memed.config import parse_config
 from memed.data import synth_market
 from memed.features import build_spec
-from memed.features.batch import compute_features
+from memed.features.batch import by_token, compute_features
 from memed.history import BLOCK_ROWS, Scorer, history_rows, plan_blocks, ready_runs
 from memed.models.registry import ModelSet, load_model_set, resolve
 from memed.models.runtime import _providers, run_stateful, session_options, step_stateful
@@ -143,6 +143,20 @@ def test_blocks_cut_rows_and_record_token_continuity() -> None:
     whole = plan_blocks(starts, 8, split_tokens=False)
     assert [(b.a, b.b, b.continues, b.open_end) for b in whole] == [(0, 10, 0, 0), (10, 30, 0, 0)]
     assert plan_blocks(np.array([0]), 8, split_tokens=True) == []
+
+
+def test_frames_are_put_in_token_then_time_order_only_when_needed() -> None:
+    bars = synth_market(3, 20, seed=4).sort("token", "ts")
+    same, starts = by_token(bars)
+    assert same is bars  # already in order: not sorted again
+    sizes = bars.group_by("token", maintain_order=True).len()["len"].to_list()
+    assert starts.tolist() == np.cumsum([0, *sizes]).tolist()
+    shuffled = bars.sample(fraction=1.0, shuffle=True, seed=1)
+    fixed, starts2 = by_token(shuffled)
+    assert fixed.equals(bars)
+    assert starts2.tolist() == starts.tolist()
+    swapped = pl.concat([bars.slice(1, 1), bars.slice(0, 1), bars.slice(2)])  # one token's times out of order
+    assert by_token(swapped)[0].equals(bars)
 
 
 def test_stale_bars_are_dropped_as_the_stream_drops_them() -> None:

@@ -42,7 +42,7 @@ from numba import njit
 from numpy.lib.stride_tricks import sliding_window_view
 
 from memed.config import ModelName
-from memed.features.batch import bar_matrix, epoch_minutes, run_block, token_starts
+from memed.features.batch import bar_matrix, by_token, epoch_minutes, run_block, token_starts
 from memed.features.kernel import N_OUT, initial_state
 from memed.features.spec import FeatureSpec
 from memed.models.runtime import ModelRunner, run_sequence, run_stateful
@@ -60,7 +60,7 @@ WINDOW_BATCH = 2_048
 
 @dataclass
 class HistoryResult:
-    """One row per (non-stale) input bar, sorted by token then time; arrays as in ``MinuteResult``."""
+    """One row per (non-stale) input bar, sorted by time then token; arrays as in ``MinuteResult``."""
 
     tokens: pl.Series
     ts_minutes: np.ndarray
@@ -105,10 +105,10 @@ def _fresh(starts: np.ndarray, ts: np.ndarray, keep: np.ndarray) -> None:
 
 
 def history_rows(bars: pl.DataFrame) -> HistoryRows:
-    """The bars of a canonical frame as a replay decides them."""
-    bars = bars.sort("token", "ts", maintain_order=True)
+    """The bars of a canonical frame as a replay decides them (sorted by token then time, stably; a
+    frame already in that order, as loaded datasets are, is not sorted again)."""
+    bars, starts = by_token(bars)
     tokens, ts = bars["token"], epoch_minutes(bars["ts"])
-    starts = token_starts(tokens)
     keep = np.empty(len(ts), dtype=bool)
     _fresh(starts, ts, keep)
     stale = int(len(keep) - keep.sum())
@@ -313,10 +313,12 @@ def _token_books(
 
 @dataclass
 class _Outputs:
-    """The replay's per-row results, filled block by block."""
+    """The replay's per-row results, filled block by block: row ``i`` of the history (token-major) goes
+    to row ``dest[i]`` (time-major)."""
 
     n: int
     n_h: int
+    dest: np.ndarray
     action: np.ndarray = field(init=False)
     reason: np.ndarray = field(init=False)
     p: np.ndarray = field(init=False)
@@ -336,14 +338,14 @@ class _Outputs:
         self.cap = np.empty(n, dtype=np.int8)
 
     def store(self, blk: Block, horizon_p: np.ndarray, d: Decision, risk: RiskPlan, atr: np.ndarray) -> None:
-        a, b = blk.a, blk.b
-        self.action[a:b], self.reason[a:b] = d.action, d.reason
-        self.p[a:b], self.strength[a:b] = d.p, d.strength
-        self.horizon_p[a:b], self.atr[a:b], self.cap[a:b] = horizon_p, atr, risk.cap
+        at = self.dest[blk.a : blk.b]
+        self.action[at], self.reason[at] = d.action, d.reason
+        self.p[at], self.strength[at] = d.p, d.strength
+        self.horizon_p[at], self.atr[at], self.cap[at] = horizon_p, atr, risk.cap
         for j, arr in enumerate(
             (risk.entry, risk.stop_loss, risk.take_profit, risk.units, risk.notional, risk.risk_reward)
         ):
-            self.plan[j, a:b] = arr
+            self.plan[j, at] = arr
 
     def risk(self) -> RiskPlan:
         entry, stop_loss, take_profit, units, notional, risk_reward = self.plan
@@ -366,7 +368,16 @@ def process_history(
     scorer = Scorer(path.runners, n_h)
     blocks = plan_blocks(rows.starts, block_rows, scorer.splits_tokens)
     features = BlockFeatures(path.spec, rows)
-    res = _Outputs(n, n_h)
+    # results are written straight into time-major order (time, then token: the stable sort of the
+    # token-major rows by time), so the signals need no sort afterwards
+    order = np.argsort(ts, kind="stable")
+    dest = np.empty(n, dtype=np.int64)
+    dest[order] = np.arange(n)
+    res = _Outputs(n, n_h, dest)
+
+    def reorder() -> tuple[pl.Series, np.ndarray, np.ndarray, np.ndarray]:
+        return rows.tokens.gather(order), ts[order], close[order], notional[order]
+
     clock = {"decision": time.perf_counter() - t_start, "inference": 0.0, "features_wait": 0.0}
 
     def decide(blk: Block, probs: dict[str, np.ndarray], values: np.ndarray, ready: np.ndarray) -> None:
@@ -381,6 +392,7 @@ def process_history(
     # One helper thread, first in first out: block k+1's features, then block k's decisions, then block
     # k+2's features... while this thread scores; without overlap everything runs here, in order.
     with ThreadPoolExecutor(1, thread_name_prefix="memed-replay") as pool:
+        reordered = pool.submit(reorder) if overlap else None
         pending: Future[tuple[np.ndarray, np.ndarray]] | None = None
         decided: list[Future[None]] = []
         for k, blk in enumerate(blocks):
@@ -398,11 +410,12 @@ def process_history(
                 decide(blk, probs, values, ready)
         for f in decided:
             f.result()
+        tokens, ts, close, notional = reordered.result() if reordered is not None else reorder()
     path.timings["features"] += features.seconds
     for key, seconds in clock.items():
         path.timings[key] = path.timings.get(key, 0.0) + seconds
     return HistoryResult(
-        tokens=rows.tokens,
+        tokens=tokens,
         ts_minutes=ts,
         action=res.action,
         reason=res.reason,

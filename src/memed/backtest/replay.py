@@ -43,6 +43,7 @@ def _columns(r: Any) -> dict[str, np.ndarray]:
 def _frame(
     tokens: pl.Series, ts_min: np.ndarray, cols: dict[str, np.ndarray], model_set: str
 ) -> pl.DataFrame:
+    """The signals frame of rows already sorted by time then token."""
     actions = pl.Series(ACTIONS, dtype=pl.String)
     reasons = pl.Series(REASONS, dtype=pl.String)
     frame = pl.DataFrame({"token": tokens, "ts_min": ts_min, **cols})
@@ -55,7 +56,6 @@ def _frame(
         )
         .drop("ts_min")
         .select("token", "ts", pl.exclude("token", "ts"))
-        .sort("ts", "token", maintain_order=True)
     )
 
 

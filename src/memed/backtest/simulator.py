@@ -24,7 +24,7 @@ import polars as pl
 from numba import njit
 
 from memed.config import BacktestConfig
-from memed.features.batch import epoch_minutes, token_starts
+from memed.features.batch import by_token, epoch_minutes
 
 BUY_ACTIONS = ("BUY", "STRONG_BUY")
 EXIT_REASONS = ("stop_loss", "take_profit", "horizon")
@@ -81,9 +81,8 @@ class MarketBars:
 
 def market_bars(bars: pl.DataFrame) -> MarketBars:
     """The simulator's view of a canonical bar frame (any order)."""
-    bars = bars.sort("token", "ts")
+    bars, starts = by_token(bars)
     tokens = bars["token"]
-    starts = token_starts(tokens)
     f64 = pl.Float64
     cols = bars.select(
         pl.col("open", "high", "low", "close").cast(f64),

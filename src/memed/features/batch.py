@@ -93,8 +93,29 @@ def compute_raw(
 
 def token_starts(tokens: pl.Series) -> np.ndarray:
     """Row offsets where each token's rows begin in a frame sorted by token, plus the row count."""
-    change = np.flatnonzero((tokens != tokens.shift(1)).fill_null(True).to_numpy())
-    return np.append(change, len(tokens)).astype(np.int64)
+    lengths = tokens.rle().struct.field("len").to_numpy() if len(tokens) else np.zeros(0, dtype=np.int64)
+    starts: np.ndarray = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return starts
+
+
+@njit(cache=True)
+def _times_ascend(starts: np.ndarray, t: np.ndarray) -> bool:
+    for g in range(len(starts) - 1):
+        for i in range(starts[g] + 1, starts[g + 1]):
+            if t[i] < t[i - 1]:
+                return False
+    return True
+
+
+def by_token(bars: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """``bars`` sorted by token then time (stably), and :func:`token_starts` of the result. A frame
+    already in that order, as loaded datasets are, is returned as it is (checking costs well under a
+    millisecond per 100k rows; sorting, a few)."""
+    starts = token_starts(bars["token"])
+    if not (bars["token"].is_sorted() and _times_ascend(starts, bars["ts"].to_physical().to_numpy())):
+        bars = bars.sort("token", "ts", maintain_order=True)
+        starts = token_starts(bars["token"])
+    return bars, starts
 
 
 def run_kernel(

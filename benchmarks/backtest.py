@@ -4,8 +4,10 @@ Replays every bar of the real 1-minute sets through the decision path's bulk for
 (``DecisionPath.process_history``, what ``memed backtest`` runs; no training), then simulates execution,
 and reports token-minutes/s split into features, inference, decisions (books, ensemble, policy, risk)
 and simulation. In the same run it times the raw ONNX Runtime calls of the same models on the same
-inputs at the same batch shapes (the replay's blocks of ``BLOCK_ROWS`` rows; the LSTM's whole-sequence
-graph over each run of ready rows within a block), for the "replay vs raw inference" ratio.
+inputs, in the same order and batch shapes (the replay's blocks of ``BLOCK_ROWS`` rows; the LSTM's
+whole-sequence graph over each run of ready rows within a block), for the "replay vs raw inference"
+ratio. Each round times a serial replay (every stage in one thread), an overlapped one (the default) and
+raw inference back to back; ratios are taken within a round.
 
 With ``--minute-loop N`` it also replays the first N minutes through the daemon's minute loop
 (``DecisionPath.process``, one call per minute) and the bulk form, and prints both speeds and the largest
@@ -37,33 +39,35 @@ from memed.pipeline import DecisionPath
 
 
 def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
-    """Seconds spent in ONNX Runtime alone scoring what the replay scores, at the replay's batch shapes
-    (the same blocks; inputs prepared beforehand, only ``session.run`` timed), and the number of ready
-    rows. Tabular models score every row of a block (the replay discards the few unready rows' outputs);
-    the LSTM's whole-sequence graph runs over each run of ready rows within a block, in chunks of
-    ``SEQUENCE_CHUNK``, its state carried across blocks as the replay carries it."""
+    """Seconds spent in ONNX Runtime alone scoring what the replay scores, in the replay's order and
+    batch shapes, and the number of ready rows. Block by block, as the replay: the block's features are
+    computed (not timed; they are as fresh in the caches as the replay's), then only the models'
+    ``session.run`` calls are timed: each tabular model on every row of the block (the replay discards the
+    few unready rows' outputs), the LSTM's whole-sequence graph over each run of ready rows within the
+    block, in chunks of ``SEQUENCE_CHUNK``, its state carried across blocks as the replay carries it."""
     rows = history_rows(bars)
     scorer = Scorer(path.runners, len(path.model_set.manifest.horizons))
     features = BlockFeatures(path.spec, rows)
-    blocks = [(blk, *features(blk)) for blk in plan_blocks(rows.starts, BLOCK_ROWS, scorer.splits_tokens)]
+    state: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     spent = 0.0
-    for runner in path.runners.values():
-        kind = runner.entry.kind
-        if kind == "tabular":
-            for _, values, _ in blocks:
+    scored = 0
+    for blk in plan_blocks(rows.starts, BLOCK_ROWS, scorer.splits_tokens):
+        values, ready = features(blk)
+        scored += int(ready.sum())
+        runs = ready_runs(blk.bounds, ready).tolist()
+        for name, runner in path.runners.items():
+            kind = runner.entry.kind
+            if kind == "tabular":
                 t = time.perf_counter()
                 runner.session.run(None, {"features": values})
                 spent += time.perf_counter() - t
-        elif kind == "stateful":
-            seq = runner.sequence_session()
-            assert seq is not None, "the LSTM has no whole-sequence form"
-            layers, hidden = runner.entry.state_shape
-            zero = np.zeros((layers, 1, hidden), dtype=np.float32)
-            h, c = zero, zero
-            for blk, values, ready in blocks:
-                for a, b in ready_runs(blk.bounds, ready).tolist():
-                    if not (a == 0 and blk.continues):
-                        h, c = zero, zero
+            elif kind == "stateful":
+                seq = runner.sequence_session()
+                assert seq is not None, "the LSTM has no whole-sequence form"
+                layers, hidden = runner.entry.state_shape
+                zero = np.zeros((layers, 1, hidden), dtype=np.float32)
+                for a, b in runs:
+                    h, c = state[name] if (a == 0 and blk.continues and name in state) else (zero, zero)
                     chunks = [
                         values[s : min(s + SEQUENCE_CHUNK, b)][None] for s in range(a, b, SEQUENCE_CHUNK)
                     ]
@@ -71,9 +75,10 @@ def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
                     for chunk in chunks:
                         _, h, c = seq.run(None, {"features": chunk, "h": h, "c": c})
                     spent += time.perf_counter() - t
-        else:
-            raise SystemExit(f"{runner.entry.name}: window models are not in the default set")
-    return spent, int(sum(int(ready.sum()) for _, _, ready in blocks))
+                    state[name] = (h, c)
+            else:
+                raise SystemExit(f"{runner.entry.name}: window models are not in the default set")
+    return spent, scored
 
 
 def replay_once(ms: ModelSet, cfg: MemedConfig, bars: pl.DataFrame, overlap: bool) -> dict[str, Any]:
@@ -145,16 +150,17 @@ def main() -> None:
         r = {m: replay_once(ms, cfg, bars, overlap) for m, overlap in modes.items()}
         raw_s, scored = raw_inference(DecisionPath(ms, cfg), bars)
         rounds.append((r, raw_s))
-    first, steady = rounds[0][0], rounds[1:]
-    n = first["overlapped"]["rows"]
+    first_round, steady = rounds[0][0], rounds[1:]
+    cold = first_round["overlapped"]
+    n = cold["rows"]
     raw = sorted(raw_s for _, raw_s in steady)
     print(f"data: {', '.join(str(f) for f in folders)}: {n:,} token-minutes over "
-          f"{first['overlapped']['minutes']:,} minutes, {scored:,} scored; model set {ms.id} "
-          f"({', '.join(first['overlapped']['models'])}); blocks of {BLOCK_ROWS:,} rows; medians (ranges) "
+          f"{cold['minutes']:,} minutes, {scored:,} scored; model set {ms.id} "
+          f"({', '.join(cold['models'])}); blocks of {BLOCK_ROWS:,} rows; medians (ranges) "
           f"of {args.repeat} timed rounds after a first one")  # fmt: skip
     print(f"one-off warm-up (numba cache, sequence graph): {warm_s:.2f} s; first full replay (fresh memory "
-          f"pages, see the README): serial {first['serial']['total']:.3f} s, overlapped "
-          f"{first['overlapped']['total']:.3f} s")  # fmt: skip
+          f"pages, see the README): serial {first_round['serial']['total']:.3f} s, overlapped "
+          f"{cold['total']:.3f} s")  # fmt: skip
     print(f"raw ONNX Runtime, same models, same inputs and batch shapes: {np.median(raw):.3f} s "
           f"({raw[0]:.3f}-{raw[-1]:.3f}) = {n / np.median(raw):,.0f} token-min/s")  # fmt: skip
     for mode in modes:

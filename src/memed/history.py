@@ -223,6 +223,8 @@ class Scorer:
     runners: Mapping[ModelName, ModelRunner]
     n_h: int
     carries: dict[str, SequenceCarry] = field(default_factory=dict)
+    seconds: float = 0.0
+    """Time inside the models' calls (ONNX Runtime and its thin wrappers), not the bookkeeping around."""
 
     @property
     def splits_tokens(self) -> bool:
@@ -241,14 +243,18 @@ class Scorer:
         for name, runner in self.runners.items():
             kind = runner.entry.kind
             if kind == "tabular":
+                t0 = time.perf_counter()
                 p = runner.predict(values) if len(values) else np.empty((0, self.n_h))
+                self.seconds += time.perf_counter() - t0
                 p[~ready] = np.nan
             else:
                 p = np.full((len(values), self.n_h), np.nan)
+                t0 = time.perf_counter()
                 if kind == "stateful":
                     self._score_stateful(name, runner, blk, values, runs, p)
                 else:
                     _score_window(runner, values, runs, p)
+                self.seconds += time.perf_counter() - t0
             out[name] = p
         return out
 
@@ -401,9 +407,7 @@ def process_history(
             t1 = time.perf_counter()
             pending = pool.submit(features, blocks[k + 1]) if overlap and k + 1 < len(blocks) else None
             probs = scorer.score(blk, values, ready)
-            t2 = time.perf_counter()
             clock["features_wait"] += t1 - t0
-            clock["inference"] += t2 - t1
             if overlap:
                 decided.append(pool.submit(decide, blk, probs, values, ready))
             else:
@@ -411,6 +415,7 @@ def process_history(
         for f in decided:
             f.result()
         tokens, ts, close, notional = reordered.result() if reordered is not None else reorder()
+    clock["inference"] = scorer.seconds
     path.timings["features"] += features.seconds
     for key, seconds in clock.items():
         path.timings[key] = path.timings.get(key, 0.0) + seconds

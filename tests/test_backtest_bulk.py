@@ -137,9 +137,9 @@ def test_bulk_replay_equals_the_minute_loop(
 def test_blocks_cut_rows_and_record_token_continuity() -> None:
     starts = np.array([0, 10, 12, 30])  # tokens of 10, 2 and 18 rows
     cut = plan_blocks(starts, 8, split_tokens=True)
-    assert [(b.a, b.b) for b in cut] == [(0, 8), (8, 16), (16, 24), (24, 30)]
-    assert [b.bounds.tolist() for b in cut] == [[0, 8], [0, 2, 4, 8], [0, 8], [0, 6]]
-    assert [(b.continues, b.open_end) for b in cut] == [(0, 1), (1, 1), (1, 1), (1, 0)]
+    assert [(b.a, b.b) for b in cut] == [(0, 2), (2, 10), (10, 18), (18, 26), (26, 30)]  # a short first one
+    assert [b.bounds.tolist() for b in cut] == [[0, 2], [0, 8], [0, 2, 8], [0, 8], [0, 4]]
+    assert [(b.continues, b.open_end) for b in cut] == [(0, 1), (1, 0), (0, 1), (1, 1), (1, 0)]
     whole = plan_blocks(starts, 8, split_tokens=False)
     assert [(b.a, b.b, b.continues, b.open_end) for b in whole] == [(0, 10, 0, 0), (10, 30, 0, 0)]
     assert plan_blocks(np.array([0]), 8, split_tokens=True) == []

@@ -136,11 +136,13 @@ class Block:
 
 
 def plan_blocks(starts: np.ndarray, block_rows: int, split_tokens: bool) -> list[Block]:
-    """Cut rows ``0 .. starts[-1]`` into blocks of about ``block_rows``: at every ``block_rows`` rows
-    when tokens may be split, else at the first token boundary after ``block_rows`` rows."""
+    """Cut rows ``0 .. starts[-1]`` into blocks of about ``block_rows``: when tokens may be split, a
+    first block of a quarter of that (its features are the only ones nothing overlaps) and then every
+    ``block_rows`` rows; else at the first token boundary after ``block_rows`` rows."""
     n = int(starts[-1])
     if split_tokens:
-        cuts = [*range(0, n, block_rows), n]
+        first = max(1, block_rows // 4)
+        cuts = [0, *range(first, n, block_rows), n] if n > first else [0, n]
     else:
         cuts = [0]
         for s in starts[1:-1].tolist():
@@ -159,21 +161,30 @@ def plan_blocks(starts: np.ndarray, block_rows: int, split_tokens: bool) -> list
     return blocks
 
 
+@njit(cache=True)
+def _runs(token_starts: np.ndarray, ready: np.ndarray, out: np.ndarray) -> int:
+    k = 0
+    for g in range(len(token_starts) - 1):
+        i, end = token_starts[g], token_starts[g + 1]
+        while i < end:
+            if not ready[i]:
+                i += 1
+                continue
+            j = i
+            while j < end and ready[j]:
+                j += 1
+            out[k, 0], out[k, 1] = i, j
+            k += 1
+            i = j
+    return k
+
+
 def ready_runs(token_starts: np.ndarray, ready: np.ndarray) -> np.ndarray:
     """``[start, end)`` row ranges of each run of consecutive ready bars within a token: the stretches
     over which the daemon carries a token's sequence-model state (it resets it on every unready bar)."""
-    n = len(ready)
-    if n == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    first = np.zeros(n, dtype=bool)
-    first[token_starts[:-1]] = True
-    prev_ready = np.r_[False, ready[:-1]]
-    begins = np.flatnonzero(ready & (first | ~prev_ready))
-    last = np.zeros(n, dtype=bool)
-    last[token_starts[1:] - 1] = True
-    next_ready = np.r_[ready[1:], False]
-    ends = np.flatnonzero(ready & (last | ~next_ready)) + 1
-    return np.column_stack([begins, ends]).astype(np.int64)
+    out = np.empty((len(ready) // 2 + len(token_starts), 2), dtype=np.int64)
+    k = _runs(np.asarray(token_starts, dtype=np.int64), np.asarray(ready, dtype=np.bool_), out)
+    return out[:k]
 
 
 class BlockFeatures:

@@ -254,6 +254,9 @@ def _run(
     return n_tr, n_cv, fees, turnover
 
 
+_PLAN = ("units", "entry", "stop_loss", "take_profit")
+
+
 def simulate(
     signals: pl.DataFrame,
     market: MarketBars,
@@ -267,31 +270,37 @@ def simulate(
 
     ``window_end`` (optional, fold → epoch minute) forces exits at the end of each test window.
     """
-    used = ["token", "ts", "action", "units", "entry", "stop_loss", "take_profit"]
-    if "fold" in signals.columns:
-        used.append("fold")
-    rows = (
-        signals.select(used)  # only what the simulator reads, before rows are gathered
+    names = market.names
+    has_fold = window_end is not None and "fold" in signals.columns
+    rows = (  # one query: only the columns the simulator reads, in time order, as the kernel takes them
+        signals.lazy()
+        .select("token", "ts", "action", "units", "entry", "stop_loss", "take_profit", *(["fold"] * has_fold))
         .filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS]))
         .sort("ts", "token", maintain_order=True)
+        .select(
+            (pl.col("ts").dt.epoch("us") / 60e6).cast(pl.Float64).alias("ts"),
+            pl.col("token").replace_strict(names, range(len(names)), default=-1, return_dtype=pl.Int64),
+            pl.when(pl.col("action").is_in(BUY_ACTIONS)).then(1.0).otherwise(-1.0).alias("side"),
+            *[pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in _PLAN],
+            *(["fold"] * has_fold),
+        )
+        .collect()
     )
-    names = market.names
     n = rows.height
     cap = np.full(n, np.inf)
-    if window_end is not None and "fold" in rows.columns and n:
+    if window_end is not None and has_fold and n:
         cap = np.array([window_end[int(f)] for f in rows["fold"].to_list()])
-    f64 = np.float64
     trades = np.empty((n, 12))
     curve = np.empty((2 * n, 3))
     counts = np.zeros(4, dtype=np.int64)
     n_tr, n_cv, fees, turnover = _run(
-        (rows["ts"].dt.epoch("us").to_numpy() / 60e6).astype(f64) if n else np.empty(0),
-        rows["token"].replace_strict(names, range(len(names)), default=-1, return_dtype=pl.Int64).to_numpy(),
-        np.where(rows["action"].is_in(BUY_ACTIONS).to_numpy(), 1.0, -1.0),
-        rows["units"].cast(pl.Float64).to_numpy(),
-        rows["entry"].cast(pl.Float64).to_numpy(),
-        rows["stop_loss"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-        rows["take_profit"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
+        rows["ts"].to_numpy(),
+        rows["token"].to_numpy(),
+        rows["side"].to_numpy(),
+        rows["units"].to_numpy(),
+        rows["entry"].to_numpy(),
+        rows["stop_loss"].to_numpy(),
+        rows["take_profit"].to_numpy(),
         cap,
         market.arrays(),
         float(equity0),

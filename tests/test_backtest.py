@@ -158,6 +158,10 @@ def test_simulator_caps_total_exposure() -> None:
     res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=5)
     assert res.trades.height == 1
     assert res.skipped["exposure_cap"] == 1
+    assert res.trades["token"].to_list() == ["A"]  # first come (time, then token), first served
+    # signals in any order are traded in time-then-token order
+    flipped = simulate(sig.reverse(), bars, cfg, equity0=1000, hold_minutes=5)
+    assert flipped.trades.equals(res.trades)
 
 
 @pytest.fixture(scope="module")

@@ -272,19 +272,21 @@ def simulate(
     """
     names = market.names
     has_fold = window_end is not None and "fold" in signals.columns
-    rows = (  # one query: only the columns the simulator reads, in time order, as the kernel takes them
-        signals.lazy()
-        .select("token", "ts", "action", "units", "entry", "stop_loss", "take_profit", *(["fold"] * has_fold))
-        .filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS]))
-        .sort("ts", "token", maintain_order=True)
-        .select(
-            (pl.col("ts").dt.epoch("us") / 60e6).cast(pl.Float64).alias("ts"),
-            pl.col("token").replace_strict(names, range(len(names)), default=-1, return_dtype=pl.Int64),
-            pl.when(pl.col("action").is_in(BUY_ACTIONS)).then(1.0).otherwise(-1.0).alias("side"),
-            *[pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in _PLAN],
-            *(["fold"] * has_fold),
-        )
-        .collect()
+    trades_only = signals.select(
+        "token", "ts", "action", "units", "entry", "stop_loss", "take_profit", *(["fold"] * has_fold)
+    ).filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS]))
+    step = pl.col("ts").diff()
+    in_order = trades_only.select(  # as the replay writes them: no sort needed
+        ((step > 0) | ((step == 0) & (pl.col("token") > pl.col("token").shift()))).fill_null(True).all()
+    ).item()
+    if not in_order:
+        trades_only = trades_only.sort("ts", "token", maintain_order=True)
+    rows = trades_only.select(  # as the kernel takes them
+        (pl.col("ts").dt.epoch("us") / 60e6).cast(pl.Float64).alias("ts"),
+        pl.col("token").replace_strict(names, range(len(names)), default=-1, return_dtype=pl.Int64),
+        pl.when(pl.col("action").is_in(BUY_ACTIONS)).then(1.0).otherwise(-1.0).alias("side"),
+        *[pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in _PLAN],
+        *(["fold"] * has_fold),
     )
     n = rows.height
     cap = np.full(n, np.inf)

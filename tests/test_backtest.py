@@ -19,8 +19,8 @@ import pytest
 from broker import Mosquitto
 from conftest import TINY_TOML
 from daemon_helpers import daemon_config, read_jsonl, wait_until
-from memed.backtest.folds import choose_workers
-from memed.backtest.plan import check_embargo, plan_folds
+from memed.backtest.folds import choose_workers, fold_of
+from memed.backtest.plan import Fold, check_embargo, plan_folds
 from memed.backtest.run import run_backtest
 from memed.backtest.simulator import MarketBars, TokenBars, simulate
 from memed.config import BacktestConfig, parse_config
@@ -352,3 +352,15 @@ def test_backtest_replay_equals_the_daemon_over_mosquitto(
                 assert abs(d["risk"][key] - row[col]) <= 1e-9 * max(1.0, abs(row[col]))
         compared += 1
     assert compared == sig.height
+
+
+def test_signals_are_labelled_with_their_fold() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def fold(i: int, start: int, end: int) -> Fold:
+        return Fold(i, t0, t0, t0 + timedelta(minutes=start), t0 + timedelta(minutes=end), retrain=False)
+
+    folds = [fold(0, 0, 10), fold(1, 10, 20), fold(2, 15, 30)]  # 1 and 2 overlap: the later one wins
+    minutes = [25, 0, 9, 10, 14, 15, 29, 30, -1]  # any order
+    ts = pl.Series([t0 + timedelta(minutes=m) for m in minutes], dtype=pl.Datetime("us", "UTC"))
+    assert fold_of(ts, folds).to_list() == [2, 0, 0, 1, 1, 2, 2, None, None]

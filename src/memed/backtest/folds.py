@@ -14,9 +14,11 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import polars as pl
 
 from memed.backtest.plan import Fold
@@ -93,12 +95,30 @@ def run_group(
     timings["replay"] = time.perf_counter() - t0
     timings |= path.timings
     if sig.height:
-        fold_of = pl.lit(None, dtype=pl.Int64)
-        for f in group:
-            inside = (pl.col("ts") >= f.test_start) & (pl.col("ts") < f.test_end)
-            fold_of = pl.when(inside).then(f.index).otherwise(fold_of)
-        sig = sig.with_columns(fold_of.alias("fold"))
+        sig = sig.with_columns(pl.Series("fold", fold_of(sig["ts"], group)))
     return GroupResult(index, model_set.id, sig, timings)
+
+
+def fold_of(ts: pl.Series, folds: list[Fold]) -> pl.Series:
+    """The fold whose test window ``[start, end)`` holds each timestamp (the last such fold in ``folds``
+    order where windows overlap; null where none does)."""
+    t = ts.dt.epoch("us").to_numpy()
+    order = np.argsort(t, kind="stable")
+    t_sorted = t[order]
+
+    def edges(times: list[datetime]) -> np.ndarray:
+        us = pl.Series(times, dtype=pl.Datetime("us", "UTC")).dt.epoch("us").to_numpy()
+        out: np.ndarray = np.searchsorted(t_sorted, us, side="left")
+        return out
+
+    lo, hi = edges([f.test_start for f in folds]), edges([f.test_end for f in folds])
+    fold_sorted = np.full(len(t), -1, dtype=np.int64)
+    for f, a, b in zip(folds, lo.tolist(), hi.tolist(), strict=True):
+        fold_sorted[a:b] = f.index
+    fold = np.empty_like(fold_sorted)
+    fold[order] = fold_sorted
+    frame = pl.DataFrame({"fold": fold})
+    return frame.select(pl.when(pl.col("fold") >= 0).then(pl.col("fold")).alias("fold")).to_series()
 
 
 def _available_memory() -> int:

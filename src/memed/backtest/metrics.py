@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -11,25 +12,83 @@ import polars as pl
 HOURS_PER_YEAR = 24 * 365
 
 
+HOUR_US = 3_600_000_000
+
+
+@dataclass(frozen=True)
+class EquityEvents:
+    """A realised equity curve as arrays: microseconds since the epoch (ascending) and equity."""
+
+    ts: np.ndarray
+    equity: np.ndarray
+
+    @classmethod
+    def of(cls, equity: pl.DataFrame) -> EquityEvents:
+        if equity.is_empty():
+            return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
+        eq = equity.select("ts", "equity").sort("ts", maintain_order=True)
+        return cls(eq["ts"].dt.epoch("us").to_numpy(), eq["equity"].to_numpy().astype(np.float64))
+
+    def hourly(self, equity0: float, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """(grid, equity): every hour from ``start`` to ``end`` inclusive (µs), with the equity realised
+        by then (the last event at or before the hour; ``equity0`` before the first)."""
+        grid = np.arange(_us(start), _us(end) + 1, HOUR_US, dtype=np.int64)
+        at = np.searchsorted(self.ts, grid, side="right") - 1
+        values = self.equity[np.maximum(at, 0)] if len(self.ts) else np.zeros(len(grid))
+        return grid, np.where(at >= 0, values, equity0)
+
+
+def _us(t: datetime) -> int:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def hourly_equity(equity: pl.DataFrame, equity0: float, start: datetime, end: datetime) -> pl.DataFrame:
     """Realised equity sampled at every hour of ``[start, end]`` (forward filled)."""
-    grid = pl.DataFrame({"ts": pl.datetime_range(start, end, "1h", time_zone="UTC", eager=True)})
-    if equity.is_empty():
-        return grid.with_columns(pl.lit(equity0).alias("equity"))
-    joined = grid.join_asof(equity.select("ts", "equity").sort("ts"), on="ts", strategy="backward")
-    return joined.with_columns(pl.col("equity").fill_null(equity0))
+    grid, values = EquityEvents.of(equity).hourly(equity0, start, end)
+    return pl.DataFrame({"ts": pl.Series(grid).cast(pl.Datetime("us", "UTC")), "equity": values})
+
+
+@dataclass(frozen=True)
+class TradeArrays:
+    """The trade columns the metrics read: entry time (µs), P&L, minutes held, entry notional."""
+
+    entry_us: np.ndarray
+    pnl: np.ndarray
+    held_minutes: np.ndarray
+    notional: np.ndarray
+
+    @classmethod
+    def of(cls, trades: pl.DataFrame) -> TradeArrays:
+        if not trades.height:
+            z = np.zeros(0)
+            return cls(np.zeros(0, dtype=np.int64), z, z, z)
+        dur = (trades["exit_ts"] - trades["entry_ts"]).dt.total_minutes().to_numpy() + 1
+        return cls(trades["entry_ts"].dt.epoch("us").to_numpy(), trades["pnl"].to_numpy(), dur,
+                   trades["entry_notional"].to_numpy())  # fmt: skip
+
+    def entered(self, start: datetime, end: datetime) -> TradeArrays:
+        """The trades entered in ``[start, end)``."""
+        m = (self.entry_us >= _us(start)) & (self.entry_us < _us(end))
+        return TradeArrays(self.entry_us[m], self.pnl[m], self.held_minutes[m], self.notional[m])
 
 
 def trading_metrics(
-    trades: pl.DataFrame,
-    equity: pl.DataFrame,
+    trades: pl.DataFrame | TradeArrays,
+    equity: pl.DataFrame | EquityEvents,
     equity0: float,
     start: datetime,
     end: datetime,
     fees: float,
     turnover: float,
 ) -> dict[str, float]:
-    curve = hourly_equity(equity, equity0, start, end)["equity"].to_numpy()
+    tr = trades if isinstance(trades, TradeArrays) else TradeArrays.of(trades)
+    events = equity if isinstance(equity, EquityEvents) else EquityEvents.of(equity)
+    curve = events.hourly(equity0, start, end)[1]
     final = float(curve[-1]) if len(curve) else equity0
     base = float(curve[0]) if len(curve) else equity0  # equity when the period starts
     total = final / base - 1.0
@@ -42,12 +101,9 @@ def trading_metrics(
     mean = float(np.mean(rets)) if len(rets) else 0.0
     peak = np.maximum.accumulate(curve) if len(curve) else np.array([equity0])
     dd = float(np.max(1 - curve / peak)) if len(curve) else 0.0
-    pnl = trades["pnl"].to_numpy() if trades.height else np.zeros(0)
+    pnl = tr.pnl
     gains, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
-    held = 0.0
-    if trades.height:
-        dur = (trades["exit_ts"] - trades["entry_ts"]).dt.total_minutes().to_numpy() + 1
-        held = float(np.sum(dur * trades["entry_notional"].to_numpy()))
+    held = float(np.sum(tr.held_minutes * tr.notional)) if len(pnl) else 0.0
     span_min = max((end - start).total_seconds() / 60, 1.0)
     return {
         "total_return": total,

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from memed.backtest.folds import fold_groups, run_groups
-from memed.backtest.metrics import trading_metrics
+from memed.backtest.metrics import EquityEvents, TradeArrays, trading_metrics
 from memed.backtest.plan import Fold, check_embargo, plan_folds
 from memed.backtest.simulator import SimResult, market_bars, simulate
 from memed.config import MemedConfig, RiskConfig
@@ -74,9 +74,12 @@ def _baseline_signals(
 
 def _buy_and_hold(bars: pl.DataFrame, folds: list[Fold], equity0: float) -> pl.DataFrame:
     rows = []
+    by_time = bars.select("token", "ts", "close").sort("ts", maintain_order=True)
+    t = by_time["ts"]
     for f in folds:
+        a, b = t.search_sorted(f.test_start, "left"), t.search_sorted(f.test_end, "left")
         first = (
-            bars.filter((pl.col("ts") >= f.test_start) & (pl.col("ts") < f.test_end))
+            by_time.slice(a, b - a)  # the fold's test window: a slice of the time-sorted bars
             .group_by("token")
             .agg(pl.col("ts").min(), pl.col("close").sort_by("ts").first())
         )
@@ -237,9 +240,11 @@ def _metrics(
 ) -> dict[str, Any]:
     joined = signals.join(labelled, on=["token", "ts"], how="left")
     out: dict[str, Any] = {"horizons": {}, "trading": {}, "folds": [], "warnings": []}
-    for scope, frame in [("overall", joined)] + [
-        (f"fold_{f.index}", joined.filter(pl.col("fold") == f.index)) for f in folds
-    ]:
+    by_fold = {int(k[0]): v for k, v in joined.partition_by("fold", as_dict=True).items()}
+    empty = joined.clear()
+    arrays = {name: (TradeArrays.of(sim.trades), EquityEvents.of(sim.equity)) for name, sim in sims.items()}
+    scopes = [("overall", joined)] + [(f"fold_{f.index}", by_fold.get(f.index, empty)) for f in folds]
+    for scope, frame in scopes:
         per_h: dict[str, Any] = {}
         for h in horizons:
             y = frame[f"y_{h}"].to_numpy().astype(float) if frame.height else np.zeros(0)
@@ -267,21 +272,14 @@ def _metrics(
         else:
             f = folds[int(scope.split("_")[1])]
             trading = {}
-            for name, sim in sims.items():
-                tr = (
-                    sim.trades.filter(
-                        (pl.col("entry_ts") >= f.test_start) & (pl.col("entry_ts") < f.test_end)
-                    )
-                    if sim.trades.height
-                    else sim.trades
-                )
-                trading[name] = trading_metrics(tr, sim.equity, equity0, f.test_start, f.test_end, 0.0, 0.0)
+            for name, (tr, eq) in arrays.items():
+                inside = tr.entered(f.test_start, f.test_end)
+                trading[name] = trading_metrics(inside, eq, equity0, f.test_start, f.test_end, 0.0, 0.0)
             out["folds"].append({"fold": f.index, "horizons": per_h, "trading": trading})
     start = min(f.test_start for f in folds)
     end = max(f.test_end for f in folds)
     for name, sim in sims.items():
-        out["trading"][name] = trading_metrics(
-            sim.trades, sim.equity, equity0, start, end, sim.fees, sim.turnover
-        )
+        tr, eq = arrays[name]
+        out["trading"][name] = trading_metrics(tr, eq, equity0, start, end, sim.fees, sim.turnover)
         out["trading"][name]["skipped_orders"] = float(sum(sim.skipped.values()))
     return out

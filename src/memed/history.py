@@ -45,7 +45,7 @@ from memed.config import ModelName
 from memed.features.batch import bar_matrix, by_token, epoch_minutes, run_block, token_starts
 from memed.features.kernel import N_OUT, initial_state
 from memed.features.spec import FeatureSpec
-from memed.models.runtime import ModelRunner, run_sequence, run_stateful
+from memed.models.runtime import ModelRunner, run_sequence, step_stateful
 from memed.signals.policy import Decision
 from memed.signals.risk import NOTIONAL_ALPHA, RiskPlan
 
@@ -140,6 +140,8 @@ def plan_blocks(starts: np.ndarray, block_rows: int, split_tokens: bool) -> list
     first block of a quarter of that (its features are the only ones nothing overlaps) and then every
     ``block_rows`` rows; else at the first token boundary after ``block_rows`` rows."""
     n = int(starts[-1])
+    if n == 0:
+        return []
     if split_tokens:
         first = max(1, block_rows // 4)
         cuts = [0, *range(first, n, block_rows), n] if n > first else [0, n]
@@ -149,8 +151,6 @@ def plan_blocks(starts: np.ndarray, block_rows: int, split_tokens: bool) -> list
             if s - cuts[-1] >= block_rows:
                 cuts.append(s)
         cuts.append(n)
-    if n == 0:
-        return []
     token_start = np.zeros(n + 1, dtype=bool)
     token_start[starts] = True
     blocks = []
@@ -221,19 +221,13 @@ class BlockFeatures:
 
 
 @dataclass
-class SequenceCarry:
-    """A stateful model's state at the end of the last block, where a ready run goes on into the next."""
-
-    state: tuple[np.ndarray, np.ndarray] | None = None
-
-
-@dataclass
 class Scorer:
     """Scores blocks in order with the served models, carrying sequence state between blocks."""
 
     runners: Mapping[ModelName, ModelRunner]
     n_h: int
-    carries: dict[str, SequenceCarry] = field(default_factory=dict)
+    carries: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Each stateful model's state at the end of the last block, where a ready run goes on into the next."""
     seconds: float = 0.0
     """Time inside the models' calls (ONNX Runtime and its thin wrappers), not the bookkeeping around."""
 
@@ -273,18 +267,18 @@ class Scorer:
         self, name: str, runner: ModelRunner, blk: Block, values: np.ndarray, runs: np.ndarray, p: np.ndarray
     ) -> None:
         seq = runner.sequence_session()
-        carry = self.carries.setdefault(name, SequenceCarry())
         spans = runs.tolist()
         if seq is None:  # whole tokens per block (see splits_tokens): step them side by side
-            for (a, b), pr in zip(spans, run_stateful(runner, [values[a:b] for a, b in spans]), strict=True):
+            for (a, b), pr in zip(spans, step_stateful(runner, [values[a:b] for a, b in spans]), strict=True):
                 p[a:b] = pr
             return
+        carried = self.carries.pop(name, None)
         end_state = None
         for a, b in spans:
-            start = carry.state if (a == 0 and blk.continues) else None
+            start = carried if (a == 0 and blk.continues) else None
             p[a:b], end_state = run_sequence(seq, runner, values[a:b], start)
-        last_ready = len(runs) > 0 and runs[-1, 1] == len(values)
-        carry.state = end_state if (blk.open_end and last_ready) else None
+        if end_state is not None and blk.open_end and runs[-1, 1] == len(values):
+            self.carries[name] = end_state
 
 
 def _score_window(runner: ModelRunner, values: np.ndarray, runs: np.ndarray, p: np.ndarray) -> None:
@@ -333,7 +327,6 @@ class _Outputs:
     """The replay's per-row results, filled block by block: row ``i`` of the history (token-major) goes
     to row ``dest[i]`` (time-major)."""
 
-    n: int
     n_h: int
     dest: np.ndarray
     action: np.ndarray = field(init=False)
@@ -346,7 +339,7 @@ class _Outputs:
     cap: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        n = self.n
+        n = len(self.dest)
         self.action = np.empty(n, dtype=np.int8)
         self.reason = np.empty(n, dtype=np.int8)
         self.p, self.strength, self.atr = np.empty(n), np.empty(n), np.empty(n)
@@ -390,7 +383,7 @@ def process_history(
     order = np.argsort(ts, kind="stable")
     dest = np.empty(n, dtype=np.int64)
     dest[order] = np.arange(n)
-    res = _Outputs(n, n_h, dest)
+    res = _Outputs(n_h, dest)
 
     def reorder() -> tuple[pl.Series, np.ndarray, np.ndarray, np.ndarray]:
         return rows.tokens.gather(order), ts[order], close[order], notional[order]

@@ -14,13 +14,13 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import polars as pl
 
+from memed.backtest.metrics import epoch_us
 from memed.backtest.plan import Fold
 from memed.backtest.replay import replay_signals
 from memed.config import MemedConfig
@@ -105,20 +105,14 @@ def fold_of(ts: pl.Series, folds: list[Fold]) -> pl.Series:
     t = ts.dt.epoch("us").to_numpy()
     order = np.argsort(t, kind="stable")
     t_sorted = t[order]
-
-    def edges(times: list[datetime]) -> np.ndarray:
-        us = pl.Series(times, dtype=pl.Datetime("us", "UTC")).dt.epoch("us").to_numpy()
-        out: np.ndarray = np.searchsorted(t_sorted, us, side="left")
-        return out
-
-    lo, hi = edges([f.test_start for f in folds]), edges([f.test_end for f in folds])
+    lo = np.searchsorted(t_sorted, [epoch_us(f.test_start) for f in folds], side="left")
+    hi = np.searchsorted(t_sorted, [epoch_us(f.test_end) for f in folds], side="left")
     fold_sorted = np.full(len(t), -1, dtype=np.int64)
     for f, a, b in zip(folds, lo.tolist(), hi.tolist(), strict=True):
         fold_sorted[a:b] = f.index
     fold = np.empty_like(fold_sorted)
     fold[order] = fold_sorted
-    frame = pl.DataFrame({"fold": fold})
-    return frame.select(pl.when(pl.col("fold") >= 0).then(pl.col("fold")).alias("fold")).to_series()
+    return pl.Series("fold", fold).replace(-1, None)
 
 
 def _available_memory() -> int:

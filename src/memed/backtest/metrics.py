@@ -10,9 +10,15 @@ import numpy as np
 import polars as pl
 
 HOURS_PER_YEAR = 24 * 365
-
-
 HOUR_US = 3_600_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us(t: datetime) -> int:
+    """Microseconds since the epoch (a naive datetime is taken as UTC, as the frames' timestamps are)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -32,19 +38,10 @@ class EquityEvents:
     def hourly(self, equity0: float, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
         """(grid, equity): every hour from ``start`` to ``end`` inclusive (µs), with the equity realised
         by then (the last event at or before the hour; ``equity0`` before the first)."""
-        grid = np.arange(_us(start), _us(end) + 1, HOUR_US, dtype=np.int64)
+        grid = np.arange(epoch_us(start), epoch_us(end) + 1, HOUR_US, dtype=np.int64)
         at = np.searchsorted(self.ts, grid, side="right") - 1
         values = self.equity[np.maximum(at, 0)] if len(self.ts) else np.zeros(len(grid))
         return grid, np.where(at >= 0, values, equity0)
-
-
-def _us(t: datetime) -> int:
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return (t - EPOCH) // timedelta(microseconds=1)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def hourly_equity(equity: pl.DataFrame, equity0: float, start: datetime, end: datetime) -> pl.DataFrame:
@@ -73,7 +70,7 @@ class TradeArrays:
 
     def entered(self, start: datetime, end: datetime) -> TradeArrays:
         """The trades entered in ``[start, end)``."""
-        m = (self.entry_us >= _us(start)) & (self.entry_us < _us(end))
+        m = (self.entry_us >= epoch_us(start)) & (self.entry_us < epoch_us(end))
         return TradeArrays(self.entry_us[m], self.pnl[m], self.held_minutes[m], self.notional[m])
 
 

@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from memed.history import BLOCK_ROWS, BlockFeatures, Scorer, history_rows, plan_blocks, ready_runs
+from memed.pipeline import DecisionPath
 
 from memed.backtest.replay import replay_signals, replay_signals_minutewise
 from memed.backtest.simulator import market_bars, simulate
 from memed.config import MemedConfig
 from memed.daemon.demo import DEMO_MODELS
 from memed.data import load_dataset
-from memed.history import BLOCK_ROWS, BlockFeatures, Scorer, history_rows, plan_blocks, ready_runs
 from memed.models.registry import ModelSet, load_model_set
 from memed.models.runtime import SEQUENCE_CHUNK
-from memed.pipeline import DecisionPath
 
 
 def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:

@@ -19,8 +19,9 @@ import polars as pl
 import talib  # test-only dependency (the dev extra): the oracle
 
 from memed.data import load_dataset
+from memed.data.frames import bar_matrix, epoch_minutes
 from memed.features import FeatureStream, build_spec
-from memed.features.batch import bar_matrix, compute_raw, epoch_minutes
+from memed.features.batch import compute_raw
 from memed.features.layout import STATE_SIZE
 
 

@@ -15,9 +15,10 @@ import polars as pl
 from broker import free_port
 from conftest import TINY_TOML
 from memed.config import MemedConfig, parse_config
-from memed.features.batch import bar_matrix, epoch_minutes, run_bounds
+from memed.daemon.wire import to_signals
+from memed.data.frames import bar_matrix, epoch_minutes, run_bounds
+from memed.decision import DecisionPath
 from memed.models.registry import load_model_set
-from memed.pipeline import DecisionPath
 
 
 def daemon_config(
@@ -49,7 +50,7 @@ def direct_signals(
     market: pl.DataFrame, cfg: MemedConfig, registry: Path
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """The decision path run directly, minute by minute, on the same bars."""
-    path = DecisionPath(load_model_set(registry), cfg)
+    path = DecisionPath(load_model_set(registry), cfg.signals, cfg.risk)
     bars = market.sort("ts", "token")
     ts = epoch_minutes(bars["ts"])
     x = bar_matrix(bars)
@@ -57,7 +58,7 @@ def direct_signals(
     bounds = run_bounds(ts)
     out = {}
     for a, b in itertools.pairwise(bounds):
-        for sig in path.process(tokens[a:b], float(ts[a]), np.ascontiguousarray(x[:, a:b])).signals():
+        for sig in to_signals(path.process(tokens[a:b], float(ts[a]), np.ascontiguousarray(x[:, a:b]))):
             out[(sig.token, sig.ts)] = msgspec.to_builtins(sig)
     return out
 

@@ -14,15 +14,17 @@ import pytest
 
 from conftest import TINY_TOML
 from memed.backtest.replay import replay_signals, replay_signals_minutewise
-from memed.config import parse_config
+from memed.config import MemedConfig, parse_config
 from memed.data import synth_market
+from memed.data.bars import CLOSE
+from memed.data.frames import by_token
+from memed.decision import BLOCK_ROWS, DecisionPath
+from memed.decision.history import history_rows, plan_blocks, ready_runs, splits_tokens
 from memed.features import build_spec
-from memed.features.batch import by_token, compute_features
-from memed.history import BLOCK_ROWS, Scorer, history_rows, plan_blocks, ready_runs
+from memed.features.batch import compute_features
 from memed.models.registry import ModelSet, load_model_set, resolve
 from memed.models.runtime import _providers, run_stateful, session_options, step_stateful
 from memed.models.sequence_graph import sequence_form, sequence_session
-from memed.pipeline import DecisionPath
 
 ALL_MODELS = """
 [signals]
@@ -67,9 +69,13 @@ _REFERENCE: dict[str, pl.DataFrame] = {}
 def _minute_loop(ms: ModelSet, toml: str, bars: pl.DataFrame) -> pl.DataFrame:
     """The daemon's minute loop over ``bars`` (computed once per model selection)."""
     if toml not in _REFERENCE:
-        _REFERENCE[toml] = replay_signals_minutewise(DecisionPath(ms, parse_config(TINY_TOML + toml)), bars,
+        _REFERENCE[toml] = replay_signals_minutewise(_path(ms, parse_config(TINY_TOML + toml)), bars,
                                                      _whole(bars))  # fmt: skip
     return _REFERENCE[toml]
+
+
+def _path(ms: ModelSet, cfg: MemedConfig) -> DecisionPath:
+    return DecisionPath(ms, cfg.signals, cfg.risk)
 
 
 def _whole(bars: pl.DataFrame) -> list[tuple[datetime, datetime]]:
@@ -96,10 +102,9 @@ def test_bulk_replay_equals_the_minute_loop(
     cfg = parse_config(TINY_TOML + toml)
     bars = _messy_market()
     windows = _whole(bars)
-    path = DecisionPath(ms, cfg)
-    scorer = Scorer(path.runners, 3)
-    assert scorer.splits_tokens == splits
-    blocks = plan_blocks(history_rows(bars).starts, block_rows, scorer.splits_tokens)
+    path = _path(ms, cfg)
+    assert splits_tokens(path.scorers) == splits
+    blocks = plan_blocks(history_rows(bars).starts, block_rows, splits)
     assert (len(blocks) > 1) == (block_rows < BLOCK_ROWS)
     assert any(b.continues for b in blocks) == (splits and block_rows < BLOCK_ROWS)
     slow = _minute_loop(ms, toml, bars)
@@ -165,7 +170,8 @@ def test_stale_bars_are_dropped_as_the_stream_drops_them() -> None:
     rows = history_rows(pl.concat([bars, late.with_columns(pl.col("close") * 2)]))
     assert rows.stale == 3
     assert len(rows.ts) == bars.height
-    assert np.array_equal(rows.bars[3], history_rows(bars).bars[3])  # the first copy of each bar is kept
+    # the first copy of each bar is kept
+    assert np.array_equal(rows.bars[CLOSE], history_rows(bars).bars[CLOSE])
 
 
 def test_ready_runs_split_at_tokens_and_unready_bars() -> None:

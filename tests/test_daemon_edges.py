@@ -304,6 +304,7 @@ from memed.daemon.app import Daemon, batch_arrays
 from memed.daemon.demo import DEMO_MODELS
 from memed.daemon.ticks import decode_message
 from memed.daemon.batcher import MinuteBatcher
+from memed.daemon.wire import to_signals
 import msgspec
 cfg = MemedConfig()
 cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, registry=str(DEMO_MODELS)))
@@ -316,7 +317,7 @@ for k in range(3):
         b.add(t, 0.0)
 for batch in b.due(1.0, flush=True):
     tokens, bars = batch_arrays(batch)
-    sigs = daemon.path.process(tokens, float(batch.minute), bars).signals()
+    sigs = to_signals(daemon.path.process(tokens, float(batch.minute), bars))
 print(len(sigs), sigs[0].reason)
 """
 

@@ -25,10 +25,10 @@ from memed.backtest.plan import Fold
 from memed.backtest.replay import replay_signals
 from memed.config import MemedConfig
 from memed.data.loaders import write_dataset
+from memed.decision import DecisionPath
 from memed.errors import DataError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set
-from memed.pipeline import DecisionPath
 from memed.trainers.progress import ProgressSink
 
 log = get_logger("memed.backtest")
@@ -89,7 +89,7 @@ def run_group(
         timings["training"] = time.perf_counter() - t0
     else:
         model_set = load_model_set(models)
-    path = DecisionPath(model_set, cfg)
+    path = DecisionPath(model_set, cfg.signals, cfg.risk)
     t0 = time.perf_counter()
     sig = replay_signals(path, bars, [(f.test_start, f.test_end) for f in group])
     timings["replay"] = time.perf_counter() - t0

@@ -12,32 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from memed.features.batch import bar_matrix, epoch_minutes, run_bounds
-from memed.history import BLOCK_ROWS
-from memed.pipeline import DecisionPath
+from memed.data.frames import bar_matrix, epoch_minutes, run_bounds
+from memed.decision import BLOCK_ROWS, DecisionPath
 from memed.signals.policy import ACTIONS, REASONS
-
-SIGNAL_COLUMNS = ("entry", "stop_loss", "take_profit", "units", "notional", "risk_reward")
-
-
-def _columns(r: Any) -> dict[str, np.ndarray]:
-    """A MinuteResult's or HistoryResult's arrays, by output column."""
-    return {
-        "action": r.action,
-        "reason": r.reason,
-        "p_up": r.p,
-        "strength": r.strength,
-        "atr": r.atr,
-        "recent_notional": r.recent_notional,
-        "close": r.close,
-        **{c: getattr(r.risk, c) for c in SIGNAL_COLUMNS},
-        **{f"p_{h}": r.horizon_p[:, k] for k, h in enumerate(r.horizons)},
-    }
 
 
 def _frame(
@@ -84,8 +65,8 @@ def replay_signals(
     if not keep.any():
         return pl.DataFrame()
     if keep.all():  # the usual case (one window over the data): no copies
-        return _frame(r.tokens, r.ts_minutes, _columns(r), r.model_set)
-    cols = {k: v[keep] for k, v in _columns(r).items()}
+        return _frame(r.tokens, r.ts_minutes, r.columns(), r.model_set)
+    cols = {k: v[keep] for k, v in r.columns().items()}
     return _frame(r.tokens.filter(pl.Series(keep)), r.ts_minutes[keep], cols, r.model_set)
 
 
@@ -109,10 +90,10 @@ def replay_signals_minutewise(
         a, b = int(bounds[i]), int(bounds[i + 1])
         minute = float(ts[a])
         r = path.process(tokens[a:b], minute, np.ascontiguousarray(x[:, a:b]))
-        if r.tokens and _in_windows(np.array([minute]), windows)[0]:
-            toks.extend(r.tokens)
-            times.append(np.full(len(r.tokens), minute))
-            for k, v in _columns(r).items():
+        if len(r) and _in_windows(np.array([minute]), windows)[0]:
+            toks.extend(r.tokens.to_list())
+            times.append(r.ts_minutes)
+            for k, v in r.columns().items():
                 parts.setdefault(k, []).append(np.asarray(v))
         if on_minute is not None:
             on_minute(i + 1, total)

@@ -24,7 +24,7 @@ import polars as pl
 from numba import njit
 
 from memed.config import BacktestConfig
-from memed.features.batch import by_token, epoch_minutes
+from memed.data.frames import by_token, epoch_minutes
 
 BUY_ACTIONS = ("BUY", "STRONG_BUY")
 EXIT_REASONS = ("stop_loss", "take_profit", "horizon")

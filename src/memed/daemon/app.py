@@ -28,10 +28,11 @@ from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.publish import publish_many
 from memed.daemon.sinks import JsonlSink, WebhookSink
 from memed.daemon.ticks import Rejected, decode_message
+from memed.daemon.wire import to_signals
+from memed.decision import DecisionPath, Decisions
 from memed.errors import ConfigError, MemedError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, latest_id, load_model_set, resolve
-from memed.pipeline import DecisionPath, MinuteResult
 from memed.signals.policy import ACTIONS
 from memed.signals.schema import Signal, hummingbot_payload
 
@@ -92,12 +93,12 @@ class Daemon:
     def _initial_path(self, model_set: ModelSet) -> DecisionPath:
         if self.checkpoint is not None and self.checkpoint.exists():
             blob, state = read_checkpoint(self.checkpoint)
-            path = DecisionPath.restore(model_set, self.cfg, blob)
+            path = DecisionPath.restore(model_set, self.cfg.signals, self.cfg.risk, blob)
             self.batcher.load_state(state)
             log.info("checkpoint_restored", path=str(self.checkpoint), tokens=path.tokens,
                      last_minute=self.batcher.last_closed)  # fmt: skip
             return path
-        return DecisionPath(model_set, self.cfg)
+        return DecisionPath(model_set, self.cfg.signals, self.cfg.risk)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -220,8 +221,8 @@ class Daemon:
 
     async def _process(self, batch: Batch) -> None:
         tokens, bars = batch_arrays(batch)
-        result: MinuteResult = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
-        signals = result.signals()
+        result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
+        signals = to_signals(result)
         self.processed_minutes += 1
         for sig in signals:
             self.latest[sig.token] = sig

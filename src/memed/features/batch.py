@@ -9,12 +9,12 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+from memed.data.bars import BUYS, CLOSE, HIGH, LIQUIDITY, LOW, MARKET_CAP, OPEN, SELLS, VOLUME
+from memed.data.frames import bar_matrix, epoch_minutes, token_starts
 from memed.data.schema import infer_interval_minutes
 from memed.features.kernel import N_OUT, STATUS_STALE, advance, initial_state
 from memed.features.layout import N
 from memed.features.spec import FeatureSpec, build_spec
-
-BAR_INPUTS = ("open", "high", "low", "close", "volume", "liquidity", "buys", "sells", "market_cap")
 
 
 @njit(cache=True, inline="always")
@@ -22,8 +22,8 @@ def _run_span(s: np.ndarray, lo: int, hi: int, ts: np.ndarray, x: np.ndarray, p:
               status: np.ndarray, nbars: np.ndarray) -> None:  # fmt: skip
     """Rows ``lo .. hi`` of one token, in time order, continuing the token's state ``s``."""
     for i in range(lo, hi):
-        status[i] = advance(s, out[i], p, ts[i], x[0, i], x[1, i], x[2, i], x[3, i], x[4, i], x[5, i],
-                            x[6, i], x[7, i], x[8, i])  # fmt: skip
+        status[i] = advance(s, out[i], p, ts[i], x[OPEN, i], x[HIGH, i], x[LOW, i], x[CLOSE, i], x[VOLUME, i],
+                            x[LIQUIDITY, i], x[BUYS, i], x[SELLS, i], x[MARKET_CAP, i])  # fmt: skip
         nbars[i] = s[N]
 
 
@@ -56,29 +56,6 @@ def run_block(bounds: np.ndarray, carry: np.ndarray, continues: bool, ts: np.nda
             carry[:] = s
 
 
-def epoch_minutes(ts: pl.Series) -> np.ndarray:
-    """UTC timestamps as float64 epoch minutes (exact for any realistic date)."""
-    return (ts.dt.epoch("s") // 60).cast(pl.Float64).to_numpy()
-
-
-def run_bounds(keys: np.ndarray) -> np.ndarray:
-    """Start offsets of each run of equal consecutive ``keys``, plus ``len(keys)`` at the end
-    (``itertools.pairwise`` over it gives each run's slice): minutes of a time-sorted frame, runs of a
-    training table."""
-    keys = np.asarray(keys)
-    bounds: np.ndarray = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1, len(keys)].astype(np.int64)
-    return bounds
-
-
-def bar_matrix(bars: pl.DataFrame) -> np.ndarray:
-    """The kernel's inputs as a (9, rows) float64 matrix; null or absent optional columns -> NaN."""
-    cols = [
-        (pl.col(c) if c in bars.columns else pl.lit(None)).cast(pl.Float64).fill_null(np.nan).alias(c)
-        for c in BAR_INPUTS
-    ]
-    return np.ascontiguousarray(bars.select(cols).to_numpy().T)
-
-
 def compute_raw(
     bars: pl.DataFrame, spec: FeatureSpec, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,33 +66,6 @@ def compute_raw(
     warm-up (exactly :meth:`FeatureStream.update`'s ``ready``).
     """
     return run_kernel(token_starts(bars["token"]), epoch_minutes(bars["ts"]), bar_matrix(bars), spec, threads)
-
-
-def token_starts(tokens: pl.Series) -> np.ndarray:
-    """Row offsets where each token's rows begin in a frame sorted by token, plus the row count."""
-    lengths = tokens.rle().struct.field("len").to_numpy() if len(tokens) else np.zeros(0, dtype=np.int64)
-    starts: np.ndarray = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    return starts
-
-
-@njit(cache=True)
-def _times_ascend(starts: np.ndarray, t: np.ndarray) -> bool:
-    for g in range(len(starts) - 1):
-        for i in range(starts[g] + 1, starts[g + 1]):
-            if t[i] < t[i - 1]:
-                return False
-    return True
-
-
-def by_token(bars: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-    """``bars`` sorted by token then time (stably), and :func:`token_starts` of the result. A frame
-    already in that order, as loaded datasets are, is returned as it is (checking costs well under a
-    millisecond per 100k rows; sorting, a few)."""
-    starts = token_starts(bars["token"])
-    if not (bars["token"].is_sorted() and _times_ascend(starts, bars["ts"].to_physical().to_numpy())):
-        bars = bars.sort("token", "ts", maintain_order=True)
-        starts = token_starts(bars["token"])
-    return bars, starts
 
 
 def run_kernel(

@@ -15,14 +15,15 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+from memed.data.bars import BUYS, CLOSE, HIGH, LIQUIDITY, LOW, MARKET_CAP, OPEN, SELLS, VOLUME
+from memed.data.frames import bar_matrix, epoch_minutes, run_bounds
 from memed.errors import SnapshotError, SpecMismatchError
-from memed.features.batch import bar_matrix, epoch_minutes, run_bounds
 from memed.features.kernel import N_OUT, STATUS_OK, STATUS_RESTART, STATUS_STALE, advance, initial_state
 from memed.features.layout import LAST_TS, STATE_SIZE, N
 from memed.features.spec import FeatureSpec
+from memed.features.tokens import GROW_ROWS, TokenTable, fit_rows
 
 _MAGIC = b"MEMEDFS1"
-_GROW = 4096  # state rows are added in large steps (first touch of fresh memory is slow)
 
 
 @njit(cache=True)
@@ -30,8 +31,8 @@ def _run_rows(states: np.ndarray, rows: np.ndarray, ts: np.ndarray, x: np.ndarra
               out: np.ndarray, status: np.ndarray) -> None:  # fmt: skip
     for k in range(len(rows)):
         status[k] = advance(
-            states[rows[k]], out[k], p, ts[k], x[0, k], x[1, k], x[2, k], x[3, k], x[4, k], x[5, k], x[6, k],
-            x[7, k], x[8, k],
+            states[rows[k]], out[k], p, ts[k], x[OPEN, k], x[HIGH, k], x[LOW, k], x[CLOSE, k], x[VOLUME, k],
+            x[LIQUIDITY, k], x[BUYS, k], x[SELLS, k], x[MARKET_CAP, k],
         )  # fmt: skip
 
 
@@ -43,6 +44,8 @@ class StreamUpdate:
     values: np.ndarray  # (ticks, features) in spec order; NaN before warm-up or for ignored ticks
     ready: np.ndarray  # bool per tick: the token is past its warm-up
     status: np.ndarray  # int8 per tick: 0 ok, 1 stale (duplicate/out-of-order, ignored), 2 restarted
+    rows: np.ndarray  # int64 per tick: the token's row in the stream's TokenTable
+    new: np.ndarray  # bool per tick: the row was handed out by this update (state started afresh)
 
     @property
     def stale(self) -> int:
@@ -57,69 +60,55 @@ class FeatureStream:
     """Streaming feature state for many tokens.
 
     ``update`` takes one batch of bars (typically one event-time minute across many tokens) and returns
-    each bar's features. State per token is a fixed-size row (``STATE_SIZE`` float64), it never grows with
-    history, and :meth:`snapshot` / :meth:`restore` round-trip it exactly.
+    each bar's features. State per token is a fixed-size row (``STATE_SIZE`` float64) of the
+    :class:`~memed.features.tokens.TokenTable` ``table`` (which others may share: the decision path keeps
+    its per-token state in the same rows); it never grows with history, and :meth:`snapshot` /
+    :meth:`restore` round-trip it exactly.
     """
 
-    def __init__(self, spec: FeatureSpec, capacity: int = _GROW) -> None:
+    def __init__(self, spec: FeatureSpec, capacity: int = GROW_ROWS) -> None:
         self.spec = spec
         self._params = spec.param_vector()
         self._cols = spec.columns
-        self._states = np.tile(initial_state(), (max(capacity, 1), 1))
-        self._index: dict[str, int] = {}
-        self._free: list[int] = list(range(len(self._states) - 1, -1, -1))
+        self.table = TokenTable(capacity)
+        self._states = np.tile(initial_state(), (self.table.capacity, 1))
 
     # ------------------------------------------------------------ tokens
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self.table)
 
     @property
     def tokens(self) -> list[str]:
-        return list(self._index)
-
-    def _row(self, token: str) -> int:
-        row = self._index.get(token)
-        if row is None:
-            if not self._free:
-                self._grow()
-            row = self._free.pop()
-            self._states[row] = initial_state()
-            self._index[token] = row
-        return row
-
-    def _grow(self) -> None:
-        old = len(self._states)
-        extra = max(_GROW, old)
-        self._states = np.concatenate([self._states, np.tile(initial_state(), (extra, 1))])
-        self._free.extend(range(old + extra - 1, old - 1, -1))
+        return self.table.tokens
 
     def ready(self, token: str) -> bool:
         """True once the token's current segment is past the spec's warm-up."""
-        row = self._index.get(token)
+        row = self.table.row(token)
         return row is not None and self._states[row, N] >= self.spec.warmup_bars
 
     def state_bytes(self, token: str) -> int:
         """Bytes of state held for one token (constant: it never grows with history)."""
-        return int(self._states[self._index[token]].nbytes)
+        return int(self._states[self.table.rows([token])[0]].nbytes)
 
     def evict_idle(self, now: float, ttl_minutes: float) -> list[str]:
         """Forget tokens whose last bar is older than ``ttl_minutes`` before ``now`` (epoch minutes)."""
-        gone = [t for t, r in self._index.items() if self._states[r, LAST_TS] < now - ttl_minutes]
-        for token in gone:
-            self._free.append(self._index.pop(token))
+        tokens = self.table.tokens
+        if not tokens:
+            return []
+        idle = self._states[self.table.rows(tokens), LAST_TS] < now - ttl_minutes
+        gone = [t for t, old in zip(tokens, idle.tolist(), strict=True) if old]
+        self.table.release(gone)
         return gone
 
     # ------------------------------------------------------------ updates
     def update_arrays(self, tokens: Sequence[str], ts_minutes: np.ndarray, bars: np.ndarray) -> StreamUpdate:
         """Advance with bars given as arrays: ``ts_minutes`` (epoch minutes, float64) and ``bars``, a
-        (9, n) float64 matrix of open, high, low, close, volume, liquidity, buys, sells, market_cap (NaN
-        where absent)."""
+        (9, n) float64 matrix in :data:`~memed.data.bars.BAR_FIELDS` order (NaN where absent)."""
         n = len(tokens)
-        lookup = self._index.get
-        found = [lookup(t) for t in tokens]
-        if None in found:  # new tokens: allocate their rows (rare after the first minutes)
-            found = [self._row(t) if r is None else r for t, r in zip(tokens, found, strict=True)]
-        rows = np.array(found, dtype=np.int64)
+        rows, new = self.table.assign(tokens)
+        self._states = fit_rows(self._states, self.table.capacity, 0.0)
+        if new.any():
+            self._states[rows[new]] = initial_state()
         out = np.empty((n, N_OUT))
         status = np.zeros(n, dtype=np.int8)
         if n:
@@ -129,7 +118,7 @@ class FeatureStream:
         values = out[:, self._cols]
         values[status == STATUS_STALE] = np.nan
         ready = (self._states[rows, N] >= self.spec.warmup_bars) & (status != STATUS_STALE)
-        return StreamUpdate(list(tokens), values, ready, status)
+        return StreamUpdate(list(tokens), values, ready, status, rows, new)
 
     def update(self, bars: pl.DataFrame) -> StreamUpdate:
         """Advance with a canonical bar frame (one minute's batch, or any bars in time order)."""
@@ -138,11 +127,11 @@ class FeatureStream:
     # ------------------------------------------------------------ snapshots
     def snapshot(self) -> bytes:
         """Every token's state as bytes: a JSON header (spec hash, tokens) and the raw state rows."""
-        tokens = list(self._index)
+        tokens = self.table.tokens
         header = json.dumps(
             {"spec_hash": self.spec.hash, "state_size": STATE_SIZE, "tokens": tokens}
         ).encode()
-        rows = self._states[[self._index[t] for t in tokens]] if tokens else np.empty((0, STATE_SIZE))
+        rows = self._states[self.table.rows(tokens)] if tokens else np.empty((0, STATE_SIZE))
         return _MAGIC + struct.pack("<Q", len(header)) + header + np.ascontiguousarray(rows, "<f8").tobytes()
 
     @classmethod
@@ -164,9 +153,9 @@ class FeatureStream:
         tokens = header["tokens"]
         if header.get("state_size") != STATE_SIZE or rows.size != len(tokens) * STATE_SIZE:
             raise SnapshotError("feature snapshot is truncated or has the wrong state size")
-        stream = cls(spec, capacity=max(_GROW, len(tokens)))
-        for token, row in zip(tokens, rows.reshape(len(tokens), STATE_SIZE), strict=True):
-            stream._states[stream._row(token)] = row
+        stream = cls(spec, capacity=max(GROW_ROWS, len(tokens)))
+        at, _ = stream.table.assign(tokens)
+        stream._states[at] = rows.reshape(len(tokens), STATE_SIZE)
         return stream
 
 
@@ -187,7 +176,7 @@ def stream_features(
     x = np.ascontiguousarray(bar_matrix(bars)[:, order])
     tokens = np.asarray(bars["token"].to_list(), dtype=object)[order]
     bounds = run_bounds(ts)
-    stream = FeatureStream(spec, capacity=max(_GROW, bars["token"].n_unique()))
+    stream = FeatureStream(spec, capacity=max(GROW_ROWS, bars["token"].n_unique()))
     values = np.empty((bars.height, len(spec.names)))
     total = len(bounds) - 1
     for i in range(total):

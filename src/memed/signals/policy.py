@@ -1,4 +1,5 @@
-"""BUY / HOLD / SELL from the decision probability, with strong bands and HOLD reasons."""
+"""BUY / HOLD / SELL from the decision probability, with strong bands and every HOLD rule and its reason:
+``warming_up``, ``dead``, ``no_model`` (:func:`decide`) and ``no_volatility`` (:func:`hold_unsized`)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,13 @@ def decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, cfg: SignalsConfi
             cfg.buy_threshold, cfg.strong_buy_threshold, cfg.sell_threshold, cfg.strong_sell_threshold,
             d.action, d.reason, d.p, d.strength)  # fmt: skip
     return d
+
+
+def hold_unsized(d: Decision, notional: np.ndarray) -> None:
+    """A BUY or SELL that risk sizing could not size (``notional`` not finite: no ATR yet, a zero ATR, a
+    NaN Kelly bound) becomes HOLD with reason ``no_volatility``, in place."""
+    unsized = (d.action != A_HOLD) & ~np.isfinite(notional)
+    d.action[unsized] = A_HOLD
+    d.reason[unsized] = R_NO_VOL
+    d.strength[unsized] = 0.0
+    d.p[unsized] = np.nan

@@ -18,8 +18,8 @@ import onnxruntime as ort
 import polars as pl
 
 from memed.config import MemedConfig
+from memed.data.frames import run_bounds
 from memed.errors import DataError
-from memed.features.batch import run_bounds
 from memed.logs import get_logger
 from memed.models.manifest import DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
 from memed.models.registry import write_model_set

@@ -1,81 +1,58 @@
-"""The decision path over a whole history at once (the backtester's replay).
+"""The history driver: a whole history decided at once, exactly as the minute driver decides it minute by
+minute (the backtester's replay).
 
-:meth:`DecisionPath.process` decides one minute for the tokens that ticked in it; a long-running daemon
-calls it once a minute. Replaying months of history that way is bound by per-call overhead (a few tokens
-a minute, microseconds per numpy or ONNX Runtime call). This module computes the *same* decisions in
-bulk, each stage exactly what the minute loop does:
+:meth:`DecisionPath.process <memed.decision.path.DecisionPath.process>` decides one minute for the tokens
+that ticked in it; replaying months of history that way is bound by per-call overhead (a few tokens a
+minute, microseconds per numpy or ONNX Runtime call). This driver computes the *same* decisions in bulk,
+calling the same compiled steps:
 
 * duplicate and out-of-order bars are dropped first, as the stream drops them;
-* per-token books: dead detection (minutes since the close last changed) and the 30-bar EWMA of traded
-  notional, in one compiled pass with the minute loop's arithmetic;
+* per-token books (dead detection, the notional EWMA): :func:`~memed.decision.books.books_over_history`,
+  the minute driver's :func:`~memed.decision.books.advance_book` step in one compiled pass;
 * the history is then cut into blocks of consecutive rows (``BLOCK_ROWS``); per block, in order:
 
   - features: the feature kernel (:func:`~memed.features.batch.run_block`), each token's state carried
     from the block before, so the features are those of one pass over the history, bit for bit;
-  - models: the rows the daemon scores (``ready``) in one ONNX Runtime call per model; the LSTM over each
-    run of consecutive ready bars (its state restarts where readiness breaks, as the daemon resets it,
-    and carries into the next block where a run goes on) through the whole-sequence graph; the
-    transformer over each run's windows;
-  - ensemble, policy and risk: :meth:`DecisionPath.decide`, the very function the minute loop calls.
+  - models: each :class:`~memed.decision.scorers.Scorer`'s ``run`` over the block's ready rows (sequence
+    models per run of consecutive ready bars, their state carried into the next block where a run goes on);
+  - ensemble, policy and risk: the minute driver's :class:`~memed.decision.decide.Decider`.
 
 With ``overlap`` a second thread computes the next block's features and the previous block's decisions
 while the current block is scored (the kernel, the decision kernels and ONNX Runtime all release the
 GIL, and the served sessions use one core each), so the replay's wall time approaches its inference
-time. ``DecisionPath.timings`` then counts each stage's own seconds, whichever thread ran it, and
-``features_wait`` the seconds the scoring thread waited for features.
+time. The timings then count each stage's own seconds, whichever thread ran it, and ``features_wait``
+the seconds the scoring thread waited for features.
 
-Tests compare the result with the minute loop row by row, and with a daemon fed over Mosquitto.
+Tests compare the result with the minute driver row by row, and with a daemon fed over Mosquitto.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from numba import njit
-from numpy.lib.stride_tricks import sliding_window_view
 
-from memed.config import ModelName
-from memed.features.batch import bar_matrix, by_token, epoch_minutes, run_block, token_starts
+from memed.data.bars import CLOSE, LIQUIDITY, VOLUME
+from memed.data.frames import bar_matrix, by_token, epoch_minutes, token_starts
+from memed.decision.books import books_over_history
+from memed.decision.decide import Decider
+from memed.decision.result import PLAN_COLUMNS, Decisions
+from memed.decision.scorers import Scorer
+from memed.features.batch import run_block
 from memed.features.kernel import N_OUT, initial_state
 from memed.features.spec import FeatureSpec
-from memed.models.runtime import ModelRunner, run_sequence, step_stateful
 from memed.signals.policy import Decision
-from memed.signals.risk import NOTIONAL_ALPHA, RiskPlan
-
-if TYPE_CHECKING:
-    from memed.pipeline import DecisionPath
+from memed.signals.risk import RiskPlan
 
 BLOCK_ROWS = 8_192
 """Rows per block: large enough that per-call overheads vanish, small enough that the first block's
 features (the only ones not hidden behind inference) take milliseconds."""
-WINDOW_BATCH = 2_048
-
-
-@dataclass
-class HistoryResult:
-    """One row per (non-stale) input bar, sorted by time then token; arrays as in ``MinuteResult``."""
-
-    tokens: pl.Series
-    ts_minutes: np.ndarray
-    action: np.ndarray
-    reason: np.ndarray
-    p: np.ndarray
-    strength: np.ndarray
-    horizon_p: np.ndarray
-    risk: RiskPlan
-    close: np.ndarray
-    atr: np.ndarray
-    recent_notional: np.ndarray
-    horizons: tuple[int, ...]
-    model_set: str
-    stale: int
 
 
 # ---------------------------------------------------------------- rows
@@ -88,7 +65,7 @@ class HistoryRows:
     tokens: pl.Series
     starts: np.ndarray  # row offsets where each token begins, plus the row count
     ts: np.ndarray  # epoch minutes
-    bars: np.ndarray  # (9, rows) as the kernel takes them
+    bars: np.ndarray  # (9, rows) in BAR_FIELDS order
     stale: int  # bars dropped
 
 
@@ -217,109 +194,19 @@ class BlockFeatures:
         return values, ready
 
 
-# ---------------------------------------------------------------- scoring
+def splits_tokens(scorers: Sequence[Scorer]) -> bool:
+    """Whether blocks may cut a token: every scorer carries its state across blocks."""
+    return all(s.splits_tokens for s in scorers)
 
 
-@dataclass
-class Scorer:
-    """Scores blocks in order with the served models, carrying sequence state between blocks."""
-
-    runners: Mapping[ModelName, ModelRunner]
-    n_h: int
-    carries: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    """Each stateful model's state at the end of the last block, where a ready run goes on into the next."""
-    seconds: float = 0.0
-    """Time inside the models' calls (ONNX Runtime and its thin wrappers), not the bookkeeping around."""
-
-    @property
-    def splits_tokens(self) -> bool:
-        """Whether blocks may cut a token: every sequence model must be able to carry its state (the
-        whole-sequence LSTM graph can, window models and stepping fallbacks see whole tokens)."""
-        for runner in self.runners.values():
-            kind = runner.entry.kind
-            if kind == "window" or (kind == "stateful" and runner.sequence_session() is None):
-                return False
-        return True
-
-    def score(self, blk: Block, values: np.ndarray, ready: np.ndarray) -> dict[str, np.ndarray]:
-        """Each served model's ``p_up`` [rows, H] where the daemon would have one (NaN elsewhere)."""
-        runs = ready_runs(blk.bounds, ready)
-        out: dict[str, np.ndarray] = {}
-        for name, runner in self.runners.items():
-            kind = runner.entry.kind
-            if kind == "tabular":
-                t0 = time.perf_counter()
-                p = runner.predict(values) if len(values) else np.empty((0, self.n_h))
-                self.seconds += time.perf_counter() - t0
-                p[~ready] = np.nan
-            else:
-                p = np.full((len(values), self.n_h), np.nan)
-                t0 = time.perf_counter()
-                if kind == "stateful":
-                    self._score_stateful(name, runner, blk, values, runs, p)
-                else:
-                    _score_window(runner, values, runs, p)
-                self.seconds += time.perf_counter() - t0
-            out[name] = p
-        return out
-
-    def _score_stateful(
-        self, name: str, runner: ModelRunner, blk: Block, values: np.ndarray, runs: np.ndarray, p: np.ndarray
-    ) -> None:
-        seq = runner.sequence_session()
-        spans = runs.tolist()
-        if seq is None:  # whole tokens per block (see splits_tokens): step them side by side
-            for (a, b), pr in zip(spans, step_stateful(runner, [values[a:b] for a, b in spans]), strict=True):
-                p[a:b] = pr
-            return
-        carried = self.carries.pop(name, None)
-        end_state = None
-        for a, b in spans:
-            start = carried if (a == 0 and blk.continues) else None
-            p[a:b], end_state = run_sequence(seq, runner, values[a:b], start)
-        if end_state is not None and blk.open_end and runs[-1, 1] == len(values):
-            self.carries[name] = end_state
-
-
-def _score_window(runner: ModelRunner, values: np.ndarray, runs: np.ndarray, p: np.ndarray) -> None:
-    w = runner.entry.window
-    for a, b in runs.tolist():
-        if b - a < w:
-            continue
-        windows = sliding_window_view(values[a:b], w, axis=0).transpose(0, 2, 1)  # [n, w, F]
-        for k in range(0, len(windows), WINDOW_BATCH):
-            chunk = np.ascontiguousarray(windows[k : k + WINDOW_BATCH])
-            p[a + w - 1 + k : a + w - 1 + k + len(chunk)] = runner.predict_window(chunk)
+def score_block(scorers: Sequence[Scorer], blk: Block, values: np.ndarray, ready: np.ndarray
+                ) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each scorer's ``p_up`` [rows, H] for one block, where the daemon would have one (NaN elsewhere)."""
+    runs = ready_runs(blk.bounds, ready)
+    return {s.name: s.run(values, ready, runs, blk.continues, blk.open_end) for s in scorers}
 
 
 # ---------------------------------------------------------------- the replay
-
-
-@njit(cache=True)
-def _token_books(
-    starts: np.ndarray,
-    ts: np.ndarray,
-    close: np.ndarray,
-    traded: np.ndarray,
-    dead_minutes: float,
-    alpha: float,
-    dead: np.ndarray,
-    notional: np.ndarray,
-) -> None:
-    """Per token (rows ``starts[g] .. starts[g+1]``, time order): the minute loop's dead flag and
-    notional EWMA, with its arithmetic (first bar: last change = its time, EWMA = its notional)."""
-    for g in range(len(starts) - 1):
-        a = starts[g]
-        last_close = close[a]
-        last_change = ts[a]
-        prev = np.nan
-        for i in range(a, starts[g + 1]):
-            if close[i] != last_close:
-                last_change = ts[i]
-            last_close = close[i]
-            dead[i] = ts[i] - last_change >= dead_minutes
-            prev = traded[i] if np.isnan(prev) else prev + alpha * (traded[i] - prev)
-            notional[i] = prev
 
 
 @dataclass
@@ -335,7 +222,7 @@ class _Outputs:
     strength: np.ndarray = field(init=False)
     horizon_p: np.ndarray = field(init=False)
     atr: np.ndarray = field(init=False)
-    plan: np.ndarray = field(init=False)  # entry, stop, take-profit, units, notional, risk/reward
+    plan: np.ndarray = field(init=False)  # PLAN_COLUMNS
     cap: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -344,7 +231,7 @@ class _Outputs:
         self.reason = np.empty(n, dtype=np.int8)
         self.p, self.strength, self.atr = np.empty(n), np.empty(n), np.empty(n)
         self.horizon_p = np.empty((n, self.n_h))
-        self.plan = np.empty((6, n))
+        self.plan = np.empty((len(PLAN_COLUMNS), n))
         self.cap = np.empty(n, dtype=np.int8)
 
     def store(self, blk: Block, horizon_p: np.ndarray, d: Decision, risk: RiskPlan, atr: np.ndarray) -> None:
@@ -352,50 +239,59 @@ class _Outputs:
         self.action[at], self.reason[at] = d.action, d.reason
         self.p[at], self.strength[at] = d.p, d.strength
         self.horizon_p[at], self.atr[at], self.cap[at] = horizon_p, atr, risk.cap
-        for j, arr in enumerate(
-            (risk.entry, risk.stop_loss, risk.take_profit, risk.units, risk.notional, risk.risk_reward)
-        ):
-            self.plan[j, at] = arr
+        for j, name in enumerate(PLAN_COLUMNS):
+            self.plan[j, at] = getattr(risk, name)
 
     def risk(self) -> RiskPlan:
         entry, stop_loss, take_profit, units, notional, risk_reward = self.plan
         return RiskPlan(entry, stop_loss, take_profit, units, notional, risk_reward, self.cap)
 
 
-def process_history(
-    path: DecisionPath, bars: pl.DataFrame, *, block_rows: int = BLOCK_ROWS, overlap: bool = True
-) -> HistoryResult:
+@dataclass
+class HistoryRun:
+    """What one history replay needs: the feature spec, fresh scorers (their state is the replay's own),
+    the decider, the books' dead threshold and the served set's identity."""
+
+    spec: FeatureSpec
+    scorers: Sequence[Scorer]
+    decide: Decider
+    dead_minutes: float
+    atr_column: int
+    horizons: tuple[int, ...]
+    model_set: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def decide_history(run: HistoryRun, bars: pl.DataFrame, block_rows: int = BLOCK_ROWS, overlap: bool = True
+                   ) -> Decisions:  # fmt: skip
+    """Every bar of ``bars`` decided (see the module's description); ``run.timings`` gets each stage's
+    seconds."""
     rows = history_rows(bars)
     t_start = time.perf_counter()
     ts = rows.ts
     n = len(ts)
-    close, volume, liquidity = rows.bars[3], rows.bars[4], rows.bars[5]
-    dead = np.empty(n, dtype=bool)
-    notional = np.empty(n)
-    _token_books(rows.starts, ts, close, close * volume, float(path.cfg.signals.dead_minutes), NOTIONAL_ALPHA,
-                 dead, notional)  # fmt: skip
-    n_h = len(path.model_set.manifest.horizons)
-    scorer = Scorer(path.runners, n_h)
-    blocks = plan_blocks(rows.starts, block_rows, scorer.splits_tokens)
-    features = BlockFeatures(path.spec, rows)
+    close, volume, liquidity = rows.bars[CLOSE], rows.bars[VOLUME], rows.bars[LIQUIDITY]
+    dead, notional = books_over_history(rows.starts, ts, close, volume, run.dead_minutes)
+    blocks = plan_blocks(rows.starts, block_rows, splits_tokens(run.scorers))
+    features = BlockFeatures(run.spec, rows)
     # results are written straight into time-major order (time, then token: the stable sort of the
     # token-major rows by time), so the signals need no sort afterwards
     order = np.argsort(ts, kind="stable")
     dest = np.empty(n, dtype=np.int64)
     dest[order] = np.arange(n)
-    res = _Outputs(n_h, dest)
+    res = _Outputs(len(run.horizons), dest)
 
     def reorder() -> tuple[pl.Series, np.ndarray, np.ndarray, np.ndarray]:
         return rows.tokens.gather(order), ts[order], close[order], notional[order]
 
-    clock = {"decision": time.perf_counter() - t_start, "inference": 0.0, "features_wait": 0.0}
+    clock = {"decision": time.perf_counter() - t_start, "features_wait": 0.0}
 
     def decide(blk: Block, probs: dict[str, np.ndarray], values: np.ndarray, ready: np.ndarray) -> None:
         t0 = time.perf_counter()
         a, b = blk.a, blk.b
-        atr = values[:, path.atr_column] if path.atr_column >= 0 else np.full(b - a, np.nan)
-        horizon_p, d, risk = path.decide(probs, ready, dead[a:b], close[a:b], atr, notional[a:b],
-                                         liquidity[a:b])  # fmt: skip
+        atr = values[:, run.atr_column] if run.atr_column >= 0 else np.full(b - a, np.nan)
+        horizon_p, d, risk = run.decide(probs, ready, dead[a:b], close[a:b], atr, notional[a:b],
+                                        liquidity[a:b])  # fmt: skip
         res.store(blk, horizon_p, d, risk, atr)
         clock["decision"] += time.perf_counter() - t0
 
@@ -410,7 +306,7 @@ def process_history(
             values, ready = pending.result() if pending is not None else features(blk)
             t1 = time.perf_counter()
             pending = pool.submit(features, blocks[k + 1]) if overlap and k + 1 < len(blocks) else None
-            probs = scorer.score(blk, values, ready)
+            probs = score_block(run.scorers, blk, values, ready)
             clock["features_wait"] += t1 - t0
             if overlap:
                 decided.append(pool.submit(decide, blk, probs, values, ready))
@@ -419,11 +315,11 @@ def process_history(
         for f in decided:
             f.result()
         tokens, ts, close, notional = reordered.result() if reordered is not None else reorder()
-    clock["inference"] = scorer.seconds
-    path.timings["features"] += features.seconds
+    clock["inference"] = sum(s.seconds for s in run.scorers)
+    clock["features"] = features.seconds
     for key, seconds in clock.items():
-        path.timings[key] = path.timings.get(key, 0.0) + seconds
-    return HistoryResult(
+        run.timings[key] = run.timings.get(key, 0.0) + seconds
+    return Decisions(
         tokens=tokens,
         ts_minutes=ts,
         action=res.action,
@@ -435,7 +331,8 @@ def process_history(
         close=close,
         atr=res.atr,
         recent_notional=notional,
-        horizons=path.model_set.manifest.horizons,
-        model_set=path.model_set.id,
+        horizons=run.horizons,
+        model_set=run.model_set,
+        feature_spec=run.spec.hash,
         stale=rows.stale,
     )

@@ -1,0 +1,59 @@
+"""Models' probabilities to decisions: ensemble per horizon, policy, ATR risk sizing, the HOLD rules.
+
+Both drivers call the same :class:`Decider` (the minute driver on one minute's tokens, the history driver
+on each block of a history). Every operation is elementwise per row, so a row's decision does not depend
+on which rows it is computed with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from memed.config import RiskConfig, SignalsConfig
+from memed.errors import ConfigError
+from memed.signals.ensemble import ensemble
+from memed.signals.policy import Decision, decide, decision_p, hold_unsized
+from memed.signals.risk import RiskPlan, size_positions
+
+
+@dataclass(frozen=True)
+class Decider:
+    signals: SignalsConfig
+    risk: RiskConfig
+    n_horizons: int
+    decision_cols: np.ndarray
+    """Columns of the model set's horizons that ``signals.decision_horizons`` names."""
+
+    @classmethod
+    def for_horizons(
+        cls, horizons: tuple[int, ...], signals: SignalsConfig, risk: RiskConfig, model_set: str
+    ) -> Decider:
+        cols = [k for k, h in enumerate(horizons) if h in signals.decision_horizons]
+        if not cols:
+            raise ConfigError(
+                f"signals.decision_horizons {list(signals.decision_horizons)} are not horizons of "
+                f"model set {model_set} ({list(horizons)})"
+            )
+        return cls(signals, risk, len(horizons), np.array(cols, dtype=np.int64))
+
+    def __call__(
+        self,
+        probs: dict[str, np.ndarray],
+        ready: np.ndarray,
+        dead: np.ndarray,
+        close: np.ndarray,
+        atr: np.ndarray,
+        recent_notional: np.ndarray,
+        liquidity: np.ndarray,
+    ) -> tuple[np.ndarray, Decision, RiskPlan]:
+        """``probs``: each model's ``p_up`` [rows, H] → (ensemble ``p_up`` per horizon, the decision, the
+        risk plan)."""
+        n = len(close)
+        horizon_p = ensemble(probs, self.signals.weights) if probs else np.full((n, self.n_horizons), np.nan)
+        p = decision_p(horizon_p, self.decision_cols)
+        decision = decide(p, ready, dead, self.signals)
+        risk = size_positions(decision.action, p, close, atr, recent_notional, liquidity, self.risk)
+        hold_unsized(decision, risk.notional)
+        return horizon_p, decision, risk

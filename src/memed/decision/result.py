@@ -1,0 +1,54 @@
+"""The decision path's one result container, for a minute of tokens and for a whole history alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from memed.signals.risk import RiskPlan
+
+PLAN_COLUMNS = ("entry", "stop_loss", "take_profit", "units", "notional", "risk_reward")
+
+
+@dataclass
+class Decisions:
+    """One row per decided bar (stale bars are left out): from the minute driver, the tokens of one minute
+    in input order; from the history driver, every bar sorted by time then token."""
+
+    tokens: pl.Series
+    ts_minutes: np.ndarray  # float64 epoch minutes of each row's bar
+    action: np.ndarray  # int8 index into signals.policy.ACTIONS
+    reason: np.ndarray  # int8 index into signals.policy.REASONS
+    p: np.ndarray  # decision probability (NaN when HOLD for a reason)
+    strength: np.ndarray
+    horizon_p: np.ndarray  # [rows, H] ensemble p_up per horizon
+    risk: RiskPlan
+    close: np.ndarray
+    atr: np.ndarray  # ATR(14) in price units (NaN while warming up)
+    recent_notional: np.ndarray  # 30-bar EWMA of close x volume
+    horizons: tuple[int, ...]
+    model_set: str
+    feature_spec: str
+    stale: int = 0
+    """Input bars left out: duplicates and out-of-order bars, ignored as the feature stream ignores them."""
+    restarts: int = 0
+    """Bars after a long gap, which restarted their token's features."""
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every per-row array by output column name (``p_<h>`` per horizon): the backtest's signals."""
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "p_up": self.p,
+            "strength": self.strength,
+            "atr": self.atr,
+            "recent_notional": self.recent_notional,
+            "close": self.close,
+            **{c: getattr(self.risk, c) for c in PLAN_COLUMNS},
+            **{f"p_{h}": self.horizon_p[:, k] for k, h in enumerate(self.horizons)},
+        }

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from memed.errors import ConfigError
+from memed.models.families import FamilyName
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -41,7 +42,8 @@ class DataConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 
 UnitFloat = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
-ModelName = Literal["logreg", "lgbm", "xgb", "lstm", "transformer"]
+ModelName = FamilyName
+"""A model family of :data:`memed.models.families.FAMILIES`."""
 Category = Literal["normal", "extremes", "dead", "gaps"]
 
 

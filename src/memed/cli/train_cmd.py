@@ -10,14 +10,15 @@ import click
 
 from memed.cli.common import config_option, data_option, setup
 from memed.errors import ConfigError, DataError
-
-FAMILIES = ("logreg", "lgbm", "xgb", "lstm", "transformer")
+from memed.models.families import FAMILY_NAMES
 
 
 @click.command("train")
 @data_option
 @click.option(
-    "--models", default=None, help="Comma-separated families (default: train.models of the config)."
+    "--models",
+    default=None,
+    help=f"Comma-separated families: {', '.join(FAMILY_NAMES)} (default: train.models of the config).",
 )
 @click.option("--out", "registry", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model registry folder.")  # fmt: skip
@@ -33,9 +34,9 @@ def train_cmd(
         raise DataError(f"training needs the 'train' extra (pip install 'memed[train]'): {exc}") from None
     cfg = setup(config_path)
     chosen = tuple(m.strip() for m in models.split(",")) if models else cfg.train.models
-    unknown = [m for m in chosen if m not in FAMILIES]
+    unknown = [m for m in chosen if m not in FAMILY_NAMES]
     if unknown or not chosen:
-        raise ConfigError(f"--models: unknown family {unknown}; choose from {', '.join(FAMILIES)}")
+        raise ConfigError(f"--models: unknown family {unknown}; choose from {', '.join(FAMILY_NAMES)}")
     command = shlex.join(["memed", *sys.argv[1:]])
     with progress_bar("training") as progress:
         manifest = train_model_set(

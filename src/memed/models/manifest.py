@@ -18,7 +18,7 @@ class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 
 class ModelEntry(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: str
-    """Model family: logreg, lgbm, xgb, lstm, transformer."""
+    """Model family (:data:`memed.models.families.FAMILIES`)."""
     file: str
     sha256: str
     kind: ModelKind

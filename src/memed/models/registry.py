@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 
 from memed.errors import RegistryError, SpecMismatchError
+from memed.models.families import FAMILIES
 from memed.models.manifest import Manifest
 from memed.models.runtime import ModelRunner
 
@@ -141,6 +142,12 @@ def load_model_set(
         if sha256_file(file) != entry.sha256:
             raise RegistryError(f"{file}: sha256 does not match the manifest (corrupt or replaced)")
         runners[entry.name] = ModelRunner.load(entry, file, len(manifest.horizons), threads)
+        known = FAMILIES.get(entry.name)
+        if known is None or known.kind != entry.kind:
+            raise RegistryError(
+                f"{set_dir}: model {entry.name!r} ({entry.kind}) is not a known family "
+                f"({', '.join(f'{f.name} ({f.kind})' for f in FAMILIES.values())})"
+            )
     if not runners:
         raise RegistryError(f"{set_dir}: no model to serve")
     return ModelSet(set_dir, manifest, runners)

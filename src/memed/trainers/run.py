@@ -7,30 +7,26 @@ is served (stateful LSTM stepped tick by tick), on the test split, beside the ba
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import polars as pl
 
 from memed.config import MemedConfig
-from memed.data.frames import run_bounds
-from memed.errors import DataError
+from memed.errors import ConfigError, DataError
 from memed.logs import get_logger
+from memed.models.families import family, load_part
 from memed.models.manifest import DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
 from memed.models.registry import write_model_set
-from memed.models.runtime import ModelRunner, run_stateful, session_options
 from memed.trainers.dataset import TrainingData, build_training_data
 from memed.trainers.leakage import constant_features
 from memed.trainers.metrics import baseline_probabilities, binary_metrics
 from memed.trainers.progress import NullProgress, ProgressSink
-from memed.trainers.trained import Trained
+from memed.trainers.trained import PARITY_ROWS, Fitted, Trained, TrainJob
 
-PARITY_ROWS = 20_000
 PARITY_TOLERANCE = 1e-5
 log = get_logger("memed.train")
 
@@ -39,18 +35,19 @@ def _metrics_per_horizon(y: np.ndarray, p: np.ndarray, horizons: list[int]) -> d
     return {str(h): binary_metrics(y[:, k], p[:, k]) for k, h in enumerate(horizons)}
 
 
-def _session(trained: Trained) -> ort.InferenceSession:
-    return ort.InferenceSession(trained.model.SerializeToString(), session_options(2))
-
-
-def _runs(data: TrainingData) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Split the (run-sorted) table into runs: features, labels, splits; and each row's run start."""
-    x, y = data.x(), data.y()
-    split = data.frame["split"].fill_null("").to_numpy()
-    run = data.frame["run"].to_numpy()
-    bounds = run_bounds(run)
-    sl = [slice(a, b) for a, b in itertools.pairwise(bounds)]
-    return [x[s] for s in sl], [y[s] for s in sl], [split[s] for s in sl], bounds
+def _trainer(name: str) -> Callable[[TrainJob], Fitted]:
+    """The family's trainer; a clear error for an unknown family or a missing ``train`` extra."""
+    try:
+        fam = family(name)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+    try:
+        trainer: Callable[[TrainJob], Fitted] = load_part(fam.trainer)
+    except ImportError as exc:
+        raise ConfigError(
+            f"training {name} needs the 'train' extra (pip install 'memed[train]'): {exc}"
+        ) from None
+    return trainer
 
 
 def _model_set_id(data: TrainingData, cfg: MemedConfig, models: tuple[str, ...], created: datetime) -> str:
@@ -72,6 +69,7 @@ def train_model_set(
     """Train every requested family, export to ONNX, evaluate with ONNX Runtime, write the set."""
     progress = progress or NullProgress()
     models = models or cfg.train.models
+    trainers = {name: _trainer(name) for name in models}
     created = datetime.now(UTC).replace(microsecond=0)
     t0 = time.perf_counter()
     data = build_training_data(sources, cfg)
@@ -83,70 +81,25 @@ def train_model_set(
     x_te, y_te = data.x(masks["test"]), data.y(masks["test"])
     if len(x_tr) == 0 or len(x_te) == 0:
         raise DataError("not enough data: the train or test split is empty (too short a history?)")
-    parity_x = x_te[:PARITY_ROWS]
-    test_idx = np.flatnonzero(masks["test"].to_numpy())
     horizons = data.horizons
     doc = f"memed model; feature spec {data.spec.hash}; horizons {horizons}"
     entries: list[ModelEntry] = []
     files: dict[str, bytes] = {}
     t = cfg.train
+    job = TrainJob(data=data, cfg=t, x_tr=x_tr, y_tr=y_tr, x_va=x_va, y_va=y_va, x_te=x_te,
+                   test_idx=np.flatnonzero(masks["test"].to_numpy()), parity_x=x_te[:PARITY_ROWS], doc=doc,
+                   progress=progress)  # fmt: skip
     for name in models:
         t_model = time.perf_counter()
-        p_test: np.ndarray
-        if name in ("logreg", "lgbm", "xgb"):
-            from memed.trainers import tabular  # noqa: PLC0415 - needs the train extra
-
-            if name == "logreg":
-                trained = tabular.train_logreg(x_tr, y_tr, parity_x, t.logreg, doc, progress)
-            elif name == "lgbm":
-                trained = tabular.train_lgbm(x_tr, y_tr, x_va, y_va, parity_x, t.lgbm, t.seed, doc, progress)
-            else:
-                trained = tabular.train_xgb(x_tr, y_tr, x_va, y_va, parity_x, t.xgb, t.seed, doc, progress)
-            sess = _session(trained)
-            p_test = np.concatenate(
-                [sess.run(None, {"features": x_te[s : s + 65536]})[0] for s in range(0, len(x_te), 65536)]
-            )
-            gap = float(np.max(np.abs(p_test[: len(parity_x)] - trained.native_test), initial=0.0))
-        elif name == "lstm":
-            from memed.trainers import sequence  # noqa: PLC0415 - torch, train extra
-
-            xs, ys, splits, _ = _runs(data)
-            trained, net = sequence.train_lstm(
-                sequence.Runs(xs, ys, splits), x_tr, t.lstm, t.seed, doc, progress
-            )
-            entry = _entry(trained, "", 0.0, {})
-            runner = ModelRunner(entry, _session(trained), len(horizons))
-            p_all = np.concatenate(run_stateful(runner, xs))
-            torch_all = np.concatenate(sequence.lstm_forward_runs(net, xs))
-            p_test = p_all[test_idx]
-            gap = float(np.max(np.abs(p_test - torch_all[test_idx]), initial=0.0))
-        elif name == "transformer":
-            from memed.trainers import sequence  # noqa: PLC0415
-
-            x_all, y_all = data.x(), data.y()
-            split = data.frame["split"].fill_null("").to_numpy()
-            run_id = data.frame["run"].to_numpy()
-            trained, tnet = sequence.train_transformer(
-                x_all, y_all, run_id, split, t.transformer, t.seed, doc, progress
-            )
-            ends = sequence.window_index(run_id, t.transformer.window)
-            sess = _session(trained)
-            p_test = np.full((len(test_idx), len(horizons)), np.nan)
-            scored = np.isin(test_idx, ends)
-            te_ends = test_idx[scored]
-            onnx_p = sequence.onnx_window_predict(sess, x_all, te_ends, t.transformer.window, len(horizons))
-            p_test[scored] = onnx_p
-            native = sequence.transformer_predict(tnet, x_all, te_ends[:PARITY_ROWS], t.transformer.window)
-            gap = float(np.max(np.abs(onnx_p[:PARITY_ROWS] - native), initial=0.0))
-        else:
-            raise DataError(f"unknown model family {name!r}")
+        fitted = trainers[name](job)
+        trained, gap = fitted.trained, fitted.gap
         if gap > PARITY_TOLERANCE:
             log.warning("onnx_parity_gap", model=name, max_abs_diff=gap, tolerance=PARITY_TOLERANCE)
         blob = trained.model.SerializeToString()
         files[f"{name}.onnx"] = blob
         trained.seconds = time.perf_counter() - t_model
         entries.append(_entry(trained, hashlib.sha256(blob).hexdigest(), gap,
-                              _metrics_per_horizon(y_te, p_test, horizons)))  # fmt: skip
+                              _metrics_per_horizon(y_te, fitted.p_test, horizons)))  # fmt: skip
         log.info("model_trained", model=name, seconds=round(trained.seconds, 1), onnx_max_abs_diff=gap,
                  trees=list(trained.trees_per_horizon) or None)  # fmt: skip
     up_rate = float(np.nanmean(y_tr)) if np.any(~np.isnan(y_tr)) else 0.5

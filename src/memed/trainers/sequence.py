@@ -10,6 +10,7 @@ windows of the last ``window`` feature vectors of a run.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -20,11 +21,15 @@ import torch
 from torch import nn
 
 from memed.config import LstmConfig, TransformerConfig
+from memed.data.frames import run_bounds
+from memed.models.manifest import ModelEntry
 from memed.models.nets import LstmNet, TransformerNet
+from memed.models.runtime import ModelRunner, run_stateful
 from memed.models.scaler import Scaler
 from memed.models.torch_export import export_lstm, export_transformer
+from memed.trainers.dataset import TrainingData
 from memed.trainers.progress import NullProgress, ProgressSink
-from memed.trainers.trained import Trained
+from memed.trainers.trained import PARITY_ROWS, Fitted, Trained, TrainJob
 
 
 @dataclass
@@ -235,3 +240,50 @@ def _transformer_loss(
     t = y[ends]
     keep = ~np.isnan(t)
     return float(-np.mean(t[keep] * np.log(p[keep]) + (1 - t[keep]) * np.log(1 - p[keep])))
+
+
+# --------------------------------------------------------------------------- the families' trainers
+def table_runs(data: TrainingData) -> Runs:
+    """The (run-sorted) training table cut into its runs: features, labels and splits per run."""
+    x, y = data.x(), data.y()
+    split = data.frame["split"].fill_null("").to_numpy()
+    bounds = run_bounds(data.frame["run"].to_numpy())
+    sl = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+    return Runs([x[s] for s in sl], [y[s] for s in sl], [split[s] for s in sl])
+
+
+def fit_lstm(job: TrainJob) -> Fitted:
+    """Train on whole runs; score every run with the exported graph stepped as the daemon steps it."""
+    runs = table_runs(job.data)
+    c = job.cfg
+    trained, net = train_lstm(runs, job.x_tr, c.lstm, c.seed, job.doc, job.progress)
+    entry = ModelEntry(name=trained.name, file=f"{trained.name}.onnx", sha256="", kind=trained.kind,
+                       state_shape=trained.state_shape)  # fmt: skip
+    runner = ModelRunner(entry, trained.session(), len(job.data.horizons))
+    p_all = np.concatenate(run_stateful(runner, runs.x))
+    torch_all = np.concatenate(lstm_forward_runs(net, runs.x))
+    p_test = p_all[job.test_idx]
+    gap = float(np.max(np.abs(p_test - torch_all[job.test_idx]), initial=0.0))
+    return Fitted(trained, p_test, gap)
+
+
+def fit_transformer(job: TrainJob) -> Fitted:
+    """Train on windows of each run; score the test rows that end a full window (NaN for the others)."""
+    data, c = job.data, job.cfg
+    x_all, y_all = data.x(), data.y()
+    split = data.frame["split"].fill_null("").to_numpy()
+    run_id = data.frame["run"].to_numpy()
+    window = c.transformer.window
+    trained, net = train_transformer(
+        x_all, y_all, run_id, split, c.transformer, c.seed, job.doc, job.progress
+    )
+    ends = window_index(run_id, window)
+    n_h = len(data.horizons)
+    p_test = np.full((len(job.test_idx), n_h), np.nan)
+    scored = np.isin(job.test_idx, ends)
+    te_ends = job.test_idx[scored]
+    onnx_p = onnx_window_predict(trained.session(), x_all, te_ends, window, n_h)
+    p_test[scored] = onnx_p
+    native = transformer_predict(net, x_all, te_ends[:PARITY_ROWS], window)
+    gap = float(np.max(np.abs(onnx_p[:PARITY_ROWS] - native), initial=0.0))
+    return Fitted(trained, p_test, gap)

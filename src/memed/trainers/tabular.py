@@ -22,7 +22,7 @@ from memed.models.linear_graph import logistic_model, logistic_predict
 from memed.models.scaler import Scaler
 from memed.models.tree_graph import FlatTrees, ensemble_model, xgboost_base_margin
 from memed.trainers.progress import NullProgress, ProgressSink
-from memed.trainers.trained import Trained
+from memed.trainers.trained import Fitted, Trained, TrainJob
 
 MIN_ROWS = 100
 log = get_logger("memed.train")
@@ -230,3 +230,36 @@ def train_xgb(
         trees_per_horizon=tuple(counts),
         seconds=time.perf_counter() - t0,
     )
+
+
+# --------------------------------------------------------------------------- the families' trainers
+SCORE_CHUNK = 65_536
+
+
+def _fitted(job: TrainJob, trained: Trained) -> Fitted:
+    """Score the test split with the exported graph in ONNX Runtime; the gap on the parity rows."""
+    sess = trained.session()
+    x = job.x_te
+    p_test = np.concatenate(
+        [sess.run(None, {"features": x[s : s + SCORE_CHUNK]})[0] for s in range(0, len(x), SCORE_CHUNK)]
+    )
+    gap = float(np.max(np.abs(p_test[: len(job.parity_x)] - trained.native_test), initial=0.0))
+    return Fitted(trained, p_test, gap)
+
+
+def fit_logreg(job: TrainJob) -> Fitted:
+    return _fitted(job, train_logreg(job.x_tr, job.y_tr, job.parity_x, job.cfg.logreg, job.doc, job.progress))
+
+
+def fit_lgbm(job: TrainJob) -> Fitted:
+    c = job.cfg
+    trained = train_lgbm(job.x_tr, job.y_tr, job.x_va, job.y_va, job.parity_x, c.lgbm, c.seed, job.doc,
+                         job.progress)  # fmt: skip
+    return _fitted(job, trained)
+
+
+def fit_xgb(job: TrainJob) -> Fitted:
+    c = job.cfg
+    trained = train_xgb(job.x_tr, job.y_tr, job.x_va, job.y_va, job.parity_x, c.xgb, c.seed, job.doc,
+                        job.progress)  # fmt: skip
+    return _fitted(job, trained)

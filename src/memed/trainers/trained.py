@@ -1,4 +1,5 @@
-"""What a trainer hands back: the ONNX model plus what the manifest needs to record about it."""
+"""What a family's trainer gets (:class:`TrainJob`) and hands back (:class:`Fitted`, with its
+:class:`Trained` model): the one signature every ``trainer`` of :mod:`memed.models.families` has."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
+from memed.config import TrainConfig
 from memed.models.manifest import ModelKind
+from memed.models.runtime import session_options
+from memed.trainers.dataset import TrainingData
+from memed.trainers.progress import ProgressSink
+
+PARITY_ROWS = 20_000
+"""Test rows on which a native model and its ONNX export are compared."""
 
 
 @dataclass
@@ -22,3 +31,36 @@ class Trained:
     trees_per_horizon: tuple[int, ...] = ()
     seconds: float = 0.0
     notes: dict[str, float] = field(default_factory=dict)
+
+    def session(self) -> ort.InferenceSession:
+        """The exported model in ONNX Runtime, as it will be served."""
+        return ort.InferenceSession(self.model.SerializeToString(), session_options(2))
+
+
+@dataclass
+class TrainJob:
+    """A training run's table and splits, as every family's trainer receives them."""
+
+    data: TrainingData
+    cfg: TrainConfig
+    x_tr: np.ndarray
+    y_tr: np.ndarray
+    x_va: np.ndarray
+    y_va: np.ndarray
+    x_te: np.ndarray
+    test_idx: np.ndarray
+    """Rows of ``data.frame`` in the test split (the order of ``x_te``)."""
+    parity_x: np.ndarray
+    """Test rows on which the native model and its ONNX export are compared."""
+    doc: str
+    """Documentation string stamped into every exported graph."""
+    progress: ProgressSink
+
+
+@dataclass
+class Fitted:
+    trained: Trained
+    p_test: np.ndarray
+    """ONNX Runtime's ``p_up`` [test rows, H] of the exported model, scored as served."""
+    gap: float
+    """Largest |native - ONNX Runtime| probability on the parity rows."""

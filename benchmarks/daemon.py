@@ -31,7 +31,7 @@ from memed.logs import configure_logging
 T0_MIN = 29_000_000  # epoch minutes, 2025-02
 PUBLISHER = r"""
 import asyncio, sys, time, json, aiomqtt
-from memed.daemon.publish import publish_many
+from memed.daemon.mqtt import publish_many
 port, path, pace = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 minutes = [json.loads(line) for line in open(path)]
 async def main():

@@ -25,7 +25,7 @@ from memed.backtest.run import run_backtest
 from memed.backtest.simulator import MarketBars, TokenBars, simulate
 from memed.config import BacktestConfig, parse_config
 from memed.daemon.app import Daemon
-from memed.daemon.replay import replay
+from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market, write_dataset
 from memed.errors import ConfigError
 
@@ -312,7 +312,7 @@ def test_backtest_replay_equals_the_daemon_over_mosquitto(
         async with asyncio.TaskGroup() as tg:
             run = tg.create_task(daemon.run())
             await daemon.subscribed.wait()
-            await replay(market, mosquitto.url, batch=True)
+            await publish_dataset(market, mosquitto.url, batch=True)
             last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
             await wait_until(lambda: daemon.batcher.last_closed >= last - 1, timeout=120)
             daemon.stop()

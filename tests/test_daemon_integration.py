@@ -16,7 +16,7 @@ from aiohttp import web
 from broker import Mosquitto, free_port
 from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, read_jsonl, wait_until
 from memed.daemon.app import Daemon
-from memed.daemon.replay import replay
+from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market
 
 pytestmark = pytest.mark.broker
@@ -40,7 +40,7 @@ async def test_ticks_in_signals_out_equal_the_direct_decision_path(
         sub = tg.create_task(collect(mosquitto.port, "memed/signals/#", received, ready))
         await daemon.subscribed.wait()
         await ready.wait()
-        await replay(market, mosquitto.url, batch=False)
+        await publish_dataset(market, mosquitto.url, batch=False)
         await wait_until(lambda: len(received) >= market.height)
         # the HTTP endpoints while it runs
         await wait_until(lambda: daemon.http_port is not None)
@@ -77,7 +77,7 @@ async def test_broker_restart_mid_run_loses_no_minute(
         run = tg.create_task(daemon.run())
         await daemon.subscribed.wait()
         feed = tg.create_task(
-            replay(market, mosquitto.url, batch=True, speed=60 * 60)
+            publish_dataset(market, mosquitto.url, batch=True, speed=60 * 60)
         )  # a minute per second/60
         await asyncio.sleep(0.8)
         await asyncio.to_thread(mosquitto.restart)
@@ -105,7 +105,7 @@ async def test_stop_checkpoint_restart_continues_identically(
         async with asyncio.TaskGroup() as tg:
             run = tg.create_task(daemon.run())
             await daemon.subscribed.wait()
-            await replay(part, mosquitto.url, batch=True)
+            await publish_dataset(part, mosquitto.url, batch=True)
             await wait_until(lambda d=daemon, p=part: d.batcher.last_closed >= _last_minute(p) - 1)
             daemon.stop()  # as SIGTERM does: drain, publish, checkpoint
             await run
@@ -178,7 +178,7 @@ async def test_webhook_and_hummingbot_sinks(
         sub = tg.create_task(collect(mosquitto.port, "hbot/signals/#", hbot, ready))
         await daemon.subscribed.wait()
         await ready.wait()
-        await replay(part, mosquitto.url, batch=True)
+        await publish_dataset(part, mosquitto.url, batch=True)
         await wait_until(lambda: sum(len(p) for p in posted) >= part.height - 20)
         daemon.stop()
         await run

@@ -203,6 +203,10 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     jsonl_path: str = ""
     webhook_url: str = ""
     webhook_retries: NonNegInt = 3
+    sink_queue_minutes: PositiveInt = 120
+    """Minutes of signals each sink may have queued; when full, its oldest minute is dropped and counted."""
+    sink_drain_seconds: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
+    """On stop, how long the sinks may take to send what is queued before the checkpoint is written."""
     inference_threads: PositiveInt = 2
 
     def __repr__(self) -> str:

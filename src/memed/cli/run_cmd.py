@@ -60,7 +60,7 @@ def replay_cmd(sources: tuple[Path, ...], broker: str, speed: float, batch: bool
                username: str | None, password: str | None, config_path: Path | None) -> None:  # fmt: skip
     """Publish the ticks of SOURCES onto MQTT minute by minute (QoS 1) to feed a daemon."""
     from memed.cli.progress import progress_bar  # noqa: PLC0415
-    from memed.daemon.replay import replay  # noqa: PLC0415
+    from memed.daemon.publish_dataset import publish_dataset  # noqa: PLC0415
     from memed.data import load_dataset  # noqa: PLC0415
 
     setup(config_path)
@@ -71,7 +71,7 @@ def replay_cmd(sources: tuple[Path, ...], broker: str, speed: float, batch: bool
         def on_minute(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        stats = asyncio.run(replay(frame, broker, prefix=topic_prefix, batch=batch, speed=speed,
+        stats = asyncio.run(publish_dataset(frame, broker, prefix=topic_prefix, batch=batch, speed=speed,
                                    username=username, password=password, on_minute=on_minute))  # fmt: skip
     click.echo(f"published {int(stats['messages']):,} messages for {int(stats['minutes']):,} minutes "
                f"in {stats['seconds']:.1f} s ({int(stats['reconnects'])} reconnects)")  # fmt: skip

@@ -1,9 +1,11 @@
 """``memed run``: the asyncio edges around the synchronous decision path.
 
 One :class:`asyncio.TaskGroup` owns every task (MQTT reader, batch closer, dead-letter publisher, model
-reloader, HTTP endpoints); each is named, waits are bounded, reconnects use capped jittered backoff, and
-:meth:`Daemon.stop` drains the current batches, publishes them, writes an atomic checkpoint and cancels the
-rest. The minute's inference runs in a worker thread so the event loop keeps reading the broker.
+reloader, one worker per sink, HTTP endpoints); each is named, waits are bounded, reconnects use capped
+jittered backoff, and :meth:`Daemon.stop` processes the pending batches, lets the sinks drain (at most
+``daemon.sink_drain_seconds``), writes an atomic checkpoint and cancels the rest. The minute's inference
+runs in a worker thread so the event loop keeps reading the broker; its signals go to the sinks through
+:class:`~memed.daemon.sinks.FanOut`, so no sink can stall the minute loop.
 """
 
 from __future__ import annotations
@@ -15,38 +17,36 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import aiomqtt
 import msgspec
 import numpy as np
 
 from memed.config import MemedConfig
+from memed.daemon import mqtt
 from memed.daemon.batcher import Batch, MinuteBatcher
 from memed.daemon.checkpoint import read_checkpoint, write_checkpoint
 from memed.daemon.metrics import DaemonMetrics
-from memed.daemon.publish import publish_many
-from memed.daemon.sinks import JsonlSink, WebhookSink
+from memed.daemon.sinks import (
+    FanOut,
+    HoldFilter,
+    JsonlSink,
+    MqttSink,
+    Outgoing,
+    Sink,
+    WebhookSink,
+    hummingbot_topic,
+    signal_topic,
+)
 from memed.daemon.ticks import Rejected, decode_message
 from memed.daemon.wire import to_signals
 from memed.decision import DecisionPath, Decisions
-from memed.errors import ConfigError, MemedError
+from memed.errors import MemedError
 from memed.logs import get_logger
-from memed.models.registry import ModelSet, latest_id, load_model_set, resolve
+from memed.models.registry import ModelSet, load_model_set, resolve
 from memed.signals.policy import ACTIONS
-from memed.signals.schema import Signal, hummingbot_payload
+from memed.signals.schema import Signal
 
 log = get_logger("memed.daemon")
-PUBLISH_CHUNK = 20_000  # QoS-1 messages in flight at once: well under the 65,535 MQTT packet ids
-OUTBOX_MAX = 1_000_000
-
-
-def broker_address(url: str) -> tuple[str, int, bool]:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("mqtt", "mqtts", "tcp") or not parsed.hostname:
-        raise ConfigError(f"daemon.broker_url: {url!r} is not mqtt://host[:port] or mqtts://host[:port]")
-    tls = parsed.scheme == "mqtts"
-    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
 
 
 def batch_arrays(batch: Batch) -> tuple[list[str], np.ndarray]:
@@ -60,7 +60,7 @@ class Daemon:
         self.cfg = cfg
         self.d = cfg.daemon
         self.clock = clock
-        self.host, self.port, url_tls = broker_address(self.d.broker_url)
+        self.host, self.port, url_tls = mqtt.broker_address(self.d.broker_url)
         self.tls = url_tls or self.d.tls
         self.metrics = DaemonMetrics()
         self.batcher = MinuteBatcher(self.d.batch_wait_seconds, close_on_expected=self.d.close_on_expected)
@@ -74,21 +74,27 @@ class Daemon:
         self.latest: dict[str, Signal] = {}
         self.processed_minutes = 0
         self.recent_latencies: deque[float] = deque(maxlen=10_000)
-        """Seconds from each minute's last tick to its last signal published (newest last)."""
+        """Seconds from each minute's last tick to its signals published on MQTT (newest last)."""
         self.subscribed = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._client: aiomqtt.Client | None = None
-        self._outbox: deque[tuple[str, bytes]] = deque(maxlen=OUTBOX_MAX)
+        self.link = mqtt.Link()
         self._dead: asyncio.Queue[Rejected] = asyncio.Queue(maxsize=10_000)
         self._swap: ModelSet | None = None
-        self._published: dict[str, tuple[str, str]] = {}
         self._refused: set[str] = set()
-        self._jsonl = JsonlSink(Path(self.d.jsonl_path)) if self.d.jsonl_path else None
-        self._webhook = (
-            WebhookSink(self.d.webhook_url, self.d.webhook_retries) if self.d.webhook_url else None
-        )
+        self.holds = HoldFilter(self.d.publish_hold)
+        self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
         self.http_port: int | None = None
+
+    def _sinks(self) -> list[Sink]:
+        sinks: list[Sink] = [MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix))]
+        if self.d.hummingbot_topic_prefix:
+            sinks.append(MqttSink("hummingbot", self.link, hummingbot_topic(self.d.hummingbot_topic_prefix)))
+        if self.d.jsonl_path:
+            sinks.append(JsonlSink(Path(self.d.jsonl_path)))
+        if self.d.webhook_url:
+            sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries))
+        return sinks
 
     def _initial_path(self, model_set: ModelSet) -> DecisionPath:
         if self.checkpoint is not None and self.checkpoint.exists():
@@ -108,34 +114,34 @@ class Daemon:
         log.info("daemon_start", broker=f"{self.host}:{self.port}", tls=self.tls, topic=self.d.tick_topic,
                  model_set=self.path.model_set.id, config_hash=self.cfg.hash(),
                  user=self.d.username or None)  # fmt: skip
-        async with asyncio.TaskGroup() as tg:
-            tasks = [
-                tg.create_task(self._mqtt_loop(), name="mqtt"),
-                tg.create_task(self._batch_loop(), name="batches"),
-                tg.create_task(self._dead_letter_loop(), name="dead-letters"),
-                tg.create_task(self._reload_loop(), name="model-reload"),
-            ]
-            if self.d.http_port:
-                from memed.daemon.http import serve_http  # noqa: PLC0415
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._mqtt_loop(), name="mqtt"),
+                    tg.create_task(self._batch_loop(), name="batches"),
+                    tg.create_task(self._dead_letter_loop(), name="dead-letters"),
+                    tg.create_task(self._reload_loop(), name="model-reload"),
+                ]
+                tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
+                if self.d.http_port:
+                    from memed.daemon.http import serve_http  # noqa: PLC0415
 
-                tasks.append(tg.create_task(serve_http(self), name="http"))
-            await self._stop.wait()
-            await self._drain()
-            for task in tasks:
-                task.cancel()
-        if self._jsonl is not None:
-            self._jsonl.close()
-        if self._webhook is not None:
-            await self._webhook.close()
+                    tasks.append(tg.create_task(serve_http(self), name="http"))
+                await self._stop.wait()
+                await self._drain()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self.fanout.close()
         log.info("daemon_stopped", minutes=self.processed_minutes, rejected=self.metrics.rejected_counts(),
                  signals=self.metrics.signal_counts())  # fmt: skip
 
     async def _drain(self) -> None:
-        """Process everything pending, publish it, then write the checkpoint."""
+        """Process everything pending, let the sinks send it (bounded), then write the checkpoint."""
         async with self._lock:
             for batch in self.batcher.due(self.clock(), flush=True):
                 await self._process(batch)
-            await self._flush_outbox()
+            await self.fanout.drain(self.d.sink_drain_seconds)
             if self.checkpoint is not None:
                 write_checkpoint(self.checkpoint, self.path.snapshot(), self.batcher.state())
                 log.info("checkpoint_written", path=str(self.checkpoint), tokens=self.path.tokens)
@@ -143,45 +149,36 @@ class Daemon:
     # ------------------------------------------------------------------ MQTT in
     async def _mqtt_loop(self) -> None:
         backoff = 0.2
-        tls = aiomqtt.TLSParameters(ca_certs=self.d.tls_ca_file or None) if self.tls else None
         while True:
-            client: aiomqtt.Client | None = None
+            client = mqtt.client(
+                self.host, self.port, identifier=self.d.client_id, persistent=True,
+                username=self.d.username or None, password=self.d.password or None, tls=self.tls,
+                ca_file=self.d.tls_ca_file, max_queued_incoming=200_000,
+            )  # fmt: skip
             try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.d.client_id, clean_session=False,
-                    username=self.d.username or None, password=self.d.password or None, tls_params=tls,
-                    max_queued_incoming_messages=200_000, max_inflight_messages=0,  # bounded by PUBLISH_CHUNK
-                ) as client:  # fmt: skip
+                async with client:
+                    mqtt.check_private_api(client)
                     await client.subscribe(self.d.tick_topic, qos=1)
-                    self._client = client
+                    self.link.up(client)
                     self.metrics.connected.set(1)
                     self.subscribed.set()
                     log.info("broker_connected", broker=f"{self.host}:{self.port}")
                     backoff = 0.2
-                    await self._flush_outbox()
                     async for message in client.messages:
                         self._on_message(message.payload)
-            except aiomqtt.MqttError as exc:
-                self._client = None
-                if client is not None:
-                    self._drain_received(client)
+            except mqtt.MqttError as exc:
+                self.link.down()
+                payloads = mqtt.received_before_disconnect(client)
+                for payload in payloads:
+                    self._on_message(payload)
+                if payloads:
+                    log.info("received_before_disconnect", messages=len(payloads))
                 self.subscribed.clear()
                 self.metrics.connected.set(0)
                 self.metrics.reconnects.inc()
                 log.warning("broker_lost", error=str(exc), retry_in=round(backoff, 2))
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 10.0)
-
-    def _drain_received(self, client: aiomqtt.Client) -> None:
-        """Messages the broker delivered (and paho acknowledged) before the connection dropped are still
-        in the old client's queue: take them, or a broker restart would lose them."""
-        queue = client._queue
-        drained = 0
-        while not queue.empty():
-            self._on_message(queue.get_nowait().payload)
-            drained += 1
-        if drained:
-            log.info("received_before_disconnect", messages=drained)
 
     def _on_message(self, payload: Any) -> None:
         self.metrics.messages_in.inc()
@@ -204,9 +201,9 @@ class Daemon:
             item = await self._dead.get()
             raw = item.raw if not isinstance(item.raw, bytes) else item.raw.decode("utf-8", "replace")
             body = msgspec.json.encode({"reason": item.reason, "detail": item.detail, "tick": raw})
-            client = self._client
+            client = self.link.client
             if client is not None:
-                with contextlib.suppress(aiomqtt.MqttError):
+                with contextlib.suppress(mqtt.MqttError):
                     await client.publish(self.d.dead_letter_topic, body, qos=0)
 
     # ------------------------------------------------------------------ batches
@@ -231,54 +228,24 @@ class Daemon:
                 self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
         if result.stale:
             self.metrics.reject("stale", result.stale)
-        await self._publish(signals)
-        if self._jsonl is not None:
-            self._jsonl.write(signals)
-        if self._webhook is not None and not await self._webhook.send(signals):
-            self.metrics.webhook_failures.inc(len(signals))
+        self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
         now = self.clock()
-        latency = max(0.0, now - batch.last_arrival)
-        self.metrics.latency.observe(latency)
-        self.recent_latencies.append(latency)
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(now - (batch.minute + 1) * 60)
         if self.processed_minutes % 60 == 0:
             gone = self.path.evict_idle(float(batch.minute), self.d.evict_ttl_minutes)
             self.batcher.forget(gone)
+            self.holds.forget(gone)
             for t in gone:
                 self.latest.pop(t, None)
-                self._published.pop(t, None)
         self.metrics.tokens.set(self.path.tokens)
 
-    # ------------------------------------------------------------------ MQTT out
-    async def _publish(self, signals: list[Signal]) -> None:
-        prefix = self.d.signal_topic_prefix
-        mode = self.d.publish_hold
-        last = self._published
-        for sig in signals:
-            state = (sig.action, sig.reason)
-            if sig.action == "HOLD" and (
-                mode == "never" or (mode == "changes" and last.get(sig.token) == state)
-            ):
-                continue
-            last[sig.token] = state
-            self._outbox.append((f"{prefix}/{sig.token}", msgspec.json.encode(sig)))
-            if self.d.hummingbot_topic_prefix:
-                topic = f"{self.d.hummingbot_topic_prefix}/{sig.token}"
-                self._outbox.append((topic, msgspec.json.encode(hummingbot_payload(sig))))
-        await self._flush_outbox()
-
-    async def _flush_outbox(self) -> None:
-        """Publish queued signals with QoS 1; on a lost connection they stay queued for the next one."""
-        while self._outbox:
-            client = self._client
-            if client is None:
-                return
-            chunk = [self._outbox.popleft() for _ in range(min(PUBLISH_CHUNK, len(self._outbox)))]
-            unconfirmed = await publish_many(client, chunk, qos=1)
-            if unconfirmed:
-                self._outbox.extendleft(reversed([chunk[i] for i in unconfirmed]))
-                return
+    def _sent(self, sink: Sink, out: Outgoing) -> None:
+        """A sink delivered a minute: for the MQTT signal topics, that is the tick-to-signal latency."""
+        if sink.name == "mqtt":
+            latency = max(0.0, self.clock() - out.last_arrival)
+            self.metrics.latency.observe(latency)
+            self.recent_latencies.append(latency)
 
     # ------------------------------------------------------------------ model reload
     async def _reload_loop(self) -> None:
@@ -316,4 +283,4 @@ class Daemon:
         log.info("model_set_loaded", model_set=ms.id)
 
 
-__all__ = ["Daemon", "batch_arrays", "broker_address", "latest_id"]
+__all__ = ["Daemon", "batch_arrays"]

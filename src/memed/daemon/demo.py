@@ -23,7 +23,7 @@ from rich.table import Table
 
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
-from memed.daemon.replay import replay
+from memed.daemon.publish_dataset import publish_dataset
 from memed.logs import get_logger
 
 log = get_logger("memed.demo")
@@ -89,7 +89,7 @@ async def run_demo(cfg: MemedConfig, market: pl.DataFrame, *, speed: float, cons
             serving = tg.create_task(daemon.run(), name="daemon")
             await daemon.subscribed.wait()
             feed = tg.create_task(
-                replay(market, daemon_cfg.broker_url, batch=True, speed=speed), name="replay"
+                publish_dataset(market, daemon_cfg.broker_url, batch=True, speed=speed), name="feed"
             )
             with Live(_table(daemon, title), console=console, refresh_per_second=4) as live:
                 while daemon.batcher.last_closed < last_minute or not feed.done():

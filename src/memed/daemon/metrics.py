@@ -27,8 +27,12 @@ class DaemonMetrics:
         self.reloads = Counter("memed_model_reloads_total", "Model-set reloads, by result", ["result"],
                                registry=r)  # fmt: skip
         self.model_set = Info("memed_model_set", "The served model set", registry=r)
-        self.webhook_failures = Counter("memed_webhook_failures_total", "Signals the webhook never took",
-                                        registry=r)  # fmt: skip
+        self.sink_signals = Counter(
+            "memed_sink_signals_total", "Signals by sink and result: sent, failed (the sink gave up), "
+            "dropped (its queue was full)", ["sink", "result"], registry=r,
+        )  # fmt: skip
+        self.sink_queue = Gauge("memed_sink_queue_minutes", "Minutes of signals queued for a sink", ["sink"],
+                                registry=r)  # fmt: skip
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.rejected.labels(reason=reason).inc(n)
@@ -47,6 +51,16 @@ class DaemonMetrics:
 
     def rejected_counts(self) -> dict[str, float]:
         return self._by_label("memed_ticks_rejected", "reason")
+
+    def sink_counts(self) -> dict[tuple[str, str], float]:
+        """Signals by (sink, result)."""
+        out: dict[tuple[str, str], float] = {}
+        for metric in self.registry.collect():
+            if metric.name == "memed_sink_signals":
+                for s in metric.samples:
+                    if s.name.endswith("_total"):
+                        out[(s.labels["sink"], s.labels["result"])] = s.value
+        return out
 
     def signal_counts(self) -> dict[str, float]:
         return self._by_label("memed_signals", "action")

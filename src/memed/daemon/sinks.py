@@ -1,63 +1,265 @@
-"""Where signals go besides MQTT: a JSONL file and a webhook (aiohttp, retries with backoff)."""
+"""Where signals go: one :class:`Sink` protocol, and one :class:`FanOut` that feeds every sink.
+
+Sinks: the signal topics on MQTT (``mqtt``), the same signals in the shape of Hummingbot's
+``ai_livestream`` controller (``hummingbot``), a JSONL file (``jsonl``) and a webhook (``webhook``).
+
+The minute loop never waits for a sink. It hands each minute's signals (:class:`Outgoing`) to the fan-out,
+which puts them on every sink's own bounded queue (``daemon.sink_queue_minutes`` minutes) and returns; each
+sink's worker task sends them in order. A slow or failing sink therefore cannot stall the minute loop or
+another sink. The written policy when a queue is full: the *oldest* queued minute is dropped (a bot acts
+on the newest signals). Every signal is counted by sink and result on ``/metrics``
+(``memed_sink_signals_total{sink, result}``: ``sent``, ``failed`` — a sink gave up, e.g. a webhook after
+its retries or a full disk — and ``dropped``), with a structured log line for each failure and drop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
 
+from memed.daemon.metrics import DaemonMetrics
+from memed.daemon.mqtt import Link, publish_many
+from memed.errors import MemedError
 from memed.logs import get_logger
-from memed.signals.schema import Signal
+from memed.signals.schema import Signal, hummingbot_payload
 
 log = get_logger("memed.daemon.sinks")
+PUBLISH_CHUNK = 20_000
+"""QoS-1 messages in flight at once: well under the 65,535 MQTT packet ids."""
+RETRY_AFTER_LOSS = 0.2
+"""Seconds before messages a lost connection left unconfirmed are sent again."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One minute's signals on their way out."""
+
+    minute: int
+    signals: list[Signal]
+    """Every signal of the minute (the JSONL file and the webhook get all of them)."""
+    published: list[Signal]
+    """The ones ``daemon.publish_hold`` publishes on MQTT (see :class:`HoldFilter`)."""
+    last_arrival: float
+    """Wall clock of the minute's last tick (for the tick-to-signal latency)."""
+
+
+class SinkError(MemedError):
+    """A sink gave up on a minute's signals."""
+
+
+class Sink(Protocol):
+    name: str
+    published_only: bool
+    """True: the sink takes :attr:`Outgoing.published`; False: every signal."""
+
+    async def send(self, out: Outgoing) -> None:
+        """Deliver one minute's signals, or raise :class:`SinkError`."""
+
+    async def close(self) -> None: ...
+
+
+class HoldFilter:
+    """``daemon.publish_hold`` on MQTT: BUY/SELL always; a HOLD every minute (``always``), only when the
+    token's (action, reason) changed (``changes``: a HOLD after a BUY revokes it), or ``never``."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._last: dict[str, tuple[str, str]] = {}
+
+    def select(self, signals: list[Signal]) -> list[Signal]:
+        out = []
+        last = self._last
+        for sig in signals:
+            state = (sig.action, sig.reason)
+            if sig.action == "HOLD" and (
+                self.mode == "never" or (self.mode == "changes" and last.get(sig.token) == state)
+            ):
+                continue
+            last[sig.token] = state
+            out.append(sig)
+        return out
+
+    def forget(self, tokens: list[str]) -> None:
+        for token in tokens:
+            self._last.pop(token, None)
+
+
+class MqttSink:
+    """Publishes the minute's published signals with QoS 1 on the daemon's connection, in order. While
+    the broker is away it waits (its queue fills, then drops); messages a lost connection left
+    unconfirmed are sent again on the next one (consumers de-duplicate by the signal's ``key``)."""
+
+    published_only = True
+
+    def __init__(self, name: str, link: Link, encode: Callable[[Signal], tuple[str, bytes]]) -> None:
+        self.name = name
+        self.link = link
+        self.encode = encode
+
+    async def send(self, out: Outgoing) -> None:
+        pending = [self.encode(sig) for sig in out.published]
+        while pending:
+            client = await self.link.wait()
+            chunk, pending = pending[:PUBLISH_CHUNK], pending[PUBLISH_CHUNK:]
+            unconfirmed = await publish_many(client, chunk, qos=1)
+            if unconfirmed:
+                pending = [chunk[i] for i in unconfirmed] + pending
+                await asyncio.sleep(RETRY_AFTER_LOSS)
+
+    async def close(self) -> None:
+        return None
+
+
+def signal_topic(prefix: str) -> Callable[[Signal], tuple[str, bytes]]:
+    """``<prefix>/<token>``: the signal as versioned JSON."""
+    return lambda sig: (f"{prefix}/{sig.token}", msgspec.json.encode(sig))
+
+
+def hummingbot_topic(prefix: str) -> Callable[[Signal], tuple[str, bytes]]:
+    """``<prefix>/<token>``: the signal in Hummingbot's ``ai_livestream`` shape."""
+    return lambda sig: (f"{prefix}/{sig.token}", msgspec.json.encode(hummingbot_payload(sig)))
 
 
 class JsonlSink:
+    """Appends every signal as one JSON line, unbuffered, in a worker thread: a slow disk blocks only this
+    sink; a full one fails its minutes (counted; a torn last line is possible, as after any crash) and the
+    daemon goes on."""
+
+    name = "jsonl"
+    published_only = False
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "ab")  # noqa: SIM115 - kept open for the daemon's life, closed in close()
+        self.path = path
+        self._fh = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open for the daemon's life
 
-    def write(self, signals: list[Signal]) -> None:
-        if signals:
-            self._fh.write(b"".join(msgspec.json.encode(s) + b"\n" for s in signals))
-            self._fh.flush()
+    def _write(self, body: bytes) -> None:
+        view = memoryview(body)
+        while view:
+            view = view[self._fh.write(view) or 0 :]
 
-    def close(self) -> None:
+    async def send(self, out: Outgoing) -> None:
+        if not out.signals:
+            return
+        body = b"".join(msgspec.json.encode(s) + b"\n" for s in out.signals)
+        try:
+            await asyncio.to_thread(self._write, body)
+        except OSError as exc:
+            raise SinkError(f"{self.path}: {exc.strerror or exc}") from None
+
+    async def close(self) -> None:
         self._fh.close()
 
 
 class WebhookSink:
     """POSTs each minute's signals as one JSON array; retries with capped jittered backoff."""
 
-    def __init__(self, url: str, retries: int) -> None:
+    name = "webhook"
+    published_only = False
+
+    def __init__(self, url: str, retries: int, timeout: float = 10.0) -> None:
         self.url = url
         self.retries = retries
+        self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
-    async def send(self, signals: list[Signal]) -> bool:
-        if not signals:
-            return True
+    async def send(self, out: Outgoing) -> None:
+        if not out.signals:
+            return
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        body = msgspec.json.encode(signals)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        body = msgspec.json.encode(out.signals)
         delay = 0.2
+        problem = ""
         for attempt in range(self.retries + 1):
             try:
                 async with self._session.post(
                     self.url, data=body, headers={"content-type": "application/json"}
                 ) as resp:
                     if resp.status < 300:
-                        return True
-                    log.warning("webhook_status", status=resp.status, attempt=attempt)
+                        return
+                    problem = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("webhook_error", error=str(exc), attempt=attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 5.0)
-        return False
+                problem = str(exc) or type(exc).__name__
+            log.warning("webhook_retry", error=problem, attempt=attempt)
+            if attempt < self.retries:
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+        raise SinkError(f"webhook {self.url}: {problem} after {self.retries + 1} attempts")
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class FanOut:
+    """Every sink behind its own bounded queue and worker (see the module's description)."""
+
+    def __init__(
+        self,
+        sinks: list[Sink],
+        metrics: DaemonMetrics,
+        queue_minutes: int,
+        on_sent: Callable[[Sink, Outgoing], None] | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.on_sent = on_sent
+        self.queues: dict[Sink, asyncio.Queue[Outgoing]] = {s: asyncio.Queue(queue_minutes) for s in sinks}
+
+    def _count(self, sink: Sink, result: str, out: Outgoing) -> None:
+        n = len(out.published if sink.published_only else out.signals)
+        self.metrics.sink_signals.labels(sink=sink.name, result=result).inc(n)
+
+    def offer(self, out: Outgoing) -> None:
+        """Queue one minute's signals for every sink; never waits."""
+        for sink, queue in self.queues.items():
+            if queue.full():
+                dropped = queue.get_nowait()
+                queue.task_done()
+                self._count(sink, "dropped", dropped)
+                log.warning("sink_dropped", sink=sink.name, minute=dropped.minute, queued=queue.qsize())
+            queue.put_nowait(out)
+            self.metrics.sink_queue.labels(sink=sink.name).set(queue.qsize())
+
+    def workers(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """``(task name, coroutine)`` of each sink's worker, for the daemon's task group."""
+        return [(f"sink-{sink.name}", self._work(sink, queue)) for sink, queue in self.queues.items()]
+
+    async def _work(self, sink: Sink, queue: asyncio.Queue[Outgoing]) -> None:
+        while True:
+            out = await queue.get()
+            try:
+                await sink.send(out)
+            except SinkError as exc:
+                self._count(sink, "failed", out)
+                log.error("sink_failed", sink=sink.name, minute=out.minute, error=str(exc))
+            else:
+                self._count(sink, "sent", out)
+                if self.on_sent is not None:
+                    self.on_sent(sink, out)
+            finally:
+                queue.task_done()
+                self.metrics.sink_queue.labels(sink=sink.name).set(queue.qsize())
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued minute has been handled, at most ``timeout`` seconds; whether all were."""
+        try:
+            async with asyncio.timeout(timeout):
+                for queue in self.queues.values():
+                    await queue.join()
+        except TimeoutError:
+            left = {sink.name: q.qsize() for sink, q in self.queues.items() if q.qsize()}
+            log.warning("sinks_not_drained", timeout_s=timeout, minutes_left=left)
+            return False
+        return True
+
+    async def close(self) -> None:
+        for sink in self.queues:
+            await sink.close()

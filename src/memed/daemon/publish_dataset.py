@@ -1,4 +1,5 @@
-"""``memed replay``: publish a dataset onto MQTT, minute by minute, to feed a daemon.
+"""Publish a dataset onto MQTT, minute by minute, to feed a daemon (``memed replay``, ``memed demo``, the
+tests and benchmarks; not the backtester's replay, which never touches MQTT).
 
 One message per tick (``<prefix>/<token>``) or, with ``batch``, one JSON array per minute
 (``<prefix>/batch``) — batches matter: one subscriber decodes only ~10k messages/s. QoS 1 publishes go
@@ -15,18 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import aiomqtt
 import msgspec
 import numpy as np
 import polars as pl
 
-from memed.daemon.app import broker_address
-from memed.daemon.publish import publish_many
+from memed.daemon import mqtt
 from memed.data.schema import BAR_COLUMNS
 from memed.logs import get_logger
 
-log = get_logger("memed.replay")
-OPTIONAL = ("liquidity", "buys", "sells", "market_cap")
+log = get_logger("memed.publish_dataset")
 
 
 def minute_payloads(
@@ -51,7 +49,7 @@ def minute_payloads(
             yield minute, [(f"{prefix}/{t['token']}", msgspec.json.encode(t)) for t in ticks]
 
 
-async def replay(
+async def publish_dataset(
     frame: pl.DataFrame,
     broker_url: str,
     *,
@@ -66,7 +64,7 @@ async def replay(
     client_id: str | None = None,
 ) -> dict[str, float]:
     """Publish every minute of ``frame``; ``speed`` x real time (0: as fast as the broker takes it)."""
-    host, port, tls = broker_address(broker_url)
+    host, port, tls = mqtt.broker_address(broker_url)
     minutes = list(minute_payloads(frame, prefix, batch))
     sent = 0
     reconnects = 0
@@ -75,26 +73,26 @@ async def replay(
     backoff = 0.2
     while i < len(minutes):
         try:
-            async with aiomqtt.Client(
-                host, port, username=username, password=password, identifier=client_id,
-                tls_params=aiomqtt.TLSParameters() if tls else None, max_inflight_messages=0,
-            ) as client:  # fmt: skip
+            client = mqtt.client(
+                host, port, identifier=client_id, username=username, password=password, tls=tls
+            )
+            async with client:
                 backoff = 0.2
                 while i < len(minutes):
                     _minute, messages = minutes[i]
                     start = time.perf_counter()
                     for s in range(0, len(messages), window):
-                        if await publish_many(client, messages[s : s + window], qos=qos):
-                            raise aiomqtt.MqttError("connection lost with publishes unacknowledged")
+                        if await mqtt.publish_many(client, messages[s : s + window], qos=qos):
+                            raise mqtt.MqttError("connection lost with publishes unacknowledged")
                     sent += len(messages)
                     i += 1
                     if on_minute is not None:
                         on_minute(i, len(minutes))
                     if speed > 0:
                         await asyncio.sleep(max(0.0, 60.0 / speed - (time.perf_counter() - start)))
-        except aiomqtt.MqttError as exc:
+        except mqtt.MqttError as exc:
             reconnects += 1
-            log.warning("replay_broker_lost", error=str(exc), minute_index=i, retry_in=round(backoff, 2))
+            log.warning("publish_broker_lost", error=str(exc), minute_index=i, retry_in=round(backoff, 2))
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 5.0)
     elapsed = time.perf_counter() - t0

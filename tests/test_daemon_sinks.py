@@ -1,0 +1,101 @@
+"""Sinks behind one fan-out: a hanging webhook or a full disk cannot stall the minute loop or another sink,
+and every drop and failure is counted by sink; MQTT's private parts are checked against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+import pytest
+from aiohttp import web
+
+from broker import Mosquitto, free_port
+from daemon_helpers import collect, daemon_config, direct_signals, wait_until
+from memed.daemon.app import Daemon
+from memed.daemon.mqtt import PrivateApiError, check_private_api
+from memed.daemon.publish_dataset import publish_dataset
+from memed.data import synth_market
+
+pytestmark = pytest.mark.broker
+
+
+async def test_a_hanging_webhook_and_a_full_disk_stall_nothing_else(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    market = synth_market(4, 30, seed=5)
+    hung = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        hung.set()
+        await asyncio.sleep(3600)  # never answers while the test runs
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hang)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, extra="", close_on_expected=True)
+    daemon_cfg = msgspec.structs.replace(
+        cfg.daemon,
+        webhook_url=f"http://127.0.0.1:{port}/hook",
+        jsonl_path="/dev/full",  # every write fails: ENOSPC
+        sink_queue_minutes=3,
+        sink_drain_seconds=1.0,
+    )
+    cfg = msgspec.structs.replace(cfg, daemon=daemon_cfg)
+    daemon = Daemon(cfg)
+    received: list[bytes] = []
+    ready = asyncio.Event()
+    minutes = market["ts"].n_unique()
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        sub = tg.create_task(collect(mosquitto.port, "memed/signals/#", received, ready))
+        await daemon.subscribed.wait()
+        await ready.wait()
+        t0 = time.perf_counter()
+        await publish_dataset(market, mosquitto.url, batch=True, speed=600)  # a minute every 0.1 s
+        await wait_until(lambda: len(received) >= market.height, timeout=30)
+        served = time.perf_counter() - t0
+        assert hung.is_set()
+        t_stop = time.perf_counter()
+        daemon.stop()
+        await run
+        stopped_in = time.perf_counter() - t_stop
+        sub.cancel()
+    await runner.cleanup()
+    # the MQTT signals all arrived, equal to the decision path's, while the webhook hung
+    got = {(d["token"], d["ts"]): d for d in map(msgspec.json.decode, received)}
+    want = direct_signals(market, cfg, tiny_registry)
+    assert got.keys() == want.keys()
+    assert served < 15, served
+    assert stopped_in < 5, stopped_in  # the drain is bounded by sink_drain_seconds
+    counts = daemon.metrics.sink_counts()
+    per_minute = Counter(ts for _, ts in want)
+    assert counts[("mqtt", "sent")] == market.height
+    assert counts.get(("mqtt", "dropped"), 0) == 0
+    assert counts[("jsonl", "failed")] == market.height  # every minute failed, counted, and served on
+    # the first minute in the hung POST, the last three queued: every minute between dropped, counted
+    by_time = [per_minute[ts] for ts in sorted(per_minute)]
+    assert len(by_time) == minutes
+    assert counts[("webhook", "dropped")] == sum(by_time[1:-3])
+    text = daemon.metrics.render().decode()
+    assert 'memed_sink_signals_total{result="dropped",sink="webhook"}' in text
+    assert 'memed_sink_queue_minutes{sink="webhook"} 3.0' in text
+
+
+async def test_the_bulk_publisher_finds_the_private_parts_it_relies_on(mosquitto: Mosquitto) -> None:
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        check_private_api(client)  # a new aiomqtt or paho release without them fails here, by name
+
+        class Stripped:
+            _client = None
+            _queue = None
+
+        with pytest.raises(PrivateApiError, match=r"lacks aiomqtt.Client._client .*, aiomqtt.Client._queue"):
+            check_private_api(Stripped())  # type: ignore[arg-type]

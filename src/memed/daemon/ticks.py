@@ -8,7 +8,9 @@ A message holds one tick (a JSON object) or a JSON array of ticks. A tick::
 
 ``ts`` is the bar's minute in epoch seconds (or milliseconds, or an ISO 8601 string); it is floored to
 the minute. Rejection reasons: ``malformed_json``, ``not_a_tick``, ``missing_field``, ``unknown_field``,
-``bad_type``, ``bad_price``, ``bad_volume``, ``bad_ts``, ``future_ts``.
+``bad_type`` (a field of the wrong JSON type), ``bad_ts``, ``future_ts``; then the one bar rule of
+:mod:`memed.data.bars`, the loaders' too: ``bad_price``, ``high_below_low``, ``price_outside_range``,
+``bad_volume``, ``bad_optional``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import numpy as np
 
-OPTIONAL = ("liquidity", "buys", "sells", "market_cap")
-KNOWN = frozenset(("token", "ts", "open", "high", "low", "close", "volume", *OPTIONAL))
+from memed.data.bars import BAR_FIELDS, BAR_PROBLEMS, BAR_REASONS, OPTIONAL_FIELDS, bar_verdicts
+
+KNOWN = frozenset(("token", "ts", *BAR_FIELDS))
 _decoder = msgspec.json.Decoder()
 
 
@@ -40,6 +44,7 @@ class Tick:
     market_cap: float
 
     def row(self) -> tuple[float, ...]:
+        """The bar's fields in :data:`~memed.data.bars.BAR_FIELDS` order."""
         return (self.open, self.high, self.low, self.close, self.volume,
                 self.liquidity, self.buys, self.sells, self.market_cap)  # fmt: skip
 
@@ -52,9 +57,13 @@ class Rejected:
 
 
 def _number(value: Any) -> float | None:
+    """A JSON number as float (an integer too large for one is infinite); None for any other type."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _ts_minute(value: Any) -> int | None:  # noqa: PLR0911 - one return per rejected form
@@ -79,6 +88,8 @@ def _ts_minute(value: Any) -> int | None:  # noqa: PLR0911 - one return per reje
 def parse_tick(  # noqa: PLR0911 - one return per rejection reason
     obj: Any, now_seconds: float, max_future_seconds: float, strict: bool
 ) -> Tick | Rejected:
+    """One JSON value as a tick, or why it is not one; whether the bar is valid is for
+    :func:`decode_message` (the one bar rule, over every tick of a message at once)."""
     if not isinstance(obj, dict):
         return Rejected("not_a_tick", f"expected an object, got {type(obj).__name__}", obj)
     for field in ("token", "ts", "close"):
@@ -96,37 +107,26 @@ def parse_tick(  # noqa: PLR0911 - one return per rejection reason
         return Rejected("bad_ts", f"ts {obj['ts']!r} is not epoch seconds/ms or an ISO time with zone", obj)
     if minute * 60 > now_seconds + max_future_seconds:
         return Rejected("future_ts", f"ts {obj['ts']!r} is in the future", obj)
-    prices = {}
-    close = _number(obj["close"])
-    for field in ("open", "high", "low"):
-        raw = obj.get(field, close)
-        prices[field] = _number(raw) if raw is not None else close
-    for field, value in (("close", close), *prices.items()):
-        if value is None:
-            return Rejected("bad_type", f"{field} must be a number", obj)
-        if not math.isfinite(value) or value <= 0:
-            return Rejected("bad_price", f"{field} = {value} is not a positive finite price", obj)
-    assert close is not None
-    o, h, lo = prices["open"], prices["high"], prices["low"]
-    assert o is not None
-    assert h is not None
-    assert lo is not None
-    if h < max(o, close, lo) or lo > min(o, close):
-        return Rejected("bad_price", "high/low do not bound open and close", obj)
-    volume = _number(obj.get("volume", 0.0))
-    if volume is None or not math.isfinite(volume) or volume < 0:
-        return Rejected("bad_volume", "volume must be a finite number >= 0", obj)
-    extra = []
-    for field in OPTIONAL:
+    values: dict[str, float | None] = {}
+    for field in BAR_FIELDS:
         raw = obj.get(field)
-        if raw is None:
-            extra.append(math.nan)
+        if raw is None:  # absent: open/high/low default to close, volume to 0, the rest unknown
+            values[field] = None
             continue
         value = _number(raw)
-        if value is None or not math.isfinite(value) or value < 0:
-            return Rejected("bad_type", f"{field} must be a finite number >= 0", obj)
-        extra.append(value)
-    return Tick(token, minute, o, h, lo, close, volume, *extra)
+        if value is None:
+            return Rejected("bad_type", f"{field} must be a number", obj)
+        values[field] = value
+    close = values["close"]
+    if close is None:
+        return Rejected("bad_type", "close must be a number", obj)
+    o, h, lo = (_or(values[f], close) for f in ("open", "high", "low"))
+    extra = [_or(values[f], math.nan) for f in OPTIONAL_FIELDS]
+    return Tick(token, minute, o, h, lo, close, _or(values["volume"], 0.0), *extra)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def decode_message(payload: bytes, now_seconds: float, max_future_seconds: float, strict: bool = True
@@ -139,8 +139,11 @@ def decode_message(payload: bytes, now_seconds: float, max_future_seconds: float
     items = doc if isinstance(doc, list) else [doc]
     if not items:
         return [Rejected("not_a_tick", "empty array", doc)]
-    return [parse_tick(item, now_seconds, max_future_seconds, strict) for item in items]
-
-
-def encode_ticks(ticks: list[dict[str, Any]]) -> bytes:
-    return msgspec.json.encode(ticks)
+    out = [parse_tick(item, now_seconds, max_future_seconds, strict) for item in items]
+    parsed = [k for k, t in enumerate(out) if isinstance(t, Tick)]
+    if parsed:
+        bars = np.array([t.row() for t in out if isinstance(t, Tick)], dtype=np.float64).T
+        for k, code in zip(parsed, bar_verdicts(bars).tolist(), strict=True):
+            if code:
+                out[k] = Rejected(BAR_REASONS[code], BAR_PROBLEMS[code], items[k])
+    return out

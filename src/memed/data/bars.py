@@ -35,6 +35,15 @@ OPTIONAL_FIELDS = BAR_FIELDS[LIQUIDITY:]
 BAR_REASONS = ("", "bad_price", "high_below_low", "price_outside_range", "bad_volume", "bad_optional")
 """Verdict codes of :func:`bar_verdicts`: 0 is a valid bar, the others name what is wrong."""
 V_OK, V_BAD_PRICE, V_HIGH_BELOW_LOW, V_OUTSIDE_RANGE, V_BAD_VOLUME, V_BAD_OPTIONAL = range(len(BAR_REASONS))
+BAR_PROBLEMS = (
+    "",
+    "open, high, low and close must be positive finite prices",
+    "high is below low",
+    "open or close lies outside [low, high]",
+    "volume must be a finite number >= 0",
+    "liquidity, buys, sells and market_cap must be finite and >= 0 where given",
+)
+"""What each verdict means, in words (for logs and dead letters)."""
 
 
 @njit(cache=True, inline="always")

@@ -23,7 +23,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
+
+from memed.data.bars import BAR_REASONS, bar_verdicts
+from memed.data.frames import bar_matrix
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OPTIONAL_COLUMNS = ("liquidity", "buys", "sells", "market_cap")
@@ -42,15 +46,10 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
 }
 BAR_COLUMNS = tuple(BAR_SCHEMA)
 
-# Reasons a row is rejected, checked in this order (a row is counted under its first failing reason).
-REJECT_REASONS = (
-    "missing_token_or_ts",
-    "bad_price",  # null, NaN, infinite or non-positive open/high/low/close
-    "high_below_low",
-    "bad_volume",  # null, NaN, infinite or negative volume
-    "bad_optional",  # negative or non-finite liquidity/buys/sells/market_cap
-    "duplicate_ts",  # a second bar for the same (token, ts); the first one is kept
-)
+# Reasons a row is rejected, checked in this order (a row is counted under its first failing reason):
+# a missing key, then the one bar rule (memed.data.bars: the daemon's tick parser applies it too), then
+# a second bar for the same (token, ts) (the first one is kept).
+REJECT_REASONS = ("missing_token_or_ts", *BAR_REASONS[1:], "duplicate_ts")
 
 
 @dataclass
@@ -74,11 +73,6 @@ class Rejections:
         return {r: self.counts[r] for r in REJECT_REASONS if self.counts[r]}
 
 
-def _finite_positive(col: str) -> pl.Expr:
-    c = pl.col(col)
-    return c.is_not_null() & c.is_finite() & (c > 0)
-
-
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
     """Add missing optional columns as nulls, cast to the canonical types, order the columns."""
     missing = [c for c in ("token", "ts", *PRICE_COLUMNS, "volume") if c not in frame.columns]
@@ -94,28 +88,21 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def validate_bars(frame: pl.DataFrame) -> tuple[pl.DataFrame, Rejections]:
-    """Drop rows that break the schema; return the clean frame sorted by token, ts, and the counts."""
+    """Drop rows that break the schema; return the clean frame sorted by token, ts, and the counts.
+
+    Bars are judged by :func:`~memed.data.bars.bar_verdicts`, the rule the daemon applies to live ticks
+    (null and NaN are alike: a missing price or volume is invalid, a missing optional field is absent)."""
     rej = Rejections()
     df = conform(frame)
-    checks: list[tuple[str, pl.Expr]] = [
-        ("missing_token_or_ts", pl.col("token").is_not_null() & pl.col("ts").is_not_null()),
-        ("bad_price", pl.all_horizontal([_finite_positive(c) for c in PRICE_COLUMNS])),
-        ("high_below_low", pl.col("high") >= pl.col("low")),
-        (
-            "bad_volume",
-            pl.col("volume").is_not_null() & pl.col("volume").is_finite() & (pl.col("volume") >= 0),
-        ),
-        (
-            "bad_optional",
-            pl.all_horizontal(
-                [pl.col(c).is_null() | (pl.col(c).is_finite() & (pl.col(c) >= 0)) for c in OPTIONAL_COLUMNS]
-            ),
-        ),
-    ]
-    for reason, ok in checks:
-        keep = df.select(ok.fill_null(False)).to_series()
-        rej.add(reason, int((~keep).sum()))
-        df = df.filter(keep)
+    keyed = df.select(pl.col("token").is_not_null() & pl.col("ts").is_not_null()).to_series()
+    rej.add("missing_token_or_ts", int((~keyed).sum()))
+    df = df.filter(keyed)
+    verdicts = bar_verdicts(bar_matrix(df))
+    for code, n in enumerate(np.bincount(verdicts, minlength=len(BAR_REASONS)).tolist()):
+        if code:
+            rej.add(BAR_REASONS[code], n)
+    if verdicts.any():
+        df = df.filter(pl.Series(verdicts == 0))
     df = df.sort(["token", "ts"], maintain_order=True)
     dup = df.select(pl.struct("token", "ts").is_first_distinct()).to_series()
     rej.add("duplicate_ts", int((~dup).sum()))

@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from memed.history import BLOCK_ROWS, BlockFeatures, Scorer, history_rows, plan_blocks, ready_runs
-from memed.pipeline import DecisionPath
 
 from memed.backtest.replay import replay_signals, replay_signals_minutewise
 from memed.backtest.simulator import market_bars, simulate
 from memed.config import MemedConfig
 from memed.daemon.demo import DEMO_MODELS
 from memed.data import load_dataset
+from memed.decision import BLOCK_ROWS, DecisionPath, StatefulScorer, TabularScorer
+from memed.decision.history import BlockFeatures, history_rows, plan_blocks, ready_runs, splits_tokens
 from memed.models.registry import ModelSet, load_model_set
 from memed.models.runtime import SEQUENCE_CHUNK
 
@@ -46,22 +46,21 @@ def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
     few unready rows' outputs), the LSTM's whole-sequence graph over each run of ready rows within the
     block, in chunks of ``SEQUENCE_CHUNK``, its state carried across blocks as the replay carries it."""
     rows = history_rows(bars)
-    scorer = Scorer(path.runners, len(path.model_set.manifest.horizons))
     features = BlockFeatures(path.spec, rows)
     state: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     spent = 0.0
     scored = 0
-    for blk in plan_blocks(rows.starts, BLOCK_ROWS, scorer.splits_tokens):
+    for blk in plan_blocks(rows.starts, BLOCK_ROWS, splits_tokens(path.scorers)):
         values, ready = features(blk)
         scored += int(ready.sum())
         runs = ready_runs(blk.bounds, ready).tolist()
-        for name, runner in path.runners.items():
-            kind = runner.entry.kind
-            if kind == "tabular":
+        for scorer in path.scorers:
+            name, runner = scorer.name, scorer.runner
+            if isinstance(scorer, TabularScorer):
                 t = time.perf_counter()
                 runner.session.run(None, {"features": values})
                 spent += time.perf_counter() - t
-            elif kind == "stateful":
+            elif isinstance(scorer, StatefulScorer):
                 seq = runner.sequence_session()
                 assert seq is not None, "the LSTM has no whole-sequence form"
                 layers, hidden = runner.entry.state_shape
@@ -84,7 +83,7 @@ def raw_inference(path: DecisionPath, bars: pl.DataFrame) -> tuple[float, int]:
 def replay_once(ms: ModelSet, cfg: MemedConfig, bars: pl.DataFrame, overlap: bool) -> dict[str, Any]:
     """One replay and simulation of ``bars`` on a fresh path: seconds per stage (each stage's own time,
     whichever thread ran it) and wall-clock seconds."""
-    path = DecisionPath(ms, cfg)
+    path = DecisionPath(ms, cfg.signals, cfg.risk)
     t0 = time.perf_counter()
     signals = replay_signals(path, bars, whole(bars), overlap=overlap)
     replay_s = time.perf_counter() - t0
@@ -96,7 +95,7 @@ def replay_once(ms: ModelSet, cfg: MemedConfig, bars: pl.DataFrame, overlap: boo
     return {
         "rows": signals.height,
         "minutes": signals["ts"].n_unique(),
-        "models": list(path.runners),
+        "models": [s.name for s in path.scorers],
         "features": tm["features"],
         "features_wait": tm["features_wait"],
         "inference": tm["inference"],
@@ -139,7 +138,7 @@ def main() -> None:
     ms = load_model_set(DEMO_MODELS)
 
     t0 = time.perf_counter()  # one-off costs: compiled kernels from numba's cache, the LSTM's sequence graph
-    replay_signals(DecisionPath(ms, cfg), bars.head(2000), whole(bars.head(2000)))
+    replay_signals(DecisionPath(ms, cfg.signals, cfg.risk), bars.head(2000), whole(bars.head(2000)))
     warm_s = time.perf_counter() - t0
 
     # Rounds: each times a serial replay, an overlapped replay and raw inference back to back, so that
@@ -148,7 +147,7 @@ def main() -> None:
     rounds = []
     for _ in range(args.repeat + 1):
         r = {m: replay_once(ms, cfg, bars, overlap) for m, overlap in modes.items()}
-        raw_s, scored = raw_inference(DecisionPath(ms, cfg), bars)
+        raw_s, scored = raw_inference(DecisionPath(ms, cfg.signals, cfg.risk), bars)
         rounds.append((r, raw_s))
     first_round, steady = rounds[0][0], rounds[1:]
     cold = first_round["overlapped"]
@@ -183,10 +182,10 @@ def main() -> None:
     if args.minute_loop:
         part = bars.filter(pl.col("ts") < first + timedelta(minutes=args.minute_loop))
         t0 = time.perf_counter()
-        loop = replay_signals_minutewise(DecisionPath(ms, cfg), part, whole(part))
+        loop = replay_signals_minutewise(DecisionPath(ms, cfg.signals, cfg.risk), part, whole(part))
         loop_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        bulk = replay_signals(DecisionPath(ms, cfg), part, whole(part))
+        bulk = replay_signals(DecisionPath(ms, cfg.signals, cfg.risk), part, whole(part))
         bulk_s = time.perf_counter() - t0
         cols = [c for c in bulk.columns if c.startswith("p_")]
         diff = max(

@@ -101,7 +101,7 @@ async def one_size(
                 sys.executable, "-c", PUBLISHER, str(broker.port), str(paced), str(pace)
             )
             await pub.wait()
-            while daemon.processed_minutes < minutes:
+            while len(daemon.recent_latencies) < minutes:  # each minute's signals acknowledged on MQTT
                 await asyncio.sleep(0.01)
             latencies = np.array(daemon.recent_latencies)
             t0 = time.perf_counter()
@@ -109,7 +109,7 @@ async def one_size(
                 sys.executable, "-c", PUBLISHER, str(broker.port), str(floods), "0"
             )
             await pub.wait()
-            while daemon.processed_minutes < minutes + flood:
+            while len(daemon.recent_latencies) < minutes + flood:
                 await asyncio.sleep(0.005)
             flood_s = time.perf_counter() - t0
             daemon.stop()

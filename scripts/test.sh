@@ -9,8 +9,9 @@ fi
 python3 -m venv .venv
 . .venv/bin/activate
 pip install --quiet torch==2.13.0          # the local CPU build; an unpinned torch pulls GBs of CUDA
-pip install --quiet -e '.[train,dev]'
+pip install --quiet -e '.[train,dev,demo]'
 ruff check src tests benchmarks
+ruff format --check src tests benchmarks
 mypy
 set +e
 python -m pytest "$@"

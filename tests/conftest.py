@@ -86,11 +86,15 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory, tiny_market: Path) -
 
 # --------------------------------------------------------------------------- a real Mosquitto
 @pytest.fixture
-def mosquitto(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Mosquitto on a free loopback port, with persistence (restartable mid-test)."""
+def mosquitto(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Mosquitto on a free loopback port, with persistence (restartable mid-test). Only for tests marked
+    ``broker`` (so that ``-m "not broker"`` runs everything that needs no broker)."""
     import os
 
     from broker import MOSQUITTO, Mosquitto
+
+    if request.node.get_closest_marker("broker") is None:
+        pytest.fail(f"{request.node.nodeid} starts Mosquitto: mark it @pytest.mark.broker")
 
     if not Path(MOSQUITTO).exists():
         if os.environ.get("CI"):

@@ -299,6 +299,7 @@ def test_report_renders_its_charts_in_headless_chromium(bt_market: Path, tmp_pat
         assert rows.max() - rows.min() > 30, f"the {name} curve is not a curve"
 
 
+@pytest.mark.broker
 def test_backtest_replay_equals_the_daemon_over_mosquitto(
     bt_market: Path, tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

@@ -141,6 +141,7 @@ def _is_json(b: bytes) -> bool:
     return True
 
 
+@pytest.mark.broker
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=st.lists(_bad_ticks(), min_size=5, max_size=40))
 def test_malformed_messages_are_counted_and_the_daemon_keeps_serving(
@@ -185,6 +186,7 @@ async def _malformed(bad: list[tuple[bytes, str]], cfg: Any, mosquitto: Mosquitt
 
 
 # --------------------------------------------------------------------------- a real process
+@pytest.mark.broker
 def test_memed_run_drains_and_checkpoints_on_sigterm(
     tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -270,3 +272,31 @@ def test_the_daemon_runs_without_the_training_stack() -> None:
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["5", "warming_up"]
+
+
+SERVING_ONLY_BACKTEST = """
+import sys
+for name in ("torch", "lightgbm", "xgboost", "scipy", "sklearn", "amqtt"):
+    sys.modules[name] = None  # what the base install lacks: any import of them raises ImportError
+from memed.cli.main import main
+sys.argv = ["memed", *sys.argv[1:]]
+main()
+"""
+
+
+def test_memed_backtest_with_a_model_set_runs_on_the_serving_install(
+    tiny_market: Path, tmp_path: Path
+) -> None:
+    from memed.daemon.demo import DEMO_MODELS
+
+    cfg = tmp_path / "bt.toml"
+    cfg.write_text("[backtest]\ntrain_minutes = 300\ntest_minutes = 200\nstep_minutes = 200\nmax_folds = 1\n")
+    out = tmp_path / "out"
+    args = ["backtest", "--data", str(tiny_market), "--models", str(DEMO_MODELS), "--config", str(cfg),
+            "--out", str(out)]  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", SERVING_ONLY_BACKTEST, *args], capture_output=True, text=True,
+                         timeout=300, check=False)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["token_minutes_replayed"] > 1000
+    assert (out / "signals.parquet").exists()

@@ -4,4 +4,11 @@ One feature engine serves the daemon (``memed run``), the trainers (``memed trai
 backtester (``memed backtest``), so live and backtest cannot drift apart.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("memed")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__"]

@@ -83,7 +83,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _f(v: Any, pct: bool = False) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "–"
+        return "&ndash;"
     return f"{v:.2%}" if pct else f"{v:.4f}"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,8 @@ from memed.trainers.progress import NullProgress, ProgressSink
 
 log = get_logger("memed.backtest")
 LEAK_AUC = 0.60
-
-
-def _dt(minutes: float) -> datetime:
-    return datetime.fromtimestamp(minutes * 60, UTC)
+LEAK_MIN_ROWS = 500
+"""A model AUC above ``LEAK_AUC`` on more rows than this is reported as a leak until proven otherwise."""
 
 
 def _baseline_signals(
@@ -262,7 +260,7 @@ def _metrics(
                 scope == "overall"
                 and not math.isnan(auc)
                 and auc > LEAK_AUC
-                and per_h[str(h)]["model"]["n"] > 500
+                and per_h[str(h)]["model"]["n"] > LEAK_MIN_ROWS
             ):
                 out["warnings"].append(
                     f"horizon {h}: model ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"

@@ -25,6 +25,7 @@ from memed.config import MemedConfig
 from memed.daemon import mqtt
 from memed.daemon.batcher import Batch, MinuteBatcher
 from memed.daemon.checkpoint import read_checkpoint, write_checkpoint
+from memed.daemon.http import serve_http
 from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.sinks import (
     FanOut,
@@ -124,8 +125,6 @@ class Daemon:
                 ]
                 tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
                 if self.d.http_port:
-                    from memed.daemon.http import serve_http  # noqa: PLC0415
-
                     tasks.append(tg.create_task(serve_http(self), name="http"))
                 await self._stop.wait()
                 await self._drain()

@@ -64,9 +64,6 @@ class MinuteBatcher:
         self.counts[reason] += 1
         return reason
 
-    def pending_ticks(self) -> int:
-        return sum(len(b) for b in self._pending.values())
-
     def due(self, now: float, *, flush: bool = False) -> list[Batch]:
         """Batches ready to process, oldest first (``flush``: everything pending)."""
         minutes = sorted(self._pending)

@@ -24,6 +24,7 @@ from rich.table import Table
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
 from memed.daemon.publish_dataset import publish_dataset
+from memed.errors import ConfigError
 from memed.logs import get_logger
 
 log = get_logger("memed.demo")
@@ -38,7 +39,10 @@ def _free_port() -> int:
 
 
 async def _start_broker(port: int) -> Any:
-    from amqtt.broker import Broker  # noqa: PLC0415 - only the demo needs an embedded broker
+    try:
+        from amqtt.broker import Broker  # noqa: PLC0415 - only the demo needs an embedded broker
+    except ImportError as exc:
+        raise ConfigError(f"memed demo needs the 'demo' extra (pip install 'memed[demo]'): {exc}") from None
 
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.ERROR)

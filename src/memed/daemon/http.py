@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-if TYPE_CHECKING:
-    from memed.daemon.app import Daemon
+from memed.config import DaemonConfig
+from memed.daemon.batcher import MinuteBatcher
+from memed.daemon.metrics import DaemonMetrics
+from memed.decision import DecisionPath
+from memed.signals.schema import Signal
 
 
-def build_app(daemon: Daemon) -> web.Application:
+class Served(Protocol):
+    """What the endpoints read of the daemon (and ``http_port``, which they set once listening)."""
+
+    d: DaemonConfig
+    subscribed: asyncio.Event
+    path: DecisionPath
+    batcher: MinuteBatcher
+    processed_minutes: int
+    metrics: DaemonMetrics
+    latest: dict[str, Signal]
+    http_port: int | None
+
+
+def build_app(daemon: Served) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         connected = daemon.subscribed.is_set()
         body = {
@@ -48,7 +64,7 @@ def build_app(daemon: Daemon) -> web.Application:
     return app
 
 
-async def serve_http(daemon: Daemon) -> None:
+async def serve_http(daemon: Served) -> None:
     runner = web.AppRunner(build_app(daemon), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, daemon.d.http_host, daemon.d.http_port)

@@ -35,6 +35,7 @@ PUBLISH_CHUNK = 20_000
 """QoS-1 messages in flight at once: well under the 65,535 MQTT packet ids."""
 RETRY_AFTER_LOSS = 0.2
 """Seconds before messages a lost connection left unconfirmed are sent again."""
+HTTP_SUCCESS = range(200, 300)
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class WebhookSink:
                 async with self._session.post(
                     self.url, data=body, headers={"content-type": "application/json"}
                 ) as resp:
-                    if resp.status < 300:
+                    if resp.status in HTTP_SUCCESS:
                         return
                     problem = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -26,6 +26,9 @@ import numpy as np
 from memed.data.bars import BAR_FIELDS, BAR_PROBLEMS, BAR_REASONS, OPTIONAL_FIELDS, bar_verdicts
 
 KNOWN = frozenset(("token", "ts", *BAR_FIELDS))
+MAX_TOKEN_LENGTH = 200
+MS_ABOVE = 1e11
+"""A numeric ``ts`` above this is in milliseconds (1e11 s is the year 5138)."""
 _decoder = msgspec.json.Decoder()
 
 
@@ -72,7 +75,7 @@ def _ts_minute(value: Any) -> int | None:  # noqa: PLR0911 - one return per reje
     if isinstance(value, int | float):
         if not math.isfinite(value) or value <= 0:
             return None
-        seconds = value / 1000.0 if value > 1e11 else float(value)
+        seconds = value / 1000.0 if value > MS_ABOVE else float(value)
         return int(seconds // 60)
     if isinstance(value, str):
         try:
@@ -100,7 +103,7 @@ def parse_tick(  # noqa: PLR0911 - one return per rejection reason
         if unknown:
             return Rejected("unknown_field", f"unknown field(s) {sorted(unknown)}", obj)
     token = obj["token"]
-    if not isinstance(token, str) or not token or len(token) > 200 or "/" in token or "+" in token:
+    if not isinstance(token, str) or not (0 < len(token) <= MAX_TOKEN_LENGTH) or "/" in token or "+" in token:
         return Rejected("bad_type", "token must be a non-empty string without / or +", obj)
     minute = _ts_minute(obj["ts"])
     if minute is None:

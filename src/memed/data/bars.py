@@ -76,7 +76,7 @@ def _verdicts(x: np.ndarray, out: np.ndarray) -> None:
 def bar_verdicts(bars: np.ndarray) -> np.ndarray:
     """The verdict (an index into :data:`BAR_REASONS`) of each bar of a (9, n) float64 matrix."""
     x = np.asarray(bars, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != len(BAR_FIELDS):
+    if x.ndim != 2 or x.shape[0] != len(BAR_FIELDS):  # noqa: PLR2004 - a matrix
         raise ValueError(f"bars must be a ({len(BAR_FIELDS)}, n) matrix, got shape {x.shape}")
     out = np.empty(x.shape[1], dtype=np.int8)
     _verdicts(x, out)

@@ -2,7 +2,7 @@
 
 A *dead tail* is a token's final run of constant close lasting at least ``min_minutes``: the token
 stopped trading. Its labels are trivially predictable (the price never moves again), so trainers cut
-it, keeping the first ``keep`` bars of the run. Tails leak; they are the classic source of 85–90 %
+it, keeping the first ``keep`` bars of the run. Tails leak; they are the classic source of 85-90 %
 "accuracy" on memecoins.
 
 Every token falls in exactly one category, by the first rule that matches in the order

@@ -27,6 +27,7 @@ from memed.data.schema import Rejections, validate_bars
 from memed.errors import DataError
 
 _TIME_ALIASES = ("ts", "date", "timestamp", "time", "datetime")
+_FREQTRADE_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 _FREQTRADE_SUFFIX = re.compile(r"-\d+[smhdwM](-[a-z]+)?$")
 
 
@@ -93,9 +94,9 @@ def _read_freqtrade_json(path: Path) -> pl.DataFrame:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, list):
         raise DataError(f"{path}: freqtrade json must be a list of [ms, open, high, low, close, volume]")
-    if not all(isinstance(r, list) and len(r) >= 6 for r in data):
+    if not all(isinstance(r, list) and len(r) >= len(_FREQTRADE_COLUMNS) for r in data):
         raise DataError(f"{path}: every row must be a list [ms, open, high, low, close, volume]")
-    names = ["date", "open", "high", "low", "close", "volume"]
+    names = list(_FREQTRADE_COLUMNS)
     cols = {n: [r[i] for r in data] for i, n in enumerate(names)}
     return pl.DataFrame(cols, schema={"date": pl.Int64, **dict.fromkeys(names[1:], pl.Float64)}, strict=False)
 

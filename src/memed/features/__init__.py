@@ -4,11 +4,14 @@
 * :class:`FeatureStream` — streaming: per-token state advanced one minute-batch at a time, with
   per-token readiness, snapshot and restore.
 * :func:`build_spec` / :class:`FeatureSpec` — names, parameters, warm-ups and the spec hash.
+* :class:`TokenTable` — which row of every per-token state array is which token's (shared with the
+  decision path).
 """
 
 from memed.features.batch import compute_features
 from memed.features.spec import ALL_FEATURES, FeatureDef, FeatureSpec, build_spec
 from memed.features.stream import FeatureStream, StreamUpdate, stream_features
+from memed.features.tokens import TokenTable
 
 __all__ = [
     "ALL_FEATURES",
@@ -16,6 +19,7 @@ __all__ = [
     "FeatureSpec",
     "FeatureStream",
     "StreamUpdate",
+    "TokenTable",
     "build_spec",
     "compute_features",
     "stream_features",

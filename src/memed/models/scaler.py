@@ -14,6 +14,9 @@ import numpy as np
 
 CLIP = 10.0
 
+MIN_SCALE = 1e-12
+"""A feature whose spread is smaller (constant on the training rows) is left unscaled."""
+
 
 @dataclass(frozen=True)
 class Scaler:
@@ -29,7 +32,7 @@ class Scaler:
             mean = np.where(count > 0, xs.sum(axis=0) / np.maximum(count, 1), 0.0)
             var = np.where(finite, (x - mean) ** 2, 0.0).sum(axis=0) / np.maximum(count, 1)
         scale = np.sqrt(var)
-        scale = np.where((count > 1) & (scale > 1e-12) & np.isfinite(scale), scale, 1.0)
+        scale = np.where((count > 1) & (scale > MIN_SCALE) & np.isfinite(scale), scale, 1.0)
         return cls(mean.astype(np.float64), scale.astype(np.float64))
 
     def transform(self, x: np.ndarray) -> np.ndarray:

@@ -25,6 +25,9 @@ from memed.logs import get_logger
 
 log = get_logger("memed.models")
 
+PROBE_MISSING = 0.1
+"""Share of NaN features in the probe that checks the sequence form against stepping."""
+
 
 def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
     for init in graph.initializer:
@@ -98,7 +101,7 @@ def _agrees(step: ort.InferenceSession, seq: ort.InferenceSession) -> bool:
     rng = np.random.default_rng(0)
     n, t = 3, 24
     x = rng.normal(size=(n, t, f)) * 3.0
-    x[rng.random(x.shape) < 0.1] = np.nan
+    x[rng.random(x.shape) < PROBE_MISSING] = np.nan
     h = np.zeros((int(layers), n, int(hidden)), dtype=np.float32)
     c = h.copy()
     want = []

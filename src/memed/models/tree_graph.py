@@ -48,10 +48,6 @@ class FlatTrees:
     leaf_target: list[int] = field(default_factory=list)
     leaf_weight: list[float] = field(default_factory=list)
 
-    @property
-    def n_trees(self) -> int:
-        return len(self.roots)
-
     def _node(self) -> int:
         for lst in (self.feature, self.mode, self.split, self.true_id, self.true_leaf):
             lst.append(0)

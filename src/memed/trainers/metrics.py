@@ -12,6 +12,9 @@ import numpy as np
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
 _EPS = 1e-6
 
+DECISION_P = 0.5
+"""Accuracy, precision, recall and F1 count p_up >= this as a predicted up."""
+
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Mann-Whitney AUC with tied scores counted half (NaN when one class is absent)."""
@@ -41,7 +44,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     if n == 0:
         empty: dict[str, float | None] = {name: float("nan") for name in METRICS}
         return empty | {"n": 0.0, "positive_rate": float("nan")}
-    pred = p >= 0.5
+    pred = p >= DECISION_P
     truth = y == 1
     tp = float(np.sum(pred & truth))
     fp = float(np.sum(pred & ~truth))

@@ -74,7 +74,7 @@ class ModelRunner:
         ``None`` where it cannot be derived (callers step instead)."""
         if self._sequence is False:
             self._sequence = None
-            if self.entry.kind == "stateful" and self.path is not None:
+            if self.entry.state_shape and self.path is not None:
                 import onnx  # noqa: PLC0415 - only replays need it; the daemon steps
 
                 from memed.models.sequence_graph import sequence_session  # noqa: PLC0415

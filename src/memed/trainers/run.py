@@ -148,7 +148,7 @@ def _entry(trained: Trained, sha: str, gap: float, metrics: dict[str, Metrics]) 
         name=trained.name,
         file=f"{trained.name}.onnx",
         sha256=sha,
-        kind=trained.kind,
+        kind=family(trained.name).kind,
         state_shape=trained.state_shape,
         window=trained.window,
         trees_per_horizon=trained.trees_per_horizon,

@@ -22,6 +22,7 @@ from torch import nn
 
 from memed.config import LstmConfig, TransformerConfig
 from memed.data.frames import run_bounds
+from memed.models.families import family
 from memed.models.manifest import ModelEntry
 from memed.models.nets import LstmNet, TransformerNet
 from memed.models.runtime import ModelRunner, run_stateful
@@ -133,7 +134,6 @@ def train_lstm(runs: Runs, scaler_x: np.ndarray, cfg: LstmConfig, seed: int, doc
     net.eval()
     trained = Trained(
         name="lstm",
-        kind="stateful",
         model=export_lstm(net, doc),
         native_test=np.empty((0, n_h)),
         state_shape=(cfg.layers, cfg.hidden),
@@ -200,7 +200,6 @@ def train_transformer(x: np.ndarray, y: np.ndarray, run_id: np.ndarray, split: n
     net.eval()
     trained = Trained(
         name="transformer",
-        kind="window",
         model=export_transformer(net, doc),
         native_test=np.empty((0, n_h)),
         window=cfg.window,
@@ -257,8 +256,13 @@ def fit_lstm(job: TrainJob) -> Fitted:
     runs = table_runs(job.data)
     c = job.cfg
     trained, net = train_lstm(runs, job.x_tr, c.lstm, c.seed, job.doc, job.progress)
-    entry = ModelEntry(name=trained.name, file=f"{trained.name}.onnx", sha256="", kind=trained.kind,
-                       state_shape=trained.state_shape)  # fmt: skip
+    entry = ModelEntry(
+        name=trained.name,
+        file=f"{trained.name}.onnx",
+        sha256="",
+        kind=family(trained.name).kind,
+        state_shape=trained.state_shape,
+    )
     runner = ModelRunner(entry, trained.session(), len(job.data.horizons))
     p_all = np.concatenate(run_stateful(runner, runs.x))
     torch_all = np.concatenate(lstm_forward_runs(net, runs.x))

@@ -92,7 +92,6 @@ def train_logreg(
     progress.finish("logreg")
     return Trained(
         name="logreg",
-        kind="tabular",
         model=logistic_model(scaler, weights, bias, doc),
         native_test=logistic_predict(scaler, weights, bias, parity_x),
         seconds=time.perf_counter() - t0,
@@ -175,7 +174,6 @@ def train_lgbm(
     )
     return Trained(
         name="lgbm",
-        kind="tabular",
         model=ensemble_model(trees, margins, x.shape[1], float32_input=False, doc=doc),
         native_test=native,
         trees_per_horizon=tuple(counts),
@@ -224,7 +222,6 @@ def train_xgb(
     )
     return Trained(
         name="xgb",
-        kind="tabular",
         model=ensemble_model(trees, margins, x.shape[1], float32_input=True, doc=doc),
         native_test=native,
         trees_per_horizon=tuple(counts),

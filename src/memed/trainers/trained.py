@@ -10,7 +10,6 @@ import onnx
 import onnxruntime as ort
 
 from memed.config import TrainConfig
-from memed.models.manifest import ModelKind
 from memed.models.runtime import session_options
 from memed.trainers.dataset import TrainingData
 from memed.trainers.progress import ProgressSink
@@ -22,7 +21,7 @@ PARITY_ROWS = 20_000
 @dataclass
 class Trained:
     name: str
-    kind: ModelKind
+    """The family (its kind comes from :mod:`memed.models.families`)."""
     model: onnx.ModelProto
     native_test: np.ndarray
     """The native (torch / LightGBM / XGBoost / numpy) probabilities on the parity rows."""

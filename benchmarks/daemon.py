@@ -36,6 +36,8 @@ port, path, pace = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 minutes = [json.loads(line) for line in open(path)]
 async def main():
     async with aiomqtt.Client("127.0.0.1", port, max_inflight_messages=0) as c:
+        print("ready", flush=True)  # connected: the clock starts when the benchmark answers
+        sys.stdin.readline()
         start = time.perf_counter()
         for k, msgs in enumerate(minutes):
             assert not await publish_many(c, [("memed/ticks/batch", m.encode()) for m in msgs])
@@ -43,6 +45,23 @@ async def main():
                 await asyncio.sleep(max(0.0, start + (k + 1) * pace - time.perf_counter()))
 asyncio.run(main())
 """
+
+
+async def publish(port: int, path: Path, pace: float) -> float:
+    """Run the publisher process over ``path``; returns the clock when it had connected and began (its
+    interpreter's start-up and imports are not part of any figure)."""
+    pub = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER, str(port), str(path), str(pace),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert pub.stdin is not None
+    assert pub.stdout is not None
+    assert (await pub.stdout.readline()).strip() == b"ready"
+    began = time.perf_counter()
+    pub.stdin.write(b"go\n")
+    await pub.stdin.drain()
+    await pub.wait()
+    return began
 
 
 def market(tokens: int, minutes: int, seed: int = 0) -> np.ndarray:
@@ -97,18 +116,11 @@ async def one_size(
         async with asyncio.TaskGroup() as tg:
             run = tg.create_task(daemon.run())
             await daemon.subscribed.wait()
-            pub = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", PUBLISHER, str(broker.port), str(paced), str(pace)
-            )
-            await pub.wait()
+            await publish(broker.port, paced, pace)
             while len(daemon.recent_latencies) < minutes:  # each minute's signals acknowledged on MQTT
                 await asyncio.sleep(0.01)
             latencies = np.array(daemon.recent_latencies)
-            t0 = time.perf_counter()
-            pub = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", PUBLISHER, str(broker.port), str(floods), "0"
-            )
-            await pub.wait()
+            t0 = await publish(broker.port, floods, 0.0)
             while len(daemon.recent_latencies) < minutes + flood:
                 await asyncio.sleep(0.005)
             flood_s = time.perf_counter() - t0

@@ -19,6 +19,7 @@ full). ``seconds`` counts time inside the model's calls only. Which scorer serve
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
@@ -32,7 +33,7 @@ WINDOW_BATCH = 2_048
 """Windows per ONNX Runtime call when a history is replayed through a window model."""
 
 
-class Scorer:
+class Scorer(ABC):
     """A served model and its per-token state (none for a tabular model)."""
 
     kind: ClassVar[ModelKind]
@@ -53,27 +54,27 @@ class Scorer:
         """Whether the history driver may cut a token between blocks (the scorer carries its state)."""
         return True
 
-    def fit(self, capacity: int) -> None:
-        """Grow per-token state to ``capacity`` table rows."""
+    def fit(self, capacity: int) -> None:  # noqa: B027 - a stateless model has nothing to grow
+        """Grow per-token state to ``capacity`` table rows (a stateless model has none)."""
 
-    def reset(self, rows: np.ndarray) -> None:
+    def reset(self, rows: np.ndarray) -> None:  # noqa: B027 - nor to reset
         """Restart the state of the tokens at ``rows``."""
 
+    @abstractmethod
     def step(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """One minute: ``x`` [n, F] the features of ready tokens at table ``rows`` → ``p_up`` [n, H]."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run(self, values: np.ndarray, ready: np.ndarray, runs: np.ndarray, continues: bool,
             open_end: bool) -> np.ndarray:  # fmt: skip
         """One block of a history: ``values`` [rows, F], ``ready`` [rows], ``runs`` the block's
         :func:`~memed.decision.history.ready_runs`; ``continues``: its first token began in an earlier
         block; ``open_end``: its last token goes on in the next block. → ``p_up`` [rows, H]."""
-        raise NotImplementedError
 
     def snapshot(self, rows: np.ndarray) -> dict[str, bytes]:
         return {}
 
-    def restore(self, doc: dict[str, bytes], rows: np.ndarray) -> None:
+    def restore(self, doc: dict[str, bytes], rows: np.ndarray) -> None:  # noqa: B027 - nor to restore
         """State of the tokens at ``rows`` from :meth:`snapshot` (of the same model)."""
 
 

@@ -73,7 +73,7 @@ def test_categories_are_exclusive_with_their_hierarchy() -> None:
 
 
 def test_temporal_split_has_an_embargo_and_the_check_catches_its_absence() -> None:
-    bars = synth_market(6, 2000, seed=3)
+    bars = _staggered(6, 2000, seed=3)
     keys = bars.select("token", "ts")
     good = assign_splits(keys, embargo_minutes=240)
     assert embargo_violations(keys, good, 240) == 0
@@ -82,21 +82,37 @@ def test_temporal_split_has_an_embargo_and_the_check_catches_its_absence() -> No
     assert embargo_violations(keys, leaky, 240) > 0
 
 
-def test_token_split_keeps_each_token_whole() -> None:
-    bars = synth_market(40, 50, seed=1)
-    split = assign_splits(bars.select("token", "ts"), strategy="token", seed=4)
-    per_token = bars.with_columns(split.alias("s")).group_by("token").agg(pl.col("s").n_unique())
-    assert per_token["s"].max() == 1
-    assert split.n_unique() == 3
+def _staggered(tokens: int, minutes: int, seed: int) -> pl.DataFrame:
+    """Tokens that live at different times, as memes do: each lives 40 % of the span, the later ones
+    listed later (a per-token cut interleaves them: late tokens' training rows lie after early tokens'
+    test rows)."""
+    bars = synth_market(tokens, minutes, seed=seed)
+    offset = pl.col("token").rank("dense") * (minutes * 3 // (5 * tokens))
+    alive = pl.col("ts").min() + pl.duration(minutes=offset)
+    life = pl.duration(minutes=minutes * 2 // 5)
+    return bars.filter((pl.col("ts") >= alive) & (pl.col("ts") < alive + life))
 
 
-def test_mixed_split_holds_out_whole_tokens() -> None:
-    bars = synth_market(40, 300, seed=2)
-    split = assign_splits(
-        bars.select("token", "ts"), strategy="mixed", holdout_tokens=0.3, embargo_minutes=30
-    )
-    only_test = bars.with_columns(split.alias("s")).group_by("token").agg((pl.col("s") == "test").all())
-    assert 0 < only_test["s"].sum() < 40
+@pytest.mark.parametrize("strategy", ["temporal", "token", "mixed"])
+def test_every_split_strategy_cuts_one_calendar(strategy: str) -> None:
+    """No training or validation row's label window (t + the longest horizon) reaches the earliest test
+    row, nor a training one the earliest validation row, whatever the strategy, on tokens that live at
+    different times."""
+    keys = _staggered(30, 2000, seed=5).select("token", "ts")
+    split = assign_splits(keys, strategy=strategy, embargo_minutes=240, holdout_tokens=0.3, seed=2)  # type: ignore[arg-type]
+    parts = keys.with_columns(split.alias("s")).drop_nulls("s")
+    first = dict(parts.group_by("s").agg(pl.col("ts").min()).iter_rows())
+    last = dict(parts.group_by("s").agg(pl.col("ts").max()).iter_rows())
+    assert set(first) == {"train", "val", "test"}
+    h = timedelta(minutes=240)
+    assert last["train"] + h < first["val"]
+    assert last["val"] + h < first["test"]
+    assert embargo_violations(keys, split, 240) == 0
+    if strategy == "token":  # whole tokens per part
+        assert parts.group_by("token").agg(pl.col("s").n_unique())["s"].max() == 1
+    if strategy == "mixed":  # some tokens are only ever test tokens
+        only_test = parts.group_by("token").agg((pl.col("s") == "test").all())
+        assert 0 < only_test["s"].sum() < 30
 
 
 def test_auc_equals_pairwise_definition() -> None:

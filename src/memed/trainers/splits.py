@@ -1,16 +1,28 @@
-"""Train / validation / test splits with an embargo.
+"""Train / validation / test splits: one calendar cut for every token, with an embargo.
 
-* ``temporal`` (default): each token's time span is cut at ``train_fraction`` and
-  ``train_fraction + val_fraction``. A row belongs to a part only if its label window ``[t, t+H]``
-  (``H`` = the longest horizon) ends before the next part starts: rows in the embargo are dropped, so no
-  training label sees the validation or test period.
-* ``token``: whole tokens per part (a seeded hash of the token decides); no embargo is needed.
-* ``mixed``: ``mixed_holdout_tokens`` of the tokens go wholly to test; the others split in time.
+Crypto tokens share a calendar: a model that saw any token in a week has seen that week's market. So
+every strategy cuts *all* tokens at the same two global times ``A`` and ``B`` (the data's span cut at
+``train_fraction`` and ``train_fraction + val_fraction``), and a row belongs to a part only if its label
+window ``[t, t + H]`` (``H`` = the longest horizon, the embargo) ends before the next part begins:
+
+* train: ``t + H < A``; validation: ``A <= t`` and ``t + H < B``; test: ``t >= B``.
+
+The strategies differ only in which tokens may take each part:
+
+* ``temporal`` (default): every token takes every part.
+* ``token``: whole tokens per part (a seeded hash of the token decides); a test token is used only after
+  ``B``, so held-out tokens are unseen tokens *in unseen time* (their rows before ``B`` are dropped).
+* ``mixed``: ``mixed_holdout_tokens`` of the tokens are held out (test rows only, after ``B``); the
+  others take every part.
+
+Rows in no part (the embargo, and the held-out parts of a token) are null. No training or validation
+label can see the test period, whichever strategy: :func:`embargo_violations` counts the rows that would.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Literal
 
 import polars as pl
@@ -33,57 +45,55 @@ def assign_splits(
     holdout_tokens: float = 0.2,
     seed: int = 0,
 ) -> pl.Series:
-    """The split of each row of ``frame`` (``token, ts``): "train", "val", "test" or null (embargoed)."""
+    """The split of each row of ``frame`` (``token, ts``): "train", "val", "test" or null."""
     tokens = frame["token"].unique().to_list()
     units = pl.DataFrame(
         {"token": tokens, "_u": [_token_unit(t, seed) for t in tokens]},
         schema={"token": frame.schema["token"], "_u": pl.Float64},
     )
     df = frame.select(pl.int_range(pl.len()).alias("_row"), "token", "ts").join(units, on="token")
-    cut_val = train_fraction
-    cut_test = train_fraction + val_fraction
-    if strategy == "token":
-        split = (
-            pl.when(pl.col("_u") < cut_val)
-            .then(pl.lit("train"))
-            .when(pl.col("_u") < cut_test)
-            .then(pl.lit("val"))
-            .otherwise(pl.lit("test"))
-        )
-        return df.with_columns(split.alias("split")).sort("_row")["split"]
-    t0 = pl.col("ts").min().over("token")
-    span = pl.col("ts").max().over("token") - t0
-    a = t0 + span * cut_val
-    b = t0 + span * cut_test
-    h = pl.duration(minutes=embargo_minutes)
-    ts = pl.col("ts")
-    split = (
-        pl.when((ts + h < a) & (ts < a))
+    start, end = frame["ts"].min(), frame["ts"].max()
+    span = (end - start) if frame.height else timedelta(0)  # type: ignore[operator]
+    a = start + span * train_fraction  # type: ignore[operator]
+    b = start + span * (train_fraction + val_fraction)  # type: ignore[operator]
+    ts, h = pl.col("ts"), pl.duration(minutes=embargo_minutes)
+    part = (
+        pl.when(ts + h < a)
         .then(pl.lit("train"))
-        .when((ts >= a) & (ts + h < b) & (ts < b))
+        .when((ts >= a) & (ts + h < b))
         .then(pl.lit("val"))
         .when(ts >= b)
         .then(pl.lit("test"))
         .otherwise(pl.lit(None, dtype=pl.String))
     )
-    if strategy == "mixed":
-        split = pl.when(pl.col("_u") < holdout_tokens).then(pl.lit("test")).otherwise(split)
-    return df.with_columns(split.alias("split")).sort("_row")["split"]
+    u = pl.col("_u")
+    if strategy == "token":  # the token's own part, and only in that part's time
+        own = (
+            pl.when(u < train_fraction)
+            .then(pl.lit("train"))
+            .when(u < train_fraction + val_fraction)
+            .then(pl.lit("val"))
+            .otherwise(pl.lit("test"))
+        )
+        part = pl.when(part == own).then(part).otherwise(pl.lit(None, dtype=pl.String))
+    elif strategy == "mixed":  # held-out tokens: test rows only
+        part = (
+            pl.when((u < holdout_tokens) & (part != "test"))
+            .then(pl.lit(None, dtype=pl.String))
+            .otherwise(part)
+        )
+    return df.with_columns(part.alias("split")).sort("_row")["split"]
 
 
 def embargo_violations(frame: pl.DataFrame, split: pl.Series, embargo_minutes: int) -> int:
-    """Rows of an earlier part whose label window reaches into a later part of the same token.
-
-    0 for a correct plan; a test plans a split without the embargo and sees this count rise.
-    """
-    df = frame.select("token", "ts").with_columns(split.alias("split")).drop_nulls("split")
-    starts = df.group_by("token", "split").agg(pl.col("ts").min().alias("start"))
+    """Rows of an earlier part whose label window ``[t, t + embargo]`` reaches the first row of a later
+    part, across all tokens (the calendar is shared). 0 for a correct split; a test plans one without the
+    embargo and sees this count rise."""
+    df = frame.select("ts").with_columns(split.alias("split")).drop_nulls("split")
+    first = dict(df.group_by("split").agg(pl.col("ts").min()).iter_rows())
     total = 0
     for earlier, later in (("train", "val"), ("train", "test"), ("val", "test")):
-        nxt = starts.filter(pl.col("split") == later).select("token", pl.col("start").alias("_next"))
-        rows = df.filter(pl.col("split") == earlier).join(nxt, on="token")
-        total += rows.filter(
-            (pl.col("ts") + pl.duration(minutes=embargo_minutes) >= pl.col("_next"))
-            & (pl.col("ts") < pl.col("_next"))
-        ).height
+        if earlier in first and later in first:
+            reach = pl.col("ts") + pl.duration(minutes=embargo_minutes)
+            total += df.filter((pl.col("split") == earlier) & (reach >= first[later])).height
     return total

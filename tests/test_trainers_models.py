@@ -21,13 +21,26 @@ def test_model_set_has_every_family_metrics_and_baselines(tiny_registry: Path) -
     m = read_manifest(resolve(tiny_registry))
     assert {e.name for e in m.models} == FAMILIES
     assert m.horizons == (15, 30, 60)
-    assert set(m.baselines) == {"majority", "persistence", "reversal"}
+    assert set(m.baselines) == {"majority", "persistence", "reversal", "fitted_logistic"}
+    assert m.fitted_baseline_features == ("logret_15m", "rsi_14")
     for entry in m.models:
         for h in ("15", "30", "60"):
             metrics = entry.metrics[h]
             assert set(metrics) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier"}
             assert 0.0 <= metrics["roc_auc"] <= 1.0
             assert metrics["n"] > 0
+            # every metric has its day-block interval (the tiny market's test split spans one or two
+            # calendar days, so intervals may be unknown or degenerate here; tests/test_uncertainty.py
+            # checks real ones), and the paired difference to the fitted baseline
+            for key in ("roc_auc", "log_loss", "brier", "accuracy", "roc_auc_vs_fitted_logistic"):
+                lo, hi = metrics[f"{key}_lo"], metrics[f"{key}_hi"]
+                assert (lo is None) == (hi is None)
+                assert lo is None or lo <= hi
+            gain = metrics["roc_auc_vs_fitted_logistic"]
+            fitted = m.baselines["fitted_logistic"][h]["roc_auc"]
+            assert abs(gain - (metrics["roc_auc"] - fitted)) < 1e-9
+    for base in m.baselines.values():
+        assert all("roc_auc_lo" in base[h] for h in base)
     assert m.split.embargo_minutes == 60
     assert m.data.tokens == 12
     assert m.command == "tests/conftest.py"

@@ -27,14 +27,14 @@ from memed.logs import get_logger
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL
 from memed.signals.risk import size_positions
+from memed.trainers.evaluation import LEAK_AUC, LEAK_MIN_ROWS
 from memed.trainers.labels import add_labels, usable_horizons
 from memed.trainers.metrics import baseline_probabilities, binary_metrics
 from memed.trainers.progress import NullProgress, ProgressSink
 
 log = get_logger("memed.backtest")
-LEAK_AUC = 0.60
-LEAK_MIN_ROWS = 500
-"""A model AUC above ``LEAK_AUC`` on more rows than this is reported as a leak until proven otherwise."""
+FOLDS_NAMED = 10
+"""Folds a warning names (of those that trip the leak tripwire)."""
 
 
 def _baseline_signals(
@@ -242,6 +242,7 @@ def _metrics(
     empty = joined.clear()
     arrays = {name: (TradeArrays.of(sim.trades), EquityEvents.of(sim.equity)) for name, sim in sims.items()}
     scopes = [("overall", joined)] + [(f"fold_{f.index}", by_fold.get(f.index, empty)) for f in folds]
+    leaky_folds: dict[int, list[tuple[int, float]]] = {}  # the tripwire per fold and horizon
     for scope, frame in scopes:
         per_h: dict[str, Any] = {}
         for h in horizons:
@@ -256,15 +257,13 @@ def _metrics(
                 k: binary_metrics(y, v) for k, v in base.items()
             }
             auc = per_h[str(h)]["model"]["roc_auc"]
-            if (
-                scope == "overall"
-                and not math.isnan(auc)
-                and auc > LEAK_AUC
-                and per_h[str(h)]["model"]["n"] > LEAK_MIN_ROWS
-            ):
-                out["warnings"].append(
-                    f"horizon {h}: model ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"
-                )
+            if not math.isnan(auc) and auc > LEAK_AUC and per_h[str(h)]["model"]["n"] > LEAK_MIN_ROWS:
+                if scope == "overall":
+                    out["warnings"].append(
+                        f"horizon {h}: model ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"
+                    )
+                else:
+                    leaky_folds.setdefault(h, []).append((int(scope.split("_")[1]), auc))
         if scope == "overall":
             out["horizons"] = per_h
         else:
@@ -274,6 +273,13 @@ def _metrics(
                 inside = tr.entered(f.test_start, f.test_end)
                 trading[name] = trading_metrics(inside, eq, equity0, f.test_start, f.test_end, 0.0, 0.0)
             out["folds"].append({"fold": f.index, "horizons": per_h, "trading": trading})
+    for h, hits in leaky_folds.items():
+        shown = ", ".join(f"{k} ({auc:.3f})" for k, auc in hits[:FOLDS_NAMED])
+        shown += ", ..." if len(hits) > FOLDS_NAMED else ""
+        out["warnings"].append(
+            f"horizon {h}: model ROC AUC > {LEAK_AUC} in {len(hits)} of {len(folds)} folds: {shown}: "
+            "a leak until proven otherwise"
+        )
     start = min(f.test_start for f in folds)
     end = max(f.test_end for f in folds)
     for name, sim in sims.items():

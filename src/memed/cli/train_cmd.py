@@ -12,6 +12,9 @@ from memed.cli.common import config_option, data_option, setup
 from memed.errors import ConfigError, DataError
 from memed.models.families import FAMILY_NAMES
 
+CELL = 23
+"""Width of a metric-and-interval cell in the tables."""
+
 
 @click.command("train")
 @data_option
@@ -51,12 +54,29 @@ def _print_auc(manifest: object) -> None:
 
     assert isinstance(manifest, Manifest)
     hz = [str(h) for h in manifest.horizons]
-    click.echo(f"\ntest ROC AUC ({manifest.split.rows.get('test', 0):,} test rows)")
-    click.echo(f"{'model':<14}" + "".join(f"{h + 'm':>8}" for h in hz))
+    click.echo(f"\ntest ROC AUC [95 % day-block interval] ({manifest.split.rows.get('test', 0):,} test rows)")
+    click.echo(f"{'model':<16}" + "".join(f"{h + 'm':>{CELL}}" for h in hz))
     rows = [(e.name, e.metrics) for e in manifest.models] + list(manifest.baselines.items())
     for name, metrics in rows:
-        cells = [metrics[h]["roc_auc"] for h in hz]
-        click.echo(f"{name:<14}" + "".join(f"{c:>8.4f}" if c is not None else f"{'-':>8}" for c in cells))
+        click.echo(f"{name:<16}" + "".join(_cell(metrics.get(h, {}), "roc_auc", "") for h in hz))
+    fitted = ", ".join(manifest.fitted_baseline_features) or "no fitted baseline in this set"
+    click.echo(f"\nAUC minus the fitted 2-feature logistic ({fitted}), paired [95 % interval]")
+    for e in manifest.models:
+        click.echo(f"{e.name:<16}" + "".join(_cell(e.metrics.get(h, {}), "roc_auc_vs_fitted_logistic", "+")
+                                             for h in hz))  # fmt: skip
+    for w in manifest.warnings:
+        click.secho(f"warning: {w}", fg="yellow")
+
+
+def _cell(m: dict[str, float | None], key: str, sign: str) -> str:
+    """A metric and its interval, e.g. ``0.531 [0.51,0.55]`` (``-`` where absent)."""
+    value, lo, hi = m.get(key), m.get(f"{key}_lo"), m.get(f"{key}_hi")
+    if value is None:
+        return f"{'-':>{CELL}}"
+    text = f"{value:{sign}.3f}" + (
+        f" [{lo:{sign}.2f},{hi:{sign}.2f}]" if lo is not None and hi is not None else ""
+    )
+    return f"{text:>{CELL}}"
 
 
 @click.group("models")

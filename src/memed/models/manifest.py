@@ -68,7 +68,14 @@ class Manifest(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     constant_features: tuple[str, ...] = ()
     models: tuple[ModelEntry, ...] = ()
     baselines: dict[str, dict[str, Metrics]] = {}
-    """Baseline name → horizon → metrics, on the same test rows as the models."""
+    """Baseline name → horizon → metrics, on the same test rows as the models: majority, persistence,
+    reversal and ``fitted_logistic`` (a logistic regression on two features, fit on the same training
+    rows). Every metric may carry a day-block interval (``<metric>_lo``, ``<metric>_hi``); a model's
+    ``roc_auc_vs_fitted_logistic`` (and its interval) is the paired AUC difference against that baseline."""
+    fitted_baseline_features: tuple[str, ...] = ()
+    """The two features of the ``fitted_logistic`` baseline."""
+    warnings: tuple[str, ...] = ()
+    """Test metrics too good to trust (a leak until proven otherwise)."""
     command: str = ""
 
     def model(self, name: str) -> ModelEntry:

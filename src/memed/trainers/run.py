@@ -12,27 +12,33 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import polars as pl
 
 from memed.config import MemedConfig
+from memed.data.frames import epoch_minutes
 from memed.errors import ConfigError, DataError
 from memed.logs import get_logger
 from memed.models.families import family, load_part
 from memed.models.manifest import DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
 from memed.models.registry import write_model_set
 from memed.trainers.dataset import TrainingData, build_training_data
+from memed.trainers.evaluation import Evaluation, suspicious
 from memed.trainers.leakage import constant_features
-from memed.trainers.metrics import baseline_probabilities, binary_metrics
+from memed.trainers.metrics import baseline_probabilities
 from memed.trainers.progress import NullProgress, ProgressSink
 from memed.trainers.trained import PARITY_ROWS, Fitted, Trained, TrainJob
+from memed.trainers.uncertainty import day_index
 
 PARITY_TOLERANCE = 1e-5
 log = get_logger("memed.train")
 
 
-def _metrics_per_horizon(y: np.ndarray, p: np.ndarray, horizons: list[int]) -> dict[str, Metrics]:
-    return {str(h): binary_metrics(y[:, k], p[:, k]) for k, h in enumerate(horizons)}
+def _fitted_baseline(job: TrainJob) -> tuple[tuple[str, ...], np.ndarray]:
+    from memed.trainers.tabular import fitted_baseline  # noqa: PLC0415 - scipy, the train extra
+
+    return fitted_baseline(job)
 
 
 def _trainer(name: str) -> Callable[[TrainJob], Fitted]:
@@ -84,6 +90,7 @@ def train_model_set(
     horizons = data.horizons
     doc = f"memed model; feature spec {data.spec.hash}; horizons {horizons}"
     entries: list[ModelEntry] = []
+    p_models: dict[str, np.ndarray] = {}
     files: dict[str, bytes] = {}
     t = cfg.train
     job = TrainJob(data=data, cfg=t, x_tr=x_tr, y_tr=y_tr, x_va=x_va, y_va=y_va, x_te=x_te,
@@ -98,16 +105,28 @@ def train_model_set(
         blob = trained.model.SerializeToString()
         files[f"{name}.onnx"] = blob
         trained.seconds = time.perf_counter() - t_model
-        entries.append(_entry(trained, hashlib.sha256(blob).hexdigest(), gap,
-                              _metrics_per_horizon(y_te, fitted.p_test, horizons)))  # fmt: skip
+        p_models[name] = fitted.p_test
+        entries.append(_entry(trained, hashlib.sha256(blob).hexdigest(), gap, {}))
         log.info("model_trained", model=name, seconds=round(trained.seconds, 1), onnx_max_abs_diff=gap,
                  trees=list(trained.trees_per_horizon) or None)  # fmt: skip
     up_rate = float(np.nanmean(y_tr)) if np.any(~np.isnan(y_tr)) else 0.5
     past = data.past(masks["test"])
-    baselines: dict[str, dict[str, Metrics]] = {}
-    for k, h in enumerate(horizons):
-        for base, p in baseline_probabilities(past[:, k], up_rate).items():
-            baselines.setdefault(base, {})[str(h)] = binary_metrics(y_te[:, k], p)
+    fitted_features, p_fitted = _fitted_baseline(job)
+    p_base = {
+        **{b: np.column_stack([baseline_probabilities(past[:, k], up_rate)[b] for k in range(len(horizons))])
+           for b in ("majority", "persistence", "reversal")},
+        "fitted_logistic": p_fitted,
+    }  # fmt: skip
+    days = day_index(epoch_minutes(data.frame.filter(masks["test"])["ts"]))
+    report = Evaluation(y_te, days, horizons, p_fitted, seed=t.seed)
+    baselines = {b: report.metrics(p) for b, p in p_base.items()}
+    entries = [
+        msgspec.structs.replace(e, metrics=report.metrics(p_models[e.name], versus_fitted=True))
+        for e in entries
+    ]
+    warnings = [w for e in entries for w in suspicious(e.name, e.metrics)]
+    for w in warnings:
+        log.warning("suspicious_test_metric", warning=w)
     frame = data.frame
     labelled = ~pl.all_horizontal([pl.col(f"y_{h}").is_null() for h in horizons])
     manifest = Manifest(
@@ -137,6 +156,8 @@ def train_model_set(
         constant_features=tuple(constant_features(frame.filter(masks["train"]), data.spec.names)),
         models=tuple(entries),
         baselines=baselines,
+        fitted_baseline_features=fitted_features,
+        warnings=tuple(warnings),
         command=command,
     )
     write_model_set(registry, manifest, files)

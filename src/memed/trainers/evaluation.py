@@ -1,0 +1,66 @@
+"""Test-split evaluation that cannot flatter: every metric with a day-block interval, every model beside
+a trivially fitted baseline with a paired interval, and warnings for figures too good to trust."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from memed.models.manifest import Metrics
+from memed.trainers.metrics import binary_metrics
+from memed.trainers.uncertainty import DRAWS, day_weights, intervals, paired_difference
+
+FITTED = "fitted_logistic"
+"""The baseline every family must beat: a 2-feature logistic regression fit on the same training rows."""
+LEAK_AUC = 0.60
+"""On real minute data good direction models reach AUC 0.52-0.58: above this is a leak until proven
+otherwise."""
+LEAK_MARGIN = 0.05
+"""Beating the fitted baseline by more than this much AUC is suspicious too."""
+LEAK_MIN_ROWS = 500
+"""Rows a metric needs before the warnings apply."""
+
+
+class Evaluation:
+    """Metrics per horizon on one test split: labels ``y`` [rows, H], each row's calendar day, the fitted
+    baseline's probabilities, and one set of day resamplings shared by every model and baseline (so
+    their intervals and differences are paired)."""
+
+    def __init__(self, y: np.ndarray, days: np.ndarray, horizons: list[int], fitted: np.ndarray,
+                 *, draws: int = DRAWS, seed: int = 0) -> None:  # fmt: skip
+        self.y = y
+        self.days = days
+        self.horizons = horizons
+        self.fitted = fitted
+        self.weights = day_weights(int(days.max()) + 1 if len(days) else 1, draws, seed)
+
+    def metrics(self, p: np.ndarray, *, versus_fitted: bool = False) -> dict[str, Metrics]:
+        """Horizon (minutes, as text) → metrics of ``p`` [rows, H] with their intervals; with
+        ``versus_fitted``, the paired AUC difference against the fitted baseline too."""
+        out: dict[str, Metrics] = {}
+        for k, h in enumerate(self.horizons):
+            y, pk = self.y[:, k], p[:, k]
+            m = binary_metrics(y, pk) | intervals(y, pk, self.days, self.weights)
+            if versus_fitted:
+                m |= paired_difference(y, pk, self.fitted[:, k], self.days, self.weights, FITTED)
+            out[str(h)] = m
+        return out
+
+
+def suspicious(name: str, metrics: dict[str, Metrics]) -> list[str]:
+    """Warnings for a model's test metrics: an AUC above :data:`LEAK_AUC`, or more than
+    :data:`LEAK_MARGIN` above the fitted baseline's, on more than :data:`LEAK_MIN_ROWS` rows."""
+    out = []
+    for h, m in metrics.items():
+        if (m.get("n") or 0) <= LEAK_MIN_ROWS:
+            continue
+        auc, gain = m.get("roc_auc"), m.get(f"roc_auc_vs_{FITTED}")
+        if auc is not None and auc > LEAK_AUC:
+            out.append(
+                f"{name} horizon {h}: test ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"
+            )
+        if gain is not None and gain > LEAK_MARGIN:
+            out.append(
+                f"{name} horizon {h}: test ROC AUC {gain:+.3f} over the fitted 2-feature logistic "
+                f"(> {LEAK_MARGIN}): a leak until proven otherwise"
+            )
+    return out

@@ -27,7 +27,7 @@ from memed.config import BacktestConfig, parse_config
 from memed.daemon.app import Daemon
 from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market, write_dataset
-from memed.errors import ConfigError
+from memed.errors import ConfigError, DataError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BT_TOML = (
@@ -247,12 +247,35 @@ def test_a_model_that_saw_the_test_period_trips_the_leak_guard(bt_market: Path, 
 
     cfg = parse_config(OVERFIT_TOML)
     manifest = train_model_set([bt_market], cfg, tmp_path / "leaky")
-    metrics = run_backtest(
-        [bt_market], cfg, tmp_path / "out", models=tmp_path / "leaky" / manifest.model_set_id
-    )
+    leaky = tmp_path / "leaky" / manifest.model_set_id
+    # the manifest says what it was fit on: replaying it over those weeks is refused, naming the overlap
+    with pytest.raises(DataError, match=r"was fit on bars .* 8 of the test tokens .* --allow-in-sample"):
+        run_backtest([bt_market], cfg, tmp_path / "refused", models=leaky)
+    metrics = run_backtest([bt_market], cfg, tmp_path / "out", models=leaky, allow_in_sample=True)
+    assert "in-sample" in metrics["warnings"][0]
     assert any("a leak until proven otherwise" in w for w in metrics["warnings"]), metrics["horizons"]["15"][
         "model"
     ]
+    assert any(" folds: " in w for w in metrics["warnings"])  # and per fold, not only overall
+
+
+def test_a_set_fit_before_the_test_windows_is_replayed_without_the_flag(
+    bt_market: Path, tmp_path: Path
+) -> None:
+    from memed.trainers.run import train_model_set
+
+    bars = pl.read_parquet(bt_market)
+    first = bars["ts"].min()
+    early = tmp_path / "early.parquet"
+    write_dataset(bars.filter(pl.col("ts") < first + timedelta(minutes=600)), early)  # type: ignore[operator]
+    cfg = parse_config(BT_TOML.replace("train_minutes = 900", "train_minutes = 700"))
+    manifest = train_model_set([early], cfg, tmp_path / "reg")
+    assert manifest.split.fit_end < str(first + timedelta(minutes=600))  # type: ignore[operator]
+    assert len(manifest.data.token_names) == 8
+    metrics = run_backtest(
+        [bt_market], cfg, tmp_path / "out", models=tmp_path / "reg" / manifest.model_set_id
+    )
+    assert not any("in-sample" in w for w in metrics["warnings"])
 
 
 def test_honest_walk_forward_does_not_trip_the_guard(bt_market: Path, tmp_path: Path) -> None:
@@ -328,7 +351,7 @@ def test_backtest_replay_equals_the_daemon_over_mosquitto(
             '"transformer"]\ndecision_horizons = [30, 60]\n[backtest]',
         )
     )
-    run_backtest([bt_market], bt_cfg, tmp_path / "bt", models=tiny_registry)
+    run_backtest([bt_market], bt_cfg, tmp_path / "bt", models=tiny_registry, allow_in_sample=True)
     sig = pl.read_parquet(tmp_path / "bt" / "signals.parquet")
     assert sig.height > 1000
     compared = 0

@@ -293,7 +293,7 @@ def test_memed_backtest_with_a_model_set_runs_on_the_serving_install(
     cfg.write_text("[backtest]\ntrain_minutes = 300\ntest_minutes = 200\nstep_minutes = 200\nmax_folds = 1\n")
     out = tmp_path / "out"
     args = ["backtest", "--data", str(tiny_market), "--models", str(DEMO_MODELS), "--config", str(cfg),
-            "--out", str(out)]  # fmt: skip
+            "--out", str(out), "--allow-in-sample"]  # fmt: skip
     res = subprocess.run([sys.executable, "-c", SERVING_ONLY_BACKTEST, *args], capture_output=True, text=True,
                          timeout=300, check=False)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]

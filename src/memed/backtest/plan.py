@@ -65,3 +65,16 @@ def check_embargo(folds: list[Fold], longest_horizon_minutes: int) -> None:
                 f"fold {f.index}: only {gap:.0f} minutes between training and test, the longest horizon "
                 f"is {longest_horizon_minutes}: labels would leak"
             )
+
+
+def in_sample_overlaps(folds: list[Fold], fit_start: datetime, fit_end: datetime, horizon_minutes: int
+                       ) -> list[str]:  # fmt: skip
+    """The folds whose test window a model set fit on bars ``fit_start .. fit_end`` has seen: where the
+    window begins before the last training label ends (``fit_end`` + the longest horizon) and ends after
+    ``fit_start``. Tokens share a calendar, so any token in those weeks counts."""
+    seen_until = fit_end + timedelta(minutes=horizon_minutes)
+    return [
+        f"fold {f.index} tests {f.test_start:%Y-%m-%d %H:%M} .. {f.test_end:%Y-%m-%d %H:%M}"
+        for f in folds
+        if f.test_start <= seen_until and f.test_end > fit_start
+    ]

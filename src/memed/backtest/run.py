@@ -17,13 +17,14 @@ import polars as pl
 
 from memed.backtest.folds import fold_groups, run_groups
 from memed.backtest.metrics import EquityEvents, TradeArrays, trading_metrics
-from memed.backtest.plan import Fold, check_embargo, plan_folds
+from memed.backtest.plan import Fold, check_embargo, in_sample_overlaps, plan_folds
 from memed.backtest.simulator import SimResult, market_bars, simulate
 from memed.config import MemedConfig, RiskConfig
 from memed.data.loaders import expand_sources, load_dataset
 from memed.data.schema import infer_interval_minutes
 from memed.errors import DataError
 from memed.logs import get_logger
+from memed.models.manifest import Manifest
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL
 from memed.signals.risk import size_positions
@@ -33,8 +34,8 @@ from memed.trainers.metrics import baseline_probabilities, binary_metrics
 from memed.trainers.progress import NullProgress, ProgressSink
 
 log = get_logger("memed.backtest")
-FOLDS_NAMED = 10
-"""Folds a warning names (of those that trip the leak tripwire)."""
+FOLDS_NAMED = 3
+"""Folds a warning or an error names (of those that trip a guard)."""
 
 
 def _baseline_signals(
@@ -114,8 +115,13 @@ def run_backtest(
     out: Path,
     *,
     models: Path | None = None,
+    allow_in_sample: bool = False,
     progress: ProgressSink | None = None,
 ) -> dict[str, Any]:
+    """Plan, train (or replay ``models``), simulate, report into ``out``; the metrics as a dict.
+
+    A fixed model set whose training data (its manifest's fit period) overlaps a test window is refused,
+    naming the overlap, unless ``allow_in_sample`` (the overlap is then a warning in the metrics)."""
     progress = progress or NullProgress()
     t_start = time.perf_counter()
     files = [str(p) for p in expand_sources(sources)]
@@ -147,6 +153,11 @@ def run_backtest(
         )
     if fixed is None:
         check_embargo(folds, longest)
+    in_sample = _in_sample(fixed.manifest, folds, bars) if fixed is not None else ""
+    if in_sample and not allow_in_sample:
+        raise DataError(
+            f"{in_sample}; pass --allow-in-sample to replay it anyway (its figures are then in-sample)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     groups = fold_groups(folds, fixed_models=fixed is not None)
     progress.start("folds", f"backtest: {len(folds)} folds", len(folds))
@@ -184,6 +195,8 @@ def run_backtest(
     sims["always_hold"] = SimResult(trades=sims["model"].trades.clear(), equity=sims["model"].equity.clear())
     timings["simulation"] = time.perf_counter() - t0
     metrics = _metrics(signals, labelled, horizons, folds, sims, equity0, bars)
+    if in_sample:
+        metrics["warnings"].insert(0, f"{in_sample}: these figures are in-sample")
     metrics["timings_seconds"] = timings | {"total": time.perf_counter() - t_start}
     metrics["token_minutes_replayed"] = float(signals.height)
     metrics["config_hash"] = cfg.hash()
@@ -213,6 +226,26 @@ def run_backtest(
 
     write_report(out / "report.html", metrics, sims, equity0, folds)
     return metrics
+
+
+def _in_sample(manifest: Manifest, folds: list[Fold], bars: pl.DataFrame) -> str:
+    """Why replaying ``manifest``'s set over ``folds`` is in-sample ('' when it is not)."""
+    fit_start = manifest.split.fit_start or manifest.data.start
+    fit_end = manifest.split.fit_end or manifest.data.end
+    start, end = (datetime.fromisoformat(t) for t in (fit_start, fit_end))
+    overlaps = in_sample_overlaps(folds, start, end, max(manifest.horizons))
+    if not overlaps:
+        return ""
+    shared = set(manifest.data.token_names) & set(bars["token"].unique().to_list())
+    tokens = (
+        f", {len(shared)} of the test tokens among its training tokens" if manifest.data.token_names else ""
+    )
+    shown = "; ".join(overlaps[:FOLDS_NAMED])
+    shown += f"; and {len(overlaps) - FOLDS_NAMED} more" if len(overlaps) > FOLDS_NAMED else ""
+    return (
+        f"model set {manifest.model_set_id} was fit on bars {fit_start} .. {fit_end}{tokens}, which "
+        f"{len(overlaps)} of {len(folds)} test windows overlap ({shown})"
+    )
 
 
 def _finite(obj: Any) -> Any:

@@ -18,8 +18,15 @@ from memed.cli.common import config_option, data_option, setup
     default=None,
     help="Replay this fixed model set (REGISTRY/ID or a registry's latest) instead of retraining.",
 )
+@click.option(
+    "--allow-in-sample",
+    is_flag=True,
+    help="Replay a --models set even where its training data overlaps a test window (in-sample figures).",
+)
 @config_option
-def backtest_cmd(sources: tuple[Path, ...], out: Path, models: Path | None, config_path: Path | None) -> None:
+def backtest_cmd(
+    sources: tuple[Path, ...], out: Path, models: Path | None, allow_in_sample: bool, config_path: Path | None
+) -> None:
     """Walk-forward backtest: train per fold, replay the test period through the daemon's decision path,
     simulate fills with fees and slippage, and report beside baselines (metrics.json, report.html)."""
     from memed.backtest.run import run_backtest  # noqa: PLC0415
@@ -27,7 +34,9 @@ def backtest_cmd(sources: tuple[Path, ...], out: Path, models: Path | None, conf
 
     cfg = setup(config_path)
     with progress_bar("backtest") as progress:
-        metrics = run_backtest(sources, cfg, out, models=models, progress=RichSink(progress))
+        metrics = run_backtest(
+            sources, cfg, out, models=models, allow_in_sample=allow_in_sample, progress=RichSink(progress)
+        )
     t = metrics["trading"]
     click.echo(f"wrote {out}/report.html, metrics.json, signals/trades/equity.parquet")
     click.echo(f"{'strategy':<14}{'return':>10}{'sharpe':>9}{'max dd':>9}{'trades':>8}")

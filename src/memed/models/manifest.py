@@ -43,6 +43,8 @@ class DataSummary(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True
     end: str
     categories: dict[str, int] = {}
     dead_tail_rows_cut: int = 0
+    token_names: tuple[str, ...] = ()
+    """The tokens trained on (empty in sets made before it was recorded)."""
 
 
 class SplitSummary(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -50,6 +52,11 @@ class SplitSummary(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     embargo_minutes: int
     rows: dict[str, int]
     """Labelled rows per split (any horizon)."""
+    fit_start: str = ""
+    fit_end: str = ""
+    """The first and last bar the models were fit on (training and validation rows; their labels look
+    up to the longest horizon further). Empty in sets made before it was recorded: the data's range then
+    stands for it."""
 
 
 class Manifest(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -128,6 +128,7 @@ def train_model_set(
     for w in warnings:
         log.warning("suspicious_test_metric", warning=w)
     frame = data.frame
+    fit = frame.filter(masks["train"] | masks["val"])
     labelled = ~pl.all_horizontal([pl.col(f"y_{h}").is_null() for h in horizons])
     manifest = Manifest(
         model_set_id=_model_set_id(data, cfg, models, created),
@@ -147,11 +148,14 @@ def train_model_set(
             end=str(frame["ts"].max()),
             categories=data.categories,
             dead_tail_rows_cut=data.dead_tail_rows_cut,
+            token_names=tuple(sorted(frame["token"].unique().to_list())),
         ),
         split=SplitSummary(
             strategy=t.split,
             embargo_minutes=data.embargo_minutes,
             rows={name: int(frame.filter(mask & labelled).height) for name, mask in masks.items()},
+            fit_start=str(fit["ts"].min()),
+            fit_end=str(fit["ts"].max()),
         ),
         constant_features=tuple(constant_features(frame.filter(masks["train"]), data.spec.names)),
         models=tuple(entries),

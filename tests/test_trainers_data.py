@@ -1,6 +1,7 @@
 """Labels, ties, dead tails, categories, embargoed splits, metrics and the leakage guards."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -12,7 +13,7 @@ from memed.data.cleaning import CleaningRule, categorize, cut_dead_tails
 from memed.data.gaps import GapRule
 from memed.features import build_spec, compute_features
 from memed.trainers.labels import add_labels, usable_horizons
-from memed.trainers.leakage import check_lookahead, constant_features
+from memed.trainers.leakage import check_lookahead, check_start_invariance, constant_features
 from memed.trainers.metrics import baseline_probabilities, binary_metrics, roc_auc
 from memed.trainers.splits import assign_splits, embargo_violations
 
@@ -148,6 +149,36 @@ def test_lookahead_guard_passes_the_engine_and_catches_a_planted_peek() -> None:
     assert set(report.violations) == {"peek"}
 
 
+def test_start_truncation_finds_what_depends_on_where_history_starts() -> None:
+    """Cutting the *past* (what a freshly started daemon lacks) exposes what cutting the future cannot: the
+    dataset clock ``age_minutes`` and the cumulative ``obv`` never agree again; averages seeded at the
+    first bar (Wilder RSI, MACD's EMAs) agree only after their convergence horizon; pure window features
+    agree exactly once their window is full. A planted clock is caught by name."""
+    bars = real_bars("binance-futures-1m").group_by("token", maintain_order=True).head(6000)
+    spec = build_spec(1, 15)
+
+    def features(b: pl.DataFrame) -> pl.DataFrame:
+        return compute_features(b, spec, with_ready=True)
+
+    report = check_start_invariance(bars, features, cuts=(60,))
+    assert not report.ok
+    assert report.rows_checked > 10_000
+    never = {name for name, d in report.drift.items() if d.bars_to_agree < 0}
+    assert {"age_minutes", "obv"} <= never
+    for name in ("rsi_14", "macd"):
+        assert 0 < report.drift[name].bars_to_agree < 1000, (name, report.drift[name])
+    for name in ("logret_15m", "ret_std_60m", "bb_width_20", "stoch_k_14", "volume_ratio_30m", "var_95_60m"):
+        assert name not in report.drift, (name, report.drift.get(name))
+
+    def planted(b: pl.DataFrame) -> pl.DataFrame:
+        clock = (pl.col("ts") - pl.col("ts").min()).dt.total_minutes().cast(pl.Float64)
+        return features(b).select("token", "ts", "ready", "logret_15m", clock.alias("clock"))
+
+    planted_report = check_start_invariance(bars, planted, cuts=(60, 1440))
+    assert set(planted_report.drift) == {"clock"}
+    assert planted_report.drift["clock"].bars_to_agree == -1
+
+
 def test_constant_feature_check() -> None:
     f = pl.DataFrame({"a": [1.0, 1.0, None], "b": [None, None, None], "c": [1.0, 2.0, 3.0]},
                      schema={"a": pl.Float64, "b": pl.Float64, "c": pl.Float64})  # fmt: skip
@@ -168,3 +199,21 @@ def test_batch_ready_flag_equals_streaming_ready() -> None:
     joined = batch.join(by_time, on=["token", "ts"])
     assert joined.height == bars.height
     assert (joined["ready"] == joined["r"]).all()
+
+
+def test_memed_check_start_names_the_start_dependent_features(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from memed.cli.main import cli
+    from memed.data import write_dataset
+
+    path = tmp_path / "m.parquet"
+    write_dataset(synth_market(3, 900, seed=9), path)
+    res = CliRunner().invoke(cli, ["check", "start", str(path), "--cuts", "30"])
+    assert res.exit_code == 2
+    assert "START-DEPENDENT age_minutes" in res.output
+    assert "agrees never" in res.output
+    assert "start-truncation check failed" in res.output
+    bad = CliRunner().invoke(cli, ["check", "start", str(path), "--cuts", "an hour"])
+    assert bad.exit_code == 2
+    assert "--cuts" in bad.output

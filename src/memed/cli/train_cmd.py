@@ -160,3 +160,35 @@ def lookahead_cmd(sources: tuple[Path, ...], cuts: int, config_path: Path | None
             click.echo(f"  LOOKAHEAD {name}: {n:,} values changed when the future was removed")
         raise DataError(f"look-ahead check failed for {len(report.violations)} feature(s)")
     click.echo("ok: no value at or before a cut depends on later data")
+
+
+@check_group.command("start")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--cuts", default="60,1440", show_default=True, help="Minutes of each token's past to remove.")
+@click.option("--rtol", type=click.FloatRange(0.0), default=1e-6, show_default=True)
+@config_option
+def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, config_path: Path | None) -> None:
+    """Remove the start of every token's history, recompute, and fail if a feature past its warm-up
+    depends on where history started (what a freshly started daemon sees)."""
+    from memed.data.loaders import load_dataset  # noqa: PLC0415
+    from memed.data.schema import infer_interval_minutes  # noqa: PLC0415
+    from memed.features import build_spec, compute_features  # noqa: PLC0415
+    from memed.trainers.leakage import check_start_invariance  # noqa: PLC0415
+
+    cfg = setup(config_path)
+    try:
+        minutes = tuple(int(c) for c in cuts.split(","))
+    except ValueError:
+        raise ConfigError(f"--cuts: {cuts!r} is not a comma-separated list of minutes") from None
+    bars, _ = load_dataset(sources)
+    spec = build_spec(infer_interval_minutes(bars), cfg.data.gap_fill_max_minutes)
+    features = lambda b: compute_features(b, spec, with_ready=True)  # noqa: E731
+    report = check_start_invariance(bars, features, minutes, rtol)
+    click.echo(f"cuts {list(minutes)} min, {report.rows_checked:,} rows x {len(spec.names)} features "
+               f"compared past the {spec.warmup_bars}-bar warm-up, relative tolerance {rtol:g}")  # fmt: skip
+    for name, d in sorted(report.drift.items(), key=lambda kv: -kv[1].rows):
+        agree = "never" if d.bars_to_agree < 0 else f"after {d.bars_to_agree:,} bars"
+        click.echo(f"  START-DEPENDENT {name:<22} {d.rows:>10,} rows  max rel diff {d.max_rel_diff:9.2e}  "
+                   f"agrees {agree}")  # fmt: skip
+    if not report.ok:
+        raise DataError(f"start-truncation check failed for {len(report.drift)} feature(s)")

@@ -1,4 +1,5 @@
-"""Leakage guards: the truncation (look-ahead) check and the constant-feature check.
+"""Leakage guards: the truncation (look-ahead) check, the start-truncation check and the constant-feature
+check.
 
 The look-ahead check recomputes features on data truncated at many cut points and demands that every
 value at or before a cut equals the value computed on the full history. A feature that peeks at the
@@ -60,3 +61,84 @@ def constant_features(frame: pl.DataFrame, names: list[str]) -> list[str]:
     """
     stats = frame.select([pl.col(n).drop_nulls().drop_nans().n_unique().alias(n) for n in names]).row(0)
     return [n for n, k in zip(names, stats, strict=True) if k <= 1]
+
+
+# --------------------------------------------------------------------------- start invariance
+START_CUTS = (60, 1440)
+"""Minutes of each token's past removed by the start-truncation check: an hour, a day."""
+START_RTOL = 1e-6
+
+
+@dataclass
+class StartDrift:
+    """How one feature depends on where history starts."""
+
+    rows: int = 0
+    """Rows (past the warm-up of the shortened history) whose value differs beyond the tolerance."""
+    max_rel_diff: float = 0.0
+    bars_to_agree: int = 0
+    """Bars after the cut until the value agrees for good, the worst token; -1: it never does."""
+
+
+@dataclass
+class StartReport:
+    cuts: tuple[int, ...]
+    rtol: float
+    rows_checked: int = 0
+    drift: dict[str, StartDrift] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.drift
+
+
+def _rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300)
+    rel: np.ndarray = np.abs(a - b) / scale
+    rel[np.isnan(a) & np.isnan(b)] = 0.0
+    rel[np.isnan(a) != np.isnan(b)] = np.inf
+    return rel
+
+
+def check_start_invariance(
+    bars: pl.DataFrame, feature_fn: FeatureFn, cuts: tuple[int, ...] = START_CUTS, rtol: float = START_RTOL
+) -> StartReport:
+    """Remove the first ``cut`` minutes of every token's history, recompute, and compare each feature on
+    the rows the shortened run has past its warm-up (``feature_fn`` returns ``token, ts, ready`` and the
+    features) with the full run. A feature that depends on where history starts (a dataset clock, a
+    cumulative level, an average still converging from its seed) differs; how many bars after the cut it
+    takes to agree for good is the convergence horizon its warm-up must cover.
+
+    Cutting the *future* (:func:`check_lookahead`) cannot see this: it is the past that a freshly
+    started daemon lacks."""
+    bars = bars.sort("token", "ts")
+    full = feature_fn(bars)
+    names = [c for c in full.columns if c not in ("token", "ts", "ready")]
+    first = pl.col("ts").min().over("token")
+    report = StartReport(tuple(cuts), rtol)
+    for cut in cuts:
+        part = feature_fn(bars.filter(pl.col("ts") >= first + pl.duration(minutes=cut)))
+        part = part.with_columns(pl.int_range(pl.len()).over("token").alias("_bar")).filter(pl.col("ready"))
+        both = part.join(full.drop("ready"), on=["token", "ts"], suffix="_full")
+        report.rows_checked += both.height
+        bar = both["_bar"].to_numpy()
+        last_bar = both.group_by("token", maintain_order=True).agg(pl.col("_bar").max())
+        ends = dict(last_bar.iter_rows())
+        tokens = both["token"].to_numpy()
+        for name in names:
+            rel = _rel_diff(
+                both[name].cast(pl.Float64).to_numpy(), both[f"{name}_full"].cast(pl.Float64).to_numpy()
+            )
+            bad = rel > rtol
+            if not bad.any():
+                continue
+            d = report.drift.setdefault(name, StartDrift())
+            d.rows += int(bad.sum())
+            d.max_rel_diff = max(d.max_rel_diff, float(np.max(rel[np.isfinite(rel)], initial=0.0)))
+            if not np.isfinite(rel[bad]).all():
+                d.max_rel_diff = float("inf")
+            for token in np.unique(tokens[bad]):
+                last = int(bar[bad & (tokens == token)].max())
+                agree = -1 if last == ends[token] else last + 1
+                d.bars_to_agree = -1 if -1 in (agree, d.bars_to_agree) else max(d.bars_to_agree, agree)
+    return report

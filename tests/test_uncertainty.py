@@ -58,3 +58,25 @@ def test_suspicious_metrics_are_named() -> None:
     assert len(got) == 2
     assert all("lgbm horizon 60" in w for w in got)
     assert suspicious("lgbm", {"60": {"n": 100.0, "roc_auc": 0.9}}) == []  # too few rows to judge
+
+
+def test_the_fitted_baseline_is_the_logistic_family_on_two_features() -> None:
+    """Newton's method in numpy (no SciPy: the backtester fits it on a serving-only install) reaches the
+    logistic family's own optimum (SciPy's L-BFGS) on the same two standardised features."""
+    from memed.config import LogregConfig
+    from memed.trainers.baseline import FittedBaseline, baseline_features
+    from memed.trainers.tabular import train_logreg
+
+    rng = np.random.default_rng(4)
+    x = np.column_stack([rng.normal(0, 0.01, 5000), rng.uniform(20, 80, 5000)])
+    logit = 40 * x[:, 0] - 0.02 * (x[:, 1] - 50)
+    y = np.column_stack([(rng.random(5000) < 1 / (1 + np.exp(-logit))).astype(float), np.full(5000, 1.0)])
+    y[::7, 0] = np.nan  # unknown labels are left out
+    names = ["logret_5m", "logret_15m", "rsi_14"]
+    assert baseline_features(names) == ("logret_15m", "rsi_14")
+    assert baseline_features(["logret_60m", "rsi_14"]) == ("logret_60m", "rsi_14")
+    fitted = FittedBaseline.fit(("logret_15m", "rsi_14"), x, y, l2=1.0)
+    reference = train_logreg(x, y, x, LogregConfig(l2=1.0, max_iter=500), "reference").native_test
+    got = fitted.predict(x)
+    assert np.max(np.abs(got[:, 0] - reference[:, 0])) < 1e-4  # L-BFGS stops at its own tolerance
+    assert np.allclose(got[:, 1], got[0, 1])  # one class only: a constant at the base rate

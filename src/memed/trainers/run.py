@@ -23,6 +23,7 @@ from memed.logs import get_logger
 from memed.models.families import family, load_part
 from memed.models.manifest import DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
 from memed.models.registry import write_model_set
+from memed.trainers.baseline import FittedBaseline, baseline_features
 from memed.trainers.dataset import TrainingData, build_training_data
 from memed.trainers.evaluation import Evaluation, suspicious
 from memed.trainers.leakage import constant_features
@@ -36,9 +37,12 @@ log = get_logger("memed.train")
 
 
 def _fitted_baseline(job: TrainJob) -> tuple[tuple[str, ...], np.ndarray]:
-    from memed.trainers.tabular import fitted_baseline  # noqa: PLC0415 - scipy, the train extra
-
-    return fitted_baseline(job)
+    """The fitted 2-feature logistic on the training rows; its features and test probabilities."""
+    names = job.data.spec.names
+    chosen = baseline_features(names)
+    cols = [names.index(n) for n in chosen]
+    fitted = FittedBaseline.fit(chosen, job.x_tr[:, cols], job.y_tr, job.cfg.logreg.l2)
+    return chosen, fitted.predict(job.x_te[:, cols])
 
 
 def _trainer(name: str) -> Callable[[TrainJob], Fitted]:

@@ -229,22 +229,6 @@ def train_xgb(
     )
 
 
-# --------------------------------------------------------------------------- the fitted baseline
-BASELINE_FEATURES = (("logret_15m", "logret_30m", "logret_60m"), ("rsi_14",))
-"""The fitted baseline's inputs: the shortest of these log returns the spec has, and RSI(14)."""
-
-
-def fitted_baseline(job: TrainJob) -> tuple[tuple[str, ...], np.ndarray]:
-    """A logistic regression on two features (a short log return and RSI(14)), fit per horizon on the
-    same training rows as the models: the trivially fitted model every family must beat. Returns its
-    features and its probabilities on the test rows [test rows, H]."""
-    names = job.data.spec.names
-    chosen = tuple(next(n for n in options if n in names) for options in BASELINE_FEATURES)
-    cols = [names.index(n) for n in chosen]
-    trained = train_logreg(job.x_tr[:, cols], job.y_tr, job.x_te[:, cols], job.cfg.logreg, "fitted baseline")
-    return chosen, trained.native_test
-
-
 # --------------------------------------------------------------------------- the families' trainers
 SCORE_CHUNK = 65_536
 

@@ -58,6 +58,9 @@ def test_suspicious_metrics_are_named() -> None:
     assert len(got) == 2
     assert all("lgbm horizon 60" in w for w in got)
     assert suspicious("lgbm", {"60": {"n": 100.0, "roc_auc": 0.9}}) == []  # too few rows to judge
+    # a fitted baseline worse than chance does not make a model at chance look too good
+    at_chance = {"60": {"n": 10_000.0, "roc_auc": 0.49, "roc_auc_vs_fitted_logistic": 0.15}}
+    assert suspicious("lgbm", at_chance) == []
 
 
 def test_the_fitted_baseline_is_the_logistic_family_on_two_features() -> None:

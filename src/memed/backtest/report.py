@@ -75,6 +75,13 @@ def _histogram(returns: np.ndarray) -> str:
     )
 
 
+def _ci(m: dict[str, Any], key: str) -> str:
+    """A metric with its interval where it has one: ``0.5312 [0.5101, 0.5520]``."""
+    lo, hi = m.get(f"{key}_lo"), m.get(f"{key}_hi")
+    text = _f(m.get(key))
+    return text + (f" [{_f(lo)}, {_f(hi)}]" if lo is not None and hi is not None else "")
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -118,9 +125,12 @@ def write_report(
     trade_rows = [[html.escape(n)] + [_f(trading[n].get(k), k in pct) for k in keys] for n in trading]
     hz = metrics["horizons"]
     auc_rows = [
-        [f"{h} m"]
-        + [_f(hz[h][m]["roc_auc"]) for m in ("model", "majority", "persistence", "reversal")]
-        + [f"{int(hz[h]['model']['n']):,}"]
+        [f"{h} m", _ci(hz[h]["model"], "roc_auc")]
+        + [
+            _ci(hz[h].get(m, {}), "roc_auc")
+            for m in ("fitted_logistic", "majority", "persistence", "reversal")
+        ]
+        + [_ci(hz[h]["model"], "roc_auc_vs_fitted_logistic"), f"{int(hz[h]['model']['n']):,}"]
         for h in hz
     ]
     fold_rows = []
@@ -150,7 +160,9 @@ config {html.escape(metrics["config_hash"])}. Equity is realised (it moves when 
 {_chart("Equity", eq_series, "{:,.0f}", "equity")}
 {_chart("Drawdown", dd_series, "{:.1%}", "drawdown")}
 <h2>Trading, model and baselines (same simulator)</h2>{_table(["strategy", *keys], trade_rows)}
-<h2>Direction: ROC AUC per horizon against baselines</h2>{_table(["horizon", "model", "majority", "persistence", "reversal", "rows"], auc_rows)}
+<h2>Direction: ROC AUC per horizon against baselines</h2>
+<p>95 % day-block bootstrap intervals in brackets (whole calendar days resampled with every token's rows); the last column is the model's AUC minus the fitted 2-feature logistic's ({html.escape(", ".join(metrics.get("fitted_baseline_features", [])))}), paired on the same resampled days.</p>
+{_table(["horizon", "model", "fitted logistic", "majority", "persistence", "reversal", "model - fitted", "rows"], auc_rows)}
 <h2>Folds</h2>{_table(["fold", "test window", "return", "max drawdown", "trades", "AUC"], fold_rows)}
 {_histogram(returns)}
 </body></html>"""

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 import polars as pl
 
+from memed.backtest.fitted import fitted_baseline_p
 from memed.backtest.folds import fold_groups, run_groups
 from memed.backtest.metrics import EquityEvents, TradeArrays, trading_metrics
 from memed.backtest.plan import Fold, check_embargo, in_sample_overlaps, plan_folds
@@ -28,10 +29,11 @@ from memed.models.manifest import Manifest
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL
 from memed.signals.risk import size_positions
-from memed.trainers.evaluation import LEAK_AUC, LEAK_MIN_ROWS
+from memed.trainers.evaluation import FITTED, LEAK_AUC, LEAK_MARGIN, LEAK_MIN_ROWS, excess
 from memed.trainers.labels import add_labels, usable_horizons
 from memed.trainers.metrics import baseline_probabilities, binary_metrics
 from memed.trainers.progress import NullProgress, ProgressSink
+from memed.trainers.uncertainty import day_index, day_weights, intervals, paired_difference
 
 log = get_logger("memed.backtest")
 FOLDS_NAMED = 3
@@ -194,7 +196,13 @@ def run_backtest(
     }
     sims["always_hold"] = SimResult(trades=sims["model"].trades.clear(), equity=sims["model"].equity.clear())
     timings["simulation"] = time.perf_counter() - t0
-    metrics = _metrics(signals, labelled, horizons, folds, sims, equity0, bars)
+    fitted_features, p_fitted = fitted_baseline_p(
+        bars, signals, labelled, folds, fixed_models=fixed is not None, interval_minutes=interval,
+        gap_fill_max_minutes=cfg.data.gap_fill_max_minutes, horizons=horizons, l2=cfg.train.logreg.l2,
+    )  # fmt: skip
+    scored = signals.with_columns(pl.Series(f"fit_{h}", p_fitted[:, k]) for k, h in enumerate(horizons))
+    metrics = _metrics(scored, labelled, horizons, folds, sims, equity0, bars)
+    metrics["fitted_baseline_features"] = list(fitted_features)
     if in_sample:
         metrics["warnings"].insert(0, f"{in_sample}: these figures are in-sample")
     metrics["timings_seconds"] = timings | {"total": time.perf_counter() - t_start}
@@ -260,6 +268,45 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def _horizon_metrics(
+    frame: pl.DataFrame, h: int, resampling: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, Any]:
+    """The model's and every baseline's metrics at horizon ``h``; with ``resampling`` (each row's day and
+    the day weights of the draws) their day-block intervals and the model's paired difference to the
+    fitted baseline."""
+    if not frame.height:
+        empty = binary_metrics(np.zeros(0), np.zeros(0))
+        return {k: dict(empty) for k in ("model", "majority", "persistence", "reversal", FITTED)}
+    y = frame[f"y_{h}"].to_numpy().astype(float)
+    p = frame[f"p_{h}"].to_numpy().astype(float)
+    probs = {"model": p} | baseline_probabilities(frame[f"past_{h}"].to_numpy().astype(float), 0.5)
+    probs[FITTED] = frame[f"fit_{h}"].to_numpy().astype(float)
+    out: dict[str, Any] = {k: binary_metrics(y, v) for k, v in probs.items()}
+    if resampling is not None:
+        days, weights = resampling
+        for k, v in probs.items():
+            out[k] |= intervals(y, v, days, weights)
+        out["model"] |= paired_difference(y, p, probs[FITTED], days, weights, FITTED)
+    return out
+
+
+def _too_good(m: dict[str, Any]) -> list[str]:
+    """What is too good to trust in one horizon's metrics: an AUC above ``LEAK_AUC``, or more than
+    ``LEAK_MARGIN`` above the better of the fitted baseline's and chance, on more than ``LEAK_MIN_ROWS``
+    rows."""
+    model, fitted = m["model"], m[FITTED]
+    if not model["n"] > LEAK_MIN_ROWS:
+        return []
+    out = []
+    auc = model["roc_auc"]
+    if not math.isnan(auc) and auc > LEAK_AUC:
+        out.append(f"model ROC AUC {auc:.3f} > {LEAK_AUC}")
+    over = excess(auc, fitted["roc_auc"])
+    if over > LEAK_MARGIN:
+        out.append(f"model ROC AUC {over:+.3f} over the better of the fitted 2-feature logistic and chance")
+    return out
+
+
 def _metrics(
     signals: pl.DataFrame,
     labelled: pl.DataFrame,
@@ -275,28 +322,18 @@ def _metrics(
     empty = joined.clear()
     arrays = {name: (TradeArrays.of(sim.trades), EquityEvents.of(sim.equity)) for name, sim in sims.items()}
     scopes = [("overall", joined)] + [(f"fold_{f.index}", by_fold.get(f.index, empty)) for f in folds]
-    leaky_folds: dict[int, list[tuple[int, float]]] = {}  # the tripwire per fold and horizon
+    leaky_folds: dict[int, list[tuple[int, str]]] = {}  # the tripwire per fold and horizon
+    days = day_index(joined["ts"].dt.epoch("s").to_numpy() / 60.0)
+    weights = day_weights(int(days.max()) + 1 if len(days) else 1)
     for scope, frame in scopes:
         per_h: dict[str, Any] = {}
         for h in horizons:
-            y = frame[f"y_{h}"].to_numpy().astype(float) if frame.height else np.zeros(0)
-            p = frame[f"p_{h}"].to_numpy().astype(float) if frame.height else np.zeros(0)
-            base = (
-                baseline_probabilities(frame[f"past_{h}"].to_numpy().astype(float), 0.5)
-                if frame.height
-                else {}
-            )
-            per_h[str(h)] = {"model": binary_metrics(y, p)} | {
-                k: binary_metrics(y, v) for k, v in base.items()
-            }
-            auc = per_h[str(h)]["model"]["roc_auc"]
-            if not math.isnan(auc) and auc > LEAK_AUC and per_h[str(h)]["model"]["n"] > LEAK_MIN_ROWS:
+            per_h[str(h)] = _horizon_metrics(frame, h, (days, weights) if scope == "overall" else None)
+            for problem in _too_good(per_h[str(h)]):
                 if scope == "overall":
-                    out["warnings"].append(
-                        f"horizon {h}: model ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"
-                    )
+                    out["warnings"].append(f"horizon {h}: {problem}: a leak until proven otherwise")
                 else:
-                    leaky_folds.setdefault(h, []).append((int(scope.split("_")[1]), auc))
+                    leaky_folds.setdefault(h, []).append((int(scope.split("_")[1]), problem))
         if scope == "overall":
             out["horizons"] = per_h
         else:
@@ -307,10 +344,11 @@ def _metrics(
                 trading[name] = trading_metrics(inside, eq, equity0, f.test_start, f.test_end, 0.0, 0.0)
             out["folds"].append({"fold": f.index, "horizons": per_h, "trading": trading})
     for h, hits in leaky_folds.items():
-        shown = ", ".join(f"{k} ({auc:.3f})" for k, auc in hits[:FOLDS_NAMED])
-        shown += ", ..." if len(hits) > FOLDS_NAMED else ""
+        folds_hit = sorted({k for k, _ in hits})
+        shown = "; ".join(f"fold {k}: {problem}" for k, problem in hits[:FOLDS_NAMED])
+        shown += "; ..." if len(hits) > FOLDS_NAMED else ""
         out["warnings"].append(
-            f"horizon {h}: model ROC AUC > {LEAK_AUC} in {len(hits)} of {len(folds)} folds: {shown}: "
+            f"horizon {h}: too good in {len(folds_hit)} of {len(folds)} folds ({shown}): "
             "a leak until proven otherwise"
         )
     start = min(f.test_start for f in folds)

@@ -15,7 +15,7 @@ LEAK_AUC = 0.60
 """On real minute data good direction models reach AUC 0.52-0.58: above this is a leak until proven
 otherwise."""
 LEAK_MARGIN = 0.05
-"""Beating the fitted baseline by more than this much AUC is suspicious too."""
+"""Beating the better of the fitted baseline and chance by more than this much AUC is suspicious too."""
 LEAK_MIN_ROWS = 500
 """Rows a metric needs before the warnings apply."""
 
@@ -46,9 +46,19 @@ class Evaluation:
         return out
 
 
+def excess(auc: float | None, fitted_auc: float | None) -> float:
+    """How far an AUC lies above the better of the fitted baseline's and chance (0.5): a baseline that
+    is worse than chance on a test period (it happens, by noise or a regime flip) does not make a model at
+    chance look too good."""
+    if auc is None or fitted_auc is None or np.isnan(auc) or np.isnan(fitted_auc):
+        return float("nan")
+    return float(auc - max(fitted_auc, 0.5))
+
+
 def suspicious(name: str, metrics: dict[str, Metrics]) -> list[str]:
     """Warnings for a model's test metrics: an AUC above :data:`LEAK_AUC`, or more than
-    :data:`LEAK_MARGIN` above the fitted baseline's, on more than :data:`LEAK_MIN_ROWS` rows."""
+    :data:`LEAK_MARGIN` above the better of the fitted baseline's and chance (:func:`excess`), on more
+    than :data:`LEAK_MIN_ROWS` rows."""
     out = []
     for h, m in metrics.items():
         if (m.get("n") or 0) <= LEAK_MIN_ROWS:
@@ -58,9 +68,10 @@ def suspicious(name: str, metrics: dict[str, Metrics]) -> list[str]:
             out.append(
                 f"{name} horizon {h}: test ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"
             )
-        if gain is not None and gain > LEAK_MARGIN:
+        over = excess(auc, auc - gain if auc is not None and gain is not None else None)
+        if over > LEAK_MARGIN:
             out.append(
-                f"{name} horizon {h}: test ROC AUC {gain:+.3f} over the fitted 2-feature logistic "
-                f"(> {LEAK_MARGIN}): a leak until proven otherwise"
+                f"{name} horizon {h}: test ROC AUC {over:+.3f} over the better of the fitted 2-feature "
+                f"logistic and chance (> {LEAK_MARGIN}): a leak until proven otherwise"
             )
     return out

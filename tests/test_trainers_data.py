@@ -74,7 +74,7 @@ def test_categories_are_exclusive_with_their_hierarchy() -> None:
 
 
 def test_temporal_split_has_an_embargo_and_the_check_catches_its_absence() -> None:
-    bars = _staggered(6, 2000, seed=3)
+    bars = _staggered(6, 4000, seed=3)
     keys = bars.select("token", "ts")
     good = assign_splits(keys, embargo_minutes=240)
     assert embargo_violations(keys, good, 240) == 0
@@ -100,15 +100,15 @@ def test_every_split_strategy_cuts_one_calendar(strategy: str) -> None:
     row, nor a training one the earliest validation row, whatever the strategy, on tokens that live at
     different times."""
     keys = _staggered(30, 2000, seed=5).select("token", "ts")
-    split = assign_splits(keys, strategy=strategy, embargo_minutes=240, holdout_tokens=0.3, seed=2)  # type: ignore[arg-type]
+    split = assign_splits(keys, strategy=strategy, embargo_minutes=120, holdout_tokens=0.3, seed=2)  # type: ignore[arg-type]
     parts = keys.with_columns(split.alias("s")).drop_nulls("s")
     first = dict(parts.group_by("s").agg(pl.col("ts").min()).iter_rows())
     last = dict(parts.group_by("s").agg(pl.col("ts").max()).iter_rows())
     assert set(first) == {"train", "val", "test"}
-    h = timedelta(minutes=240)
+    h = timedelta(minutes=120)
     assert last["train"] + h < first["val"]
     assert last["val"] + h < first["test"]
-    assert embargo_violations(keys, split, 240) == 0
+    assert embargo_violations(keys, split, 120) == 0
     if strategy == "token":  # whole tokens per part
         assert parts.group_by("token").agg(pl.col("s").n_unique())["s"].max() == 1
     if strategy == "mixed":  # some tokens are only ever test tokens
@@ -217,3 +217,18 @@ def test_memed_check_start_names_the_start_dependent_features(tmp_path: Path) ->
     bad = CliRunner().invoke(cli, ["check", "start", str(path), "--cuts", "an hour"])
     assert bad.exit_code == 2
     assert "--cuts" in bad.output
+
+
+def test_calendar_cuts_follow_the_rows_not_the_span() -> None:
+    """A 2017 file beside a 2026 one: cutting the span would put every 2026 row in the test part and
+    leave validation empty; the cuts lie where 60 % and 80 % of all rows lie."""
+    old = synth_market(1, 500, seed=1).with_columns(
+        pl.lit("OLD").alias("token"), pl.col("ts").dt.offset_by("-9y")
+    )
+    new = synth_market(2, 2000, seed=2)
+    keys = pl.concat([old, new]).select("token", "ts")
+    split = assign_splits(keys, embargo_minutes=60)
+    counts = dict(keys.with_columns(split.alias("s")).group_by("s").len().iter_rows())
+    assert counts["train"] > counts["val"] > 0
+    assert counts["test"] > 0
+    assert embargo_violations(keys, split, 60) == 0

@@ -1,9 +1,10 @@
 """Train / validation / test splits: one calendar cut for every token, with an embargo.
 
 Crypto tokens share a calendar: a model that saw any token in a week has seen that week's market. So
-every strategy cuts *all* tokens at the same two global times ``A`` and ``B`` (the data's span cut at
-``train_fraction`` and ``train_fraction + val_fraction``), and a row belongs to a part only if its label
-window ``[t, t + H]`` (``H`` = the longest horizon, the embargo) ends before the next part begins:
+every strategy cuts *all* tokens at the same two global times ``A`` and ``B`` (the times below which
+``train_fraction`` and ``train_fraction + val_fraction`` of all rows lie: :func:`calendar_cuts`), and a
+row belongs to a part only if its label window ``[t, t + H]`` (``H`` = the longest horizon, the embargo)
+ends before the next part begins:
 
 * train: ``t + H < A``; validation: ``A <= t`` and ``t + H < B``; test: ``t >= B``.
 
@@ -22,7 +23,7 @@ label can see the test period, whichever strategy: :func:`embargo_violations` co
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 import polars as pl
@@ -52,10 +53,7 @@ def assign_splits(
         schema={"token": frame.schema["token"], "_u": pl.Float64},
     )
     df = frame.select(pl.int_range(pl.len()).alias("_row"), "token", "ts").join(units, on="token")
-    start, end = frame["ts"].min(), frame["ts"].max()
-    span = (end - start) if frame.height else timedelta(0)  # type: ignore[operator]
-    a = start + span * train_fraction  # type: ignore[operator]
-    b = start + span * (train_fraction + val_fraction)  # type: ignore[operator]
+    a, b = calendar_cuts(frame["ts"], train_fraction, train_fraction + val_fraction)
     ts, h = pl.col("ts"), pl.duration(minutes=embargo_minutes)
     part = (
         pl.when(ts + h < a)
@@ -83,6 +81,20 @@ def assign_splits(
             .otherwise(part)
         )
     return df.with_columns(part.alias("split")).sort("_row")["split"]
+
+
+def calendar_cuts(ts: pl.Series, *fractions: float) -> list[datetime]:
+    """The global times below which these fractions of all rows lie (every token's rows together): cuts
+    by data mass, not by the calendar's span, so that sets from different eras (a 2017 file beside 2026
+    ones) do not leave a part empty."""
+    ordered = ts.sort()
+    n = len(ordered)
+    out = []
+    for f in fractions:
+        at = ordered[min(int(f * n), n - 1)] if n else datetime.fromtimestamp(0, UTC)
+        assert isinstance(at, datetime)
+        out.append(at)
+    return out
 
 
 def embargo_violations(frame: pl.DataFrame, split: pl.Series, embargo_minutes: int) -> int:

@@ -33,14 +33,15 @@ def test_classic_indicators_equal_talib(dataset: str, token: int) -> None:
     o, h, lo, c, v = (one[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     col = lambda name: f[name].to_numpy().astype(float)  # noqa: E731
     _check(col("rsi_14"), talib.RSI(c, 14), atol=1e-9)  # 0..100 oscillators: absolute floor for 0 vs 1e-13
-    _check(col("atr_14"), talib.ATR(h, lo, c, 14))
+    # price-level indicators are served per close (scale-free): times the close they are TA-Lib's
+    _check(col("atr_pct_14") * c, talib.ATR(h, lo, c, 14))
     macd, signal, hist = talib.MACD(c, 12, 26, 9)
-    _check(col("macd"), macd, atol=1e-12 * np.nanmax(np.abs(c)))
-    _check(col("macd_signal"), signal, atol=1e-12 * np.nanmax(np.abs(c)))
-    _check(col("macd_hist"), hist, atol=1e-12 * np.nanmax(np.abs(c)))
+    _check(col("macd_pct") * c, macd, atol=1e-12 * np.nanmax(np.abs(c)))
+    _check(col("macd_signal_pct") * c, signal, atol=1e-12 * np.nanmax(np.abs(c)))
+    _check(col("macd_hist_pct") * c, hist, atol=1e-12 * np.nanmax(np.abs(c)))
     upper, _, lower = talib.BBANDS(c, 20, 2, 2, 0)
-    _check(col("bb_upper_20"), upper)
-    _check(col("bb_lower_20"), lower)
+    _check((col("bb_upper_dist_20") + 1) * c, upper)
+    _check((col("bb_lower_dist_20") + 1) * c, lower)
     fastk, fastd = talib.STOCHF(h, lo, c, 14, 3, 0)
     flat = talib.MAX(h, 14) == talib.MIN(lo, 14)  # memed's flat convention differs there, on purpose
     flat_d = np.convolve(flat.astype(float), np.ones(3), "full")[: len(flat)] > 0
@@ -48,17 +49,26 @@ def test_classic_indicators_equal_talib(dataset: str, token: int) -> None:
     _check(np.where(flat_d, np.nan, col("stoch_d_14")), fastd, atol=1e-9)
     _check(np.where(flat, np.nan, col("willr_14")), talib.WILLR(h, lo, c, 14), atol=1e-9)
     _check(col("cci_20"), talib.CCI(h, lo, c, 20), atol=1e-6)
-    _check(col("obv"), talib.OBV(c, v))
+    # net volume (OBV's rolling, start-free form): over w bars, up-bar volume minus down-bar volume, per
+    # the window's volume; OBV's increments are exactly those signed volumes
+    w = 30 if dataset.endswith("1m") else 6
+    step = np.diff(talib.OBV(c, v))
+    signed = np.convolve(step, np.ones(w), "valid")
+    total = np.convolve(v[1:], np.ones(w), "valid")
+    ref = np.full(len(c), np.nan)
+    ref[w:] = np.where(total > 0, signed / np.where(total > 0, total, 1.0), 0.0)
+    _check(col("net_volume_30m"), ref, rtol=1e-9, atol=1e-12)
     del o
 
 
 def test_macd_starts_where_talib_seeds_it() -> None:
     one, f = _series("binance-futures-1m")
-    macd, _, _ = talib.MACD(one["close"].to_numpy(), 12, 26, 9)
-    assert f["macd"][:25].null_count() == 25
-    assert f["macd"][25] is not None
-    assert f["macd_signal"][:33].null_count() == 33
-    assert f["macd"][33] == pytest.approx(macd[33], rel=1e-12)
+    c = one["close"].to_numpy()
+    macd, _, _ = talib.MACD(c, 12, 26, 9)
+    assert f["macd_pct"][:25].null_count() == 25
+    assert f["macd_pct"][25] is not None
+    assert f["macd_signal_pct"][:33].null_count() == 33
+    assert f["macd_pct"][33] * c[33] == pytest.approx(macd[33], rel=1e-12)
 
 
 def test_flat_stretch_conventions() -> None:
@@ -83,7 +93,8 @@ def test_flat_stretch_conventions() -> None:
     assert last["volume_ratio_30m"] == 0.0
     assert last["fft_low_share_64m"] == 0.0
     assert last["var_95_60m"] == 0.0
-    assert last["bb_upper_20"] == last["bb_lower_20"] == 2e-9
+    assert last["bb_upper_dist_20"] == last["bb_lower_dist_20"] == 0.0
+    assert last["net_volume_30m"] == 0.0  # no volume traded: neutral
     c = bars["close"].to_numpy()
     assert talib.RSI(c, 14)[-1] == 0.0
     assert talib.STOCHF(c, c, c, 14, 3, 0)[0][-1] == 0.0
@@ -129,7 +140,7 @@ def test_window_statistics_equal_numpy() -> None:
     )
     ts = one["ts"].dt.epoch("s").to_numpy() // 60
     np.testing.assert_allclose(f["minute_sin"].to_numpy(), np.sin(2 * np.pi * (ts % 1440) / 1440), atol=1e-12)
-    assert f["age_minutes"].to_numpy()[-1] == ts[-1] - ts[0]
+    assert "age_minutes" not in f.columns  # a dataset clock: gone (see test_start_truncation_...)
 
 
 def test_windows_shorter_than_the_bar_are_absent() -> None:

@@ -80,10 +80,12 @@ def test_spec_hash_is_stable_and_sensitive() -> None:
     a = build_spec(1, 15)
     assert a.hash == build_spec(1, 15).hash
     assert a.hash != build_spec(5, 15).hash != build_spec(1, 30).hash
-    assert len(set(a.names)) == len(a.names) == 54
-    required = {"rsi_14", "atr_14", "macd", "macd_signal", "macd_hist", "bb_upper_20", "bb_lower_20",
-                "stoch_k_14", "willr_14", "cci_20", "obv"}  # fmt: skip
+    assert len(set(a.names)) == len(a.names) == 52
+    required = {"rsi_14", "atr_pct_14", "macd_pct", "macd_signal_pct", "macd_hist_pct", "bb_upper_dist_20",
+                "bb_lower_dist_20", "stoch_k_14", "willr_14", "cci_20", "net_volume_30m"}  # fmt: skip
     assert required <= set(a.names)
+    # start-dependent or price-level: not features (tests/test_trainers_data.py: the start check)
+    assert not {"age_minutes", "obv", "atr_14", "macd", "bb_upper_20", "bb_lower_20"} & set(a.names)
     assert all(n == n.lower() and " " not in n for n in a.names)
 
 

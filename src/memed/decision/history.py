@@ -257,6 +257,7 @@ class HistoryRun:
     decide: Decider
     dead_minutes: float
     atr_column: int
+    """The ATR-per-close feature's column (-1: none); ATR in price units is it times the close."""
     horizons: tuple[int, ...]
     model_set: str
     timings: dict[str, float] = field(default_factory=dict)
@@ -289,7 +290,7 @@ def decide_history(run: HistoryRun, bars: pl.DataFrame, block_rows: int = BLOCK_
     def decide(blk: Block, probs: dict[str, np.ndarray], values: np.ndarray, ready: np.ndarray) -> None:
         t0 = time.perf_counter()
         a, b = blk.a, blk.b
-        atr = values[:, run.atr_column] if run.atr_column >= 0 else np.full(b - a, np.nan)
+        atr = values[:, run.atr_column] * close[a:b] if run.atr_column >= 0 else np.full(b - a, np.nan)
         horizon_p, d, risk = run.decide(probs, ready, dead[a:b], close[a:b], atr, notional[a:b],
                                         liquidity[a:b])  # fmt: skip
         res.store(blk, horizon_p, d, risk, atr)

@@ -36,6 +36,7 @@ from memed.models.families import family, load_part
 from memed.models.registry import ModelSet
 
 _MAGIC = b"MEMEDPL1"
+ATR_FEATURE = "atr_pct_14"
 
 
 def scorers_for(model_set: ModelSet, names: tuple[str, ...]) -> list[Scorer]:
@@ -65,7 +66,8 @@ class DecisionPath:
         self.books = Books(signals.dead_minutes)
         self.timings = {"features": 0.0, "inference": 0.0, "decision": 0.0, "features_wait": 0.0}
         """Seconds spent per stage since creation (the benchmark reports them)."""
-        self.atr_column = self.spec.names.index("atr_14") if "atr_14" in self.spec.names else -1
+        self.atr_column = self.spec.names.index(ATR_FEATURE) if ATR_FEATURE in self.spec.names else -1
+        """The ATR-per-close feature; risk sizing takes it times the close (ATR in price units)."""
         self._install(model_set)
 
     # ------------------------------------------------------------------ models
@@ -128,7 +130,7 @@ class DecisionPath:
         t2 = time.perf_counter()
         probs = self._score(values, ready, rows)
         t3 = time.perf_counter()
-        atr = values[:, self.atr_column] if self.atr_column >= 0 else np.full(len(tokens), np.nan)
+        atr = values[:, self.atr_column] * close if self.atr_column >= 0 else np.full(len(tokens), np.nan)
         horizon_p, decision, risk = self.decide(probs, ready, dead, close, atr, notional, liquidity)
         self._add_timings(t0, t1, t2, t3, time.perf_counter())
         return Decisions(

@@ -19,9 +19,15 @@ Conventions (pinned by tests; TA-Lib is the oracle for the classic indicators):
 * Flat stretches (a window with high == low, or zero variance), where TA-Lib writes 0: memed writes the
   neutral value instead — RSI 50, stochastic %K 50 (and %D averages those), Williams %R -50,
   Bollinger %b 0.5, z-scores, skewness, kurtosis, volume z-score and DFT shares 0. CCI writes 0 like TA-Lib.
-* OBV starts at the first bar's volume (TA-Lib's convention) and restarts with the segment.
-* A long gap resets the state (a new segment, a new warm-up); ``first_ts`` survives, so ``age_minutes``
-  counts from the token's first bar ever.
+* Start invariance: past its warm-up a feature must not depend on where the token's history began (a
+  daemon starts at deployment, a backtest at the data's start; ``memed check start`` measures it). So no
+  dataset clock (no age since the first bar seen), no cumulative level (OBV became the rolling net-volume
+  share), and no price levels (MACD, Bollinger bands and ATR are per close), which also lets one model
+  serve tokens whose prices differ by nine orders of magnitude. Where a z-score's or CCI's numerator, or
+  CCI's mean deviation, is rounding residue of the running sums (below ``RESIDUE`` = 1e-9 of the price,
+  far below any tick) it is taken as exactly 0, so the value cannot depend on the resync schedule, i.e. on
+  where history started.
+* A long gap resets the state (a new segment, a new warm-up).
 """
 
 from __future__ import annotations
@@ -56,14 +62,12 @@ from memed.features.layout import (
     DFT_RE,
     EMA_FAST,
     EMA_SLOW,
-    FIRST_TS,
     HAS_FLOW,
     LAST_CLOSE,
     LAST_LIQ,
     LAST_MCAP,
     LAST_TS,
     MACD_SIGNAL,
-    OBV,
     P_ACC,
     P_DFT,
     P_FLOW,
@@ -106,22 +110,24 @@ O_RET_MEAN = _O["ret_mean_5m"]  # five: 5, 10, 15, 30, 60 m
 O_RET_STD = _O["ret_std_5m"]
 O_ZSCORE = _O["zscore_5m"]
 O_RSI = _O["rsi_9"]  # three: 9, 14, 21
-O_MACD = _O["macd"]
-O_BB = _O["bb_upper_20"]  # upper, lower, width, %b
-O_ATR = _O["atr_14"]  # atr, atr/close
+O_MACD = _O["macd_pct"]  # macd, signal, histogram, per close
+O_BB = _O["bb_upper_dist_20"]  # upper and lower band per close minus 1, width, %b
+O_ATR = _O["atr_pct_14"]
 O_STOCH = _O["stoch_k_14"]  # %K, %D
 O_WILLR = _O["willr_14"]
 O_CCI = _O["cci_20"]
-O_OBV = _O["obv"]
+O_NETVOL = _O["net_volume_30m"]
 O_VOL = _O["volume_ratio_30m"]  # ratio, z-score
 O_FLOW = _O["buy_pressure"]  # bar, 15 m, liquidity change
 O_MOMENTS = _O["ret_skew_30m"]  # skew30, kurt30, skew60, kurt60
 O_VAR = _O["var_95_60m"]
 O_DFT = _O["fft_low_share_64m"]  # low share, nyquist share
 O_MOM = _O["momentum_10m"]  # momentum, acceleration
-O_AGE = _O["age_minutes"]
 O_MINUTE = _O["minute_sin"]  # sin, cos
 
+RESIDUE = 1e-9
+"""A difference of prices at most this share of the price is rounding residue of the running sums (far
+below any tick), taken as exactly 0: a z-score's or CCI's numerator, CCI's mean deviation."""
 RSI_PERIODS = (9, 14, 21)
 DFT_BINS = 64
 DFT_RESYNC = 64  # bars between exact recomputations of the sliding DFT
@@ -140,7 +146,6 @@ def initial_state() -> np.ndarray:
     """A fresh token state row."""
     s = np.zeros(STATE_SIZE)
     s[LAST_TS] = np.nan
-    s[FIRST_TS] = np.nan
     return s
 
 
@@ -321,8 +326,6 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
     out[:] = np.nan
     n = int(s[N]) + 1
     s[N] = n
-    if math.isnan(s[FIRST_TS]):
-        s[FIRST_TS] = ts
     prev_c = s[LAST_CLOSE]
     s[LAST_TS] = ts
     s[LAST_CLOSE] = c
@@ -406,7 +409,8 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
         w = p[P_Z[i]]
         if w > 0 and n >= w:
             m, var = _mean_var(s, ACC_CLOSE + 2 * i, w)
-            out[O_ZSCORE + i] = ((c - ref) - m) / math.sqrt(var) if var > 0.0 else 0.0
+            dev = (c - ref) - m
+            out[O_ZSCORE + i] = dev / math.sqrt(var) if (var > 0.0 and abs(dev) > RESIDUE * abs(c)) else 0.0
 
     # --- Wilder RSI, seeded with the simple mean of the first p gains and losses
     if n >= 2:
@@ -444,14 +448,14 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
         macd = s[EMA_FAST] - s[EMA_SLOW]
         nm = n - 25
         _push(s, R_MACD, C_MACD, nm, macd)
-        out[O_MACD] = macd
+        out[O_MACD] = macd / c
         if nm == 9:
             s[MACD_SIGNAL] = _ring_sum(s, R_MACD, C_MACD, nm, 9) / 9.0
         elif nm > 9:
             s[MACD_SIGNAL] = (macd - s[MACD_SIGNAL]) * 0.2 + s[MACD_SIGNAL]
         if nm >= 9:
-            out[O_MACD + 1] = s[MACD_SIGNAL]
-            out[O_MACD + 2] = macd - s[MACD_SIGNAL]
+            out[O_MACD + 1] = s[MACD_SIGNAL] / c
+            out[O_MACD + 2] = (macd - s[MACD_SIGNAL]) / c
 
     # --- Bollinger bands 20 / 2 (population std)
     if n >= 20:
@@ -460,8 +464,8 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
         sd = math.sqrt(var)
         up = m + 2.0 * sd
         dn = m - 2.0 * sd
-        out[O_BB] = up
-        out[O_BB + 1] = dn
+        out[O_BB] = (up - c) / c
+        out[O_BB + 1] = (dn - c) / c
         out[O_BB + 2] = (up - dn) / m
         out[O_BB + 3] = (c - dn) / (up - dn) if up > dn else 0.5
 
@@ -471,8 +475,7 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
     elif nr > 14:
         s[ATR] = (s[ATR] * 13.0 + _lag(s, R_TR, C_TR, nr, 0)) / 14.0
     if nr >= 14:
-        out[O_ATR] = s[ATR]
-        out[O_ATR + 1] = s[ATR] / c
+        out[O_ATR] = s[ATR] / c
 
     # --- stochastic %K / %D and Williams %R over 14 bars
     if n >= 14:
@@ -504,16 +507,23 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
             md1 += abs(s[j + 1] - m)
         md = (md0 + md1) / 20.0
         dev = tp - m
-        out[O_CCI] = dev / (0.015 * md) if (md != 0.0 and dev != 0.0) else 0.0
+        tiny = RESIDUE * abs(m)
+        out[O_CCI] = dev / (0.015 * md) if (md > tiny and abs(dev) > tiny) else 0.0
 
-    # --- OBV
-    if n == 1:
-        s[OBV] = v
-    elif c > prev_c:
-        s[OBV] += v
-    elif c < prev_c:
-        s[OBV] -= v
-    out[O_OBV] = s[OBV]
+    # --- net volume: the share of the window's volume traded on up-bars minus down-bars
+    w = p[P_VOL]
+    if w > 0 and n > w:
+        signed = 0.0
+        total = 0.0
+        for j in range(w):
+            vj = _lag(s, R_VOL, C_VOL, n, j)
+            dc = _lag(s, R_CLOSE, C_CLOSE, n, j) - _lag(s, R_CLOSE, C_CLOSE, n, j + 1)
+            total += vj
+            if dc > 0.0:
+                signed += vj
+            elif dc < 0.0:
+                signed -= vj
+        out[O_NETVOL] = signed / total if total > 0.0 else 0.0
 
     # --- volume ratio and z-score
     w = p[P_VOL]
@@ -587,8 +597,7 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
     if k > 0 and n > 2 * k:
         out[O_MOM + 1] = lc - 2.0 * _lag(s, R_LCLOSE, C_LCLOSE, n, k) + _lag(s, R_LCLOSE, C_LCLOSE, n, 2 * k)
 
-    # --- token age and time of day
-    out[O_AGE] = ts - s[FIRST_TS]
+    # --- time of day
     ang = _TWO_PI * (ts % 1440.0) / 1440.0
     out[O_MINUTE] = math.sin(ang)
     out[O_MINUTE + 1] = math.cos(ang)
@@ -596,11 +605,9 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
 
 @njit(cache=True)
 def _reset(s: np.ndarray) -> None:
-    """Start a new segment: everything but the token's first timestamp is forgotten."""
-    first = s[FIRST_TS]
+    """Start a new segment: everything is forgotten."""
     s[:] = 0.0
     s[LAST_TS] = np.nan
-    s[FIRST_TS] = first
 
 
 @njit(cache=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 _SCALARS = (
     "n",  # bars in the current segment, filled bars included
     "last_ts",  # epoch minutes of the last bar
-    "first_ts",  # epoch minutes of the token's first bar ever (kept across restarts)
     "last_close",
     "last_liq",
     "last_mcap",
@@ -23,7 +22,6 @@ _SCALARS = (
     "rsi9_g", "rsi9_l", "rsi14_g", "rsi14_l", "rsi21_g", "rsi21_l",
     "ema_fast", "ema_slow", "macd_signal",
     "atr",
-    "obv",
     "sorted_n",  # returns held in the sorted VaR window
     "dft_re1", "dft_im1", "dft_re2", "dft_im2", "dft_re3", "dft_im3", "dft_re4", "dft_im4",
     "dft_nyq",  # bin 32 is real
@@ -78,7 +76,6 @@ STATE_SIZE = _pos
 # Offsets as plain module constants: numba freezes globals at compile time.
 N = OFFSETS["n"]
 LAST_TS = OFFSETS["last_ts"]
-FIRST_TS = OFFSETS["first_ts"]
 LAST_CLOSE = OFFSETS["last_close"]
 LAST_LIQ = OFFSETS["last_liq"]
 LAST_MCAP = OFFSETS["last_mcap"]
@@ -89,7 +86,6 @@ EMA_FAST = OFFSETS["ema_fast"]
 EMA_SLOW = OFFSETS["ema_slow"]
 MACD_SIGNAL = OFFSETS["macd_signal"]
 ATR = OFFSETS["atr"]
-OBV = OFFSETS["obv"]
 SORTED_N = OFFSETS["sorted_n"]
 DFT_RE = (OFFSETS["dft_re1"], OFFSETS["dft_re2"], OFFSETS["dft_re3"], OFFSETS["dft_re4"])
 DFT_IM = (OFFSETS["dft_im1"], OFFSETS["dft_im2"], OFFSETS["dft_im3"], OFFSETS["dft_im4"])

@@ -5,7 +5,7 @@ Window conventions (written down once, here):
 * Features named ``..._<w>m`` are defined over *minutes*. A dataset with a bar interval of ``i`` minutes
   computes them over ``w / i`` bars; when ``w`` is not a multiple of ``i`` or gives too few bars for the
   statistic, the feature is **absent** from that dataset's spec (not garbage).
-* Classic indicators (``rsi_14``, ``atr_14``, ``macd``, ``bb_*_20``, ``stoch_*_14``, ``willr_14``,
+* Classic indicators (``rsi_14``, ``atr_pct_14``, ``macd_pct``, ``bb_*_20``, ``stoch_*_14``, ``willr_14``,
   ``cci_20``) count *bars*, as traders use them on every timeframe.
 * A value before its feature's warm-up (counted in bars since the token's segment start) is null.
 
@@ -51,18 +51,17 @@ def _catalogue() -> list[tuple[str, dict[str, object]]]:
         rows.append((f"zscore_{w}m", {"window_min": w, "min_bars": 2, "warm": "w", "pkey": f"z{w}"}))
     for p in (9, 14, 21):
         rows.append((f"rsi_{p}", {"period": p, "warmup": p + 1}))
-    rows.append(("macd", {"fast": 12, "slow": 26, "signal": 9, "warmup": 26}))
-    rows.append(("macd_signal", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
-    rows.append(("macd_hist", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
-    for name in ("bb_upper_20", "bb_lower_20", "bb_width_20", "bb_pctb_20"):
+    rows.append(("macd_pct", {"fast": 12, "slow": 26, "signal": 9, "warmup": 26}))
+    rows.append(("macd_signal_pct", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
+    rows.append(("macd_hist_pct", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
+    for name in ("bb_upper_dist_20", "bb_lower_dist_20", "bb_width_20", "bb_pctb_20"):
         rows.append((name, {"period": 20, "nbdev": 2, "warmup": 20}))
-    rows.append(("atr_14", {"period": 14, "warmup": 15}))
     rows.append(("atr_pct_14", {"period": 14, "warmup": 15}))
     rows.append(("stoch_k_14", {"period": 14, "warmup": 14}))
     rows.append(("stoch_d_14", {"period": 14, "smooth": 3, "warmup": 16}))
     rows.append(("willr_14", {"period": 14, "warmup": 14}))
     rows.append(("cci_20", {"period": 20, "warmup": 20}))
-    rows.append(("obv", {"warmup": 1}))
+    rows.append(("net_volume_30m", {"window_min": 30, "min_bars": 2, "warm": "w+1", "pkey": "vol30"}))
     rows.append(("volume_ratio_30m", {"window_min": 30, "min_bars": 2, "warm": "w", "pkey": "vol30"}))
     rows.append(("volume_zscore_30m", {"window_min": 30, "min_bars": 2, "warm": "w", "pkey": "vol30"}))
     rows.append(("buy_pressure", {"warmup": 1, "optional": 1}))
@@ -85,7 +84,6 @@ def _catalogue() -> list[tuple[str, dict[str, object]]]:
     rows.append(("fft_nyquist_share_64m", {"window_min": 64, "min_bars": 64, "warm": "w+1", "pkey": "dft64"}))
     rows.append(("momentum_10m", {"window_min": 10, "min_bars": 1, "warm": "w+1", "pkey": "mom10"}))
     rows.append(("accel_5m", {"window_min": 5, "min_bars": 1, "warm": "2w+1", "pkey": "acc5"}))
-    rows.append(("age_minutes", {"warmup": 1}))
     rows.append(("minute_sin", {"warmup": 1}))
     rows.append(("minute_cos", {"warmup": 1}))
     return rows

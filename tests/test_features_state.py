@@ -1,5 +1,7 @@
 """Causality, bounded state, snapshots and the spec hash."""
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -98,3 +100,26 @@ def test_values_before_warmup_are_null_never_zero() -> None:
         col = f[feat.name]
         assert col[: feat.warmup - 1].null_count() == feat.warmup - 1, feat.name
         assert col[feat.warmup - 1 :].null_count() == 0 or feat.name.startswith("fft"), feat.name
+
+
+def test_a_numba_cache_built_for_other_kernel_sources_is_cleared(tmp_path: Path) -> None:
+    """numba keys a cached function on its own module's source only: the drivers' caches outlive an edit
+    of the kernel they inline, and would write features into stale columns. The digest stamp clears them."""
+    import shutil
+
+    from memed.features import numba_cache
+
+    folder = tmp_path / "features"
+    (folder / "__pycache__").mkdir(parents=True)
+    for name in numba_cache.SOURCES:
+        shutil.copy(Path(numba_cache.__file__).parent / name, folder / name)
+    stale = folder / "__pycache__" / "batch._run_groups-27.py311.nbi"
+    stale.write_bytes(b"old")
+    assert numba_cache.invalidate_if_changed(folder)  # no stamp for these sources: cleared
+    assert not stale.exists()
+    stale.write_bytes(b"fresh")
+    assert not numba_cache.invalidate_if_changed(folder)  # stamped: kept
+    assert stale.exists()
+    (folder / "kernel.py").write_text((folder / "kernel.py").read_text() + "\n# an edit\n")
+    assert numba_cache.invalidate_if_changed(folder)  # the kernel changed: cleared again
+    assert not stale.exists()

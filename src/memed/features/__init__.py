@@ -9,6 +9,7 @@
 """
 
 from memed.features.batch import compute_features
+from memed.features.numba_cache import invalidate_if_changed
 from memed.features.spec import ALL_FEATURES, FeatureDef, FeatureSpec, build_spec
 from memed.features.stream import FeatureStream, StreamUpdate, stream_features
 from memed.features.tokens import TokenTable
@@ -24,3 +25,7 @@ __all__ = [
     "compute_features",
     "stream_features",
 ]
+
+# numba compiles (or loads its cache) on a kernel's first call, not at import: clearing a cache built for
+# other kernel sources here, before any call, is early enough
+invalidate_if_changed()

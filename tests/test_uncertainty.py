@@ -83,3 +83,14 @@ def test_the_fitted_baseline_is_the_logistic_family_on_two_features() -> None:
     got = fitted.predict(x)
     assert np.max(np.abs(got[:, 0] - reference[:, 0])) < 1e-4  # L-BFGS stops at its own tolerance
     assert np.allclose(got[:, 1], got[0, 1])  # one class only: a constant at the base rate
+
+
+def test_all_draws_at_once_equal_one_draw_at_a_time() -> None:
+    y, p, day = _days_market(12, 700, seed=6)
+    w = day_weights(12, draws=50, seed=3)
+    s = _Scores.of(p)
+    at_once = s.over_draws(y, day, w)
+    for k, wd in enumerate(w):
+        one = s.metrics(y, wd[day])
+        for m, v in one.items():
+            assert abs(at_once[m][k] - v) < 1e-12, (m, k)

@@ -23,6 +23,8 @@ LEVEL = 0.95
 _EPS = 1e-15
 INTERVAL_METRICS = ("roc_auc", "log_loss", "brier", "accuracy")
 MIN_DAYS = 2
+MAX_CELLS = 8_000_000
+"""Largest days x tie groups (and draws x groups per product) aggregated at once (64 MB of float64)."""
 
 
 def day_index(ts_minutes: np.ndarray) -> np.ndarray:
@@ -73,6 +75,44 @@ class _Scores:
         acc = (w @ (self.up == (y == 1))) / total
         return {"roc_auc": auc, "log_loss": float(ll), "brier": float(brier), "accuracy": float(acc)}
 
+    def over_draws(self, y: np.ndarray, days: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Every interval metric for each draw of day ``weights`` [draws, days], at once. A draw's row
+        weights depend only on the row's day, so counts per (day, tie group) are summed once and each draw
+        is a weighted sum of them (a matrix product); per-draw loops are kept for very many days x groups."""
+        n_days = weights.shape[1]
+        if n_days * self.groups > MAX_CELLS:
+            per = [self.metrics(y, wd[days]) for wd in weights]
+            return {m: np.array([d[m] for d in per]) for m in INTERVAL_METRICS}
+        cell = days * self.groups + self.group
+        size = n_days * self.groups
+        pos = np.bincount(cell, weights=y, minlength=size).reshape(n_days, self.groups)
+        neg = np.bincount(cell, weights=1.0 - y, minlength=size).reshape(n_days, self.groups)
+        per_day = {
+            "n": np.bincount(days, minlength=n_days).astype(np.float64),
+            "ll": np.bincount(days, weights=y * self.log_p + (1 - y) * self.log_q, minlength=n_days),
+            "brier": np.bincount(days, weights=(self.p - y) ** 2, minlength=n_days),
+            "acc": np.bincount(days, weights=(self.up == (y == 1)).astype(np.float64), minlength=n_days),
+        }
+        auc = np.empty(len(weights))
+        chunk = max(1, MAX_CELLS // (4 * self.groups))
+        for a in range(0, len(weights), chunk):
+            w = weights[a : a + chunk]
+            wp, wn = w @ pos, w @ neg  # [draws, groups]
+            below = np.cumsum(wn, axis=1) - wn
+            tp, tn = wp.sum(axis=1), wn.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                auc[a : a + chunk] = np.where(
+                    (tp > 0) & (tn > 0), (wp * (below + 0.5 * wn)).sum(axis=1) / (tp * tn), np.nan
+                )
+        total = weights @ per_day["n"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "roc_auc": auc,
+                "log_loss": np.where(total > 0, -(weights @ per_day["ll"]) / total, np.nan),
+                "brier": np.where(total > 0, (weights @ per_day["brier"]) / total, np.nan),
+                "accuracy": np.where(total > 0, (weights @ per_day["acc"]) / total, np.nan),
+            }
+
 
 def _labelled(y: np.ndarray, *ps: np.ndarray) -> np.ndarray:
     keep: np.ndarray = ~np.isnan(y)
@@ -98,10 +138,10 @@ def intervals(y: np.ndarray, p: np.ndarray, days: np.ndarray, weights: np.ndarra
     if not keep.any():
         return {f"{m}_{b}": None for m in INTERVAL_METRICS for b in ("lo", "hi")}
     s, yk, dk = _Scores.of(p[keep]), y[keep], days[keep]
-    draws = [s.metrics(yk, wd[dk]) for wd in weights]
+    draws = s.over_draws(yk, dk, weights)
     out: dict[str, float | None] = {}
     for m in INTERVAL_METRICS:
-        out[f"{m}_lo"], out[f"{m}_hi"] = _bounds(np.array([d[m] for d in draws]), dk)
+        out[f"{m}_lo"], out[f"{m}_hi"] = _bounds(draws[m], dk)
     return out
 
 
@@ -117,8 +157,6 @@ def paired_difference(
     sm, sb, yk, dk = _Scores.of(p[keep]), _Scores.of(base[keep]), y[keep], days[keep]
     ones = np.ones(len(yk))
     point = sm.metrics(yk, ones)["roc_auc"] - sb.metrics(yk, ones)["roc_auc"]
-    diffs = np.array(
-        [sm.metrics(yk, wd[dk])["roc_auc"] - sb.metrics(yk, wd[dk])["roc_auc"] for wd in weights]
-    )
+    diffs = sm.over_draws(yk, dk, weights)["roc_auc"] - sb.over_draws(yk, dk, weights)["roc_auc"]
     lo, hi = _bounds(diffs, dk)
     return {key: float(point) if np.isfinite(point) else None, f"{key}_lo": lo, f"{key}_hi": hi}

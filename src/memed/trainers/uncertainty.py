@@ -23,8 +23,10 @@ LEVEL = 0.95
 _EPS = 1e-15
 INTERVAL_METRICS = ("roc_auc", "log_loss", "brier", "accuracy")
 MIN_DAYS = 2
+MAX_DAYS = 2_000
+"""Most days resampled through the days x days matrix (32 MB); more fall back to one draw at a time."""
 MAX_CELLS = 8_000_000
-"""Largest days x tie groups (and draws x groups per product) aggregated at once (64 MB of float64)."""
+"""Largest days x tie groups aggregated at once (64 MB of float64)."""
 
 
 def day_index(ts_minutes: np.ndarray) -> np.ndarray:
@@ -80,7 +82,7 @@ class _Scores:
         weights depend only on the row's day, so counts per (day, tie group) are summed once and each draw
         is a weighted sum of them (a matrix product); per-draw loops are kept for very many days x groups."""
         n_days = weights.shape[1]
-        if n_days * self.groups > MAX_CELLS:
+        if n_days * self.groups > MAX_CELLS or n_days > MAX_DAYS:
             per = [self.metrics(y, wd[days]) for wd in weights]
             return {m: np.array([d[m] for d in per]) for m in INTERVAL_METRICS}
         cell = days * self.groups + self.group
@@ -93,17 +95,15 @@ class _Scores:
             "brier": np.bincount(days, weights=(self.p - y) ** 2, minlength=n_days),
             "acc": np.bincount(days, weights=(self.up == (y == 1)).astype(np.float64), minlength=n_days),
         }
-        auc = np.empty(len(weights))
-        chunk = max(1, MAX_CELLS // (4 * self.groups))
-        for a in range(0, len(weights), chunk):
-            w = weights[a : a + chunk]
-            wp, wn = w @ pos, w @ neg  # [draws, groups]
-            below = np.cumsum(wn, axis=1) - wn
-            tp, tn = wp.sum(axis=1), wn.sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                auc[a : a + chunk] = np.where(
-                    (tp > 0) & (tn > 0), (wp * (below + 0.5 * wn)).sum(axis=1) / (tp * tn), np.nan
-                )
+        # a draw's AUC numerator sum_g pos_g (neg below g + neg_g / 2) is bilinear in its day weights:
+        # w' A w with A[d, e] = sum_g P[d, g] (N[e, below g] + N[e, g] / 2), one small matrix for all draws
+        neg_below = np.cumsum(neg, axis=1) - 0.5 * neg
+        pair = pos @ neg_below.T  # [days, days]
+        tp, tn = weights @ pos.sum(axis=1), weights @ neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = np.where(
+                (tp > 0) & (tn > 0), np.einsum("kd,de,ke->k", weights, pair, weights) / (tp * tn), np.nan
+            )
         total = weights @ per_day["n"]
         with np.errstate(invalid="ignore", divide="ignore"):
             return {

@@ -29,7 +29,7 @@ from memed.models.manifest import Manifest
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL
 from memed.signals.risk import size_positions
-from memed.trainers.evaluation import FITTED, LEAK_AUC, LEAK_MARGIN, LEAK_MIN_ROWS, excess
+from memed.trainers.evaluation import FITTED, too_good
 from memed.trainers.labels import add_labels, usable_horizons
 from memed.trainers.metrics import baseline_probabilities, binary_metrics
 from memed.trainers.progress import NullProgress, ProgressSink
@@ -290,23 +290,6 @@ def _horizon_metrics(
     return out
 
 
-def _too_good(m: dict[str, Any]) -> list[str]:
-    """What is too good to trust in one horizon's metrics: an AUC above ``LEAK_AUC``, or more than
-    ``LEAK_MARGIN`` above the better of the fitted baseline's and chance, on more than ``LEAK_MIN_ROWS``
-    rows."""
-    model, fitted = m["model"], m[FITTED]
-    if not model["n"] > LEAK_MIN_ROWS:
-        return []
-    out = []
-    auc = model["roc_auc"]
-    if not math.isnan(auc) and auc > LEAK_AUC:
-        out.append(f"model ROC AUC {auc:.3f} > {LEAK_AUC}")
-    over = excess(auc, fitted["roc_auc"])
-    if over > LEAK_MARGIN:
-        out.append(f"model ROC AUC {over:+.3f} over the better of the fitted 2-feature logistic and chance")
-    return out
-
-
 def _metrics(
     signals: pl.DataFrame,
     labelled: pl.DataFrame,
@@ -329,11 +312,12 @@ def _metrics(
         per_h: dict[str, Any] = {}
         for h in horizons:
             per_h[str(h)] = _horizon_metrics(frame, h, (days, weights) if scope == "overall" else None)
-            for problem in _too_good(per_h[str(h)]):
+            model = per_h[str(h)]["model"]
+            for problem in too_good(model["roc_auc"], per_h[str(h)][FITTED]["roc_auc"], model["n"]):
                 if scope == "overall":
-                    out["warnings"].append(f"horizon {h}: {problem}: a leak until proven otherwise")
+                    out["warnings"].append(f"horizon {h}: model {problem}: a leak until proven otherwise")
                 else:
-                    leaky_folds.setdefault(h, []).append((int(scope.split("_")[1]), problem))
+                    leaky_folds.setdefault(h, []).append((int(scope.split("_")[1]), f"model {problem}"))
         if scope == "overall":
             out["horizons"] = per_h
         else:

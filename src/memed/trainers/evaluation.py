@@ -55,23 +55,29 @@ def excess(auc: float | None, fitted_auc: float | None) -> float:
     return float(auc - max(fitted_auc, 0.5))
 
 
+def too_good(auc: float | None, fitted_auc: float | None, rows: float | None) -> list[str]:
+    """What is too good to trust in one AUC (the one tripwire of training and backtest): above
+    :data:`LEAK_AUC`, or more than :data:`LEAK_MARGIN` above the better of the fitted baseline's and
+    chance (:func:`excess`), on more than :data:`LEAK_MIN_ROWS` rows."""
+    if not (rows or 0) > LEAK_MIN_ROWS:
+        return []
+    out = []
+    if auc is not None and not np.isnan(auc) and auc > LEAK_AUC:
+        out.append(f"ROC AUC {auc:.3f} > {LEAK_AUC}")
+    over = excess(auc, fitted_auc)
+    if over > LEAK_MARGIN:
+        better = "the better of the fitted 2-feature logistic and chance"
+        out.append(f"ROC AUC {over:+.3f} over {better} (> {LEAK_MARGIN})")
+    return out
+
+
 def suspicious(name: str, metrics: dict[str, Metrics]) -> list[str]:
-    """Warnings for a model's test metrics: an AUC above :data:`LEAK_AUC`, or more than
-    :data:`LEAK_MARGIN` above the better of the fitted baseline's and chance (:func:`excess`), on more
-    than :data:`LEAK_MIN_ROWS` rows."""
+    """:func:`too_good` for each horizon of a model's test metrics (from the manifest, where the fitted
+    baseline's AUC is the model's minus ``roc_auc_vs_fitted_logistic``)."""
     out = []
     for h, m in metrics.items():
-        if (m.get("n") or 0) <= LEAK_MIN_ROWS:
-            continue
         auc, gain = m.get("roc_auc"), m.get(f"roc_auc_vs_{FITTED}")
-        if auc is not None and auc > LEAK_AUC:
-            out.append(
-                f"{name} horizon {h}: test ROC AUC {auc:.3f} > {LEAK_AUC}: a leak until proven otherwise"
-            )
-        over = excess(auc, auc - gain if auc is not None and gain is not None else None)
-        if over > LEAK_MARGIN:
-            out.append(
-                f"{name} horizon {h}: test ROC AUC {over:+.3f} over the better of the fitted 2-feature "
-                f"logistic and chance (> {LEAK_MARGIN}): a leak until proven otherwise"
-            )
+        fitted = auc - gain if auc is not None and gain is not None else None
+        problems = too_good(auc, fitted, m.get("n"))
+        out += [f"{name} horizon {h}: test {p}: a leak until proven otherwise" for p in problems]
     return out

@@ -27,9 +27,6 @@ class TokenTable:
     def __len__(self) -> int:
         return len(self._index)
 
-    def __contains__(self, token: object) -> bool:
-        return token in self._index
-
     @property
     def tokens(self) -> list[str]:
         """Every token held, in the order they were added."""

@@ -79,6 +79,10 @@ class LstmConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     """Sequences advanced side by side per batch."""
     learning_rate: Annotated[float, msgspec.Meta(gt=0.0)] = 3e-3
     focal_gamma: Annotated[float, msgspec.Meta(ge=0.0)] = 2.0
+    burn_in: Annotated[int, msgspec.Meta(ge=0)] = 64
+    """Steps of a run before the LSTM is trained on or serves a probability: by then its state has
+    forgotten where the run began (a daemon starts anywhere in a token's history). The trainer measures
+    how long the trained net takes to forget and warns when it is longer."""
 
 
 class TransformerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

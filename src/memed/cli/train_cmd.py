@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -166,10 +167,18 @@ def lookahead_cmd(sources: tuple[Path, ...], cuts: int, config_path: Path | None
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--cuts", default="60,1440", show_default=True, help="Minutes of each token's past to remove.")
 @click.option("--rtol", type=click.FloatRange(0.0), default=1e-6, show_default=True)
+@click.option("--warmup", type=click.IntRange(1), default=None,
+              help="Compare from this many bars of a segment instead of the spec's warm-up (to see how "
+                   "long each feature takes to forget where history started).")  # fmt: skip
+@click.option("--models", "models_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Compare every family's served probabilities from this model set (or registry) "
+                   "instead of the features.")  # fmt: skip
 @config_option
-def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, config_path: Path | None) -> None:
-    """Remove the start of every token's history, recompute, and fail if a feature past its warm-up
-    depends on where history started (what a freshly started daemon sees)."""
+def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, warmup: int | None,
+              models_path: Path | None, config_path: Path | None) -> None:  # fmt: skip
+    """Remove the start of every token's history, recompute, and fail if a feature (or, with --models, a
+    served probability) past its warm-up depends on where history started (what a freshly started daemon
+    sees)."""
     from memed.data.loaders import load_dataset  # noqa: PLC0415
     from memed.data.schema import infer_interval_minutes  # noqa: PLC0415
     from memed.features import build_spec, compute_features  # noqa: PLC0415
@@ -182,9 +191,19 @@ def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, config_path: Pa
         raise ConfigError(f"--cuts: {cuts!r} is not a comma-separated list of minutes") from None
     bars, _ = load_dataset(sources)
     spec = build_spec(infer_interval_minutes(bars), cfg.data.gap_fill_max_minutes)
+    if warmup is not None:
+        spec = replace(spec, features=tuple(replace(f, warmup=min(f.warmup, warmup)) for f in spec.features))
     features = lambda b: compute_features(b, spec, with_ready=True)  # noqa: E731
+    what = f"{len(spec.names)} features"
+    if models_path is not None:
+        from memed.decision.served import served_probabilities  # noqa: PLC0415
+        from memed.models.registry import load_model_set  # noqa: PLC0415
+
+        model_set = load_model_set(models_path, expect_spec_hash=spec.hash)
+        features = lambda b: served_probabilities(model_set, b)  # noqa: E731
+        what = f"{len(model_set.runners)} families' probabilities ({', '.join(model_set.runners)})"
     report = check_start_invariance(bars, features, minutes, rtol)
-    click.echo(f"cuts {list(minutes)} min, {report.rows_checked:,} rows x {len(spec.names)} features "
+    click.echo(f"cuts {list(minutes)} min, {report.rows_checked:,} rows x {what} "
                f"compared past the {spec.warmup_bars}-bar warm-up, relative tolerance {rtol:g}")  # fmt: skip
     for name, d in sorted(report.drift.items(), key=lambda kv: -kv[1].rows):
         agree = "never" if d.bars_to_agree < 0 else f"after {d.bars_to_agree:,} bars"
@@ -192,3 +211,4 @@ def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, config_path: Pa
                    f"agrees {agree}")  # fmt: skip
     if not report.ok:
         raise DataError(f"start-truncation check failed for {len(report.drift)} feature(s)")
+    click.echo("ok: past the warm-up nothing compared depends on where history started")

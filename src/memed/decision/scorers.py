@@ -98,7 +98,9 @@ class TabularScorer(Scorer):
 class StatefulScorer(Scorer):
     """A recurrent net stepped once per bar, its state ``h``/``c`` [layers, rows, hidden] kept per token.
 
-    A history is run through the whole-sequence form of the graph (verified bit-identical to stepping),
+    No probability in a run's first ``burn_in`` steps (the manifest's, as trained): the state has not yet
+    forgotten where the run began, and a daemon may start anywhere in a token's history. A history is run
+    through the whole-sequence form of the graph (verified bit-identical to stepping),
     one call per run of ready bars, the state carried into the next block where a run goes on; where that
     form cannot be derived, blocks hold whole tokens and their runs are stepped side by side."""
 
@@ -110,7 +112,11 @@ class StatefulScorer(Scorer):
         layers, hidden = runner.entry.state_shape
         self.h = np.zeros((layers, 0, hidden), dtype=np.float32)
         self.c = np.zeros_like(self.h)
+        self.burn_in = runner.entry.burn_in
+        self.steps = np.zeros(0, dtype=np.int64)
+        """Steps each token's state has taken since its run began."""
         self._carry: tuple[np.ndarray, np.ndarray] | None = None
+        self._carry_steps = 0
 
     @property
     def splits_tokens(self) -> bool:
@@ -119,14 +125,18 @@ class StatefulScorer(Scorer):
     def fit(self, capacity: int) -> None:
         self.h = fit_rows(self.h, capacity, 0.0, axis=1)
         self.c = fit_rows(self.c, capacity, 0.0, axis=1)
+        self.steps = fit_rows(self.steps, capacity, 0)
 
     def reset(self, rows: np.ndarray) -> None:
         self.h[:, rows] = 0.0
         self.c[:, rows] = 0.0
+        self.steps[rows] = 0
 
     def step(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         p, h, c = self.runner.step(x, self.h[:, rows], self.c[:, rows])
         self.h[:, rows], self.c[:, rows] = h, c
+        self.steps[rows] += 1
+        p[self.steps[rows] <= self.burn_in] = np.nan
         return p
 
     def run(self, values: np.ndarray, ready: np.ndarray, runs: np.ndarray, continues: bool,
@@ -139,26 +149,35 @@ class StatefulScorer(Scorer):
             stepped = step_stateful(self.runner, [values[a:b] for a, b in spans])
             for (a, b), pr in zip(spans, stepped, strict=True):
                 p[a:b] = pr
+                p[a : a + self.burn_in] = np.nan
         else:
             carried, self._carry = self._carry, None
             end_state = None
+            done = 0
             for a, b in spans:
                 start = carried if (a == 0 and continues) else None
+                done = self._carry_steps if start is not None else 0
                 p[a:b], end_state = run_sequence(seq, self.runner, values[a:b], start)
+                p[a : a + max(0, self.burn_in - done)] = np.nan
             if end_state is not None and open_end and runs[-1, 1] == len(values):
                 self._carry = end_state
+                self._carry_steps = done + int(runs[-1, 1] - runs[-1, 0])
         self.seconds += time.perf_counter() - t0
         return p
 
     def snapshot(self, rows: np.ndarray) -> dict[str, bytes]:
         return {"h": np.ascontiguousarray(self.h[:, rows]).tobytes(),
-                "c": np.ascontiguousarray(self.c[:, rows]).tobytes()}  # fmt: skip
+                "c": np.ascontiguousarray(self.c[:, rows]).tobytes(),
+                "steps": self.steps[rows].tobytes()}  # fmt: skip
 
     def restore(self, doc: dict[str, bytes], rows: np.ndarray) -> None:
         if doc.get("h"):
             shape = (self.h.shape[0], len(rows), self.h.shape[2])
             self.h[:, rows] = np.frombuffer(doc["h"], dtype=np.float32).reshape(shape)
             self.c[:, rows] = np.frombuffer(doc["c"], dtype=np.float32).reshape(shape)
+            # a checkpoint from before burn-ins were counted held tokens stepped for as long as they ran
+            steps = doc.get("steps")
+            self.steps[rows] = np.frombuffer(steps, dtype=np.int64) if steps else self.burn_in
 
 
 class WindowScorer(Scorer):

@@ -24,8 +24,9 @@ Conventions (pinned by tests; TA-Lib is the oracle for the classic indicators):
   dataset clock (no age since the first bar seen), no cumulative level (OBV became the rolling net-volume
   share), and no price levels (MACD, Bollinger bands and ATR are per close), which also lets one model
   serve tokens whose prices differ by nine orders of magnitude. Where a z-score's or CCI's numerator, or
-  CCI's mean deviation, is rounding residue of the running sums (below ``RESIDUE`` = 1e-9 of the price,
-  far below any tick) it is taken as exactly 0, so the value cannot depend on the resync schedule, i.e. on
+  CCI's mean deviation, a window's standard deviation or a band's distance to the close is rounding
+  residue of the running sums (below ``RESIDUE`` = 1e-9 of the price, or 1e-9 in log-return units, far
+  below any tick) it is taken as exactly 0, so the value cannot depend on the resync schedule, i.e. on
   where history started.
 * A long gap resets the state (a new segment, a new warm-up).
 """
@@ -109,7 +110,7 @@ O_LOGRET = _O["logret_1m"]  # five consecutive columns: 1, 5, 15, 30, 60 m
 O_RET_MEAN = _O["ret_mean_5m"]  # five: 5, 10, 15, 30, 60 m
 O_RET_STD = _O["ret_std_5m"]
 O_ZSCORE = _O["zscore_5m"]
-O_RSI = _O["rsi_9"]  # three: 9, 14, 21
+O_RSI = _O["rsi_9"]  # two: 9, 14
 O_MACD = _O["macd_pct"]  # macd, signal, histogram, per close
 O_BB = _O["bb_upper_dist_20"]  # upper and lower band per close minus 1, width, %b
 O_ATR = _O["atr_pct_14"]
@@ -128,7 +129,7 @@ O_MINUTE = _O["minute_sin"]  # sin, cos
 RESIDUE = 1e-9
 """A difference of prices at most this share of the price is rounding residue of the running sums (far
 below any tick), taken as exactly 0: a z-score's or CCI's numerator, CCI's mean deviation."""
-RSI_PERIODS = (9, 14, 21)
+RSI_PERIODS = (9, 14)
 DFT_BINS = 64
 DFT_RESYNC = 64  # bars between exact recomputations of the sliding DFT
 _TWO_PI = 2.0 * math.pi
@@ -185,20 +186,13 @@ def _acc_add(s: np.ndarray, a: int, pw: int, w: int, ring: int, cap: int, count:
     d = x - ref
     d2 = d * d
     s[a] += d
-    if pw >= 2:
+    if pw == 2:
         s[a + 1] += d2
-    if pw == 4:
-        s[a + 2] += d2 * d
-        s[a + 3] += d2 * d2
     if count > w:
         y = _lag(s, ring, cap, count, w) - ref
-        y2 = y * y
         s[a] -= y
-        if pw >= 2:
-            s[a + 1] -= y2
-        if pw == 4:
-            s[a + 2] -= y2 * y
-            s[a + 3] -= y2 * y2
+        if pw == 2:
+            s[a + 1] -= y * y
 
 
 @njit(cache=True)
@@ -210,30 +204,23 @@ def _acc_resync(s: np.ndarray, a: int, pw: int, w: int, ring: int, cap: int, cou
     st = _start(ring, cap, count, k)
     s1 = 0.0
     s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
     for i in range(st, st + k):
         d = s[i] - ref
-        d2 = d * d
         s1 += d
-        s2 += d2
-        s3 += d2 * d
-        s4 += d2 * d2
+        s2 += d * d
     s[a] = s1
-    if pw >= 2:
+    if pw == 2:
         s[a + 1] = s2
-    if pw == 4:
-        s[a + 2] = s3
-        s[a + 3] = s4
 
 
 @njit(cache=True, inline="always")
-def _mean_var(s: np.ndarray, a: int, w: int) -> tuple[float, float]:
-    """Mean (about the reference) and population variance of a window from its sums; flat -> 0."""
+def _mean_var(s: np.ndarray, a: int, w: int, residue: float) -> tuple[float, float]:
+    """Mean (about the reference) and population variance of a window from its sums; flat -> 0 (a
+    variance below ``FLAT`` of the mean square, or a deviation below ``residue``, is rounding noise)."""
     m = s[a] / w
     e2 = s[a + 1] / w
     var = e2 - m * m
-    if var <= FLAT * e2:
+    if var <= FLAT * e2 or var <= residue * residue:
         var = 0.0
     return m, var
 
@@ -320,6 +307,34 @@ def _dft_slide(s: np.ndarray, x_old: float, x_new: float) -> None:
 
 
 @njit(cache=True)
+def _moments(s: np.ndarray, out: np.ndarray, o: int, nr: int, w: int) -> None:
+    """Skewness and excess kurtosis of the last ``w`` returns, from centred sums taken exactly over the
+    ring (third and fourth power sums run as running sums lose every digit once a large return has left
+    the window, so the value would depend on the resync schedule, i.e. on where history started)."""
+    st = _start(R_RET, C_RET, nr, w)
+    t = 0.0
+    for q in range(st, st + w):
+        t += s[q]
+    m = t / w
+    c2 = 0.0
+    c3 = 0.0
+    c4 = 0.0
+    for q in range(st, st + w):
+        d = s[q] - m
+        d2 = d * d
+        c2 += d2
+        c3 += d2 * d
+        c4 += d2 * d2
+    m2 = c2 / w
+    if m2 <= RESIDUE * RESIDUE or m2 <= FLAT * (m2 + m * m):
+        out[o] = 0.0
+        out[o + 1] = 0.0
+    else:
+        out[o] = c3 / w / (m2 * math.sqrt(m2))
+        out[o + 1] = c4 / w / (m2 * m2) - 3.0
+
+
+@njit(cache=True)
 def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h: float, lo: float,
           c: float, v: float, liq: float, buys: float, sells: float, mcap: float) -> None:  # fmt: skip
     """Advance one token by one contiguous bar and write its features into ``out`` (NaN = not ready)."""
@@ -352,10 +367,10 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
         _push(s, R_TR, C_TR, nr, max(h, prev_c) - min(lo, prev_c))
         if nr % RESYNC == 0:
             for j in range(6):
-                _acc_resync(s, ACC_RET + 4 * j, 4, _ret_window(p, j), R_RET, C_RET, nr, 0.0)
+                _acc_resync(s, ACC_RET + 2 * j, 2, _ret_window(p, j), R_RET, C_RET, nr, 0.0)
         else:
             for j in range(6):
-                _acc_add(s, ACC_RET + 4 * j, 4, _ret_window(p, j), R_RET, C_RET, nr, r, 0.0)
+                _acc_add(s, ACC_RET + 2 * j, 2, _ret_window(p, j), R_RET, C_RET, nr, r, 0.0)
     if n == 1:
         s[CLOSE_REF] = c
     if n % RESYNC == 0:
@@ -382,33 +397,22 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
     for i in range(5):
         w = p[P_RS[i]]
         if w > 0 and nr >= w:
-            a = ACC_RET + 4 * i
+            a = ACC_RET + 2 * i
             m = s[a] / w
             e2 = s[a + 1] / w
             m2 = e2 - m * m
-            if m2 <= FLAT * e2:
+            if m2 <= FLAT * e2 or m2 <= RESIDUE * RESIDUE:  # log returns: RESIDUE is 1e-7 %
                 m2 = 0.0
             out[O_RET_MEAN + i] = m
             out[O_RET_STD + i] = math.sqrt(m2)
             if i >= 3 and w >= 4:
-                j = O_MOMENTS + 2 * (i - 3)
-                if m2 > 0.0:
-                    e3 = s[a + 2] / w
-                    e4 = s[a + 3] / w
-                    mm = m * m
-                    m3 = e3 - 3.0 * m * e2 + 2.0 * mm * m
-                    m4 = e4 - 4.0 * m * e3 + 6.0 * mm * e2 - 3.0 * mm * mm
-                    out[j] = m3 / (m2 * math.sqrt(m2))
-                    out[j + 1] = m4 / (m2 * m2) - 3.0
-                else:
-                    out[j] = 0.0
-                    out[j + 1] = 0.0
+                _moments(s, out, O_MOMENTS + 2 * (i - 3), nr, w)
 
     # --- price z-scores
     for i in range(5):
         w = p[P_Z[i]]
         if w > 0 and n >= w:
-            m, var = _mean_var(s, ACC_CLOSE + 2 * i, w)
+            m, var = _mean_var(s, ACC_CLOSE + 2 * i, w, RESIDUE * abs(c))
             dev = (c - ref) - m
             out[O_ZSCORE + i] = dev / math.sqrt(var) if (var > 0.0 and abs(dev) > RESIDUE * abs(c)) else 0.0
 
@@ -416,7 +420,7 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
     if n >= 2:
         gain = max(c - prev_c, 0.0)
         loss = max(prev_c - c, 0.0)
-        for i in range(3):
+        for i in range(2):
             per = RSI_PERIODS[i]
             if n == per + 1:
                 g = 0.0
@@ -459,13 +463,13 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
 
     # --- Bollinger bands 20 / 2 (population std)
     if n >= 20:
-        m, var = _mean_var(s, ACC_CLOSE + 2 * 5, 20)
+        m, var = _mean_var(s, ACC_CLOSE + 2 * 5, 20, RESIDUE * abs(c))
         m += ref
         sd = math.sqrt(var)
         up = m + 2.0 * sd
         dn = m - 2.0 * sd
-        out[O_BB] = (up - c) / c
-        out[O_BB + 1] = (dn - c) / c
+        out[O_BB] = (up - c) / c if abs(up - c) > RESIDUE * abs(c) else 0.0
+        out[O_BB + 1] = (dn - c) / c if abs(dn - c) > RESIDUE * abs(c) else 0.0
         out[O_BB + 2] = (up - dn) / m
         out[O_BB + 3] = (c - dn) / (up - dn) if up > dn else 0.5
 
@@ -528,7 +532,7 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
     # --- volume ratio and z-score
     w = p[P_VOL]
     if w > 0 and n >= w:
-        m, var = _mean_var(s, ACC_VOL, w)
+        m, var = _mean_var(s, ACC_VOL, w, 0.0)
         out[O_VOL] = v / m if m > 0.0 else 0.0
         out[O_VOL + 1] = (v - m) / math.sqrt(var) if var > 0.0 else 0.0
 
@@ -577,7 +581,7 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
             x_old = _lag(s, R_RET, C_RET, nr, DFT_BINS) if nr > DFT_BINS else 0.0
             _dft_slide(s, x_old, r)
         if nr >= DFT_BINS:
-            m, var = _mean_var(s, ACC_RET + 4 * 5, DFT_BINS)
+            m, var = _mean_var(s, ACC_RET + 2 * 5, DFT_BINS, RESIDUE)
             ac = var * DFT_BINS * DFT_BINS  # sum over k = 1..63 of |X_k|^2 (Parseval)
             if ac > 0.0:
                 low = 0.0

@@ -19,7 +19,7 @@ _SCALARS = (
     "last_liq",
     "last_mcap",
     "has_flow",  # 1.0 when the last bar carried buys/sells
-    "rsi9_g", "rsi9_l", "rsi14_g", "rsi14_l", "rsi21_g", "rsi21_l",
+    "rsi9_g", "rsi9_l", "rsi14_g", "rsi14_l",
     "ema_fast", "ema_slow", "macd_signal",
     "atr",
     "sorted_n",  # returns held in the sorted VaR window
@@ -29,9 +29,9 @@ _SCALARS = (
 )  # fmt: skip
 
 # Running window sums, O(1) per bar, recomputed exactly from the rings every RESYNC bars.
-# (name, windows, powers): each window holds sums of d, d^2 (, d^3, d^4) with d = x - ref.
+# (name, windows, powers): each window holds sums of d (and d^2) with d = x - ref.
 _ACCUMULATORS = (
-    ("acc_ret", 6, 4),  # returns: the five ret_* windows and the 64-bar DFT window
+    ("acc_ret", 6, 2),  # returns: the five ret_* windows and the 64-bar DFT window (sum, sum of squares)
     ("acc_close", 6, 2),  # closes: the five z-score windows and Bollinger 20
     ("acc_vol", 1, 2),  # volume 30 m
     ("acc_tp", 1, 1),  # typical price 20 (CCI mean)
@@ -80,8 +80,8 @@ LAST_CLOSE = OFFSETS["last_close"]
 LAST_LIQ = OFFSETS["last_liq"]
 LAST_MCAP = OFFSETS["last_mcap"]
 HAS_FLOW = OFFSETS["has_flow"]
-RSI_G = (OFFSETS["rsi9_g"], OFFSETS["rsi14_g"], OFFSETS["rsi21_g"])
-RSI_L = (OFFSETS["rsi9_l"], OFFSETS["rsi14_l"], OFFSETS["rsi21_l"])
+RSI_G = (OFFSETS["rsi9_g"], OFFSETS["rsi14_g"])
+RSI_L = (OFFSETS["rsi9_l"], OFFSETS["rsi14_l"])
 EMA_FAST = OFFSETS["ema_fast"]
 EMA_SLOW = OFFSETS["ema_slow"]
 MACD_SIGNAL = OFFSETS["macd_signal"]

@@ -8,6 +8,13 @@ Window conventions (written down once, here):
 * Classic indicators (``rsi_14``, ``atr_pct_14``, ``macd_pct``, ``bb_*_20``, ``stoch_*_14``, ``willr_14``,
   ``cci_20``) count *bars*, as traders use them on every timeframe.
 * A value before its feature's warm-up (counted in bars since the token's segment start) is null.
+* Start invariance: past its warm-up no feature depends on where the token's history started. Window
+  features agree exactly once their window is full. The averages seeded at a segment's first bars (Wilder
+  RSI and ATR, MACD's EMAs, as TA-Lib seeds them) forget their seed geometrically; their warm-up is their
+  *convergence horizon*: the seed bars plus the bars until the seed's weight ``(1 - alpha) ** k`` is below
+  ``SEED_WEIGHT`` (1e-6; 1e-8 for MACD, see ``MACD_SEED_WEIGHT``), so the value agrees to about 1e-6
+  wherever history started. The longest horizon (MACD's signal line: 274 bars) sets the token's warm-up;
+  ``memed check start`` measures it.
 
 The hash covers the spec version, the bar interval, the gap rule, every feature's name, parameters and
 warm-up, and the source text of the kernel: any change to the math changes the hash, and models trained
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +34,21 @@ import numpy as np
 
 from memed.features import layout
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+
+SEED_WEIGHT = 1e-6
+"""Weight left on a seeded average's seed when it counts as converged (see the module docstring)."""
+
+
+MACD_SEED_WEIGHT = SEED_WEIGHT * 1e-2
+"""MACD is the small difference of two EMAs of the price (typically 1e-3 of it) while their seeds err by
+price moves (1e-1 of it): its seed must fade a hundred times further to agree to 1e-6 at MACD's scale."""
+
+
+def converged_after(seed_bars: int, alpha: float, weight: float = SEED_WEIGHT) -> int:
+    """Bars of a segment after which an average seeded over ``seed_bars`` and then smoothed with factor
+    ``alpha`` carries less than ``weight`` of its seed."""
+    return seed_bars + math.ceil(math.log(weight) / math.log1p(-alpha))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +71,16 @@ def _catalogue() -> list[tuple[str, dict[str, object]]]:
         rows.append((f"ret_std_{w}m", {"window_min": w, "min_bars": 2, "warm": "w+1", "pkey": f"rs{w}"}))
     for w in (5, 10, 15, 30, 60):
         rows.append((f"zscore_{w}m", {"window_min": w, "min_bars": 2, "warm": "w", "pkey": f"z{w}"}))
-    for p in (9, 14, 21):
-        rows.append((f"rsi_{p}", {"period": p, "warmup": p + 1}))
-    rows.append(("macd_pct", {"fast": 12, "slow": 26, "signal": 9, "warmup": 26}))
-    rows.append(("macd_signal_pct", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
-    rows.append(("macd_hist_pct", {"fast": 12, "slow": 26, "signal": 9, "warmup": 34}))
+    for p in (9, 14):
+        rows.append((f"rsi_{p}", {"period": p, "warmup": converged_after(p + 1, 1 / p)}))
+    macd = {"fast": 12, "slow": 26, "signal": 9}
+    rows.append(("macd_pct", {**macd, "warmup": converged_after(26, 2 / 27, MACD_SEED_WEIGHT)}))
+    # the signal line smooths MACD (seeded 8 bars later) and inherits the slow EMA's seed error
+    rows.append(("macd_signal_pct", {**macd, "warmup": converged_after(26 + 8, 2 / 27, MACD_SEED_WEIGHT)}))
+    rows.append(("macd_hist_pct", {**macd, "warmup": converged_after(26 + 8, 2 / 27, MACD_SEED_WEIGHT)}))
     for name in ("bb_upper_dist_20", "bb_lower_dist_20", "bb_width_20", "bb_pctb_20"):
         rows.append((name, {"period": 20, "nbdev": 2, "warmup": 20}))
-    rows.append(("atr_pct_14", {"period": 14, "warmup": 15}))
+    rows.append(("atr_pct_14", {"period": 14, "warmup": converged_after(15, 1 / 14)}))
     rows.append(("stoch_k_14", {"period": 14, "warmup": 14}))
     rows.append(("stoch_d_14", {"period": 14, "smooth": 3, "warmup": 16}))
     rows.append(("willr_14", {"period": 14, "warmup": 14}))

@@ -27,6 +27,11 @@ class ModelEntry(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True)
     state_shape: tuple[int, ...] = ()
     """stateful models: (layers, hidden) of h and c."""
     window: int = 0
+    burn_in: int = 0
+    """stateful models: steps of a run before a probability is served (the state has forgotten the start)."""
+    forgets_after: int = 0
+    """stateful models: steps the trained net took to forget where a run started (to 1e-6, measured on the
+    longest runs of the table at training); the burn-in should cover it."""
     trees_per_horizon: tuple[int, ...] = ()
     onnx_max_abs_diff: float = 0.0
     """Largest |native - ONNX Runtime| probability on held-back rows (measured at export)."""

@@ -92,8 +92,10 @@ class StartReport:
         return not self.drift
 
 
-def _rel_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300)
+def _rel_diff(a: np.ndarray, b: np.ndarray, typical: float) -> np.ndarray:
+    """``|a - b|`` relative to the larger of the two and the feature's ``typical`` magnitude, so that a
+    value crossing zero (MACD) is compared at its feature's scale, not at rounding level."""
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), max(typical, 1e-300))
     rel: np.ndarray = np.abs(a - b) / scale
     rel[np.isnan(a) & np.isnan(b)] = 0.0
     rel[np.isnan(a) != np.isnan(b)] = np.inf
@@ -105,7 +107,8 @@ def check_start_invariance(
 ) -> StartReport:
     """Remove the first ``cut`` minutes of every token's history, recompute, and compare each feature on
     the rows the shortened run has past its warm-up (``feature_fn`` returns ``token, ts, ready`` and the
-    features) with the full run. A feature that depends on where history starts (a dataset clock, a
+    features) with the full run, relative to the larger value or the feature's median magnitude. A
+    feature that depends on where history starts (a dataset clock, a
     cumulative level, an average still converging from its seed) differs; how many bars after the cut it
     takes to agree for good is the convergence horizon its warm-up must cover.
 
@@ -114,6 +117,8 @@ def check_start_invariance(
     bars = bars.sort("token", "ts")
     full = feature_fn(bars)
     names = [c for c in full.columns if c not in ("token", "ts", "ready")]
+    typical = {n: float(full[n].cast(pl.Float64).fill_nan(None).abs().median() or 0.0)  # type: ignore[arg-type]
+               for n in names}  # fmt: skip
     first = pl.col("ts").min().over("token")
     report = StartReport(tuple(cuts), rtol)
     for cut in cuts:
@@ -127,7 +132,9 @@ def check_start_invariance(
         tokens = both["token"].to_numpy()
         for name in names:
             rel = _rel_diff(
-                both[name].cast(pl.Float64).to_numpy(), both[f"{name}_full"].cast(pl.Float64).to_numpy()
+                both[name].cast(pl.Float64).to_numpy(),
+                both[f"{name}_full"].cast(pl.Float64).to_numpy(),
+                typical[name],
             )
             bad = rel > rtol
             if not bad.any():

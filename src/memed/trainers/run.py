@@ -95,6 +95,7 @@ def train_model_set(
     doc = f"memed model; feature spec {data.spec.hash}; horizons {horizons}"
     entries: list[ModelEntry] = []
     p_models: dict[str, np.ndarray] = {}
+    fit_warnings: list[str] = []
     files: dict[str, bytes] = {}
     t = cfg.train
     job = TrainJob(data=data, cfg=t, x_tr=x_tr, y_tr=y_tr, x_va=x_va, y_va=y_va, x_te=x_te,
@@ -110,6 +111,7 @@ def train_model_set(
         files[f"{name}.onnx"] = blob
         trained.seconds = time.perf_counter() - t_model
         p_models[name] = fitted.p_test
+        fit_warnings.extend(fitted.warnings)
         entries.append(_entry(trained, hashlib.sha256(blob).hexdigest(), gap, {}))
         log.info("model_trained", model=name, seconds=round(trained.seconds, 1), onnx_max_abs_diff=gap,
                  trees=list(trained.trees_per_horizon) or None)  # fmt: skip
@@ -128,7 +130,7 @@ def train_model_set(
         msgspec.structs.replace(e, metrics=report.metrics(p_models[e.name], versus_fitted=True))
         for e in entries
     ]
-    warnings = [w for e in entries for w in suspicious(e.name, e.metrics)]
+    warnings = fit_warnings + [w for e in entries for w in suspicious(e.name, e.metrics)]
     for w in warnings:
         log.warning("suspicious_test_metric", warning=w)
     frame = data.frame
@@ -180,6 +182,8 @@ def _entry(trained: Trained, sha: str, gap: float, metrics: dict[str, Metrics]) 
         kind=family(trained.name).kind,
         state_shape=trained.state_shape,
         window=trained.window,
+        burn_in=trained.burn_in,
+        forgets_after=trained.forgets_after,
         trees_per_horizon=trained.trees_per_horizon,
         onnx_max_abs_diff=gap,
         metrics=metrics,

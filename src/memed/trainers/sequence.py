@@ -54,9 +54,11 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torc
     return ((1.0 - p_t) ** gamma * bce).mean()
 
 
-def _masked(y: np.ndarray, split: np.ndarray, name: str) -> np.ndarray:
+def _masked(y: np.ndarray, split: np.ndarray, name: str, burn_in: int = 0) -> np.ndarray:
+    """``y`` where the step belongs to split ``name`` and is past the run's first ``burn_in`` steps."""
     out = y.copy()
     out[split != name] = np.nan
+    out[:burn_in] = np.nan
     return out
 
 
@@ -101,7 +103,7 @@ def train_lstm(runs: Runs, scaler_x: np.ndarray, cfg: LstmConfig, seed: int, doc
     usable = [i for i, n in enumerate(train_len) if n > 1]
     sub = Runs(
         [runs.x[i][: train_len[i]] for i in usable],
-        [_masked(runs.y[i], runs.split[i], "train")[: train_len[i]] for i in usable],
+        [_masked(runs.y[i], runs.split[i], "train", cfg.burn_in)[: train_len[i]] for i in usable],
         [runs.split[i][: train_len[i]] for i in usable],
     )
     batches = _lstm_batches(sub, cfg.lanes)
@@ -125,7 +127,7 @@ def train_lstm(runs: Runs, scaler_x: np.ndarray, cfg: LstmConfig, seed: int, doc
                 opt.step()
                 h, c = h.detach(), c.detach()
                 progress.advance("lstm", description=f"lstm: epoch {epoch + 1}/{cfg.epochs}")
-        val = _lstm_val_loss(net, runs, cfg.focal_gamma)
+        val = _lstm_val_loss(net, runs, cfg.focal_gamma, cfg.burn_in)
         val_losses.append(val)
         if val < best_val:
             best_val, best_state = val, copy.deepcopy(net.state_dict())
@@ -137,16 +139,16 @@ def train_lstm(runs: Runs, scaler_x: np.ndarray, cfg: LstmConfig, seed: int, doc
         model=export_lstm(net, doc),
         native_test=np.empty((0, n_h)),
         state_shape=(cfg.layers, cfg.hidden),
+        burn_in=cfg.burn_in,
         seconds=time.perf_counter() - t0,
-        notes={"best_val_focal_loss": best_val, "epochs": float(cfg.epochs)},
     )
     return trained, net
 
 
-def _lstm_val_loss(net: LstmNet, runs: Runs, gamma: float) -> float:
+def _lstm_val_loss(net: LstmNet, runs: Runs, gamma: float, burn_in: int) -> float:
     probs = lstm_forward_runs(net, runs.x)
     logits = np.concatenate([np.log(p / (1 - p)) for p in probs]) if probs else np.empty((0, 1))
-    target = np.concatenate([_masked(y, s, "val") for y, s in zip(runs.y, runs.split, strict=True)])
+    target = np.concatenate([_masked(y, s, "val", burn_in) for y, s in zip(runs.y, runs.split, strict=True)])
     return float(focal_loss(torch.from_numpy(logits), torch.from_numpy(target), gamma))
 
 
@@ -204,7 +206,6 @@ def train_transformer(x: np.ndarray, y: np.ndarray, run_id: np.ndarray, split: n
         native_test=np.empty((0, n_h)),
         window=cfg.window,
         seconds=time.perf_counter() - t0,
-        notes={"best_val_bce": best_val},
     )
     return trained, net
 
@@ -251,8 +252,32 @@ def table_runs(data: TrainingData) -> Runs:
     return Runs([x[s] for s in sl], [y[s] for s in sl], [split[s] for s in sl])
 
 
+FORGET_RTOL = 1e-6
+"""Relative agreement at which a stateful net counts as having forgotten where its run started."""
+FORGET_RUNS = 64
+"""Runs (the longest of the test split's tokens) on which the forgetting is measured."""
+
+
+def forgetting_steps(runner: ModelRunner, runs: list[np.ndarray], offset: int) -> int:
+    """Steps a stateful model needs, started ``offset`` steps into a run, before its probabilities agree
+    (to :data:`FORGET_RTOL`) for good with the model run from the run's start: the worst run of
+    ``runs``. What its burn-in must cover for the daemon's output not to depend on when it started."""
+    worst = 0
+    for x in runs:
+        if len(x) <= offset + 1:
+            continue
+        full, late = run_stateful(runner, [x, x[offset:]])
+        scale = np.maximum(np.abs(full[offset:]), np.abs(late))
+        bad = np.flatnonzero((np.abs(full[offset:] - late) > FORGET_RTOL * scale).any(axis=1))
+        if len(bad):
+            worst = max(worst, int(bad[-1]) + 1)
+    return worst
+
+
 def fit_lstm(job: TrainJob) -> Fitted:
-    """Train on whole runs; score every run with the exported graph stepped as the daemon steps it."""
+    """Train on whole runs past their burn-in; score every run with the exported graph stepped as the
+    daemon steps it (no probability in a run's first ``burn_in`` steps, as served); measure how long the
+    net takes to forget where a run started and warn when that is longer than the burn-in."""
     runs = table_runs(job.data)
     c = job.cfg
     trained, net = train_lstm(runs, job.x_tr, c.lstm, c.seed, job.doc, job.progress)
@@ -262,13 +287,24 @@ def fit_lstm(job: TrainJob) -> Fitted:
         sha256="",
         kind=family(trained.name).kind,
         state_shape=trained.state_shape,
+        burn_in=trained.burn_in,
     )
     runner = ModelRunner(entry, trained.session(), len(job.data.horizons))
-    p_all = np.concatenate(run_stateful(runner, runs.x))
+    p_runs = run_stateful(runner, runs.x)
     torch_all = np.concatenate(lstm_forward_runs(net, runs.x))
-    p_test = p_all[job.test_idx]
-    gap = float(np.max(np.abs(p_test - torch_all[job.test_idx]), initial=0.0))
-    return Fitted(trained, p_test, gap)
+    gap = float(np.max(np.abs(np.concatenate(p_runs)[job.test_idx] - torch_all[job.test_idx]), initial=0.0))
+    for p in p_runs:
+        p[: trained.burn_in] = np.nan
+    p_test = np.concatenate(p_runs)[job.test_idx]
+    longest = sorted(runs.x, key=len)[-FORGET_RUNS:]
+    forgets = forgetting_steps(runner, longest, max(trained.burn_in, 1))
+    trained.forgets_after = forgets
+    warnings: tuple[str, ...] = ()
+    if forgets > trained.burn_in:
+        warnings = (f"lstm: its state takes {forgets} steps to forget where a run started (burn-in "
+                    f"{trained.burn_in}): served probabilities depend on when the daemon started; "
+                    f"raise train.lstm.burn_in",)  # fmt: skip
+    return Fitted(trained, p_test, gap, warnings)
 
 
 def fit_transformer(job: TrainJob) -> Fitted:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -27,9 +27,10 @@ class Trained:
     """The native (torch / LightGBM / XGBoost / numpy) probabilities on the parity rows."""
     state_shape: tuple[int, ...] = ()
     window: int = 0
+    burn_in: int = 0
+    forgets_after: int = 0
     trees_per_horizon: tuple[int, ...] = ()
     seconds: float = 0.0
-    notes: dict[str, float] = field(default_factory=dict)
 
     def session(self) -> ort.InferenceSession:
         """The exported model in ONNX Runtime, as it will be served."""
@@ -63,3 +64,5 @@ class Fitted:
     """ONNX Runtime's ``p_up`` [test rows, H] of the exported model, scored as served."""
     gap: float
     """Largest |native - ONNX Runtime| probability on the parity rows."""
+    warnings: tuple[str, ...] = ()
+    """What the manifest must say about this model beyond its metrics."""

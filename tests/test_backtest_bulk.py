@@ -37,7 +37,7 @@ def _messy_market() -> pl.DataFrame:
     """Synthetic bars with what real feeds do: a long gap that restarts a token's features (and its
     sequence-model state), a short gap that is filled, a frozen close (dead), and duplicated bars with
     other values (the later copies are stale and must be ignored in both replays)."""
-    bars = synth_market(6, 700, seed=11)
+    bars = synth_market(6, 1000, seed=11)
     t0 = bars["ts"].min()
     assert t0 is not None
     gap = (pl.col("token") == "SYN00001") & pl.col("ts").is_between(

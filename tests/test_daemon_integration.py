@@ -24,7 +24,7 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture(scope="module")
 def market() -> pl.DataFrame:
-    return synth_market(10, 150, seed=21)
+    return synth_market(6, 450, seed=21)
 
 
 async def test_ticks_in_signals_out_equal_the_direct_decision_path(

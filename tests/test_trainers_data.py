@@ -223,7 +223,7 @@ def test_memed_check_start_names_the_start_dependent_features(tmp_path: Path) ->
     write_dataset(synth_market(3, 900, seed=9), path)
     ok = CliRunner().invoke(cli, ["check", "start", str(path), "--cuts", "30"])
     assert ok.exit_code == 0, ok.output
-    assert "compared past the 274-bar warm-up" in ok.output
+    assert "compared past the 304-bar warm-up" in ok.output
     res = CliRunner().invoke(cli, ["check", "start", str(path), "--cuts", "30", "--warmup", "40"])
     assert res.exit_code == 2
     assert "START-DEPENDENT macd_pct" in res.output  # seeded at the first bar: converges

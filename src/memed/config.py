@@ -82,7 +82,8 @@ class LstmConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     burn_in: Annotated[int, msgspec.Meta(ge=0)] = 64
     """Steps of a run before the LSTM is trained on or serves a probability: by then its state has
     forgotten where the run began (a daemon starts anywhere in a token's history). The trainer measures
-    how long the trained net takes to forget and warns when it is longer."""
+    how long the trained net takes to forget; where that is longer, the set serves it from the measured
+    steps plus a quarter (and says so)."""
 
 
 class TransformerConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -188,6 +188,7 @@ class BlockFeatures:
         nbars = np.empty(m)
         run_block(blk.bounds, self._carry, blk.continues, self.rows.ts[blk.a : blk.b],
                   self.rows.bars[:, blk.a : blk.b], self._p, self._init, out, status, nbars)  # fmt: skip
+        self.spec.mask_converging(out, nbars)
         values = out if self._cols is None else np.ascontiguousarray(out[:, self._cols])
         ready = nbars >= self.spec.warmup_bars
         self.seconds += time.perf_counter() - t0

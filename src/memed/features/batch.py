@@ -88,6 +88,7 @@ def run_kernel(
             _run_groups(chunks[0], *args)
             for f in pending:
                 f.result()
+    spec.mask_converging(out, nbars)
     ready = (nbars >= spec.warmup_bars) & (status != STATUS_STALE)
     return out, status, ready
 

@@ -19,6 +19,9 @@ Conventions (pinned by tests; TA-Lib is the oracle for the classic indicators):
 * Flat stretches (a window with high == low, or zero variance), where TA-Lib writes 0: memed writes the
   neutral value instead — RSI 50, stochastic %K 50 (and %D averages those), Williams %R -50,
   Bollinger %b 0.5, z-scores, skewness, kurtosis, volume z-score and DFT shares 0. CCI writes 0 like TA-Lib.
+  After ``p`` bars without a move (a dead stretch) RSI's averages are emptied (RSI 50) where TA-Lib keeps
+  their decayed values: a decayed average's ratio keeps its seed's share forever, i.e. depends on where
+  history started.
 * Start invariance: past its warm-up a feature must not depend on where the token's history began (a
   daemon starts at deployment, a backtest at the data's start; ``memed check start`` measures it). So no
   dataset clock (no age since the first bar seen), no cumulative level (OBV became the rolling net-volume
@@ -100,6 +103,7 @@ from memed.features.layout import (
     SORTED,
     SORTED_N,
     STATE_SIZE,
+    STILL,
     N,
 )
 from memed.features.spec import ALL_FEATURES
@@ -416,10 +420,12 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
             dev = (c - ref) - m
             out[O_ZSCORE + i] = dev / math.sqrt(var) if (var > 0.0 and abs(dev) > RESIDUE * abs(c)) else 0.0
 
-    # --- Wilder RSI, seeded with the simple mean of the first p gains and losses
+    # --- Wilder RSI, seeded with the simple mean of the first p gains and losses; after p bars without a
+    # move its averages hold nothing of the past (exactly 0: RSI 50), so a dead stretch forgets the seed
     if n >= 2:
         gain = max(c - prev_c, 0.0)
         loss = max(prev_c - c, 0.0)
+        s[STILL] = s[STILL] + 1.0 if abs(c - prev_c) <= RESIDUE * abs(c) else 0.0
         for i in range(2):
             per = RSI_PERIODS[i]
             if n == per + 1:
@@ -437,6 +443,9 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
             elif n > per + 1:
                 s[RSI_G[i]] = (s[RSI_G[i]] * (per - 1) + gain) / per
                 s[RSI_L[i]] = (s[RSI_L[i]] * (per - 1) + loss) / per
+            if s[STILL] >= per:
+                s[RSI_G[i]] = 0.0
+                s[RSI_L[i]] = 0.0
             if n >= per + 1:
                 tot = s[RSI_G[i]] + s[RSI_L[i]]
                 out[O_RSI + i] = 100.0 * s[RSI_G[i]] / tot if tot > 0.0 else 50.0

@@ -20,6 +20,7 @@ _SCALARS = (
     "last_mcap",
     "has_flow",  # 1.0 when the last bar carried buys/sells
     "rsi9_g", "rsi9_l", "rsi14_g", "rsi14_l",
+    "still",  # consecutive bars whose close did not move (beyond RESIDUE)
     "ema_fast", "ema_slow", "macd_signal",
     "atr",
     "sorted_n",  # returns held in the sorted VaR window
@@ -80,6 +81,7 @@ LAST_CLOSE = OFFSETS["last_close"]
 LAST_LIQ = OFFSETS["last_liq"]
 LAST_MCAP = OFFSETS["last_mcap"]
 HAS_FLOW = OFFSETS["has_flow"]
+STILL = OFFSETS["still"]
 RSI_G = (OFFSETS["rsi9_g"], OFFSETS["rsi14_g"])
 RSI_L = (OFFSETS["rsi9_l"], OFFSETS["rsi14_l"])
 EMA_FAST = OFFSETS["ema_fast"]

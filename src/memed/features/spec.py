@@ -12,8 +12,8 @@ Window conventions (written down once, here):
   features agree exactly once their window is full. The averages seeded at a segment's first bars (Wilder
   RSI and ATR, MACD's EMAs, as TA-Lib seeds them) forget their seed geometrically; their warm-up is their
   *convergence horizon*: the seed bars plus the bars until the seed's weight ``(1 - alpha) ** k`` is below
-  ``SEED_WEIGHT`` (1e-6; 1e-8 for MACD, see ``MACD_SEED_WEIGHT``), so the value agrees to about 1e-6
-  wherever history started. The longest horizon (MACD's signal line: 274 bars) sets the token's warm-up;
+  ``SEED_WEIGHT`` (1e-6; 1e-9 for MACD, see ``MACD_SEED_WEIGHT``), so the value agrees to about 1e-6
+  wherever history started. The longest horizon (MACD's signal line: 304 bars) sets the token's warm-up;
   ``memed check start`` measures it.
 
 The hash covers the spec version, the bar interval, the gap rule, every feature's name, parameters and
@@ -40,9 +40,10 @@ SEED_WEIGHT = 1e-6
 """Weight left on a seeded average's seed when it counts as converged (see the module docstring)."""
 
 
-MACD_SEED_WEIGHT = SEED_WEIGHT * 1e-2
+MACD_SEED_WEIGHT = SEED_WEIGHT * 1e-3
 """MACD is the small difference of two EMAs of the price (typically 1e-3 of it) while their seeds err by
-price moves (1e-1 of it): its seed must fade a hundred times further to agree to 1e-6 at MACD's scale."""
+price moves (up to the price itself on a pump): its seed must fade a thousand times further to agree to
+1e-6 at MACD's scale."""
 
 
 def converged_after(seed_bars: int, alpha: float, weight: float = SEED_WEIGHT) -> int:
@@ -72,15 +73,20 @@ def _catalogue() -> list[tuple[str, dict[str, object]]]:
     for w in (5, 10, 15, 30, 60):
         rows.append((f"zscore_{w}m", {"window_min": w, "min_bars": 2, "warm": "w", "pkey": f"z{w}"}))
     for p in (9, 14):
-        rows.append((f"rsi_{p}", {"period": p, "warmup": converged_after(p + 1, 1 / p)}))
+        rows.append((f"rsi_{p}", {"period": p, "seeded": p + 1, "warmup": converged_after(p + 1, 1 / p)}))
     macd = {"fast": 12, "slow": 26, "signal": 9}
-    rows.append(("macd_pct", {**macd, "warmup": converged_after(26, 2 / 27, MACD_SEED_WEIGHT)}))
+    rows.append(("macd_pct", {**macd, "seeded": 26, "warmup": converged_after(26, 2 / 27, MACD_SEED_WEIGHT)}))
     # the signal line smooths MACD (seeded 8 bars later) and inherits the slow EMA's seed error
-    rows.append(("macd_signal_pct", {**macd, "warmup": converged_after(26 + 8, 2 / 27, MACD_SEED_WEIGHT)}))
-    rows.append(("macd_hist_pct", {**macd, "warmup": converged_after(26 + 8, 2 / 27, MACD_SEED_WEIGHT)}))
+    signal: dict[str, object] = {
+        **macd,
+        "seeded": 34,
+        "warmup": converged_after(34, 2 / 27, MACD_SEED_WEIGHT),
+    }
+    rows.append(("macd_signal_pct", signal))
+    rows.append(("macd_hist_pct", signal))
     for name in ("bb_upper_dist_20", "bb_lower_dist_20", "bb_width_20", "bb_pctb_20"):
         rows.append((name, {"period": 20, "nbdev": 2, "warmup": 20}))
-    rows.append(("atr_pct_14", {"period": 14, "warmup": converged_after(15, 1 / 14)}))
+    rows.append(("atr_pct_14", {"period": 14, "seeded": 15, "warmup": converged_after(15, 1 / 14)}))
     rows.append(("stoch_k_14", {"period": 14, "warmup": 14}))
     rows.append(("stoch_d_14", {"period": 14, "smooth": 3, "warmup": 16}))
     rows.append(("willr_14", {"period": 14, "warmup": 14}))
@@ -148,6 +154,19 @@ class FeatureSpec:
     def warmup_bars(self) -> int:
         """Bars after which every non-optional feature has a value: the token is *ready*."""
         return max(f.warmup for f in self.features if not f.optional)
+
+    @cached_property
+    def converging(self) -> tuple[tuple[int, int], ...]:
+        """``(kernel column, warm-up)`` of the seeded averages: the kernel writes them from their seed on
+        (as TA-Lib does), but until their convergence horizon their value depends on where history
+        started, so both drivers null them until then."""
+        return tuple((f.index, f.warmup) for f in self.features if "seeded" in f.params)
+
+    def mask_converging(self, values: np.ndarray, nbars: np.ndarray) -> None:
+        """NaN, in kernel output rows ``values``, the seeded averages of bars (``nbars`` into their
+        segment) before their convergence horizon."""
+        for col, warm in self.converging:
+            values[nbars < warm, col] = np.nan
 
     def param_vector(self) -> np.ndarray:
         return np.array(self.params, dtype=np.int64)

@@ -115,9 +115,11 @@ class FeatureStream:
             _run_rows(
                 self._states, rows, np.asarray(ts_minutes, dtype=np.float64), bars, self._params, out, status
             )
+        nbars = self._states[rows, N]
+        self.spec.mask_converging(out, nbars)
         values = out[:, self._cols]
         values[status == STATUS_STALE] = np.nan
-        ready = (self._states[rows, N] >= self.spec.warmup_bars) & (status != STATUS_STALE)
+        ready = (nbars >= self.spec.warmup_bars) & (status != STATUS_STALE)
         return StreamUpdate(list(tokens), values, ready, status, rows, new)
 
     def update(self, bars: pl.DataFrame) -> StreamUpdate:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -139,7 +140,6 @@ def train_lstm(runs: Runs, scaler_x: np.ndarray, cfg: LstmConfig, seed: int, doc
         model=export_lstm(net, doc),
         native_test=np.empty((0, n_h)),
         state_shape=(cfg.layers, cfg.hidden),
-        burn_in=cfg.burn_in,
         seconds=time.perf_counter() - t0,
     )
     return trained, net
@@ -275,9 +275,10 @@ def forgetting_steps(runner: ModelRunner, runs: list[np.ndarray], offset: int) -
 
 
 def fit_lstm(job: TrainJob) -> Fitted:
-    """Train on whole runs past their burn-in; score every run with the exported graph stepped as the
-    daemon steps it (no probability in a run's first ``burn_in`` steps, as served); measure how long the
-    net takes to forget where a run started and warn when that is longer than the burn-in."""
+    """Train on whole runs past their burn-in; measure how long the trained net takes to forget where a
+    run started and serve it only past that (the configured burn-in, or the measured steps with a quarter
+    more for other data, whichever is longer); score every run with the exported graph stepped as the
+    daemon steps it (no probability before the burn-in, as served)."""
     runs = table_runs(job.data)
     c = job.cfg
     trained, net = train_lstm(runs, job.x_tr, c.lstm, c.seed, job.doc, job.progress)
@@ -287,24 +288,22 @@ def fit_lstm(job: TrainJob) -> Fitted:
         sha256="",
         kind=family(trained.name).kind,
         state_shape=trained.state_shape,
-        burn_in=trained.burn_in,
     )
     runner = ModelRunner(entry, trained.session(), len(job.data.horizons))
+    longest = sorted(runs.x, key=len)[-FORGET_RUNS:]
+    trained.forgets_after = forgetting_steps(runner, longest, max(c.lstm.burn_in, 1))
+    trained.burn_in = max(c.lstm.burn_in, math.ceil(1.25 * trained.forgets_after))
+    warnings: tuple[str, ...] = ()
+    if trained.burn_in > c.lstm.burn_in:
+        warnings = (f"lstm: its state took {trained.forgets_after} steps to forget where a run started, "
+                    f"more than train.lstm.burn_in = {c.lstm.burn_in}: served from step "
+                    f"{trained.burn_in}",)  # fmt: skip
     p_runs = run_stateful(runner, runs.x)
     torch_all = np.concatenate(lstm_forward_runs(net, runs.x))
     gap = float(np.max(np.abs(np.concatenate(p_runs)[job.test_idx] - torch_all[job.test_idx]), initial=0.0))
     for p in p_runs:
         p[: trained.burn_in] = np.nan
-    p_test = np.concatenate(p_runs)[job.test_idx]
-    longest = sorted(runs.x, key=len)[-FORGET_RUNS:]
-    forgets = forgetting_steps(runner, longest, max(trained.burn_in, 1))
-    trained.forgets_after = forgets
-    warnings: tuple[str, ...] = ()
-    if forgets > trained.burn_in:
-        warnings = (f"lstm: its state takes {forgets} steps to forget where a run started (burn-in "
-                    f"{trained.burn_in}): served probabilities depend on when the daemon started; "
-                    f"raise train.lstm.burn_in",)  # fmt: skip
-    return Fitted(trained, p_test, gap, warnings)
+    return Fitted(trained, np.concatenate(p_runs)[job.test_idx], gap, warnings)
 
 
 def fit_transformer(job: TrainJob) -> Fitted:

@@ -248,3 +248,16 @@ def test_calendar_cuts_follow_the_rows_not_the_span() -> None:
     assert counts["train"] > counts["val"] > 0
     assert counts["test"] > 0
     assert embargo_violations(keys, split, 60) == 0
+
+
+def test_a_history_shorter_than_the_warm_up_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Tokens that never reach the seeded averages' convergence horizon: a clear error, not an empty set."""
+    from memed.config import parse_config
+    from memed.data import write_dataset
+    from memed.errors import DataError
+    from memed.trainers.dataset import build_training_data
+
+    path = tmp_path / "short.parquet"
+    write_dataset(synth_market(3, 200, seed=1), path)
+    with pytest.raises(DataError, match=r"no token reaches the feature warm-up of 304 bars .* 3 tokens"):
+        build_training_data([path], parse_config(""))

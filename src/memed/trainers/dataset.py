@@ -97,6 +97,14 @@ def build_training_data(sources: Iterable[str | Path], cfg: MemedConfig) -> Trai
         pl.col("ready") & ~pl.col("ready").shift(1).fill_null(False)
     )
     frame = frame.with_columns(new_run.cast(pl.Int64).cum_sum().alias("run")).filter(pl.col("ready"))
+    if frame.is_empty():
+        lengths = bars.group_by("token").len()["len"].to_numpy()
+        raise DataError(
+            f"no token reaches the feature warm-up of {spec.warmup_bars} bars (the seeded averages' "
+            f"convergence horizon, {spec.warmup_bars * interval / 60:.1f} h of {interval}-minute bars): "
+            f"{len(lengths)} tokens, {int(np.median(lengths))} bars at the median, "
+            f"{int(lengths.max())} at most"
+        )
     counts = table["category"].cast(pl.String).value_counts()
     return TrainingData(
         frame=frame,

@@ -90,7 +90,11 @@ def train_model_set(
     x_va, y_va = data.x(masks["val"]), data.y(masks["val"])
     x_te, y_te = data.x(masks["test"]), data.y(masks["test"])
     if len(x_tr) == 0 or len(x_te) == 0:
-        raise DataError("not enough data: the train or test split is empty (too short a history?)")
+        raise DataError(
+            f"not enough data: {data.frame.height:,} rows are past the {data.spec.warmup_bars}-bar feature "
+            f"warm-up, {len(x_tr):,} of them in the train split and {len(x_te):,} in the test split "
+            "(too short a history?)"
+        )
     horizons = data.horizons
     doc = f"memed model; feature spec {data.spec.hash}; horizons {horizons}"
     entries: list[ModelEntry] = []

@@ -100,9 +100,9 @@ class StatefulScorer(Scorer):
 
     No probability in a run's first ``burn_in`` steps (the manifest's, as trained): the state has not yet
     forgotten where the run began, and a daemon may start anywhere in a token's history. A history is run
-    through the whole-sequence form of the graph (verified bit-identical to stepping),
-    one call per run of ready bars, the state carried into the next block where a run goes on; where that
-    form cannot be derived, blocks hold whole tokens and their runs are stepped side by side."""
+    through the whole-sequence form of the graph (verified bit-identical to stepping), one call per run of
+    ready bars, the state carried into the next block where a run goes on; where that form cannot be
+    derived, blocks hold whole tokens and their runs are stepped side by side."""
 
     kind = "stateful"
     legacy_keys = ("h", "c")

@@ -1,6 +1,5 @@
 """Labels, ties, dead tails, categories, embargoed splits, metrics and the leakage guards."""
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -173,7 +172,7 @@ def test_start_truncation_finds_what_depends_on_where_history_starts() -> None:
     spec = build_spec(1, 15)
     horizon = {f.name: f.warmup for f in spec.features}
 
-    short = replace(spec, features=tuple(replace(f, warmup=min(f.warmup, 65)) for f in spec.features))
+    short = spec.with_warmup_at_most(65)
     assert short.warmup_bars == 65
     report = check_start_invariance(bars, lambda b: compute_features(b, short, with_ready=True), cuts=(60,))
     seeded = {"rsi_9", "rsi_14", "atr_pct_14", "macd_pct", "macd_signal_pct", "macd_hist_pct"}

@@ -16,7 +16,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from memed.data.frames import bar_matrix, epoch_minutes, run_bounds
+from memed.data.frames import bar_matrix, epoch_minutes, minutes_to_datetime, run_bounds
 from memed.decision import BLOCK_ROWS, DecisionPath
 from memed.signals.policy import ACTIONS, REASONS
 
@@ -30,7 +30,7 @@ def _frame(
     frame = pl.DataFrame({"token": tokens, "ts_min": ts_min, **cols})
     return (
         frame.with_columns(
-            (pl.col("ts_min") * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("ts"),
+            minutes_to_datetime("ts_min").alias("ts"),
             actions.gather(frame["action"].cast(pl.Int64)).alias("action"),
             reasons.gather(frame["reason"].cast(pl.Int64)).alias("reason"),
             pl.lit(model_set).alias("model_set"),

@@ -24,7 +24,7 @@ import polars as pl
 from numba import njit
 
 from memed.config import BacktestConfig
-from memed.data.frames import by_token, epoch_minutes
+from memed.data.frames import by_token, epoch_minutes, minutes_to_datetime
 
 BUY_ACTIONS = ("BUY", "STRONG_BUY")
 EXIT_REASONS = ("stop_loss", "take_profit", "horizon")
@@ -327,10 +327,6 @@ def simulate(
     )
 
 
-def _minutes_to_datetime(col: str) -> pl.Expr:
-    return (pl.col(col) * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias(col)
-
-
 def _trade_frame(rows: np.ndarray, names: list[str]) -> pl.DataFrame:
     cols = (
         "token", "side", "units", "entry_ts", "entry_price", "entry_notional", "entry_fee", "exit_ts",
@@ -343,11 +339,11 @@ def _trade_frame(rows: np.ndarray, names: list[str]) -> pl.DataFrame:
     return frame.with_columns(
         token_names.gather(frame["token"].cast(pl.Int64)).alias("token"),
         reasons.gather(frame["exit_reason"].cast(pl.Int64)).alias("exit_reason"),
-        _minutes_to_datetime("entry_ts"),
-        _minutes_to_datetime("exit_ts"),
+        minutes_to_datetime("entry_ts"),
+        minutes_to_datetime("exit_ts"),
     ).select(*[c for c in cols if c != "exit_reason"], "exit_reason")
 
 
 def _equity_frame(curve: np.ndarray) -> pl.DataFrame:
     eq = pl.DataFrame({"ts": curve[:, 0], "equity": curve[:, 1], "exposure": curve[:, 2]})
-    return eq.sort("ts", maintain_order=True).with_columns(_minutes_to_datetime("ts"))
+    return eq.sort("ts", maintain_order=True).with_columns(minutes_to_datetime("ts"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -192,7 +191,7 @@ def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, warmup: int | N
     bars, _ = load_dataset(sources)
     spec = build_spec(infer_interval_minutes(bars), cfg.data.gap_fill_max_minutes)
     if warmup is not None:
-        spec = replace(spec, features=tuple(replace(f, warmup=min(f.warmup, warmup)) for f in spec.features))
+        spec = spec.with_warmup_at_most(warmup)
     features = lambda b: compute_features(b, spec, with_ready=True)  # noqa: E731
     what = f"{len(spec.names)} features"
     if models_path is not None:

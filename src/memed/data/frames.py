@@ -14,6 +14,11 @@ def epoch_minutes(ts: pl.Series) -> np.ndarray:
     return (ts.dt.epoch("s") // 60).cast(pl.Float64).to_numpy()
 
 
+def minutes_to_datetime(col: str) -> pl.Expr:
+    """Column ``col`` of epoch minutes (:func:`epoch_minutes`) back as UTC timestamps, named ``col``."""
+    return (pl.col(col) * 60_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias(col)
+
+
 def run_bounds(keys: np.ndarray) -> np.ndarray:
     """Start offsets of each run of equal consecutive ``keys``, plus ``len(keys)`` at the end
     (``itertools.pairwise`` over it gives each run's slice): minutes of a time-sorted frame, runs of a

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from memed.config import RiskConfig, SignalsConfig
+from memed.data.frames import minutes_to_datetime
 from memed.decision.path import DecisionPath
 from memed.models.registry import ModelSet
 
@@ -26,8 +27,8 @@ def served_probabilities(model_set: ModelSet, bars: pl.DataFrame) -> pl.DataFram
         path = DecisionPath(model_set, SignalsConfig(models=(name,)), RiskConfig())  # type: ignore[arg-type]
         d = path.process_history(bars, overlap=False)
         if keys is None:
-            ts = (d.ts_minutes * 60_000).astype("int64")
-            keys = pl.DataFrame({"token": d.tokens, "ts": pl.Series(ts).cast(pl.Datetime("ms", "UTC"))})
+            keys = pl.DataFrame({"token": d.tokens, "ts": d.ts_minutes})
+            keys = keys.with_columns(minutes_to_datetime("ts"))
         served = ~np.isnan(d.horizon_p).any(axis=1)
         ready = served if ready is None else ready & served
         for k, h in enumerate(d.horizons):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -167,6 +167,11 @@ class FeatureSpec:
         segment) before their convergence horizon."""
         for col, warm in self.converging:
             values[nbars < warm, col] = np.nan
+
+    def with_warmup_at_most(self, bars: int) -> FeatureSpec:
+        """This spec with every warm-up cut to ``bars`` (to measure what a shorter warm-up would expose:
+        ``memed check start --warmup``)."""
+        return replace(self, features=tuple(replace(f, warmup=min(f.warmup, bars)) for f in self.features))
 
     def param_vector(self) -> np.ndarray:
         return np.array(self.params, dtype=np.int64)

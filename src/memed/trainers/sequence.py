@@ -255,7 +255,7 @@ def table_runs(data: TrainingData) -> Runs:
 FORGET_RTOL = 1e-6
 """Relative agreement at which a stateful net counts as having forgotten where its run started."""
 FORGET_RUNS = 64
-"""Runs (the longest of the test split's tokens) on which the forgetting is measured."""
+"""Runs (the longest of the training table) on which the forgetting is measured."""
 
 
 def forgetting_steps(runner: ModelRunner, runs: list[np.ndarray], offset: int) -> int:

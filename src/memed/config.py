@@ -39,6 +39,14 @@ class DataConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     gap_fill_max_minutes: Annotated[int, msgspec.Meta(ge=0, le=1440)] = 15
     """Gaps of up to this many missing minutes are filled with flat zero-volume bars; longer gaps start
     a new segment (the token's feature state restarts)."""
+    market_context: bool = False
+    """Add the market context features (equal-weight market return over 15 and 60 minutes, breadth, each
+    token's beta and residual return; bars of 1, 3 or 5 minutes). Off by default: on unseen tokens in
+    unseen weeks they did not improve the served model (README)."""
+
+    def spec_args(self) -> tuple[int, bool]:
+        """``(gap_fill_max_minutes, market)`` for :func:`memed.features.build_spec`."""
+        return self.gap_fill_max_minutes, self.market_context
 
 
 UnitFloat = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]

@@ -28,7 +28,7 @@ def features_group() -> None:
 def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
     """Print the feature specification (names, parameters, warm-ups) and its hash."""
     cfg = setup(config_path)
-    spec = build_spec(interval, cfg.data.gap_fill_max_minutes)
+    spec = build_spec(interval, *cfg.data.spec_args())
     if as_json:
         click.echo(json.dumps({"hash": spec.hash, **spec.to_dict()}, indent=2))
         return
@@ -57,7 +57,7 @@ def compute_cmd(dataset: Path, out: Path, mode: str, config_path: Path | None) -
     """Compute every feature of DATASET and write token, ts and the features to OUT."""
     cfg = setup(config_path)
     bars, rejections = load_dataset([dataset])
-    spec = build_spec(infer_interval_minutes(bars), cfg.data.gap_fill_max_minutes)
+    spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
     start = time.perf_counter()
     if mode == "batch":
         feats = compute_features(bars, spec)

@@ -152,7 +152,7 @@ def lookahead_cmd(sources: tuple[Path, ...], cuts: int, config_path: Path | None
 
     cfg = setup(config_path)
     bars, _ = load_dataset(sources)
-    spec = build_spec(infer_interval_minutes(bars), cfg.data.gap_fill_max_minutes)
+    spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
     report = check_lookahead(bars, lambda b: compute_features(b, spec), cuts)
     click.echo(f"{report.cuts} cuts, {report.rows_checked:,} rows x {len(spec.names)} features compared")
     if not report.ok:
@@ -189,7 +189,7 @@ def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, warmup: int | N
     except ValueError:
         raise ConfigError(f"--cuts: {cuts!r} is not a comma-separated list of minutes") from None
     bars, _ = load_dataset(sources)
-    spec = build_spec(infer_interval_minutes(bars), cfg.data.gap_fill_max_minutes)
+    spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
     if warmup is not None:
         spec = spec.with_warmup_at_most(warmup)
     features = lambda b: compute_features(b, spec, with_ready=True)  # noqa: E731
@@ -201,8 +201,9 @@ def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, warmup: int | N
         model_set = load_model_set(models_path, expect_spec_hash=spec.hash)
         features = lambda b: served_probabilities(model_set, b)  # noqa: E731
         what = f"{len(model_set.runners)} families' probabilities ({', '.join(model_set.runners)})"
-    report = check_start_invariance(bars, features, minutes, rtol)
-    click.echo(f"cuts {list(minutes)} min, {report.rows_checked:,} rows x {what} "
+    report = check_start_invariance(bars, features, minutes, rtol, from_data_start=spec.market)
+    click.echo(f"cuts {list(minutes)} min{' from the data start' if spec.market else ''}, "
+               f"{report.rows_checked:,} rows x {what} "
                f"compared past the {spec.warmup_bars}-bar warm-up, relative tolerance {rtol:g}")  # fmt: skip
     for name, d in sorted(report.drift.items(), key=lambda kv: -kv[1].rows):
         agree = "never" if d.bars_to_agree < 0 else f"after {d.bars_to_agree:,} bars"

@@ -46,6 +46,7 @@ from memed.decision.result import PLAN_COLUMNS, Decisions
 from memed.decision.scorers import Scorer
 from memed.features.batch import run_block
 from memed.features.kernel import N_OUT, initial_state
+from memed.features.market import market_over_history, market_params
 from memed.features.spec import FeatureSpec
 from memed.signals.policy import Decision
 from memed.signals.risk import RiskPlan
@@ -175,19 +176,26 @@ class BlockFeatures:
         self._init = initial_state()
         self._carry = initial_state()
         cols = spec.columns
-        self._cols = None if np.array_equal(cols, np.arange(N_OUT)) else cols
+        self._cols = None if np.array_equal(cols, np.arange(spec.width)) else cols
         self.seconds = 0.0
+        self._market: np.ndarray | None = None
+        if spec.market:  # every token's bars of a minute go into that minute's market: all rows first
+            t0 = time.perf_counter()
+            self._market = market_over_history(rows.starts, rows.ts, rows.bars[CLOSE], market_params(spec))
+            self.seconds += time.perf_counter() - t0
 
     def __call__(self, blk: Block) -> tuple[np.ndarray, np.ndarray]:
         """``(values, ready)`` of the block's rows: features in spec order, and whether the daemon would
         score the row (its segment is past the warm-up). Call for each block in order."""
         t0 = time.perf_counter()
         m = blk.b - blk.a
-        out = np.empty((m, N_OUT))
+        out = np.empty((m, self.spec.width))
         status = np.empty(m, dtype=np.int8)
         nbars = np.empty(m)
         run_block(blk.bounds, self._carry, blk.continues, self.rows.ts[blk.a : blk.b],
                   self.rows.bars[:, blk.a : blk.b], self._p, self._init, out, status, nbars)  # fmt: skip
+        if self._market is not None:
+            out[:, N_OUT:] = self._market[blk.a : blk.b]
         self.spec.mask_converging(out, nbars)
         values = out if self._cols is None else np.ascontiguousarray(out[:, self._cols])
         ready = nbars >= self.spec.warmup_bars

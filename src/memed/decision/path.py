@@ -56,7 +56,7 @@ class DecisionPath:
         m = model_set.manifest
         self.signals = signals
         self.risk = risk
-        self.spec: FeatureSpec = build_spec(m.interval_minutes, m.gap_fill_max_minutes)
+        self.spec: FeatureSpec = build_spec(m.interval_minutes, m.gap_fill_max_minutes, m.market_context)
         if self.spec.hash != m.feature_spec_hash:
             raise SpecMismatchError(
                 f"model set {m.model_set_id} was trained on feature spec {m.feature_spec_hash}; "

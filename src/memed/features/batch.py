@@ -14,6 +14,7 @@ from memed.data.frames import bar_matrix, epoch_minutes, token_starts
 from memed.data.schema import infer_interval_minutes
 from memed.features.kernel import N_OUT, STATUS_STALE, advance, initial_state
 from memed.features.layout import N
+from memed.features.market import market_over_history, market_params
 from memed.features.spec import FeatureSpec, build_spec
 
 
@@ -73,7 +74,7 @@ def run_kernel(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`compute_raw` on prepared arrays: token offsets, epoch minutes and the (9, rows) bar matrix."""
     n = len(ts)
-    out = np.empty((n, N_OUT))
+    out = np.empty((n, spec.width))
     status = np.zeros(n, dtype=np.int8)
     nbars = np.zeros(n)
     if n == 0:
@@ -88,6 +89,8 @@ def run_kernel(
             _run_groups(chunks[0], *args)
             for f in pending:
                 f.result()
+    if spec.market:
+        out[:, N_OUT:] = market_over_history(starts, ts, x[CLOSE], market_params(spec))
     spec.mask_converging(out, nbars)
     ready = (nbars >= spec.warmup_bars) & (status != STATUS_STALE)
     return out, status, ready

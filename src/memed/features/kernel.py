@@ -623,38 +623,37 @@ def _reset(s: np.ndarray) -> None:
     s[LAST_TS] = np.nan
 
 
+@njit(cache=True, inline="always")
+def gap_rule(started: bool, last_ts: float, ts: float, p: np.ndarray) -> tuple[int, int]:
+    """The one gap rule, for a token's bar at ``ts`` after its last at ``last_ts`` (epoch minutes):
+    ``(STATUS_*, bars to fill)``. A bar not later than the last is stale; more than ``max_fill_bars``
+    missing bars restart the token's segment; fewer are filled with flat bars."""
+    if not started:
+        return STATUS_OK, 0
+    gap = ts - last_ts
+    if gap <= 0:
+        return STATUS_STALE, 0
+    missing = int(gap // p[P_INTERVAL]) - 1
+    if missing > p[P_MAX_FILL]:
+        return STATUS_RESTART, 0
+    return STATUS_OK, max(missing, 0)
+
+
 @njit(cache=True)
 def advance(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h: float, lo: float,
             c: float, v: float, liq: float, buys: float, sells: float, mcap: float) -> int:  # fmt: skip
     """Apply the gap rule, then step the bar. ``ts`` is in epoch minutes. Returns a STATUS_* code."""
-    status = STATUS_OK
-    if s[N] > 0:
-        gap = ts - s[LAST_TS]
-        if gap <= 0:
-            return STATUS_STALE
-        missing = int(gap // p[P_INTERVAL]) - 1
-        if missing > p[P_MAX_FILL]:
-            _reset(s)
-            status = STATUS_RESTART
-        elif missing > 0:
-            pc = s[LAST_CLOSE]
-            flow = 0.0 if s[HAS_FLOW] > 0 else np.nan
-            t0 = s[LAST_TS]
-            for j in range(1, missing + 1):
-                _step(
-                    s,
-                    out,
-                    p,
-                    t0 + j * p[P_INTERVAL],
-                    pc,
-                    pc,
-                    pc,
-                    pc,
-                    0.0,
-                    s[LAST_LIQ],
-                    flow,
-                    flow,
-                    s[LAST_MCAP],
-                )
+    status, missing = gap_rule(s[N] > 0, s[LAST_TS], ts, p)
+    if status == STATUS_STALE:
+        return status
+    if status == STATUS_RESTART:
+        _reset(s)
+    elif missing > 0:
+        pc = s[LAST_CLOSE]
+        flow = 0.0 if s[HAS_FLOW] > 0 else np.nan
+        t0 = s[LAST_TS]
+        for j in range(1, missing + 1):
+            t = t0 + j * p[P_INTERVAL]
+            _step(s, out, p, t, pc, pc, pc, pc, 0.0, s[LAST_LIQ], flow, flow, s[LAST_MCAP])
     _step(s, out, p, ts, o, h, lo, c, v, liq, buys, sells, mcap)
     return status

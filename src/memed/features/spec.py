@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memed.errors import ConfigError
 from memed.features import layout
 
 SPEC_VERSION = 2
@@ -120,7 +121,33 @@ def _catalogue() -> list[tuple[str, dict[str, object]]]:
 
 
 ALL_FEATURES: tuple[str, ...] = tuple(name for name, _ in _catalogue())
+"""Every feature of the per-token kernel, in its output order."""
 MAX_DFT_BARS = 64
+
+MARKET_FEATURES = ("mkt_ret_15m", "mkt_ret_60m", "mkt_breadth_15m", "mkt_beta_60m", "mkt_resid_15m")
+"""The market context (:mod:`memed.features.market`): in output rows after the kernel's features."""
+SHORT_MIN, LONG_MIN = 15, 60
+MIN_BETA_BARS = 10
+
+
+def supports_market(interval_minutes: int) -> bool:
+    """Whether bars of this interval express every market window (15 and 60 minutes, and a beta over at
+    least ``MIN_BETA_BARS`` bars): 1, 3 and 5 minutes."""
+    return SHORT_MIN % interval_minutes == 0 and LONG_MIN // interval_minutes >= MIN_BETA_BARS
+
+
+def _market_defs(interval_minutes: int) -> list[FeatureDef]:
+    bars = LONG_MIN // interval_minutes
+    short = SHORT_MIN // interval_minutes
+    windows = {"mkt_ret_15m": short, "mkt_ret_60m": bars, "mkt_breadth_15m": short}
+    defs = []
+    for j, name in enumerate(MARKET_FEATURES):
+        w = windows.get(name, bars)
+        params = {"window_min": w * interval_minutes, "window_bars": w, "market": 1}
+        # market-wide values exist once the market's window is settled; a token's beta and residual
+        # after its first bar and then a window of pairs
+        defs.append(FeatureDef(name, len(ALL_FEATURES) + j, params, 1 if name in windows else bars + 1))
+    return defs
 
 
 def _bars_for(window_min: int, interval: int, min_bars: int, key: str) -> int:
@@ -140,6 +167,8 @@ class FeatureSpec:
     gap_fill_max_minutes: int
     features: tuple[FeatureDef, ...]
     params: tuple[int, ...] = field(repr=False)
+    market: bool = False
+    """The market context features follow the kernel's (:mod:`memed.features.market`)."""
 
     @property
     def names(self) -> list[str]:
@@ -173,11 +202,17 @@ class FeatureSpec:
         ``memed check start --warmup``)."""
         return replace(self, features=tuple(replace(f, warmup=min(f.warmup, bars)) for f in self.features))
 
+    @property
+    def width(self) -> int:
+        """Columns of a full output row: the kernel's features, then the market context's if any."""
+        return len(ALL_FEATURES) + (len(MARKET_FEATURES) if self.market else 0)
+
     def param_vector(self) -> np.ndarray:
         return np.array(self.params, dtype=np.int64)
 
     def to_dict(self) -> dict[str, object]:
         return {
+            **({"market_context": True} if self.market else {}),
             "spec_version": SPEC_VERSION,
             "interval_minutes": self.interval_minutes,
             "gap_fill_max_minutes": self.gap_fill_max_minutes,
@@ -191,14 +226,25 @@ class FeatureSpec:
     @cached_property
     def hash(self) -> str:
         body = json.dumps(self.to_dict(), sort_keys=True).encode()
-        kernel_src = (Path(__file__).parent / "kernel.py").read_bytes()
-        return hashlib.sha256(body + b"\0" + kernel_src).hexdigest()[:16]
+        here = Path(__file__).parent
+        src = (here / "kernel.py").read_bytes()
+        if self.market:
+            src += b"\0" + (here / "market.py").read_bytes()
+        return hashlib.sha256(body + b"\0" + src).hexdigest()[:16]
 
 
-def build_spec(interval_minutes: int = 1, gap_fill_max_minutes: int = 15) -> FeatureSpec:
-    """The feature specification for a dataset with bars of ``interval_minutes``."""
+def build_spec(
+    interval_minutes: int = 1, gap_fill_max_minutes: int = 15, market: bool = False
+) -> FeatureSpec:
+    """The feature specification for a dataset with bars of ``interval_minutes``; with ``market``, the
+    market context features too (bars of 1, 3 or 5 minutes)."""
     if interval_minutes < 1:
         raise ValueError("interval_minutes must be >= 1")
+    if market and not supports_market(interval_minutes):
+        raise ConfigError(
+            f"market context needs bars of 1, 3 or 5 minutes (15 and 60 minute windows, a beta over "
+            f"{MIN_BETA_BARS}+ bars); this data has {interval_minutes}-minute bars"
+        )
     params = dict.fromkeys(layout.PARAM_NAMES, -1)
     params["interval"] = interval_minutes
     params["max_fill_bars"] = gap_fill_max_minutes // interval_minutes
@@ -218,9 +264,12 @@ def build_spec(interval_minutes: int = 1, gap_fill_max_minutes: int = 15) -> Fea
             warm = int(d["warmup"])  # type: ignore[call-overload]
             fparams = {k: int(v) for k, v in d.items() if k not in {"warmup", "optional"}}  # type: ignore[call-overload]
         feats.append(FeatureDef(name, index, fparams, warm, optional))
+    if market:
+        feats.extend(_market_defs(interval_minutes))
     return FeatureSpec(
         interval_minutes=interval_minutes,
         gap_fill_max_minutes=gap_fill_max_minutes,
         features=tuple(feats),
         params=tuple(params[k] for k in layout.PARAM_NAMES),
+        market=market,
     )

@@ -20,6 +20,7 @@ from memed.data.frames import bar_matrix, epoch_minutes, run_bounds
 from memed.errors import SnapshotError, SpecMismatchError
 from memed.features.kernel import N_OUT, STATUS_OK, STATUS_RESTART, STATUS_STALE, advance, initial_state
 from memed.features.layout import LAST_TS, STATE_SIZE, N
+from memed.features.market import initial_market, initial_token, market_minute, market_params
 from memed.features.spec import FeatureSpec
 from memed.features.tokens import GROW_ROWS, TokenTable, fit_rows
 
@@ -72,6 +73,9 @@ class FeatureStream:
         self._cols = spec.columns
         self.table = TokenTable(capacity)
         self._states = np.tile(initial_state(), (self.table.capacity, 1))
+        self._q = market_params(spec) if spec.market else np.zeros(0, dtype=np.int64)
+        self._market = initial_market(self._q) if spec.market else np.zeros(0)
+        self._mtok = np.tile(initial_token(self._q), (self.table.capacity, 1)) if spec.market else None
 
     # ------------------------------------------------------------ tokens
     def __len__(self) -> int:
@@ -109,18 +113,33 @@ class FeatureStream:
         self._states = fit_rows(self._states, self.table.capacity, 0.0)
         if new.any():
             self._states[rows[new]] = initial_state()
-        out = np.empty((n, N_OUT))
+        out = np.empty((n, self.spec.width))
         status = np.zeros(n, dtype=np.int8)
+        ts = np.asarray(ts_minutes, dtype=np.float64)
         if n:
-            _run_rows(
-                self._states, rows, np.asarray(ts_minutes, dtype=np.float64), bars, self._params, out, status
-            )
+            _run_rows(self._states, rows, ts, bars, self._params, out, status)
+        if self._mtok is not None and n:
+            self._market_minutes(rows, new, ts, bars[CLOSE], out)
         nbars = self._states[rows, N]
         self.spec.mask_converging(out, nbars)
         values = out[:, self._cols]
         values[status == STATUS_STALE] = np.nan
         ready = (nbars >= self.spec.warmup_bars) & (status != STATUS_STALE)
         return StreamUpdate(list(tokens), values, ready, status, rows, new)
+
+    def _market_minutes(self, rows: np.ndarray, new: np.ndarray, ts: np.ndarray, close: np.ndarray,
+                        out: np.ndarray) -> None:  # fmt: skip
+        """The market context of each minute in the update (minutes in ascending order)."""
+        assert self._mtok is not None
+        if np.any(ts[1:] < ts[:-1]):
+            raise ValueError("a stream with market context takes bars in time order (minute batches)")
+        self._mtok = fit_rows(self._mtok, self.table.capacity, 0.0)
+        if new.any():
+            self._mtok[rows[new]] = initial_token(self._q)
+        bounds = run_bounds(ts)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            at = rows[a:b]
+            out[a:b, N_OUT:] = market_minute(self._market, self._mtok, at, float(ts[a]), close[a:b], self._q)
 
     def update(self, bars: pl.DataFrame) -> StreamUpdate:
         """Advance with a canonical bar frame (one minute's batch, or any bars in time order)."""
@@ -130,11 +149,15 @@ class FeatureStream:
     def snapshot(self) -> bytes:
         """Every token's state as bytes: a JSON header (spec hash, tokens) and the raw state rows."""
         tokens = self.table.tokens
+        at = self.table.rows(tokens) if tokens else np.zeros(0, dtype=np.int64)
+        parts = [self._states[at].reshape(len(tokens), STATE_SIZE)]
+        if self._mtok is not None:  # the market's ring, then each token's market row
+            parts += [self._market, self._mtok[at].reshape(-1)]
         header = json.dumps(
             {"spec_hash": self.spec.hash, "state_size": STATE_SIZE, "tokens": tokens}
         ).encode()
-        rows = self._states[self.table.rows(tokens)] if tokens else np.empty((0, STATE_SIZE))
-        return _MAGIC + struct.pack("<Q", len(header)) + header + np.ascontiguousarray(rows, "<f8").tobytes()
+        body = b"".join(np.ascontiguousarray(x, "<f8").tobytes() for x in parts)
+        return _MAGIC + struct.pack("<Q", len(header)) + header + body
 
     @classmethod
     def restore(cls, spec: FeatureSpec, blob: bytes) -> FeatureStream:
@@ -153,11 +176,17 @@ class FeatureStream:
                 f"running spec is {spec.hash}"
             )
         tokens = header["tokens"]
-        if header.get("state_size") != STATE_SIZE or rows.size != len(tokens) * STATE_SIZE:
-            raise SnapshotError("feature snapshot is truncated or has the wrong state size")
         stream = cls(spec, capacity=max(GROW_ROWS, len(tokens)))
+        kernel = len(tokens) * STATE_SIZE
+        market = 0 if stream._mtok is None else stream._market.size + len(tokens) * stream._mtok.shape[1]
+        if header.get("state_size") != STATE_SIZE or rows.size != kernel + market:
+            raise SnapshotError("feature snapshot is truncated or has the wrong state size")
         at, _ = stream.table.assign(tokens)
-        stream._states[at] = rows.reshape(len(tokens), STATE_SIZE)
+        stream._states[at] = rows[:kernel].reshape(len(tokens), STATE_SIZE)
+        if stream._mtok is not None:
+            g = stream._market.size
+            stream._market[:] = rows[kernel : kernel + g]
+            stream._mtok[at] = rows[kernel + g :].reshape(len(tokens), -1)
         return stream
 
 

@@ -90,6 +90,13 @@ class Manifest(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Test metrics too good to trust (a leak until proven otherwise)."""
     command: str = ""
 
+    @property
+    def market_context(self) -> bool:
+        """The set was trained with the market context features."""
+        from memed.features.spec import MARKET_FEATURES  # noqa: PLC0415
+
+        return any(n in MARKET_FEATURES for n in self.feature_names)
+
     def model(self, name: str) -> ModelEntry:
         for entry in self.models:
             if entry.name == name:

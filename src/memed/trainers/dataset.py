@@ -81,8 +81,16 @@ def build_training_data(sources: Iterable[str | Path], cfg: MemedConfig) -> Trai
     horizons = usable_horizons(cfg.train.horizons, interval)
     if not horizons:
         raise DataError(f"no configured horizon is a multiple of the {interval}-minute bar interval")
-    spec = build_spec(interval, cfg.data.gap_fill_max_minutes)
-    feats = compute_features(bars, spec, with_ready=True)
+    spec = build_spec(interval, *cfg.data.spec_args())
+    if spec.market:
+        # the market is every token the feed carries (as the daemon sees it), not only the ones trained on
+        feats = compute_features(raw, spec, with_ready=True).join(
+            bars.select("token", "ts"), on=["token", "ts"], how="semi", maintain_order="left"
+        )
+        if feats.height != bars.height:
+            raise DataError(f"market context: {feats.height:,} feature rows for {bars.height:,} bars")
+    else:
+        feats = compute_features(bars, spec, with_ready=True)
     labelled = add_labels(bars.select("token", "ts", "close"), horizons, cfg.train.ties)
     frame = pl.concat([feats, labelled.drop("token", "ts")], how="horizontal")
     embargo = max(horizons)

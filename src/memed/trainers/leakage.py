@@ -103,9 +103,16 @@ def _rel_diff(a: np.ndarray, b: np.ndarray, typical: float) -> np.ndarray:
 
 
 def check_start_invariance(
-    bars: pl.DataFrame, feature_fn: FeatureFn, cuts: tuple[int, ...] = START_CUTS, rtol: float = START_RTOL
+    bars: pl.DataFrame,
+    feature_fn: FeatureFn,
+    cuts: tuple[int, ...] = START_CUTS,
+    rtol: float = START_RTOL,
+    *,
+    from_data_start: bool = False,
 ) -> StartReport:
-    """Remove the first ``cut`` minutes of every token's history, recompute, and compare each feature on
+    """Remove the first ``cut`` minutes of every token's history (with ``from_data_start``, every bar
+    before the data's first minute plus ``cut``: a daemon started that much later, the fair cut for
+    features that depend on other tokens, such as the market context), recompute, and compare each feature on
     the rows the shortened run has past its warm-up (``feature_fn`` returns ``token, ts, ready`` and the
     features) with the full run, relative to the larger value or the feature's median magnitude. A
     feature that depends on where history starts (a dataset clock, a
@@ -119,7 +126,7 @@ def check_start_invariance(
     names = [c for c in full.columns if c not in ("token", "ts", "ready")]
     typical = {n: float(full[n].cast(pl.Float64).fill_nan(None).abs().median() or 0.0)  # type: ignore[arg-type]
                for n in names}  # fmt: skip
-    first = pl.col("ts").min().over("token")
+    first = pl.col("ts").min() if from_data_start else pl.col("ts").min().over("token")
     report = StartReport(tuple(cuts), rtol)
     for cut in cuts:
         part = feature_fn(bars.filter(pl.col("ts") >= first + pl.duration(minutes=cut)))

@@ -22,7 +22,14 @@ from memed.models.registry import load_model_set
 
 
 def daemon_config(
-    registry: Path, broker_url: str, tmp: Path, extra: str = "", *, close_on_expected: bool = True
+    registry: Path,
+    broker_url: str,
+    tmp: Path,
+    extra: str = "",
+    *,
+    close_on_expected: bool = True,
+    wait_seconds: float = 0.3,
+    queue_minutes: int = 120,
 ) -> MemedConfig:
     return parse_config(
         TINY_TOML
@@ -34,7 +41,8 @@ decision_horizons = [30, 60]
 registry = "{registry}"
 broker_url = "{broker_url}"
 client_id = "memed-test-{tmp.name}"
-batch_wait_seconds = 0.3
+batch_wait_seconds = {wait_seconds}
+sink_queue_minutes = {queue_minutes}
 http_port = {free_port()}
 checkpoint_path = "{tmp / "ckpt.bin"}"
 jsonl_path = "{tmp / "signals.jsonl"}"

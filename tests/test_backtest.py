@@ -336,7 +336,8 @@ def test_backtest_replay_equals_the_daemon_over_mosquitto(
     """The same data and model set: signals from a running daemon fed by `memed replay` and from
     `memed backtest --models` agree row by row (action, risk plan, probabilities within 1e-9)."""
     market = pl.read_parquet(bt_market)
-    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
+    # the whole market arrives in seconds: room for every minute, so no slow moment drops the oldest
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000)
     daemon = Daemon(cfg)
 
     async def serve() -> None:

@@ -30,8 +30,10 @@ def market() -> pl.DataFrame:
 async def test_ticks_in_signals_out_equal_the_direct_decision_path(
     tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
 ) -> None:
-    # one message per tick: minutes close when the next begins (a new token cannot be cut off)
-    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, close_on_expected=False)
+    # one message per tick: minutes close when the next begins (a new token cannot be cut off). The whole
+    # replay arrives in seconds: a sink queue of more minutes than it holds, so the written policy of a
+    # full queue (drop the oldest minute) cannot drop signals that a slow moment of the machine delayed
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, close_on_expected=False, queue_minutes=1000)
     daemon = Daemon(cfg)
     received: list[bytes] = []
     ready = asyncio.Event()

@@ -1,18 +1,21 @@
-"""Does the market context feature family earn a place in the default spec?
+"""Does a feature family earn its place in the default spec?
 
-Builds the training table of a dataset once with the market context features (``data.market_context``),
-fits memed's logistic regression (the default served family, ``trainers.tabular.train_logreg``) on the
-train split twice -- with and without the five ``mkt_*`` features, on the same rows -- and reports per
-horizon the ROC AUC of each and their paired difference with a day-block bootstrap interval, on the
-validation split (where the choice is made) and on the test split (reported, never chosen on).
+Families: ``market`` (the five ``mkt_*`` market context features, ``data.market_context``) and ``clock``
+(``minute_sin``, ``minute_cos``: minute of day). Builds the training table of a dataset once (with the
+market context for ``market``), fits memed's logistic regression (the default served family,
+``trainers.tabular.train_logreg``) on the train split twice -- with and without the family, on the same
+rows -- and reports per horizon the ROC AUC of each and their paired difference with a day-block
+bootstrap interval, on the validation split (where the choice is made) and on the test split (reported,
+never chosen on).
 
 The split is the ``mixed`` strategy by default: the test split holds tokens never trained on, after the
 training period (one calendar cut), so "test" means unseen tokens in unseen time.
 
-Rule, fixed before running: the family joins the default spec only if, on validation, it improves the
-AUC by at least ``--min-gain`` (0.005) with a paired interval excluding zero at three or more horizons.
+Rule, fixed before running: the family belongs in the default spec only if, on validation, it improves
+the AUC by at least ``--min-gain`` (0.005) with a paired interval excluding zero at three or more
+horizons.
 
-    python benchmarks/market_context.py [--data ../shared/data/binance-spot-5m-universe] [--split mixed]
+    python benchmarks/feature_family.py --family market|clock [--data DIR ...] [--split mixed]
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from memed.trainers.tabular import train_logreg
 from memed.trainers.uncertainty import day_index, day_weights, paired_difference
 
 MIN_HORIZONS = 3
+FAMILIES = {"market": MARKET_FEATURES, "clock": ("minute_sin", "minute_cos")}
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance-spot-5m-universe"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="market")
     ap.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA])
     ap.add_argument("--split", default="mixed", choices=["temporal", "token", "mixed"])
     ap.add_argument("--min-gain", type=float, default=0.005)
@@ -49,13 +54,14 @@ def main() -> None:
     base = load_config(None)
     cfg = msgspec.structs.replace(
         base,
-        data=msgspec.structs.replace(base.data, market_context=True),
+        data=msgspec.structs.replace(base.data, market_context=args.family == "market"),
         train=msgspec.structs.replace(base.train, split=args.split),
     )
     t0 = time.perf_counter()
     data = build_training_data(args.data, cfg)
     names = data.spec.names
-    without = [i for i, n in enumerate(names) if n not in MARKET_FEATURES]
+    family = FAMILIES[args.family]
+    without = [i for i, n in enumerate(names) if n not in family]
     print(f"{data.frame.height:,} rows, {data.frame['token'].n_unique()} tokens, "
           f"{data.interval_minutes}-minute bars, horizons {data.horizons}, split {args.split} "
           f"(built in {time.perf_counter() - t0:.0f} s)")  # fmt: skip
@@ -78,7 +84,7 @@ def main() -> None:
     wins = 0
     for s, (_, y, days) in evals.items():
         weights = day_weights(int(days.max()) + 1, seed=cfg.train.seed)
-        print(f"\n{s}: ROC AUC without / with market context, paired difference [95% day-block interval]")
+        print(f"\n{s}: ROC AUC without / with {args.family}, paired difference [95% day-block interval]")
         for k, h in enumerate(data.horizons):
             sl = slice(0, nv) if s == "val" else slice(nv, None)
             pw, po = fits["with"][sl, k], fits["without"][sl, k]
@@ -91,8 +97,8 @@ def main() -> None:
             keep = ~np.isnan(y[:, k])
             print(f"  {h:>4} m  {roc_auc(y[keep, k], po[keep]):.4f} / {roc_auc(y[keep, k], pw[keep]):.4f}  "
                   f"{a_w:+.4f} [{lo:+.4f}, {hi:+.4f}]{'  gain' if gain else ''}")  # fmt: skip
-    verdict = "joins" if wins >= MIN_HORIZONS else "stays out of"
-    print(f"\nvalidation gains at {wins} horizon(s): the market context {verdict} the default spec")
+    verdict = "belongs in" if wins >= MIN_HORIZONS else "stays out of"
+    print(f"\nvalidation gains at {wins} horizon(s): {args.family} {verdict} the default spec")
 
 
 if __name__ == "__main__":

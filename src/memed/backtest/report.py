@@ -82,6 +82,16 @@ def _ci(m: dict[str, Any], key: str) -> str:
     return text + (f" [{_f(lo)}, {_f(hi)}]" if lo is not None and hi is not None else "")
 
 
+def _reliability_cells(bins: list[dict[str, Any]]) -> list[str]:
+    """Ten cells, one per p_up decile: ``rate [lo, hi] (rows)``; empty where no row fell."""
+    cells = [""] * 10
+    for b in bins:
+        k = min(round(b["lo"] * 10), 9)
+        ci = f" [{b['rate_lo']:.2f}, {b['rate_hi']:.2f}]" if b.get("rate_lo") is not None else ""
+        cells[k] = f"{b['rate']:.2f}{ci} ({b['rows']:,})"
+    return cells
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -130,9 +140,11 @@ def write_report(
             _ci(hz[h].get(m, {}), "roc_auc")
             for m in ("fitted_logistic", "majority", "persistence", "reversal")
         ]
-        + [_ci(hz[h]["model"], "roc_auc_vs_fitted_logistic"), f"{int(hz[h]['model']['n']):,}"]
+        + [_ci(hz[h]["model"], "roc_auc_vs_fitted_logistic"), _ci(hz[h]["model"], "ece"),
+           f"{int(hz[h]['model']['n']):,}"]
         for h in hz
-    ]
+    ]  # fmt: skip
+    reliability_rows = [[f"{h} m", *_reliability_cells(hz[h].get("reliability", []))] for h in hz]
     fold_rows = []
     for fm in metrics["folds"]:
         f = folds[fm["fold"]]
@@ -162,7 +174,10 @@ config {html.escape(metrics["config_hash"])}. Equity is realised (it moves when 
 <h2>Trading, model and baselines (same simulator)</h2>{_table(["strategy", *keys], trade_rows)}
 <h2>Direction: ROC AUC per horizon against baselines</h2>
 <p>95 % day-block bootstrap intervals in brackets (whole calendar days resampled with every token's rows); the last column is the model's AUC minus the fitted 2-feature logistic's ({html.escape(", ".join(metrics.get("fitted_baseline_features", [])))}), paired on the same resampled days.</p>
-{_table(["horizon", "model", "fitted logistic", "majority", "persistence", "reversal", "model - fitted", "rows"], auc_rows)}
+{_table(["horizon", "model", "fitted logistic", "majority", "persistence", "reversal", "model - fitted", "ECE", "rows"], auc_rows)}
+<h2>Reliability of the served p_up</h2>
+<p>Per horizon and p_up bin: the share of rows that went up, with its day-block interval, and the rows (the models' probabilities pass through the calibration maps fitted on each fold's validation split). A calibrated model's rate sits inside its bin.</p>
+{_table(["horizon", *[f"{k / 10:.1f}-{(k + 1) / 10:.1f}" for k in range(10)]], reliability_rows)}
 <h2>Folds</h2>{_table(["fold", "test window", "return", "max drawdown", "trades", "AUC"], fold_rows)}
 {_histogram(returns)}
 </body></html>"""

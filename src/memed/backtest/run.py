@@ -29,6 +29,7 @@ from memed.models.manifest import Manifest
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL
 from memed.signals.risk import size_positions
+from memed.trainers.calibration import reliability
 from memed.trainers.evaluation import FITTED, too_good
 from memed.trainers.labels import add_labels, usable_horizons
 from memed.trainers.metrics import baseline_probabilities, binary_metrics
@@ -287,6 +288,9 @@ def _horizon_metrics(
         for k, v in probs.items():
             out[k] |= intervals(y, v, days, weights)
         out["model"] |= paired_difference(y, p, probs[FITTED], days, weights, FITTED)
+        ece, table = reliability(p, y, days, weights)
+        out["model"] |= ece
+        out["reliability"] = [msgspec.to_builtins(b) for b in table]
     return out
 
 

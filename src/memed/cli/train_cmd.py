@@ -64,6 +64,18 @@ def _print_auc(manifest: object) -> None:
     for e in manifest.models:
         click.echo(f"{e.name:<16}" + "".join(_cell(e.metrics.get(h, {}), "roc_auc_vs_fitted_logistic", "+")
                                              for h in hz))  # fmt: skip
+    if any(e.calibration for e in manifest.models):
+        click.echo("\nexpected calibration error on test, calibrated [95 % interval] (uncalibrated); "
+                   "map chosen on validation")  # fmt: skip
+        cal_rows = [(e.name, e.metrics, e.calibration) for e in manifest.models]
+        if manifest.ensemble:
+            cal_rows.append((f"ensemble({','.join(manifest.ensemble_models)})"[:15], manifest.ensemble, ()))
+        for name, metrics, cals in cal_rows:
+            click.echo(f"{name:<16}" + "".join(_cell(metrics.get(h, {}), "ece", "") for h in hz))
+            raw = [metrics.get(h, {}).get("ece_uncalibrated") for h in hz]
+            click.echo(f"{'':<16}" + "".join(f"{'-' if r is None else f'({r:.3f})':>{CELL}}" for r in raw))
+            if cals:
+                click.echo(f"{'':<16}" + "".join(f"{c.method:>{CELL}}" for c in cals))
     for w in manifest.warnings:
         click.secho(f"warning: {w}", fg="yellow")
 

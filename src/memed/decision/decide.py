@@ -1,4 +1,5 @@
-"""Models' probabilities to decisions: ensemble per horizon, policy, ATR risk sizing, the HOLD rules.
+"""Models' probabilities to decisions: each model's calibration map, ensemble per horizon, policy, ATR risk
+sizing, the HOLD rules.
 
 Both drivers call the same :class:`Decider` (the minute driver on one minute's tokens, the history driver
 on each block of a history). Every operation is elementwise per row, so a row's decision does not depend
@@ -7,12 +8,15 @@ on which rows it is computed with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from memed.config import RiskConfig, SignalsConfig
 from memed.errors import ConfigError
+from memed.models.manifest import Calibration, Manifest
+from memed.signals.calibration import calibrate_columns
 from memed.signals.ensemble import ensemble
 from memed.signals.policy import Decision, decide, decision_p, hold_unsized
 from memed.signals.risk import RiskPlan, size_positions
@@ -25,18 +29,19 @@ class Decider:
     n_horizons: int
     decision_cols: np.ndarray
     """Columns of the model set's horizons that ``signals.decision_horizons`` names."""
+    calibrations: Mapping[str, tuple[Calibration, ...]] = field(default_factory=dict)
+    """Model → its calibration map per horizon (:class:`~memed.models.manifest.Calibration`)."""
 
     @classmethod
-    def for_horizons(
-        cls, horizons: tuple[int, ...], signals: SignalsConfig, risk: RiskConfig, model_set: str
-    ) -> Decider:
-        cols = [k for k, h in enumerate(horizons) if h in signals.decision_horizons]
+    def for_manifest(cls, m: Manifest, signals: SignalsConfig, risk: RiskConfig) -> Decider:
+        cols = [k for k, h in enumerate(m.horizons) if h in signals.decision_horizons]
         if not cols:
             raise ConfigError(
                 f"signals.decision_horizons {list(signals.decision_horizons)} are not horizons of "
-                f"model set {model_set} ({list(horizons)})"
+                f"model set {m.model_set_id} ({list(m.horizons)})"
             )
-        return cls(signals, risk, len(horizons), np.array(cols, dtype=np.int64))
+        cals = {e.name: e.calibration for e in m.models}
+        return cls(signals, risk, len(m.horizons), np.array(cols, dtype=np.int64), cals)
 
     def __call__(
         self,
@@ -51,6 +56,7 @@ class Decider:
         """``probs``: each model's ``p_up`` [rows, H] → (ensemble ``p_up`` per horizon, the decision, the
         risk plan)."""
         n = len(close)
+        probs = {name: calibrate_columns(self.calibrations.get(name, ()), p) for name, p in probs.items()}
         horizon_p = ensemble(probs, self.signals.weights) if probs else np.full((n, self.n_horizons), np.nan)
         p = decision_p(horizon_p, self.decision_cols)
         decision = decide(p, ready, dead, self.signals)

@@ -73,7 +73,7 @@ class DecisionPath:
     # ------------------------------------------------------------------ models
     def _install(self, model_set: ModelSet) -> None:
         m = model_set.manifest
-        self.decide = Decider.for_horizons(m.horizons, self.signals, self.risk, m.model_set_id)
+        self.decide = Decider.for_manifest(m, self.signals, self.risk)
         self.scorers = scorers_for(model_set, self.signals.models)
         self.model_set = model_set
 

@@ -16,6 +16,34 @@ class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     pass
 
 
+class Calibration(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One horizon's calibration map (:func:`memed.signals.calibration.calibrate` applies it)."""
+
+    method: Literal["identity", "platt", "isotonic"] = "identity"
+    a: float = 1.0
+    b: float = 0.0
+    """platt: ``sigmoid(a * logit(p) + b)``."""
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    """isotonic: knots of the non-decreasing piecewise-linear map (``x`` ascending)."""
+    val_log_loss: dict[str, float] = {}
+    """Each method's log loss on the validation split, fitted on its other half (cross-fitted by
+    alternate days): the method with the lowest was chosen, then refitted on the whole split."""
+
+
+class ReliabilityBin(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Test rows whose served ``p_up`` fell in ``[lo, hi)``: how many, their mean ``p_up``, and the share
+    that went up, with its day-block interval."""
+
+    lo: float
+    hi: float
+    rows: int
+    mean_p: float
+    rate: float
+    rate_lo: float | None = None
+    rate_hi: float | None = None
+
+
 class ModelEntry(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: str
     """Model family (:data:`memed.models.families.FAMILIES`)."""
@@ -36,7 +64,13 @@ class ModelEntry(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True)
     onnx_max_abs_diff: float = 0.0
     """Largest |native - ONNX Runtime| probability on held-back rows (measured at export)."""
     metrics: dict[str, Metrics] = {}
-    """Test-split metrics per horizon (key: minutes), computed with the ONNX model as served."""
+    """Test-split metrics per horizon (key: minutes), computed with the ONNX model and its calibration as
+    served (``ece``: expected calibration error over 10 bins; ``ece_uncalibrated``: before the map)."""
+    calibration: tuple[Calibration, ...] = ()
+    """Per horizon (in the set's order), the map its ``p_up`` goes through before the ensemble (none:
+    identity, as in sets made before calibration)."""
+    reliability: dict[str, tuple[ReliabilityBin, ...]] = {}
+    """Per horizon, the test split's reliability table of the calibrated ``p_up``."""
     train_seconds: float = 0.0
 
 
@@ -86,6 +120,12 @@ class Manifest(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     ``roc_auc_vs_fitted_logistic`` (and its interval) is the paired AUC difference against that baseline."""
     fitted_baseline_features: tuple[str, ...] = ()
     """The two features of the ``fitted_logistic`` baseline."""
+    ensemble_models: tuple[str, ...] = ()
+    """The families the configured ensemble (``signals.models`` and ``signals.weights`` at training)
+    averages, each calibrated; ``ensemble`` holds its test metrics per horizon (``ece`` included) and
+    ``ensemble_reliability`` its reliability tables."""
+    ensemble: dict[str, Metrics] = {}
+    ensemble_reliability: dict[str, tuple[ReliabilityBin, ...]] = {}
     warnings: tuple[str, ...] = ()
     """Test metrics too good to trust (a leak until proven otherwise)."""
     command: str = ""

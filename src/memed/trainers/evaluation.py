@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from memed.models.manifest import Metrics
+from memed.models.manifest import Metrics, ReliabilityBin
+from memed.trainers.calibration import reliability
 from memed.trainers.metrics import binary_metrics
 from memed.trainers.uncertainty import DRAWS, day_weights, intervals, paired_difference
 
@@ -33,17 +34,28 @@ class Evaluation:
         self.fitted = fitted
         self.weights = day_weights(int(days.max()) + 1 if len(days) else 1, draws, seed)
 
-    def metrics(self, p: np.ndarray, *, versus_fitted: bool = False) -> dict[str, Metrics]:
+    def metrics(self, p: np.ndarray, *, versus_fitted: bool = False, uncalibrated: np.ndarray | None = None
+                ) -> dict[str, Metrics]:  # fmt: skip
         """Horizon (minutes, as text) → metrics of ``p`` [rows, H] with their intervals; with
-        ``versus_fitted``, the paired AUC difference against the fitted baseline too."""
+        ``versus_fitted``, the paired AUC difference against the fitted baseline too; with
+        ``uncalibrated`` (the same model before its calibration map), the expected calibration error of
+        both (``ece`` with its interval, ``ece_uncalibrated``)."""
         out: dict[str, Metrics] = {}
         for k, h in enumerate(self.horizons):
             y, pk = self.y[:, k], p[:, k]
             m = binary_metrics(y, pk) | intervals(y, pk, self.days, self.weights)
             if versus_fitted:
                 m |= paired_difference(y, pk, self.fitted[:, k], self.days, self.weights, FITTED)
+            if uncalibrated is not None:
+                m |= reliability(pk, y, self.days, self.weights)[0]
+                m["ece_uncalibrated"] = reliability(uncalibrated[:, k], y, self.days, self.weights)[0]["ece"]
             out[str(h)] = m
         return out
+
+    def reliability(self, p: np.ndarray) -> dict[str, tuple[ReliabilityBin, ...]]:
+        """Horizon → the reliability table of ``p`` [rows, H] (10 bins, day-block intervals)."""
+        return {str(h): reliability(p[:, k], self.y[:, k], self.days, self.weights)[1]
+                for k, h in enumerate(self.horizons)}  # fmt: skip
 
 
 def excess(auc: float | None, fitted_auc: float | None) -> float:

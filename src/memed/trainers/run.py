@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,9 +22,12 @@ from memed.data.frames import epoch_minutes
 from memed.errors import ConfigError, DataError
 from memed.logs import get_logger
 from memed.models.families import family, load_part
-from memed.models.manifest import DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
+from memed.models.manifest import Calibration, DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
 from memed.models.registry import write_model_set
+from memed.signals.calibration import calibrate_columns
+from memed.signals.ensemble import ensemble
 from memed.trainers.baseline import FittedBaseline, baseline_features
+from memed.trainers.calibration import fit_calibration
 from memed.trainers.dataset import TrainingData, build_training_data
 from memed.trainers.evaluation import Evaluation, suspicious
 from memed.trainers.leakage import constant_features
@@ -97,28 +101,16 @@ def train_model_set(
         )
     horizons = data.horizons
     doc = f"memed model; feature spec {data.spec.hash}; horizons {horizons}"
-    entries: list[ModelEntry] = []
-    p_models: dict[str, np.ndarray] = {}
-    fit_warnings: list[str] = []
-    files: dict[str, bytes] = {}
     t = cfg.train
     job = TrainJob(data=data, cfg=t, x_tr=x_tr, y_tr=y_tr, x_va=x_va, y_va=y_va, x_te=x_te,
-                   test_idx=np.flatnonzero(masks["test"].to_numpy()), parity_x=x_te[:PARITY_ROWS], doc=doc,
+                   test_idx=np.flatnonzero(masks["test"].to_numpy()),
+                   val_idx=np.flatnonzero(masks["val"].to_numpy()), parity_x=x_te[:PARITY_ROWS], doc=doc,
                    progress=progress)  # fmt: skip
+    hours_va = (epoch_minutes(data.frame.filter(masks["val"])["ts"]) // 60).astype(np.int64)
+    fams = _Families()
     for name in models:
-        t_model = time.perf_counter()
-        fitted = trainers[name](job)
-        trained, gap = fitted.trained, fitted.gap
-        if gap > PARITY_TOLERANCE:
-            log.warning("onnx_parity_gap", model=name, max_abs_diff=gap, tolerance=PARITY_TOLERANCE)
-        blob = trained.model.SerializeToString()
-        files[f"{name}.onnx"] = blob
-        trained.seconds = time.perf_counter() - t_model
-        p_models[name] = fitted.p_test
-        fit_warnings.extend(fitted.warnings)
-        entries.append(_entry(trained, hashlib.sha256(blob).hexdigest(), gap, {}))
-        log.info("model_trained", model=name, seconds=round(trained.seconds, 1), onnx_max_abs_diff=gap,
-                 trees=list(trained.trees_per_horizon) or None)  # fmt: skip
+        fams.fit(name, trainers[name], job, hours_va)
+    entries, p_models, p_raw, fit_warnings = fams.entries, fams.p_cal, fams.p_raw, fams.warnings
     up_rate = float(np.nanmean(y_tr)) if np.any(~np.isnan(y_tr)) else 0.5
     past = data.past(masks["test"])
     fitted_features, p_fitted = _fitted_baseline(job)
@@ -131,9 +123,15 @@ def train_model_set(
     report = Evaluation(y_te, days, horizons, p_fitted, seed=t.seed)
     baselines = {b: report.metrics(p) for b, p in p_base.items()}
     entries = [
-        msgspec.structs.replace(e, metrics=report.metrics(p_models[e.name], versus_fitted=True))
+        msgspec.structs.replace(
+            e,
+            metrics=report.metrics(p_models[e.name], versus_fitted=True, uncalibrated=p_raw[e.name]),
+            reliability=report.reliability(p_models[e.name]),
+        )
         for e in entries
     ]
+    served: tuple[str, ...] = tuple(n for n in cfg.signals.models if n in p_models) or tuple(p_models)
+    p_ensemble = ensemble({n: p_models[n] for n in served}, cfg.signals.weights)
     warnings = fit_warnings + [w for e in entries for w in suspicious(e.name, e.metrics)]
     for w in warnings:
         log.warning("suspicious_test_metric", warning=w)
@@ -171,14 +169,55 @@ def train_model_set(
         models=tuple(entries),
         baselines=baselines,
         fitted_baseline_features=fitted_features,
+        ensemble_models=served,
+        ensemble=report.metrics(
+            p_ensemble,
+            versus_fitted=True,
+            uncalibrated=ensemble({n: p_raw[n] for n in served}, cfg.signals.weights),
+        ),
+        ensemble_reliability=report.reliability(p_ensemble),
         warnings=tuple(warnings),
         command=command,
     )
-    write_model_set(registry, manifest, files)
+    write_model_set(registry, manifest, fams.files)
     return manifest
 
 
-def _entry(trained: Trained, sha: str, gap: float, metrics: dict[str, Metrics]) -> ModelEntry:
+@dataclass
+class _Families:
+    """The families trained so far: manifest entries (metrics to come), ONNX files, calibrated and raw
+    test probabilities, warnings."""
+
+    entries: list[ModelEntry] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    p_cal: dict[str, np.ndarray] = field(default_factory=dict)
+    p_raw: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def fit(self, name: str, trainer: Callable[[TrainJob], Fitted], job: TrainJob, hours_va: np.ndarray
+            ) -> None:  # fmt: skip
+        t_model = time.perf_counter()
+        fitted = trainer(job)
+        trained, gap = fitted.trained, fitted.gap
+        if gap > PARITY_TOLERANCE:
+            log.warning("onnx_parity_gap", model=name, max_abs_diff=gap, tolerance=PARITY_TOLERANCE)
+        blob = trained.model.SerializeToString()
+        self.files[f"{name}.onnx"] = blob
+        trained.seconds = time.perf_counter() - t_model
+        # calibrated on the validation split, per horizon; every test metric is of the calibrated p_up
+        n_h = fitted.p_test.shape[1]
+        cals = tuple(fit_calibration(fitted.p_val[:, k], job.y_va[:, k], hours_va) for k in range(n_h))
+        self.p_raw[name] = fitted.p_test
+        self.p_cal[name] = calibrate_columns(cals, fitted.p_test)
+        self.warnings.extend(fitted.warnings)
+        self.entries.append(_entry(trained, hashlib.sha256(blob).hexdigest(), gap, {}, cals))
+        log.info("model_trained", model=name, seconds=round(trained.seconds, 1), onnx_max_abs_diff=gap,
+                 calibration=[c.method for c in cals],
+                 trees=list(trained.trees_per_horizon) or None)  # fmt: skip
+
+
+def _entry(trained: Trained, sha: str, gap: float, metrics: dict[str, Metrics],
+           calibration: tuple[Calibration, ...]) -> ModelEntry:  # fmt: skip
     return ModelEntry(
         name=trained.name,
         file=f"{trained.name}.onnx",
@@ -191,5 +230,6 @@ def _entry(trained: Trained, sha: str, gap: float, metrics: dict[str, Metrics]) 
         trees_per_horizon=trained.trees_per_horizon,
         onnx_max_abs_diff=gap,
         metrics=metrics,
+        calibration=calibration,
         train_seconds=round(trained.seconds, 2),
     )

@@ -303,7 +303,8 @@ def fit_lstm(job: TrainJob) -> Fitted:
     gap = float(np.max(np.abs(np.concatenate(p_runs)[job.test_idx] - torch_all[job.test_idx]), initial=0.0))
     for p in p_runs:
         p[: trained.burn_in] = np.nan
-    return Fitted(trained, np.concatenate(p_runs)[job.test_idx], gap, warnings)
+    p_all = np.concatenate(p_runs)
+    return Fitted(trained, p_all[job.test_idx], p_all[job.val_idx], gap, warnings)
 
 
 def fit_transformer(job: TrainJob) -> Fitted:
@@ -318,11 +319,16 @@ def fit_transformer(job: TrainJob) -> Fitted:
     )
     ends = window_index(run_id, window)
     n_h = len(data.horizons)
-    p_test = np.full((len(job.test_idx), n_h), np.nan)
-    scored = np.isin(job.test_idx, ends)
-    te_ends = job.test_idx[scored]
-    onnx_p = onnx_window_predict(trained.session(), x_all, te_ends, window, n_h)
-    p_test[scored] = onnx_p
+    sess = trained.session()
+
+    def score(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = np.full((len(idx), n_h), np.nan)
+        scored = np.isin(idx, ends)
+        p[scored] = onnx_window_predict(sess, x_all, idx[scored], window, n_h)
+        return p, idx[scored]
+
+    p_test, te_ends = score(job.test_idx)
     native = transformer_predict(net, x_all, te_ends[:PARITY_ROWS], window)
+    onnx_p = p_test[np.isin(job.test_idx, ends)]
     gap = float(np.max(np.abs(onnx_p[:PARITY_ROWS] - native), initial=0.0))
-    return Fitted(trained, p_test, gap)
+    return Fitted(trained, p_test, score(job.val_idx)[0], gap)

@@ -234,14 +234,18 @@ SCORE_CHUNK = 65_536
 
 
 def _fitted(job: TrainJob, trained: Trained) -> Fitted:
-    """Score the test split with the exported graph in ONNX Runtime; the gap on the parity rows."""
+    """Score the validation and test splits with the exported graph in ONNX Runtime; the gap on the
+    parity rows."""
     sess = trained.session()
-    x = job.x_te
-    p_test = np.concatenate(
-        [sess.run(None, {"features": x[s : s + SCORE_CHUNK]})[0] for s in range(0, len(x), SCORE_CHUNK)]
-    )
+
+    def score(x: np.ndarray) -> np.ndarray:
+        starts = range(0, len(x), SCORE_CHUNK)
+        chunks = [sess.run(None, {"features": x[s : s + SCORE_CHUNK]})[0] for s in starts]
+        return np.concatenate(chunks) if chunks else np.empty((0, job.y_tr.shape[1]))
+
+    p_test = score(job.x_te)
     gap = float(np.max(np.abs(p_test[: len(job.parity_x)] - trained.native_test), initial=0.0))
-    return Fitted(trained, p_test, gap)
+    return Fitted(trained, p_test, score(job.x_va), gap)
 
 
 def fit_logreg(job: TrainJob) -> Fitted:

@@ -50,6 +50,8 @@ class TrainJob:
     x_te: np.ndarray
     test_idx: np.ndarray
     """Rows of ``data.frame`` in the test split (the order of ``x_te``)."""
+    val_idx: np.ndarray
+    """Rows of ``data.frame`` in the validation split (the order of ``x_va``)."""
     parity_x: np.ndarray
     """Test rows on which the native model and its ONNX export are compared."""
     doc: str
@@ -62,6 +64,8 @@ class Fitted:
     trained: Trained
     p_test: np.ndarray
     """ONNX Runtime's ``p_up`` [test rows, H] of the exported model, scored as served."""
+    p_val: np.ndarray
+    """The same on the validation rows (the calibration is fitted on them)."""
     gap: float
     """Largest |native - ONNX Runtime| probability on the parity rows."""
     warnings: tuple[str, ...] = ()

@@ -1,7 +1,7 @@
 """Does a feature family earn its place in the default spec?
 
-Families: ``market`` (the five ``mkt_*`` market context features, ``data.market_context``) and ``clock``
-(``minute_sin``, ``minute_cos``: minute of day). Builds the training table of a dataset once (with the
+Family: ``market`` (the five ``mkt_*`` market context features, ``data.market_context``). (``clock``, the
+minute of day, was evaluated the same way at commit 432128d and dropped from the kernel.) Builds the training table of a dataset once (with the
 market context for ``market``), fits memed's logistic regression (the default served family,
 ``trainers.tabular.train_logreg``) on the train split twice -- with and without the family, on the same
 rows -- and reports per horizon the ROC AUC of each and their paired difference with a day-block
@@ -15,7 +15,7 @@ Rule, fixed before running: the family belongs in the default spec only if, on v
 the AUC by at least ``--min-gain`` (0.005) with a paired interval excluding zero at three or more
 horizons.
 
-    python benchmarks/feature_family.py --family market|clock [--data DIR ...] [--split mixed]
+    python benchmarks/feature_family.py --family market [--data DIR ...] [--split mixed]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from memed.trainers.tabular import train_logreg
 from memed.trainers.uncertainty import day_index, day_weights, paired_difference
 
 MIN_HORIZONS = 3
-FAMILIES = {"market": MARKET_FEATURES, "clock": ("minute_sin", "minute_cos")}
+FAMILIES = {"market": MARKET_FEATURES}
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance-spot-5m-universe"
 
 

@@ -50,6 +50,17 @@ def test_a_calibrated_model_is_left_nearly_alone() -> None:
     assert np.max(np.abs(calibrate(cal, fresh) - fresh)) < 0.05
 
 
+def test_a_map_never_reverses_the_ranking() -> None:
+    """On validation rows where the model ranks backwards, the map goes flat (the base rate) instead of
+    flipping the model: reversing a model is a modelling decision, not a calibration."""
+    p, y, days = _sample(20_000, 7, -1.0)
+    cal = fit_calibration(p, y, days)
+    grid = np.linspace(0.01, 0.99, 50)
+    assert np.all(np.diff(calibrate(cal, grid)) >= 0)
+    if cal.method == "platt":
+        assert cal.a == 0.0
+
+
 def test_too_little_or_one_class_gives_identity() -> None:
     p, y, days = _sample(100, 4, 0.5)
     assert fit_calibration(p, y, days).method == "identity"
@@ -80,14 +91,16 @@ def test_reliability_table_and_ece_by_hand() -> None:
     w = day_weights(20, seed=0)
     ece, table = reliability(p, y, days, w)
     assert ece["ece"] == pytest.approx(_ece(p, y))
-    assert ece["ece_lo"] is not None and ece["ece_hi"] is not None
+    assert ece["ece_lo"] is not None
+    assert ece["ece_hi"] is not None
     assert ece["ece_lo"] <= ece["ece"] <= ece["ece_hi"]
     assert sum(b.rows for b in table) == len(p)
     for b in table:
         inside = (p >= b.lo) & ((p < b.hi) | (b.hi == 1.0))
         assert b.rows == inside.sum()
         assert b.rate == pytest.approx(y[inside].mean())
-        assert b.rate_lo is not None and b.rate_hi is not None
+        assert b.rate_lo is not None
+        assert b.rate_hi is not None
         assert b.rate_lo <= b.rate <= b.rate_hi
 
 

@@ -128,7 +128,6 @@ O_MOMENTS = _O["ret_skew_30m"]  # skew30, kurt30, skew60, kurt60
 O_VAR = _O["var_95_60m"]
 O_DFT = _O["fft_low_share_64m"]  # low share, nyquist share
 O_MOM = _O["momentum_10m"]  # momentum, acceleration
-O_MINUTE = _O["minute_sin"]  # sin, cos
 
 RESIDUE = 1e-9
 """A difference of prices at most this share of the price is rounding residue of the running sums (far
@@ -609,11 +608,6 @@ def _step(s: np.ndarray, out: np.ndarray, p: np.ndarray, ts: float, o: float, h:
     k = p[P_ACC]
     if k > 0 and n > 2 * k:
         out[O_MOM + 1] = lc - 2.0 * _lag(s, R_LCLOSE, C_LCLOSE, n, k) + _lag(s, R_LCLOSE, C_LCLOSE, n, 2 * k)
-
-    # --- time of day
-    ang = _TWO_PI * (ts % 1440.0) / 1440.0
-    out[O_MINUTE] = math.sin(ang)
-    out[O_MINUTE + 1] = math.cos(ang)
 
 
 @njit(cache=True)

@@ -115,8 +115,6 @@ def _catalogue() -> list[tuple[str, dict[str, object]]]:
     rows.append(("fft_nyquist_share_64m", {"window_min": 64, "min_bars": 64, "warm": "w+1", "pkey": "dft64"}))
     rows.append(("momentum_10m", {"window_min": 10, "min_bars": 1, "warm": "w+1", "pkey": "mom10"}))
     rows.append(("accel_5m", {"window_min": 5, "min_bars": 1, "warm": "2w+1", "pkey": "acc5"}))
-    rows.append(("minute_sin", {"warmup": 1}))
-    rows.append(("minute_cos", {"warmup": 1}))
     return rows
 
 

@@ -32,6 +32,7 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def fit_platt(p: np.ndarray, y: np.ndarray) -> Calibration:
+    """``sigmoid(a * logit(p) + b)`` with ``a >= 0``, by maximum likelihood."""
     z = logit(p)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -40,7 +41,11 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> Calibration:
         g = 1.0 / (1.0 + np.exp(-m)) - y
         return float(value), np.array([np.mean(g * z), np.mean(g)])
 
-    res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    # a >= 0: a calibration map never reverses the model's ranking (a validation split on which it ranks
+    # backwards gets a flat map at the base rate, not a flipped model)
+    res = minimize(
+        loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None), (None, None)]
+    )
     return Calibration(method="platt", a=float(res.x[0]), b=float(res.x[1]))
 
 

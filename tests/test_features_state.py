@@ -82,7 +82,7 @@ def test_spec_hash_is_stable_and_sensitive() -> None:
     a = build_spec(1, 15)
     assert a.hash == build_spec(1, 15).hash
     assert a.hash != build_spec(5, 15).hash != build_spec(1, 30).hash
-    assert len(set(a.names)) == len(a.names) == 51
+    assert len(set(a.names)) == len(a.names) == 49
     required = {"rsi_14", "atr_pct_14", "macd_pct", "macd_signal_pct", "macd_hist_pct", "bb_upper_dist_20",
                 "bb_lower_dist_20", "stoch_k_14", "willr_14", "cci_20", "net_volume_30m"}  # fmt: skip
     assert required <= set(a.names)

@@ -32,7 +32,7 @@ def calibrate(cal: Calibration, p: np.ndarray) -> np.ndarray:
     if cal.method == "identity":
         return p
     if cal.method == "platt":
-        out = 1.0 / (1.0 + np.exp(-(cal.a * logit(p) + cal.b)))
+        out = 0.5 * (1.0 + np.tanh(0.5 * (cal.a * logit(p) + cal.b)))  # the logistic, without overflow
     else:
         out = np.interp(p, np.asarray(cal.x), np.asarray(cal.y))
     out = np.clip(out, P_MIN, 1.0 - P_MIN)

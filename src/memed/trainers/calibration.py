@@ -14,7 +14,6 @@ table, each with a day-block bootstrap interval (the same resampled days as ever
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
 
 from memed.models.manifest import Calibration, ReliabilityBin
 from memed.signals.calibration import IDENTITY, P_MIN, calibrate, logit
@@ -22,6 +21,7 @@ from memed.trainers.uncertainty import _bounds
 
 ISO_BINS = 100
 ECE_BINS = 10
+NEWTON_TOL = 1e-10
 MIN_ROWS = 200
 """Labelled validation rows (with both classes, on at least two days) a calibration needs."""
 
@@ -31,22 +31,27 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
 
 
-def fit_platt(p: np.ndarray, y: np.ndarray) -> Calibration:
-    """``sigmoid(a * logit(p) + b)`` with ``a >= 0``, by maximum likelihood."""
+def fit_platt(p: np.ndarray, y: np.ndarray, iterations: int = 50) -> Calibration:
+    """``sigmoid(a * logit(p) + b)`` with ``a >= 0``, by maximum likelihood (Newton's method on the two
+    parameters; numpy only, so the serving install can import this module). ``a >= 0``: a calibration
+    map never reverses the model's ranking; a validation split on which it ranks backwards gets a flat
+    map at the base rate, not a flipped model."""
     z = logit(p)
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        m = theta[0] * z + theta[1]
-        value = np.mean(np.logaddexp(0.0, m) - y * m)
-        g = 1.0 / (1.0 + np.exp(-m)) - y
-        return float(value), np.array([np.mean(g * z), np.mean(g)])
-
-    # a >= 0: a calibration map never reverses the model's ranking (a validation split on which it ranks
-    # backwards gets a flat map at the base rate, not a flipped model)
-    res = minimize(
-        loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None), (None, None)]
-    )
-    return Calibration(method="platt", a=float(res.x[0]), b=float(res.x[1]))
+    x = np.column_stack([z, np.ones(len(z))])
+    theta = np.array([1.0, 0.0])
+    for _ in range(iterations):
+        m = np.clip(x @ theta, -30.0, 30.0)
+        q = 1.0 / (1.0 + np.exp(-m))
+        grad = x.T @ (q - y)
+        hess = (x * (q * (1 - q))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta = theta - step
+        if np.max(np.abs(step)) < NEWTON_TOL:
+            break
+    if not np.all(np.isfinite(theta)) or theta[0] < 0:
+        rate = float(np.clip(y.mean(), P_MIN, 1 - P_MIN))
+        return Calibration(method="platt", a=0.0, b=float(np.log(rate / (1 - rate))))
+    return Calibration(method="platt", a=float(theta[0]), b=float(theta[1]))
 
 
 def _pav(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -138,7 +138,7 @@ def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> Non
         }
     )
     sig = pl.DataFrame([_signal(0, "SELL", 1, 10, 11, 9.5), _signal(1, "BUY", 1, 10, 9, 11)])
-    res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=10)
+    res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=10, sides="both")
     assert res.trades.height == 1  # the BUY came while the short was open
     assert res.skipped["position_open"] == 1
     t = res.trades.row(0, named=True)
@@ -149,6 +149,29 @@ def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> Non
     t2 = res2.trades.row(0, named=True)
     assert t2["exit_reason"] == "horizon"
     assert t2["exit_ts"] == datetime.fromtimestamp((1000 + 4) * 60, UTC)
+
+
+def test_long_only_sells_close_longs_and_never_open_shorts() -> None:
+    """The default, ``sides = "long"``: a SELL opens nothing; it closes the token's open long at its
+    bar's close (exit reason ``signal``), and a later BUY opens a new long."""
+    cfg = BacktestConfig(fee_bps=0, slippage_bps=0, impact_bps=0, max_exposure=10)
+    closes = [10, 10, 11, 12, 12, 12, 12, 12]
+    bars = MarketBars.from_tokens({"A": _bars(closes, [c + 0.1 for c in closes], [c - 0.1 for c in closes],
+                                              closes)})  # fmt: skip
+    sig = pl.DataFrame([
+        _signal(0, "SELL", 1, 10, 11, 9),  # nothing open: no short
+        _signal(1, "BUY", 1, 10, math.nan, math.nan),  # fills at bar 2's open (11)
+        _signal(3, "STRONG_SELL", 1, 12, 13, 11),  # closes it at bar 3's close (12)
+        _signal(4, "BUY", 1, 12, math.nan, math.nan),  # a new long from bar 5
+    ])  # fmt: skip
+    res = simulate(sig, bars, cfg, equity0=1000, hold_minutes=60)
+    assert res.trades["side"].to_list() == [1.0, 1.0]
+    first = res.trades.row(0, named=True)
+    assert (first["exit_reason"], first["entry_price"], first["exit_price"]) == ("signal", 11.0, 12.0)
+    assert first["exit_ts"] == datetime.fromtimestamp((1000 + 3) * 60, UTC)
+    assert res.trades.row(1, named=True)["exit_reason"] == "horizon"  # no later SELL: held to the end
+    both = simulate(sig, bars, cfg, equity0=1000, hold_minutes=60, sides="both")
+    assert -1.0 in both.trades["side"].to_list()
 
 
 def test_simulator_caps_total_exposure() -> None:

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from memed.config import RiskConfig, SignalsConfig
-from memed.signals.policy import A_BUY, A_HOLD, A_SELL, ACTIONS, R_NO_VOL, REASONS, decide, hold_unsized
+from memed.signals.policy import (
+    A_BUY,
+    A_HOLD,
+    A_SELL,
+    ACTIONS,
+    R_NO_VOL,
+    REASONS,
+    SIDES,
+    decide,
+    hold_unsized,
+)
 from memed.signals.risk import size_positions
 
 
@@ -38,7 +48,8 @@ def test_risk_sizing_caps_and_directions() -> None:
         equity=10_000, risk_per_trade=0.01, stop_atr=2, take_profit_atr=3, max_position_fraction=0.5,
         max_volume_fraction=0.05, max_liquidity_fraction=0.02,
     )  # fmt: skip
-    action = np.array([3, 1, 2, 3, 3], dtype=np.int8)  # BUY, SELL, HOLD, BUY (volume-capped), BUY (no ATR)
+    # sides: long, short, none, long (volume-capped), long (no ATR)
+    action = np.array([1, 2, 0, 1, 1], dtype=np.int8)
     close = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
     atr = np.array([0.05, 0.05, 0.05, 0.05, 0.0])
     notional = np.array([1e9, 1e9, 1e9, 1000.0, 1e9])
@@ -71,9 +82,26 @@ def test_risk_sizing_caps_and_directions() -> None:
     assert tie.cap_name(0) == "risk"
 
 
+def test_long_only_sells_are_exits_that_need_no_size() -> None:
+    """The default (``signals.sides = "long"``): a SELL is an exit -- side ``exit``, no risk plan, and
+    it stays a SELL when nothing could be sized (an exit opens nothing); a BUY is a long."""
+    p = np.array([0.7, 0.3, 0.5])
+    d = decide(p, np.ones(3, bool), np.zeros(3, bool), SignalsConfig())
+    assert [SIDES[s] for s in d.side] == ["long", "exit", ""]
+    plan = size_positions(d.side, p, np.ones(3), np.full(3, 0.05), np.full(3, 1e9), np.full(3, np.nan),
+                          RiskConfig())  # fmt: skip
+    assert np.isfinite(plan.notional[0])
+    assert np.isnan(plan.notional[1:]).all()  # no short is sized
+    hold_unsized(d, plan.notional)
+    assert d.action.tolist() == [ACTIONS.index("STRONG_BUY"), ACTIONS.index("STRONG_SELL"), A_HOLD]
+    assert [REASONS[r] for r in d.reason] == ["", "", ""]
+    both = decide(p, np.ones(3, bool), np.zeros(3, bool), SignalsConfig(sides="both"))
+    assert [SIDES[s] for s in both.side] == ["long", "short", ""]
+
+
 def test_a_trade_risk_sizing_cannot_size_becomes_hold_no_volatility() -> None:
     p = np.array([0.7, 0.3, 0.7, 0.5])
-    d = decide(p, np.ones(4, bool), np.zeros(4, bool), SignalsConfig())
+    d = decide(p, np.ones(4, bool), np.zeros(4, bool), SignalsConfig(sides="both"))
     assert d.action.tolist() == [ACTIONS.index("STRONG_BUY"), ACTIONS.index("STRONG_SELL"), 4, A_HOLD]
     notional = np.array([np.nan, np.nan, 100.0, np.nan])  # no ATR for the first two
     hold_unsized(d, notional)
@@ -84,3 +112,4 @@ def test_a_trade_risk_sizing_cannot_size_becomes_hold_no_volatility() -> None:
     assert d.strength[:2].tolist() == [0.0, 0.0]
     assert d.p[2] == 0.7
     assert {A_BUY, A_SELL}.isdisjoint(d.action[:2].tolist())
+    assert d.side[:2].tolist() == [0, 0]

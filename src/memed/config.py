@@ -160,6 +160,9 @@ class SignalsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Ensemble weight per family; a family not listed weighs 1."""
     dead_minutes: PositiveInt = 60
     """A token whose price has not changed for this long is dead: HOLD with reason ``dead``."""
+    sides: Literal["long", "both"] = "long"
+    """``long`` (spot memecoins, which cannot be shorted): a SELL means exit or avoid (``side: "exit"``),
+    never a short, and carries no risk plan; ``both`` (perpetuals): a SELL opens a short."""
 
     def __post_init__(self) -> None:
         if not (self.strong_sell_threshold <= self.sell_threshold < self.buy_threshold):

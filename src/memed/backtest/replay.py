@@ -18,7 +18,7 @@ import polars as pl
 
 from memed.data.frames import bar_matrix, epoch_minutes, minutes_to_datetime, run_bounds
 from memed.decision import BLOCK_ROWS, DecisionPath
-from memed.signals.policy import ACTIONS, REASONS
+from memed.signals.policy import ACTIONS, REASONS, SIDES
 
 
 def _frame(
@@ -27,12 +27,14 @@ def _frame(
     """The signals frame of rows already sorted by time then token."""
     actions = pl.Series(ACTIONS, dtype=pl.String)
     reasons = pl.Series(REASONS, dtype=pl.String)
+    sides = pl.Series(SIDES, dtype=pl.String)
     frame = pl.DataFrame({"token": tokens, "ts_min": ts_min, **cols})
     return (
         frame.with_columns(
             minutes_to_datetime("ts_min").alias("ts"),
             actions.gather(frame["action"].cast(pl.Int64)).alias("action"),
             reasons.gather(frame["reason"].cast(pl.Int64)).alias("reason"),
+            sides.gather(frame["side"].cast(pl.Int64)).alias("side"),
             pl.lit(model_set).alias("model_set"),
         )
         .drop("ts_min")

@@ -27,7 +27,7 @@ from memed.errors import DataError
 from memed.logs import get_logger
 from memed.models.manifest import Manifest
 from memed.models.registry import load_model_set
-from memed.signals.policy import A_BUY, A_HOLD, A_SELL
+from memed.signals.policy import A_BUY, A_HOLD, A_SELL, S_EXIT, S_LONG, S_NONE, S_SHORT
 from memed.signals.risk import size_positions
 from memed.trainers.calibration import reliability
 from memed.trainers.evaluation import FITTED, too_good
@@ -42,7 +42,7 @@ FOLDS_NAMED = 3
 
 
 def _baseline_signals(
-    signals: pl.DataFrame, past: pl.DataFrame, risk: RiskConfig, flip: bool
+    signals: pl.DataFrame, past: pl.DataFrame, risk: RiskConfig, flip: bool, sides: str
 ) -> pl.DataFrame:
     """Persistence (or, with ``flip``, reversal) as trading rules, sized by the same risk function."""
     df = signals.select("token", "ts", "fold", "close", "atr", "recent_notional", "p_up").join(
@@ -53,8 +53,10 @@ def _baseline_signals(
     ready = ~np.isnan(df["p_up"].to_numpy()) | (df["atr"].is_not_null().to_numpy())
     action[~ready] = A_HOLD
     p = np.where(action == A_BUY, 1.0, 0.0)
+    short = S_SHORT if sides == "both" else S_EXIT
+    side = np.where(action == A_BUY, S_LONG, np.where(action == A_SELL, short, S_NONE)).astype(np.int8)
     plan = size_positions(
-        action,
+        side,
         p,
         df["close"].to_numpy(),
         df["atr"].to_numpy(),
@@ -64,7 +66,7 @@ def _baseline_signals(
     )
     names = np.array(["HOLD", "BUY", "SELL"])
     act = np.where(action == A_BUY, 1, np.where(action == A_SELL, 2, 0))
-    act[~np.isfinite(plan.notional)] = 0
+    act[((side == S_LONG) | (side == S_SHORT)) & ~np.isfinite(plan.notional)] = 0  # an exit needs no size
     return df.select("token", "ts", "fold").with_columns(
         pl.Series("action", names[act]),
         pl.Series("units", plan.units),
@@ -185,14 +187,15 @@ def run_backtest(
     t0 = time.perf_counter()
     labelled = add_labels(bars.select("token", "ts", "close"), horizons, cfg.train.ties)
     past = labelled.select("token", "ts", pl.col(f"past_{hold}").alias("past"))
+    sides = cfg.signals.sides
     strategies = {  # name: (signals, holding time); every one goes through the same simulator
         "model": (signals, hold),
-        "persistence": (_baseline_signals(signals, past, cfg.risk, flip=False), hold),
-        "reversal": (_baseline_signals(signals, past, cfg.risk, flip=True), hold),
+        "persistence": (_baseline_signals(signals, past, cfg.risk, flip=False, sides=sides), hold),
+        "reversal": (_baseline_signals(signals, past, cfg.risk, flip=True, sides=sides), hold),
         "buy_and_hold": (_buy_and_hold(bars, folds, equity0), 10**9),
     }
     sims: dict[str, SimResult] = {
-        name: simulate(sig, tb, bt, equity0=equity0, hold_minutes=h, window_end=window_end)
+        name: simulate(sig, tb, bt, equity0=equity0, hold_minutes=h, window_end=window_end, sides=sides)
         for name, (sig, h) in strategies.items()
     }
     sims["always_hold"] = SimResult(trades=sims["model"].trades.clear(), equity=sims["model"].equity.clear())

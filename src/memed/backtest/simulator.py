@@ -27,8 +27,8 @@ from memed.config import BacktestConfig
 from memed.data.frames import by_token, epoch_minutes, minutes_to_datetime
 
 BUY_ACTIONS = ("BUY", "STRONG_BUY")
-EXIT_REASONS = ("stop_loss", "take_profit", "horizon")
-EXIT_STOP, EXIT_TAKE, EXIT_HORIZON = range(3)
+EXIT_REASONS = ("stop_loss", "take_profit", "horizon", "signal")
+EXIT_STOP, EXIT_TAKE, EXIT_HORIZON, EXIT_SIGNAL = range(4)
 SELL_ACTIONS = ("SELL", "STRONG_SELL")
 
 
@@ -154,6 +154,7 @@ def _run(
     sig_stop: np.ndarray,
     sig_take: np.ndarray,
     sig_cap: np.ndarray,
+    sig_exit: np.ndarray,
     bars: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     equity0: float,
     hold: float,
@@ -233,11 +234,13 @@ def _run(
         entry_price = open_[i] * (1 + side * slip)
         entry_notional = units * entry_price
         entry_fee = entry_notional * fee_bps / 1e4
-        deadline = min(ts[i] + hold, sig_cap[r])
+        deadline = min(ts[i] + hold, sig_cap[r], sig_exit[r])
         # stops and take-profits keep their distance from the signal's close, moved to the fill
         shift = entry_price - sig_entry[r]
         j, exit_price, why = _exit(ts, open_, high, low, close, i, end, side, sig_stop[r] + shift,
                                    sig_take[r] + shift, deadline)  # fmt: skip
+        if why == EXIT_HORIZON and deadline == sig_exit[r]:
+            why = EXIT_SIGNAL  # closed by the token's next exit signal
         exit_price = exit_price * (1 - side * slippage_bps / 1e4)
         ids += 1
         p = pos[tok]
@@ -257,6 +260,17 @@ def _run(
 _PLAN = ("units", "entry", "stop_loss", "take_profit")
 
 
+def _long_only(rows: pl.DataFrame) -> pl.DataFrame:
+    """The BUY rows (time, then token order), each with ``exit_ts``: the token's first SELL after it."""
+    exits = rows.filter(pl.col("action").is_in(SELL_ACTIONS)).select("token", pl.col("ts").alias("exit_ts"))
+    entries = rows.filter(pl.col("action").is_in(BUY_ACTIONS)).with_row_index("_order")
+    joined = entries.sort("ts").join_asof(
+        exits.sort("exit_ts"), left_on="ts", right_on="exit_ts", by="token", strategy="forward",
+        allow_exact_matches=False, check_sortedness=False,  # sorted by ts; polars cannot check per token
+    )  # fmt: skip
+    return joined.sort("_order").drop("_order")
+
+
 def simulate(
     signals: pl.DataFrame,
     market: MarketBars,
@@ -265,16 +279,21 @@ def simulate(
     equity0: float,
     hold_minutes: int,
     window_end: dict[int, float] | None = None,
+    sides: str = "long",
 ) -> SimResult:
     """Trade the BUY/SELL rows of ``signals`` (token, ts, action, units, stop_loss, take_profit).
 
     ``window_end`` (optional, fold → epoch minute) forces exits at the end of each test window.
+    ``sides``: ``long`` (``signals.sides``' default) opens only longs, and a SELL closes the token's open
+    long at its bar's close (exit reason ``signal``); ``both`` opens a short on a SELL.
     """
     names = market.names
     has_fold = window_end is not None and "fold" in signals.columns
     trades_only = signals.select(
         "token", "ts", "action", "units", "entry", "stop_loss", "take_profit", *(["fold"] * has_fold)
     ).filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS]))
+    if sides == "long":
+        trades_only = _long_only(trades_only)
     step = pl.col("ts").diff()
     in_order = trades_only.select(  # as the replay writes them: no sort needed
         ((step > 0) | ((step == 0) & (pl.col("token") > pl.col("token").shift()))).fill_null(True).all()
@@ -290,6 +309,9 @@ def simulate(
     )
     n = rows.height
     cap = np.full(n, np.inf)
+    exit_at = np.full(n, np.inf)
+    if sides == "long" and n:
+        exit_at = (trades_only["exit_ts"].dt.epoch("us") / 60e6).cast(pl.Float64).fill_null(np.inf).to_numpy()
     if window_end is not None and has_fold and n:
         cap = np.array([window_end[int(f)] for f in rows["fold"].to_list()])
     trades = np.empty((n, 12))
@@ -304,6 +326,7 @@ def simulate(
         rows["stop_loss"].to_numpy(),
         rows["take_profit"].to_numpy(),
         cap,
+        exit_at,
         market.arrays(),
         float(equity0),
         float(hold_minutes),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from memed.decision.result import PLAN_COLUMNS, Decisions
-from memed.signals.policy import ACTIONS, REASONS
+from memed.signals.policy import ACTIONS, REASONS, SIDES
 from memed.signals.risk import CAPS
 from memed.signals.schema import Risk, Signal, idempotency_key
 
@@ -36,6 +36,7 @@ def to_signals(d: Decisions) -> list[Signal]:
     strength = d.strength.tolist()
     actions = [ACTIONS[a] for a in d.action.tolist()]
     reasons = [REASONS[x] for x in d.reason.tolist()]
+    sides = [SIDES[x] for x in d.side.tolist()]
     caps = [CAPS[c] for c in d.risk.cap.tolist()]
     has_risk = np.isfinite(d.risk.notional).tolist()
     plan = np.column_stack([getattr(d.risk, c) for c in PLAN_COLUMNS]).tolist()
@@ -57,6 +58,7 @@ def to_signals(d: Decisions) -> list[Signal]:
                 p_up=p_list[i],
                 horizons=dict(zip(names, hp[i], strict=True)),
                 reason=reasons[i],
+                side=sides[i],
                 risk=risk,
                 model_set=d.model_set,
                 feature_spec=d.feature_spec,

@@ -60,6 +60,6 @@ class Decider:
         horizon_p = ensemble(probs, self.signals.weights) if probs else np.full((n, self.n_horizons), np.nan)
         p = decision_p(horizon_p, self.decision_cols)
         decision = decide(p, ready, dead, self.signals)
-        risk = size_positions(decision.action, p, close, atr, recent_notional, liquidity, self.risk)
+        risk = size_positions(decision.side, p, close, atr, recent_notional, liquidity, self.risk)
         hold_unsized(decision, risk.notional)
         return horizon_p, decision, risk

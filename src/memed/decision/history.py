@@ -229,6 +229,7 @@ class _Outputs:
     reason: np.ndarray = field(init=False)
     p: np.ndarray = field(init=False)
     strength: np.ndarray = field(init=False)
+    side: np.ndarray = field(init=False)
     horizon_p: np.ndarray = field(init=False)
     atr: np.ndarray = field(init=False)
     plan: np.ndarray = field(init=False)  # PLAN_COLUMNS
@@ -238,6 +239,7 @@ class _Outputs:
         n = len(self.dest)
         self.action = np.empty(n, dtype=np.int8)
         self.reason = np.empty(n, dtype=np.int8)
+        self.side = np.empty(n, dtype=np.int8)
         self.p, self.strength, self.atr = np.empty(n), np.empty(n), np.empty(n)
         self.horizon_p = np.empty((n, self.n_h))
         self.plan = np.empty((len(PLAN_COLUMNS), n))
@@ -245,7 +247,7 @@ class _Outputs:
 
     def store(self, blk: Block, horizon_p: np.ndarray, d: Decision, risk: RiskPlan, atr: np.ndarray) -> None:
         at = self.dest[blk.a : blk.b]
-        self.action[at], self.reason[at] = d.action, d.reason
+        self.action[at], self.reason[at], self.side[at] = d.action, d.reason, d.side
         self.p[at], self.strength[at] = d.p, d.strength
         self.horizon_p[at], self.atr[at], self.cap[at] = horizon_p, atr, risk.cap
         for j, name in enumerate(PLAN_COLUMNS):
@@ -336,6 +338,7 @@ def decide_history(run: HistoryRun, bars: pl.DataFrame, block_rows: int = BLOCK_
         reason=res.reason,
         p=res.p,
         strength=res.strength,
+        side=res.side,
         horizon_p=res.horizon_p,
         risk=res.risk(),
         close=close,

@@ -140,6 +140,7 @@ class DecisionPath:
             reason=decision.reason,
             p=decision.p,
             strength=decision.strength,
+            side=decision.side,
             horizon_p=horizon_p,
             risk=risk,
             close=close,

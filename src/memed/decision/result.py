@@ -23,6 +23,7 @@ class Decisions:
     reason: np.ndarray  # int8 index into signals.policy.REASONS
     p: np.ndarray  # decision probability (NaN when HOLD for a reason)
     strength: np.ndarray
+    side: np.ndarray  # int8 index into signals.policy.SIDES
     horizon_p: np.ndarray  # [rows, H] ensemble p_up per horizon
     risk: RiskPlan
     close: np.ndarray
@@ -44,6 +45,7 @@ class Decisions:
         return {
             "action": self.action,
             "reason": self.reason,
+            "side": self.side,
             "p_up": self.p,
             "strength": self.strength,
             "atr": self.atr,

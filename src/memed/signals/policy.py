@@ -1,5 +1,9 @@
 """BUY / HOLD / SELL from the decision probability, with strong bands and every HOLD rule and its reason:
-``warming_up``, ``dead``, ``no_model`` (:func:`decide`) and ``no_volatility`` (:func:`hold_unsized`)."""
+``warming_up``, ``dead``, ``no_model`` (:func:`decide`) and ``no_volatility`` (:func:`hold_unsized`).
+
+Each decision has a side: ``long`` for a BUY; for a SELL, ``short`` when ``signals.sides`` is ``both``
+and ``exit`` (leave or avoid the token, open nothing) when it is ``long``, the default: spot memecoins
+cannot be shorted. A HOLD has none."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ ACTIONS = ("STRONG_SELL", "SELL", "HOLD", "BUY", "STRONG_BUY")
 A_STRONG_SELL, A_SELL, A_HOLD, A_BUY, A_STRONG_BUY = range(5)
 REASONS = ("", "warming_up", "dead", "no_model", "no_volatility")
 R_NONE, R_WARMING, R_DEAD, R_NO_MODEL, R_NO_VOL = range(5)
+SIDES = ("", "long", "short", "exit")
+S_NONE, S_LONG, S_SHORT, S_EXIT = range(4)
 
 
 @dataclass
@@ -22,6 +28,7 @@ class Decision:
     reason: np.ndarray  # int8 index into REASONS
     p: np.ndarray  # decision probability (NaN when HOLD for a reason)
     strength: np.ndarray  # |p - 0.5| * 2, 0 for HOLD with a reason
+    side: np.ndarray  # int8 index into SIDES
 
 
 @njit(cache=True, nogil=True)
@@ -39,9 +46,10 @@ def decision_p(horizon_p: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, buy: float, strong_buy: float, sell: float,
-            strong_sell: float, action: np.ndarray, reason: np.ndarray, p_out: np.ndarray,
-            strength: np.ndarray) -> None:  # fmt: skip
+            strong_sell: float, long_only: bool, action: np.ndarray, reason: np.ndarray, p_out: np.ndarray,
+            strength: np.ndarray, side: np.ndarray) -> None:  # fmt: skip
     for i in range(len(p)):
+        side[i] = S_NONE
         x = p[i]
         r = R_WARMING if not ready[i] else (R_DEAD if dead[i] else (R_NO_MODEL if np.isnan(x) else R_NONE))
         reason[i] = r
@@ -62,6 +70,10 @@ def _decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, buy: float, stro
         action[i] = a
         p_out[i] = x
         strength[i] = abs(x - 0.5) * 2.0
+        if a in (A_BUY, A_STRONG_BUY):
+            side[i] = S_LONG
+        elif a in (A_SELL, A_STRONG_SELL):
+            side[i] = S_EXIT if long_only else S_SHORT
 
 
 def decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, cfg: SignalsConfig) -> Decision:
@@ -69,18 +81,20 @@ def decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, cfg: SignalsConfi
     order: warming_up, dead, no_model; otherwise the action is the band ``p`` falls in (a sell band
     wins over a buy band if thresholds overlap)."""
     n = len(p)
-    d = Decision(np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n), np.empty(n))
+    d = Decision(np.empty(n, np.int8), np.empty(n, np.int8), np.empty(n), np.empty(n), np.empty(n, np.int8))
     _decide(np.asarray(p, np.float64), np.asarray(ready, np.bool_), np.asarray(dead, np.bool_),
             cfg.buy_threshold, cfg.strong_buy_threshold, cfg.sell_threshold, cfg.strong_sell_threshold,
-            d.action, d.reason, d.p, d.strength)  # fmt: skip
+            cfg.sides == "long", d.action, d.reason, d.p, d.strength, d.side)  # fmt: skip
     return d
 
 
 def hold_unsized(d: Decision, notional: np.ndarray) -> None:
-    """A BUY or SELL that risk sizing could not size (``notional`` not finite: no ATR yet, a zero ATR, a
-    NaN Kelly bound) becomes HOLD with reason ``no_volatility``, in place."""
-    unsized = (d.action != A_HOLD) & ~np.isfinite(notional)
+    """A signal that opens a position (long or short) which risk sizing could not size (``notional`` not
+    finite: no ATR yet, a zero ATR, a NaN Kelly bound) becomes HOLD with reason ``no_volatility``, in
+    place. An exit needs no size."""
+    unsized = ((d.side == S_LONG) | (d.side == S_SHORT)) & ~np.isfinite(notional)
     d.action[unsized] = A_HOLD
     d.reason[unsized] = R_NO_VOL
     d.strength[unsized] = 0.0
     d.p[unsized] = np.nan
+    d.side[unsized] = S_NONE

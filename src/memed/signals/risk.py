@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from memed.config import RiskConfig
-from memed.signals.policy import A_BUY, A_SELL, A_STRONG_BUY, A_STRONG_SELL
+from memed.signals.policy import S_LONG, S_SHORT
 
 NOTIONAL_ALPHA = 2.0 / 31.0
 """Smoothing of the recent traded notional per bar (close x volume) that caps a position: a 30-bar EWMA."""
@@ -46,14 +46,15 @@ class RiskPlan:
 
 
 @njit(cache=True, inline="always")
-def _side(a: int) -> float:
-    if a in (A_BUY, A_STRONG_BUY):
+def _side(s: int) -> float:
+    """+1 for a long, -1 for a short, 0 for no position (HOLD, exit)."""
+    if s == S_LONG:
         return 1.0
-    return -1.0 if a in (A_SELL, A_STRONG_SELL) else 0.0
+    return -1.0 if s == S_SHORT else 0.0
 
 
 @njit(cache=True, nogil=True)
-def _size(action: np.ndarray, p: np.ndarray, close: np.ndarray, atr: np.ndarray, recent_notional: np.ndarray,
+def _size(sides: np.ndarray, p: np.ndarray, close: np.ndarray, atr: np.ndarray, recent_notional: np.ndarray,
           liquidity: np.ndarray, equity: float, risk_per_trade: float, stop_atr: float,
           take_profit_atr: float, max_position: float, max_volume: float, max_liquidity: float,
           kelly_fraction: float, out: np.ndarray, cap: np.ndarray) -> None:  # fmt: skip
@@ -62,8 +63,8 @@ def _size(action: np.ndarray, p: np.ndarray, close: np.ndarray, atr: np.ndarray,
     Kelly) leaves no trade."""
     payoff = take_profit_atr / stop_atr
     risk_budget = equity * risk_per_trade
-    for i in range(len(action)):
-        side = _side(action[i])
+    for i in range(len(sides)):
+        side = _side(sides[i])
         c = close[i]
         x = atr[i]
         cap[i] = CAP_NONE
@@ -105,7 +106,7 @@ def _size(action: np.ndarray, p: np.ndarray, close: np.ndarray, atr: np.ndarray,
 
 
 def size_positions(
-    action: np.ndarray,
+    side: np.ndarray,
     p: np.ndarray,
     close: np.ndarray,
     atr: np.ndarray,
@@ -113,11 +114,11 @@ def size_positions(
     liquidity: np.ndarray,
     cfg: RiskConfig,
 ) -> RiskPlan:
-    n = len(action)
+    n = len(side)
     out = np.empty((6, n))
     cap = np.empty(n, dtype=np.int8)
     f = np.float64
-    _size(np.asarray(action, np.int8), np.asarray(p, f), np.asarray(close, f), np.asarray(atr, f),
+    _size(np.asarray(side, np.int8), np.asarray(p, f), np.asarray(close, f), np.asarray(atr, f),
           np.asarray(recent_notional, f), np.asarray(liquidity, f), float(cfg.equity),
           float(cfg.risk_per_trade), float(cfg.stop_atr), float(cfg.take_profit_atr),
           float(cfg.max_position_fraction), float(cfg.max_volume_fraction), float(cfg.max_liquidity_fraction),

@@ -37,6 +37,9 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     horizons: dict[str, float | None]
     """Ensemble p_up per horizon in minutes."""
     reason: str = ""
+    side: str = ""
+    """``long`` (a BUY), ``short`` (a SELL with ``signals.sides = "both"``), ``exit`` (a SELL with
+    ``signals.sides = "long"``, the default: leave or avoid the token; no risk plan), or empty (HOLD)."""
     risk: Risk | None = None
     model_set: str
     feature_spec: str
@@ -50,8 +53,9 @@ def hummingbot_payload(sig: Signal) -> dict[str, object]:
     """The shape Hummingbot's ``ai_livestream`` controller reads: probabilities [short, neutral, long]
     and a target percentage."""
     p = sig.p_up if sig.p_up is not None else 0.5
-    short, long = (1.0 - p, p) if sig.action != "HOLD" else (0.0, 0.0)
-    neutral = 1.0 if sig.action == "HOLD" else 0.0
+    trades = sig.action != "HOLD" and sig.side != "exit"  # an exit opens nothing: no short to read into it
+    short, long = (1.0 - p, p) if trades else (0.0, 0.0)
+    neutral = 0.0 if trades else 1.0
     target = 0.0
     if sig.risk is not None and sig.risk.entry:
         target = abs(sig.risk.take_profit - sig.risk.entry) / sig.risk.entry

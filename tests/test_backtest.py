@@ -209,6 +209,18 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     sig = pl.read_parquet(out / "signals.parquet")
     assert sig["fold"].n_unique() == 2
     assert metrics["timings_seconds"]["training"] > 0
+    # calibration is measured on the served probabilities, and drawn
+    model = doc["horizons"]["60"]["model"]
+    assert {"ece", "ece_lo", "ece_hi"} <= set(model)
+    bins = doc["horizons"]["60"]["reliability"]
+    assert sum(b["rows"] for b in bins) == model["n"]
+    assert "Reliability of the served p_up" in (out / "report.html").read_text()
+    # long-only by default: SELLs are exits, no short is ever opened
+    assert set(sig["side"].unique().to_list()) <= {"", "long", "exit"}
+    assert "exit" in sig["side"].to_list()
+    trades = pl.read_parquet(out / "trades.parquet")
+    assert trades.height > 0
+    assert (trades["side"] == 1.0).all()
 
 
 TABULAR_BT_TOML = BT_TOML.replace(

@@ -1,12 +1,13 @@
 """Does a feature family earn its place in the default spec?
 
-Family: ``market`` (the five ``mkt_*`` market context features, ``data.market_context``). (``clock``, the
-minute of day, was evaluated the same way at commit 432128d and dropped from the kernel.) Builds the training table of a dataset once (with the
-market context for ``market``), fits memed's logistic regression (the default served family,
-``trainers.tabular.train_logreg``) on the train split twice -- with and without the family, on the same
-rows -- and reports per horizon the ROC AUC of each and their paired difference with a day-block
-bootstrap interval, on the validation split (where the choice is made) and on the test split (reported,
-never chosen on).
+Family: ``market`` (the five ``mkt_*`` market context features, ``data.market_context``). (``clock``,
+the minute of day, was evaluated the same way at commit 432128d and dropped from the kernel.)
+
+Builds the training table of a dataset once (with the market context for ``market``), fits memed's
+logistic regression (the default served family, ``trainers.tabular.train_logreg``) on the train split
+twice -- with and without the family, on the same rows -- and reports per horizon the ROC AUC of each
+and their paired difference with a day-block bootstrap interval, on the validation split (where the
+choice is made) and on the test split (reported, never chosen on).
 
 The split is the ``mixed`` strategy by default: the test split holds tokens never trained on, after the
 training period (one calendar cut), so "test" means unseen tokens in unseen time.

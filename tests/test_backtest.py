@@ -221,6 +221,14 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     trades = pl.read_parquet(out / "trades.parquet")
     assert trades.height > 0
     assert (trades["side"] == 1.0).all()
+    # the model's trades broken down by exit reason and by token, in metrics.json and in the report
+    for key, col in (("exit_reasons", "exit_reason"), ("tokens", "token")):
+        assert sum(r["trades"] for r in doc[key]) == trades.height
+        assert {r[col] for r in doc[key]} == set(trades[col].unique().to_list())
+    assert doc["exit_reasons"][0]["pnl"] >= doc["exit_reasons"][-1]["pnl"]
+    page = (out / "report.html").read_text()
+    assert "trades by exit reason" in page
+    assert "trades by token" in page
 
 
 TABULAR_BT_TOML = BT_TOML.replace(

@@ -117,3 +117,20 @@ def trading_metrics(
         "fees_paid": fees,
         "final_equity": final,
     }
+
+
+def trade_breakdown(trades: pl.DataFrame, by: str) -> list[dict[str, float | str]]:
+    """The trades grouped by ``by`` (``exit_reason``, ``token``): count, win rate, mean and total return
+    per trade, total P&L and median minutes held, largest P&L first."""
+    if not trades.height:
+        return []
+    held = (pl.col("exit_ts") - pl.col("entry_ts")).dt.total_minutes()
+    table = trades.group_by(by).agg(
+        pl.len().cast(pl.Float64).alias("trades"),
+        (pl.col("pnl") > 0).mean().alias("win_rate"),
+        pl.col("return").mean().alias("mean_return"),
+        pl.col("pnl").sum().alias("pnl"),
+        held.median().cast(pl.Float64).alias("median_minutes"),
+    )
+    rows: list[dict[str, float | str]] = table.sort("pnl", by, descending=[True, False]).to_dicts()
+    return rows

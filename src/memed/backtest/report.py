@@ -82,6 +82,10 @@ def _ci(m: dict[str, Any], key: str) -> str:
     return text + (f" [{_f(lo)}, {_f(hi)}]" if lo is not None and hi is not None else "")
 
 
+TOP_TOKENS = 15
+"""Tokens listed first in the report's per-token table (then the 5 with the smallest P&L)."""
+
+
 def _reliability_cells(bins: list[dict[str, Any]]) -> list[str]:
     """Ten cells, one per p_up decile: ``rate [lo, hi] (rows)``; empty where no row fell."""
     cells = [""] * 10
@@ -144,6 +148,25 @@ def write_report(
            f"{int(hz[h]['model']['n']):,}"]
         for h in hz
     ]  # fmt: skip
+    breakdown_cols = ["trades", "win_rate", "mean_return", "pnl", "median_minutes"]
+    pct_cols = {"win_rate", "mean_return"}
+
+    def cell(r: dict[str, Any], c: str) -> str:
+        return f"{int(r[c]):,}" if c in ("trades", "median_minutes") else _f(r[c], c in pct_cols)
+
+    def breakdown(rows: list[dict[str, Any]], key: str, limit: int) -> list[list[str]]:
+        return [[html.escape(str(r[key]))] + [cell(r, c) for c in breakdown_cols] for r in rows[:limit]]
+
+    exit_rows = breakdown(metrics.get("exit_reasons", []), "exit_reason", 10)
+    token_list = metrics.get("tokens", [])
+    token_rows = breakdown(token_list, "token", TOP_TOKENS) + breakdown(
+        token_list[TOP_TOKENS:][-5:], "token", 5
+    )
+    token_note = (
+        ""
+        if len(token_list) <= TOP_TOKENS + 5
+        else "; the 15 with the largest P&amp;L and the 5 with the smallest"
+    )
     reliability_rows = [[f"{h} m", *_reliability_cells(hz[h].get("reliability", []))] for h in hz]
     fold_rows = []
     for fm in metrics["folds"]:
@@ -178,6 +201,10 @@ config {html.escape(metrics["config_hash"])}. Equity is realised (it moves when 
 <h2>Reliability of the served p_up</h2>
 <p>Per horizon and p_up bin: the share of rows that went up, with its day-block interval, and the rows (the models' probabilities pass through the calibration maps fitted on each fold's validation split). A calibrated model's rate sits inside its bin.</p>
 {_table(["horizon", *[f"{k / 10:.1f}-{(k + 1) / 10:.1f}" for k in range(10)]], reliability_rows)}
+<h2>The model's trades by exit reason</h2>{_table(["exit", *breakdown_cols], exit_rows)}
+<h2>The model's trades by token</h2>
+<p>{len(token_list)} tokens traded{token_note}.</p>
+{_table(["token", *breakdown_cols], token_rows)}
 <h2>Folds</h2>{_table(["fold", "test window", "return", "max drawdown", "trades", "AUC"], fold_rows)}
 {_histogram(returns)}
 </body></html>"""

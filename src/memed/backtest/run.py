@@ -17,7 +17,7 @@ import polars as pl
 
 from memed.backtest.fitted import fitted_baseline_p
 from memed.backtest.folds import fold_groups, run_groups
-from memed.backtest.metrics import EquityEvents, TradeArrays, trading_metrics
+from memed.backtest.metrics import EquityEvents, TradeArrays, trade_breakdown, trading_metrics
 from memed.backtest.plan import Fold, check_embargo, in_sample_overlaps, plan_folds
 from memed.backtest.simulator import SimResult, market_bars, simulate
 from memed.config import MemedConfig, RiskConfig
@@ -348,4 +348,7 @@ def _metrics(
         tr, eq = arrays[name]
         out["trading"][name] = trading_metrics(tr, eq, equity0, start, end, sim.fees, sim.turnover)
         out["trading"][name]["skipped_orders"] = float(sum(sim.skipped.values()))
+    model_trades = sims["model"].trades
+    out["exit_reasons"] = trade_breakdown(model_trades, "exit_reason")
+    out["tokens"] = trade_breakdown(model_trades, "token")
     return out

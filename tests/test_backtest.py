@@ -20,7 +20,7 @@ from broker import Mosquitto
 from conftest import TINY_TOML
 from daemon_helpers import daemon_config, read_jsonl, wait_until
 from memed.backtest.folds import choose_workers, fold_of
-from memed.backtest.plan import Fold, check_embargo, plan_folds
+from memed.backtest.plan import Fold, check_embargo, over_coverage, plan_folds
 from memed.backtest.run import run_backtest
 from memed.backtest.simulator import MarketBars, TokenBars, simulate
 from memed.config import BacktestConfig, parse_config
@@ -77,6 +77,26 @@ def test_plan_folds_embargo_and_the_check_catches_a_leaky_plan() -> None:
     )
     with pytest.raises(ConfigError, match="labels would leak"):
         check_embargo(leaky, 720)
+
+
+def test_folds_are_planned_only_over_the_datas_coverage() -> None:
+    """Bars on days 0-4 and 40-44 (two files weeks apart): no fold tests the empty weeks between them,
+    the folds are numbered densely and the retrain cadence follows the folds actually planned."""
+    t0 = T0.timestamp() / 60
+    days = [*range(5), *range(40, 45)]
+    minutes = np.unique(np.concatenate([t0 + d * 1440 + np.arange(0, 1440, 60) for d in days]))
+    common = {"train_minutes": 2 * 1440, "test_minutes": 1440, "step_minutes": 1440, "embargo_minutes": 720,
+              "retrain_every": 2}  # fmt: skip
+    everything = plan_folds(T0, T0 + timedelta(days=45), **common)
+    covered = over_coverage(everything, minutes, retrain_every=2)
+    assert len(everything) == 42
+    assert [f.index for f in covered] == list(range(len(covered)))
+    assert [f.retrain for f in covered] == [i % 2 == 0 for i in range(len(covered))]
+    for f in covered:
+        lo, hi = f.test_start.timestamp() / 60, f.test_end.timestamp() / 60
+        assert ((minutes >= lo) & (minutes < hi)).any(), f
+    assert 6 <= len(covered) <= 8  # days 2-4 and 40-44, give or take the 12-hour offset
+    assert len(over_coverage(everything, minutes, max_folds=3)) == 3
 
 
 def _bars(opens: list[float], highs: list[float], lows: list[float], closes: list[float]) -> TokenBars:

@@ -9,8 +9,10 @@ horizon, so no training label (which looks ``h`` minutes ahead) reaches into the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+
+import numpy as np
 
 from memed.errors import ConfigError
 
@@ -53,6 +55,24 @@ def plan_folds(
         folds.append(Fold(k, train_start, train_end, test_start, test_end, k % retrain_every == 0))
         k += 1
     return folds
+
+
+def over_coverage(folds: list[Fold], bar_minutes: np.ndarray, retrain_every: int = 1, max_folds: int = 0
+                  ) -> list[Fold]:  # fmt: skip
+    """The folds whose test window holds a bar (``bar_minutes``: the data's bar times in epoch minutes,
+    sorted): a stretch with no data at all (files years apart, an outage) is not planned as empty folds.
+    The folds kept are numbered densely, retrain every ``retrain_every`` of them, and at most
+    ``max_folds`` (0: all) are kept."""
+    kept: list[Fold] = []
+    for f in folds:
+        lo, hi = (int(np.searchsorted(bar_minutes, t.timestamp() / 60)) for t in (f.test_start, f.test_end))
+        if lo == hi:
+            continue
+        if max_folds and len(kept) >= max_folds:
+            break
+        i = len(kept)
+        kept.append(replace(f, index=i, retrain=i % retrain_every == 0))
+    return kept
 
 
 def check_embargo(folds: list[Fold], longest_horizon_minutes: int) -> None:

@@ -18,9 +18,10 @@ import polars as pl
 from memed.backtest.fitted import fitted_baseline_p
 from memed.backtest.folds import fold_groups, run_groups
 from memed.backtest.metrics import EquityEvents, TradeArrays, trade_breakdown, trading_metrics
-from memed.backtest.plan import Fold, check_embargo, in_sample_overlaps, plan_folds
+from memed.backtest.plan import Fold, check_embargo, in_sample_overlaps, over_coverage, plan_folds
 from memed.backtest.simulator import SimResult, market_bars, simulate
 from memed.config import MemedConfig, RiskConfig
+from memed.data.frames import epoch_minutes
 from memed.data.loaders import expand_sources, load_dataset
 from memed.data.schema import infer_interval_minutes
 from memed.errors import DataError
@@ -149,8 +150,8 @@ def run_backtest(
         embargo_minutes=embargo,
         expanding=bt.expanding,
         retrain_every=bt.retrain_every,
-        max_folds=bt.max_folds,
     )
+    folds = over_coverage(folds, np.unique(epoch_minutes(bars["ts"])), bt.retrain_every, bt.max_folds)
     if not folds:
         raise DataError(
             f"data spans {start} .. {end}: too short for train {bt.train_minutes} + embargo {embargo} + "

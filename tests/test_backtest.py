@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -169,6 +170,21 @@ def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> Non
     t2 = res2.trades.row(0, named=True)
     assert t2["exit_reason"] == "horizon"
     assert t2["exit_ts"] == datetime.fromtimestamp((1000 + 4) * 60, UTC)
+
+
+def test_report_charts_are_dated_and_light() -> None:
+    """At most MAX_POINTS points per series whatever the span, and dated labels under the x axis."""
+    from memed.backtest.report import MAX_POINTS, _chart
+
+    xs = T0.timestamp() + np.arange(20_000) * 3600.0  # 20,000 hours: 2.3 years
+    svg = _chart("Equity", {"model": (xs, np.cumsum(np.ones(20_000)))}, "{:,.0f}", "equity")
+    points = re.search(r'points="([^"]*)"', svg)
+    assert points is not None
+    assert len(points.group(1).split()) == MAX_POINTS
+    ticks = re.findall(r'class="xtick"[^>]*>([^<]+)<', svg)
+    assert ticks[0] == f"{T0:%Y-%m-%d}"
+    assert ticks[-1] == datetime.fromtimestamp(xs[-1], UTC).strftime("%Y-%m-%d")
+    assert len(ticks) == 5
 
 
 def test_long_only_sells_close_longs_and_never_open_shorts() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,17 @@ COLORS = {
     "always_hold": "#3fb950",
 }
 W, H, PAD = 860, 260, 40
+MAX_POINTS = 2_000
+"""Points drawn per series at most (a chart is 780 pixels wide; more only makes the page heavy)."""
+X_TICKS = 5
 
 
 def _polyline(xs: np.ndarray, ys: np.ndarray, x0: float, x1: float, y0: float, y1: float, color: str) -> str:
     if len(xs) == 0:
         return ""
+    if len(xs) > MAX_POINTS:  # evenly spaced points, the first and the last kept
+        keep = np.unique(np.linspace(0, len(xs) - 1, MAX_POINTS).round().astype(np.int64))
+        xs, ys = xs[keep], ys[keep]
     sx = (xs - x0) / max(x1 - x0, 1e-12) * (W - 2 * PAD) + PAD
     sy = H - PAD - (ys - y0) / max(y1 - y0, 1e-12) * (H - 2 * PAD)
     pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(sx, sy, strict=True))
@@ -44,7 +50,7 @@ def _chart(title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], fmt: st
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#999"/>'
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#999"/>'
         f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="11">{fmt.format(y1)}</text>'
-        f'<text x="{PAD + 4}" y="{H - PAD - 4}" font-size="11">{fmt.format(y0)}</text>'
+        f'<text x="{PAD + 4}" y="{H - PAD - 4}" font-size="11">{fmt.format(y0)}</text>' + _date_ticks(x0, x1)
     )
     legend = "".join(
         f'<tspan fill="{COLORS.get(n, "#000")}" dx="12">\u25a0 {html.escape(n)}</tspan>' for n in series
@@ -54,6 +60,21 @@ def _chart(title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], fmt: st
         f'xmlns="http://www.w3.org/2000/svg">{axis}{lines}<text x="{PAD}" y="{H - 10}" font-size="12">{legend}'
         "</text></svg>"
     )
+
+
+def _date_ticks(x0: float, x1: float) -> str:
+    """Dated labels under the x axis (``x0``, ``x1``: epoch seconds, UTC)."""
+    span = x1 - x0
+    fmt = "%Y-%m-%d" if span > 3 * 86400 else "%m-%d %H:%M"
+    out = []
+    for k in range(X_TICKS):
+        t = x0 + span * k / (X_TICKS - 1)
+        x = PAD + (W - 2 * PAD) * k / (X_TICKS - 1)
+        anchor = "start" if k == 0 else ("end" if k == X_TICKS - 1 else "middle")
+        label = datetime.fromtimestamp(t, UTC).strftime(fmt)
+        out.append(f'<text class="xtick" x="{x:.0f}" y="{H - PAD + 14}" font-size="10" '
+                   f'text-anchor="{anchor}">{label}</text>')  # fmt: skip
+    return "".join(out)
 
 
 def _histogram(returns: np.ndarray) -> str:

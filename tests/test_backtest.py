@@ -172,6 +172,19 @@ def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> Non
     assert t2["exit_ts"] == datetime.fromtimestamp((1000 + 4) * 60, UTC)
 
 
+def test_daily_sharpe_from_an_hourly_curve() -> None:
+    from memed.backtest.metrics import daily_sharpe
+
+    rng = np.random.default_rng(0)
+    daily = rng.normal(0.001, 0.01, 60)
+    days = 1000 * np.cumprod(np.r_[1.0, 1 + daily])
+    hourly = np.repeat(days, 24)[: 24 * 60 + 1]  # equity steps once a day
+    rets = np.diff(days[:61]) / days[:60]
+    assert daily_sharpe(hourly) == pytest.approx(rets.mean() / rets.std() * np.sqrt(365))
+    assert daily_sharpe(np.full(24 * 10, 1000.0)) == 0.0
+    assert daily_sharpe(np.full(30, 1000.0)) == 0.0  # under two days
+
+
 def test_report_charts_are_dated_and_light() -> None:
     """At most MAX_POINTS points per series whatever the span, and dated labels under the x axis."""
     from memed.backtest.report import MAX_POINTS, _chart
@@ -242,6 +255,7 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     assert doc["trading"]["always_hold"]["trades"] == 0
     assert set(doc["horizons"]) == {"15", "30", "60"}
     assert {"roc_auc", "log_loss", "f1"} <= set(doc["horizons"]["60"]["model"])
+    assert "sharpe_daily" in doc["trading"]["model"]
     sig = pl.read_parquet(out / "signals.parquet")
     assert sig["fold"].n_unique() == 2
     assert metrics["timings_seconds"]["training"] > 0

@@ -146,6 +146,7 @@ def write_report(
         "total_return",
         "annualised_return",
         "sharpe",
+        "sharpe_daily",
         "sortino",
         "calmar",
         "max_drawdown",

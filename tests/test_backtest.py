@@ -144,6 +144,10 @@ def test_simulator_fills_next_open_with_costs_and_checks_the_stop_first() -> Non
     fees = units * entry * 1e-3 + units * exit_price * 1e-3
     assert t["pnl"] == pytest.approx(units * (exit_price - entry) - fees)
     assert res.fees == pytest.approx(fees)
+    # P&L split: before costs (fill at the open, exit at the stop), slippage and fees
+    assert t["gross_pnl"] == pytest.approx(units * (stop - 11))
+    assert t["slippage"] == pytest.approx(units * (11 * 5e-4 + stop * 5e-4))
+    assert t["pnl"] == pytest.approx(t["gross_pnl"] - t["slippage"] - fees)
 
 
 def test_simulator_take_profit_horizon_short_and_one_position_per_token() -> None:
@@ -256,6 +260,10 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     assert set(doc["horizons"]) == {"15", "30", "60"}
     assert {"roc_auc", "log_loss", "f1"} <= set(doc["horizons"]["60"]["model"])
     assert "sharpe_daily" in doc["trading"]["model"]
+    m = doc["trading"]["model"]
+    assert m["gross_pnl"] - m["slippage_paid"] - m["fees_paid"] == pytest.approx(
+        float(pl.read_parquet(out / "trades.parquet")["pnl"].sum()), abs=1e-6
+    )
     sig = pl.read_parquet(out / "signals.parquet")
     assert sig["fold"].n_unique() == 2
     assert metrics["timings_seconds"]["training"] > 0

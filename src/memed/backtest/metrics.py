@@ -58,20 +58,26 @@ class TradeArrays:
     pnl: np.ndarray
     held_minutes: np.ndarray
     notional: np.ndarray
+    gross: np.ndarray
+    """P&L before fees and slippage."""
+    slippage: np.ndarray
 
     @classmethod
     def of(cls, trades: pl.DataFrame) -> TradeArrays:
         if not trades.height:
             z = np.zeros(0)
-            return cls(np.zeros(0, dtype=np.int64), z, z, z)
+            return cls(np.zeros(0, dtype=np.int64), z, z, z, z, z)
         dur = (trades["exit_ts"] - trades["entry_ts"]).dt.total_minutes().to_numpy() + 1
+        gross = trades["gross_pnl"].to_numpy() if "gross_pnl" in trades.columns else trades["pnl"].to_numpy()
+        slip = trades["slippage"].to_numpy() if "slippage" in trades.columns else np.zeros(trades.height)
         return cls(trades["entry_ts"].dt.epoch("us").to_numpy(), trades["pnl"].to_numpy(), dur,
-                   trades["entry_notional"].to_numpy())  # fmt: skip
+                   trades["entry_notional"].to_numpy(), gross, slip)  # fmt: skip
 
     def entered(self, start: datetime, end: datetime) -> TradeArrays:
         """The trades entered in ``[start, end)``."""
         m = (self.entry_us >= epoch_us(start)) & (self.entry_us < epoch_us(end))
-        return TradeArrays(self.entry_us[m], self.pnl[m], self.held_minutes[m], self.notional[m])
+        return TradeArrays(self.entry_us[m], self.pnl[m], self.held_minutes[m], self.notional[m],
+                           self.gross[m], self.slippage[m])  # fmt: skip
 
 
 def trading_metrics(
@@ -116,6 +122,8 @@ def trading_metrics(
         "exposure": held / (span_min * base),
         "turnover": turnover / base,
         "fees_paid": fees,
+        "gross_pnl": float(tr.gross.sum()),
+        "slippage_paid": float(tr.slippage.sum()),
         "final_equity": final,
     }
 

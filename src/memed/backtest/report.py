@@ -155,7 +155,9 @@ def write_report(
         "trades",
         "exposure",
         "turnover",
+        "gross_pnl",
         "fees_paid",
+        "slippage_paid",
     ]
     pct = {"total_return", "annualised_return", "max_drawdown", "win_rate", "exposure"}
     trade_rows = [[html.escape(n)] + [_f(trading[n].get(k), k in pct) for k in keys] for n in trading]

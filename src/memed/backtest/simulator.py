@@ -199,6 +199,8 @@ def _run(
             trades[n_tr, 1:10] = p[:9]
             trades[n_tr, 10] = pnl
             trades[n_tr, 11] = pnl / p[4]
+            trades[n_tr, 12] = pnl + fee + p[5] + p[9]  # before fees and slippage
+            trades[n_tr, 13] = p[9]
             n_tr += 1
             curve[n_cv, 0] = p[6]
             curve[n_cv, 1] = equity
@@ -241,11 +243,13 @@ def _run(
                                    sig_take[r] + shift, deadline)  # fmt: skip
         if why == EXIT_HORIZON and deadline == sig_exit[r]:
             why = EXIT_SIGNAL  # closed by the token's next exit signal
+        raw_exit = exit_price
         exit_price = exit_price * (1 - side * slippage_bps / 1e4)
         ids += 1
         p = pos[tok]
         p[0], p[1], p[2], p[3], p[4] = side, units, ts[i], entry_price, entry_notional
         p[5], p[6], p[7], p[8] = entry_fee, ts[j], exit_price, why
+        p[9] = units * (abs(entry_price - open_[i]) + abs(raw_exit - exit_price))  # slippage paid
         heapq.heappush(heap, (ts[j], ids, tok))
         exposure += entry_notional
         fees += entry_fee
@@ -314,7 +318,7 @@ def simulate(
         exit_at = (trades_only["exit_ts"].dt.epoch("us") / 60e6).cast(pl.Float64).fill_null(np.inf).to_numpy()
     if window_end is not None and has_fold and n:
         cap = np.array([window_end[int(f)] for f in rows["fold"].to_list()])
-    trades = np.empty((n, 12))
+    trades = np.empty((n, 14))
     curve = np.empty((2 * n, 3))
     counts = np.zeros(4, dtype=np.int64)
     n_tr, n_cv, fees, turnover = _run(
@@ -353,7 +357,7 @@ def simulate(
 def _trade_frame(rows: np.ndarray, names: list[str]) -> pl.DataFrame:
     cols = (
         "token", "side", "units", "entry_ts", "entry_price", "entry_notional", "entry_fee", "exit_ts",
-        "exit_price", "exit_reason", "pnl", "return",
+        "exit_price", "exit_reason", "pnl", "return", "gross_pnl", "slippage",
     )  # fmt: skip
     data = {c: rows[:, k] for k, c in enumerate(cols)}
     token_names = pl.Series(names, dtype=pl.String)

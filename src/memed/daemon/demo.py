@@ -58,13 +58,13 @@ async def _start_broker(port: int) -> Any:
 
 def _table(daemon: Daemon, title: str) -> Table:
     table = Table(title=title, expand=False)
-    for col in ("token", "minute (event time)", "action", "p_up", "stop", "take", "size", "reason"):
+    for col in ("token", "minute (event time)", "action", "side", "p_up", "stop", "take", "size", "reason"):
         table.add_column(col)
     for token in sorted(daemon.latest)[:40]:
         s = daemon.latest[token]
         r = s.risk
         table.add_row(
-            token, s.ts, f"[{_STYLE.get(s.action, '')}]{s.action}[/]",
+            token, s.ts, f"[{_STYLE.get(s.action, '')}]{s.action}[/]", s.side,
             "" if s.p_up is None else f"{s.p_up:.3f}",
             "" if r is None else f"{r.stop_loss:.6g}", "" if r is None else f"{r.take_profit:.6g}",
             "" if r is None else f"{r.position_size:.4g}", s.reason,

@@ -76,6 +76,18 @@ def _print_auc(manifest: object) -> None:
             click.echo(f"{'':<16}" + "".join(f"{'-' if r is None else f'({r:.3f})':>{CELL}}" for r in raw))
             if cals:
                 click.echo(f"{'':<16}" + "".join(f"{c.method:>{CELL}}" for c in cals))
+    if manifest.edge is not None:
+        g = manifest.edge
+        click.echo(f"\ncost-aware policy on validation ({g.horizon} m trades, round trip "
+                   f"{g.cost * 1e4:.0f} bps, up moves {g.up_move * 1e4:.0f} bps, down "
+                   f"{g.down_move * 1e4:.0f} bps, {g.rows:,} rows)")  # fmt: skip
+        for side in ("long", "short") if g.sides == "both" else ("long",):
+            if getattr(g, f"{side}_edge"):
+                click.echo(f"  {side}: margin {getattr(g, f'{side}_margin') * 1e4:.1f} bps, "
+                           f"{getattr(g, f'{side}_trades'):,} trades, mean net "
+                           f"{getattr(g, f'{side}_net_mean') * 1e4:+.1f} bps")  # fmt: skip
+            else:
+                click.echo(f'  {side}: no edge after costs (signals.policy = "cost_aware" trades nothing)')
     for w in manifest.warnings:
         click.secho(f"warning: {w}", fg="yellow")
 

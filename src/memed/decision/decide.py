@@ -15,10 +15,10 @@ import numpy as np
 
 from memed.config import RiskConfig, SignalsConfig
 from memed.errors import ConfigError
-from memed.models.manifest import Calibration, Manifest
+from memed.models.manifest import Calibration, EdgeFit, Manifest
 from memed.signals.calibration import calibrate_columns
 from memed.signals.ensemble import ensemble
-from memed.signals.policy import Decision, decide, decision_p, hold_unsized
+from memed.signals.policy import Decision, apply_edge, decide, decision_p, hold_unsized
 from memed.signals.risk import RiskPlan, size_positions
 
 
@@ -31,6 +31,8 @@ class Decider:
     """Columns of the model set's horizons that ``signals.decision_horizons`` names."""
     calibrations: Mapping[str, tuple[Calibration, ...]] = field(default_factory=dict)
     """Model → its calibration map per horizon (:class:`~memed.models.manifest.Calibration`)."""
+    edge: EdgeFit | None = None
+    """The cost-aware policy's fit (served when ``signals.policy = "cost_aware"``)."""
 
     @classmethod
     def for_manifest(cls, m: Manifest, signals: SignalsConfig, risk: RiskConfig) -> Decider:
@@ -41,7 +43,13 @@ class Decider:
                 f"model set {m.model_set_id} ({list(m.horizons)})"
             )
         cals = {e.name: e.calibration for e in m.models}
-        return cls(signals, risk, len(m.horizons), np.array(cols, dtype=np.int64), cals)
+        if signals.policy == "cost_aware" and m.edge is None:
+            raise ConfigError(
+                f'signals.policy = "cost_aware" needs a model set with a fitted policy; {m.model_set_id} '
+                "has none (made before it existed): retrain it, or use the bands policy"
+            )
+        edge = m.edge if signals.policy == "cost_aware" else None
+        return cls(signals, risk, len(m.horizons), np.array(cols, dtype=np.int64), cals, edge)
 
     def __call__(
         self,
@@ -60,6 +68,8 @@ class Decider:
         horizon_p = ensemble(probs, self.signals.weights) if probs else np.full((n, self.n_horizons), np.nan)
         p = decision_p(horizon_p, self.decision_cols)
         decision = decide(p, ready, dead, self.signals)
+        if self.edge is not None:
+            apply_edge(decision, self.edge, self.signals.sides == "long")
         risk = size_positions(decision.side, p, close, atr, recent_notional, liquidity, self.risk)
         hold_unsized(decision, risk.notional)
         return horizon_p, decision, risk

@@ -44,6 +44,31 @@ class ReliabilityBin(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=T
     rate_hi: float | None = None
 
 
+class EdgeFit(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The cost-aware policy fitted on the validation split (:mod:`memed.trainers.edge`): the move sizes,
+    the round-trip cost, and per side whether a margin on the expected net return paid after costs."""
+
+    horizon: int
+    """The decision horizon (minutes) the moves and the trades are measured at."""
+    cost: float
+    """Round-trip cost as a log return (2 x (fee + slippage))."""
+    sides: str = "long"
+    """``signals.sides`` at training: the short side is fitted only for ``both``."""
+    rows: int = 0
+    up_move: float = 0.0
+    down_move: float = 0.0
+    long_edge: bool = False
+    long_margin: float = 0.0
+    long_trades: int = 0
+    long_net_mean: float = 0.0
+    long_net_total: float = 0.0
+    short_edge: bool = False
+    short_margin: float = 0.0
+    short_trades: int = 0
+    short_net_mean: float = 0.0
+    short_net_total: float = 0.0
+
+
 class ModelEntry(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: str
     """Model family (:data:`memed.models.families.FAMILIES`)."""
@@ -126,6 +151,9 @@ class Manifest(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     ``ensemble_reliability`` its reliability tables."""
     ensemble: dict[str, Metrics] = {}
     ensemble_reliability: dict[str, tuple[ReliabilityBin, ...]] = {}
+    edge: EdgeFit | None = None
+    """The cost-aware policy fitted on validation for the configured ensemble (``signals.policy =
+    "cost_aware"`` serves it); none in sets made before it."""
     warnings: tuple[str, ...] = ()
     """Test metrics too good to trust (a leak until proven otherwise)."""
     command: str = ""

@@ -13,11 +13,12 @@ import numpy as np
 from numba import njit
 
 from memed.config import SignalsConfig
+from memed.models.manifest import EdgeFit
 
 ACTIONS = ("STRONG_SELL", "SELL", "HOLD", "BUY", "STRONG_BUY")
 A_STRONG_SELL, A_SELL, A_HOLD, A_BUY, A_STRONG_BUY = range(5)
-REASONS = ("", "warming_up", "dead", "no_model", "no_volatility")
-R_NONE, R_WARMING, R_DEAD, R_NO_MODEL, R_NO_VOL = range(5)
+REASONS = ("", "warming_up", "dead", "no_model", "no_volatility", "no_edge")
+R_NONE, R_WARMING, R_DEAD, R_NO_MODEL, R_NO_VOL, R_NO_EDGE = range(6)
 SIDES = ("", "long", "short", "exit")
 S_NONE, S_LONG, S_SHORT, S_EXIT = range(4)
 
@@ -86,6 +87,34 @@ def decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, cfg: SignalsConfi
             cfg.buy_threshold, cfg.strong_buy_threshold, cfg.sell_threshold, cfg.strong_sell_threshold,
             cfg.sides == "long", d.action, d.reason, d.p, d.strength, d.side)  # fmt: skip
     return d
+
+
+def apply_edge(d: Decision, fit: EdgeFit, long_only: bool) -> None:
+    """The cost-aware policy over a banded decision, in place: each scored row's expected net return of a
+    long, ``E = p U - (1 - p) D - c`` (and of a short, ``(1 - p) D - p U - c``), from ``fit`` (fitted on
+    validation). BUY where the long side has an edge and ``E`` clears its margin; SELL where the short
+    side does (``both``) or, long-only, where a long is expected to lose (exit); HOLD otherwise, with
+    reason ``no_edge`` when validation found no edge on any side it may trade."""
+    scored = d.reason == R_NONE
+    p = d.p
+    e_long = p * fit.up_move - (1 - p) * fit.down_move - fit.cost
+    e_short = (1 - p) * fit.down_move - p * fit.up_move - fit.cost
+    buy = scored & fit.long_edge & (e_long > fit.long_margin)
+    if long_only:
+        sell = scored & fit.long_edge & (e_long + fit.cost < 0)  # a long expected to lose: exit
+        edge = fit.long_edge
+    else:  # a set fitted long-only has no short side to serve
+        sell = scored & fit.short_edge & (e_short > fit.short_margin)
+        edge = fit.long_edge or fit.short_edge
+    d.action[scored] = A_HOLD
+    d.side[scored] = S_NONE
+    d.action[buy] = A_BUY
+    d.side[buy] = S_LONG
+    d.action[sell] = A_SELL
+    d.side[sell] = S_EXIT if long_only else S_SHORT
+    if not edge:
+        d.reason[scored] = R_NO_EDGE
+        d.strength[scored] = 0.0
 
 
 def hold_unsized(d: Decision, notional: np.ndarray) -> None:

@@ -21,7 +21,7 @@ from memed.data.loaders import expand_sources, load_dataset
 from memed.data.schema import infer_interval_minutes
 from memed.errors import DataError
 from memed.features import FeatureSpec, build_spec, compute_features
-from memed.trainers.labels import add_labels, label_col, past_col, usable_horizons
+from memed.trainers.labels import add_labels, fwd_col, label_col, past_col, usable_horizons
 from memed.trainers.splits import assign_splits
 
 
@@ -49,6 +49,11 @@ class TrainingData:
     def past(self, mask: pl.Series | None = None) -> np.ndarray:
         frame = self.frame if mask is None else self.frame.filter(mask)
         return frame.select([past_col(h) for h in self.horizons]).to_numpy().astype(np.float64)
+
+    def fwd(self, h: int, mask: pl.Series | None = None) -> np.ndarray:
+        """Forward log returns at horizon ``h`` (NaN: unknown)."""
+        frame = self.frame if mask is None else self.frame.filter(mask)
+        return frame[fwd_col(h)].to_numpy().astype(np.float64)
 
     def split_mask(self, name: str) -> pl.Series:
         return (self.frame["split"] == name).fill_null(False)

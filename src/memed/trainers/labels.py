@@ -5,7 +5,9 @@ missing bar means no trade, so the price stands). Ties — equal closes, common 
 (``ties="exclude"``) or 0 (``ties="down"``). A label whose ``t+h`` lies past the token's last bar is null.
 
 ``past_h(t)`` is ``log close(t) - log close(t-h)`` (null before the token's first bar): persistence
-predicts its sign continues, reversal that it flips.
+predicts its sign continues, reversal that it flips. ``fwd_h(t)`` is ``log close(t+h) - log close(t)``
+(null where the label is unknown): the move a trade at ``t`` held for ``h`` would have made, which the
+cost-aware policy is fitted on (validation rows only).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ def label_col(h: int) -> str:
 
 def past_col(h: int) -> str:
     return f"past_{h}"
+
+
+def fwd_col(h: int) -> str:
+    return f"fwd_{h}"
 
 
 def usable_horizons(horizons: tuple[int, ...] | list[int], interval_minutes: int) -> list[int]:
@@ -62,6 +68,7 @@ def add_labels(
             .otherwise(None if ties == "exclude" else 0.0)
         )
         cols.append(pl.when(known).then(up).otherwise(None).cast(pl.Float64).alias(label_col(h)))
+        cols.append(pl.when(known).then(fut.log() - pl.col("close").log()).otherwise(None).alias(fwd_col(h)))
         seen = pl.col("ts") - pl.duration(minutes=h) >= first_ts
         cols.append(pl.when(seen).then(pl.col("close").log() - past.log()).otherwise(None).alias(past_col(h)))
     return frame.with_columns(cols)

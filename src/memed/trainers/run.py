@@ -22,13 +22,22 @@ from memed.data.frames import epoch_minutes
 from memed.errors import ConfigError, DataError
 from memed.logs import get_logger
 from memed.models.families import family, load_part
-from memed.models.manifest import Calibration, DataSummary, Manifest, Metrics, ModelEntry, SplitSummary
+from memed.models.manifest import (
+    Calibration,
+    DataSummary,
+    EdgeFit,
+    Manifest,
+    Metrics,
+    ModelEntry,
+    SplitSummary,
+)
 from memed.models.registry import write_model_set
 from memed.signals.calibration import calibrate_columns
 from memed.signals.ensemble import ensemble
 from memed.trainers.baseline import FittedBaseline, baseline_features
 from memed.trainers.calibration import fit_calibration
 from memed.trainers.dataset import TrainingData, build_training_data
+from memed.trainers.edge import fit_edge
 from memed.trainers.evaluation import Evaluation, suspicious
 from memed.trainers.leakage import constant_features
 from memed.trainers.metrics import baseline_probabilities
@@ -132,6 +141,8 @@ def train_model_set(
     ]
     served: tuple[str, ...] = tuple(n for n in cfg.signals.models if n in p_models) or tuple(p_models)
     p_ensemble = ensemble({n: p_models[n] for n in served}, cfg.signals.weights)
+    p_val = ensemble({n: fams.p_val[n] for n in served}, cfg.signals.weights)
+    edge = _fit_edge(data, cfg, p_val, masks["val"])
     warnings = fit_warnings + [w for e in entries for w in suspicious(e.name, e.metrics)]
     for w in warnings:
         log.warning("suspicious_test_metric", warning=w)
@@ -176,11 +187,24 @@ def train_model_set(
             uncalibrated=ensemble({n: p_raw[n] for n in served}, cfg.signals.weights),
         ),
         ensemble_reliability=report.reliability(p_ensemble),
+        edge=edge,
         warnings=tuple(warnings),
         command=command,
     )
     write_model_set(registry, manifest, fams.files)
     return manifest
+
+
+def _fit_edge(data: TrainingData, cfg: MemedConfig, p_val: np.ndarray, val: pl.Series) -> EdgeFit | None:
+    """The cost-aware policy on the validation split, for the configured ensemble and decision horizons
+    (None when the set has none of them)."""
+    cols = [k for k, h in enumerate(data.horizons) if h in cfg.signals.decision_horizons]
+    if not cols:
+        return None
+    hold = max(data.horizons[k] for k in cols)
+    p = p_val[:, cols].mean(axis=1)
+    bt = cfg.backtest
+    return fit_edge(p, data.fwd(hold, val), hold, bt.fee_bps, bt.slippage_bps, cfg.signals.sides)
 
 
 @dataclass
@@ -192,6 +216,8 @@ class _Families:
     files: dict[str, bytes] = field(default_factory=dict)
     p_cal: dict[str, np.ndarray] = field(default_factory=dict)
     p_raw: dict[str, np.ndarray] = field(default_factory=dict)
+    p_val: dict[str, np.ndarray] = field(default_factory=dict)
+    """Calibrated validation probabilities (the cost-aware policy is fitted on them)."""
     warnings: list[str] = field(default_factory=list)
 
     def fit(self, name: str, trainer: Callable[[TrainJob], Fitted], job: TrainJob, hours_va: np.ndarray
@@ -209,6 +235,7 @@ class _Families:
         cals = tuple(fit_calibration(fitted.p_val[:, k], job.y_va[:, k], hours_va) for k in range(n_h))
         self.p_raw[name] = fitted.p_test
         self.p_cal[name] = calibrate_columns(cals, fitted.p_test)
+        self.p_val[name] = calibrate_columns(cals, fitted.p_val)
         self.warnings.extend(fitted.warnings)
         self.entries.append(_entry(trained, hashlib.sha256(blob).hexdigest(), gap, {}, cals))
         log.info("model_trained", model=name, seconds=round(trained.seconds, 1), onnx_max_abs_diff=gap,

@@ -1,0 +1,113 @@
+"""The cost-aware policy: fitted on validation rows, no trade without an edge after costs, and served by
+the decision path when ``signals.policy = "cost_aware"``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from memed.config import RiskConfig, SignalsConfig
+from memed.decision.decide import Decider
+from memed.errors import ConfigError
+from memed.models.manifest import EdgeFit
+from memed.models.registry import load_model_set
+from memed.signals.policy import A_BUY, A_HOLD, A_SELL, REASONS, SIDES, apply_edge, decide
+from memed.trainers.edge import MIN_TRADES, fit_edge
+
+
+def _moves(p: np.ndarray, rng: np.random.Generator, size: float = 0.01) -> np.ndarray:
+    """Forward returns that go up with probability ``p``, by about ``size``."""
+    up = rng.random(len(p)) < p
+    return np.where(up, 1.0, -1.0) * np.abs(rng.normal(size, size / 3, len(p)))
+
+
+def test_no_edge_when_the_probability_says_nothing() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.45, 0.55, 50_000)
+    fwd = _moves(np.full(len(p), 0.5), rng)  # independent of p
+    fit = fit_edge(p, fwd, 60, fee_bps=10, slippage_bps=5, sides="both")
+    assert fit.cost == pytest.approx(30e-4)
+    assert fit.up_move == pytest.approx(0.01, rel=0.05)
+    assert not fit.long_edge
+    assert not fit.short_edge
+    assert fit.rows == len(p)
+
+
+def test_an_informative_probability_earns_a_margin_after_costs() -> None:
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.2, 0.8, 50_000)
+    fwd = _moves(p, rng)
+    fit = fit_edge(p, fwd, 60, fee_bps=10, slippage_bps=5, sides="long")
+    assert fit.long_edge
+    assert fit.long_margin >= 0
+    assert fit.long_trades >= MIN_TRADES
+    assert fit.long_net_mean > 0
+    assert not fit.short_edge  # long-only: the short side is not fitted
+    both = fit_edge(p, fwd, 60, fee_bps=10, slippage_bps=5, sides="both")
+    assert both.short_edge
+    # the realised mean net of the chosen long trades, recomputed by hand
+    e = p * fit.up_move - (1 - p) * fit.down_move - fit.cost
+    take = e > fit.long_margin
+    assert fit.long_net_mean == pytest.approx(float(np.mean(fwd[take] - fit.cost)))
+
+
+def test_the_policy_holds_with_no_edge_and_trades_past_the_margin() -> None:
+    p = np.array([0.9, 0.5, 0.1, 0.9])
+    ready = np.array([True, True, True, False])
+    none = EdgeFit(horizon=60, cost=0.003, up_move=0.01, down_move=0.01)
+    d = decide(p, ready, np.zeros(4, bool), SignalsConfig())
+    apply_edge(d, none, long_only=True)
+    assert d.action.tolist() == [A_HOLD] * 4
+    assert [REASONS[r] for r in d.reason] == ["no_edge", "no_edge", "no_edge", "warming_up"]
+    edge = msgspec.structs.replace(none, long_edge=True, long_margin=0.002)
+    d = decide(p, ready, np.zeros(4, bool), SignalsConfig())
+    apply_edge(d, edge, long_only=True)
+    # E_long: 0.9 -> +0.005 (> margin: BUY); 0.5 -> -0.003 (HOLD); 0.1 -> -0.011 (expected loss: exit)
+    assert d.action.tolist() == [A_BUY, A_HOLD, A_SELL, A_HOLD]
+    assert [SIDES[s] for s in d.side] == ["long", "", "exit", ""]
+    assert [REASONS[r] for r in d.reason] == ["", "", "", "warming_up"]
+
+
+def test_a_trained_set_carries_its_policy_and_the_path_serves_it(tiny_registry: Path) -> None:
+    ms = load_model_set(tiny_registry)
+    m = ms.manifest
+    assert m.edge is not None
+    assert m.edge.horizon == 60
+    assert m.edge.cost == pytest.approx(2 * (10 + 5) / 1e4)  # the backtest's default costs
+    assert m.edge.rows > 0
+    cost_aware = SignalsConfig(policy="cost_aware")
+    assert Decider.for_manifest(m, cost_aware, RiskConfig()).edge == m.edge
+    assert Decider.for_manifest(m, SignalsConfig(), RiskConfig()).edge is None
+    old = msgspec.structs.replace(m, edge=None)  # a set made before the policy existed
+    with pytest.raises(ConfigError, match="retrain"):
+        Decider.for_manifest(old, cost_aware, RiskConfig())
+
+
+def test_the_cost_aware_policy_is_the_same_in_bulk_and_minute_by_minute(tiny_registry: Path) -> None:
+    from datetime import timedelta
+
+    from memed.backtest.replay import replay_signals, replay_signals_minutewise
+    from memed.config import parse_config
+    from memed.data import synth_market
+    from memed.decision import DecisionPath
+
+    cfg = parse_config('[signals]\nmodels = ["logreg", "lgbm"]\npolicy = "cost_aware"\n')
+    ms = load_model_set(tiny_registry)
+    bars = synth_market(4, 600, seed=5)
+    windows = [(bars["ts"].min(), bars["ts"].max() + timedelta(minutes=1))]
+    slow = replay_signals_minutewise(DecisionPath(ms, cfg.signals, cfg.risk), bars, windows)  # type: ignore[arg-type]
+    fast = replay_signals(DecisionPath(ms, cfg.signals, cfg.risk), bars, windows)  # type: ignore[arg-type]
+    for col in ("action", "reason", "side"):
+        assert fast[col].equals(slow[col]), col
+    scored = fast.filter(fast["reason"].is_in(["", "no_edge"]))
+    assert scored.height > 500
+    edge = ms.manifest.edge
+    assert edge is not None
+    if not edge.long_edge:  # the tiny synthetic set: whatever validation said, the replay obeys it
+        assert (scored["reason"] == "no_edge").all()
+        assert (scored["action"] == "HOLD").all()
+    else:
+        assert (scored["reason"] == "").all()

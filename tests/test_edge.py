@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import polars as pl
 import pytest
 
 from memed.config import RiskConfig, SignalsConfig
@@ -111,3 +112,46 @@ def test_the_cost_aware_policy_is_the_same_in_bulk_and_minute_by_minute(tiny_reg
         assert (scored["action"] == "HOLD").all()
     else:
         assert (scored["reason"] == "").all()
+
+
+RANDOM_WALK_TOML = """
+[train]
+models = ["logreg"]
+horizons = [15, 30, 60]
+[signals]
+models = ["logreg"]
+policy = "cost_aware"
+[backtest]
+train_minutes = 2400
+test_minutes = 600
+step_minutes = 600
+max_folds = 2
+workers = 1
+"""
+
+
+def test_on_random_walks_the_cost_aware_policy_does_not_trade(tmp_path: Path) -> None:
+    """A market with no predictability (driftless random walks): the walk-forward backtest, retraining
+    the default family per fold, trades nothing after costs under the cost-aware policy -- it loses
+    nothing. The fixed bands do not trade it either: calibrated on validation, the probabilities stay at
+    the base rate, inside the 0.45-0.55 band."""
+    from memed.backtest.run import run_backtest
+    from memed.config import parse_config
+    from memed.data import random_walk_market, write_dataset
+
+    data = tmp_path / "rw.parquet"
+    write_dataset(random_walk_market(12, 3600, seed=3), data)
+    aware = run_backtest([data], parse_config(RANDOM_WALK_TOML), tmp_path / "aware")
+    model = aware["trading"]["model"]
+    assert model["trades"] == 0
+    assert model["total_return"] == 0.0
+    signals = pl.read_parquet(tmp_path / "aware" / "signals.parquet")
+    scored = signals.filter(pl.col("reason").is_in(["", "no_edge"]))
+    assert scored.height > 5_000
+    assert (scored["reason"] == "no_edge").all()  # validation found no edge in any fold
+    bands = run_backtest([data], parse_config(RANDOM_WALK_TOML.replace('"cost_aware"', '"bands"')),
+                         tmp_path / "bands")  # fmt: skip
+    assert bands["trading"]["model"]["trades"] == 0
+    p = pl.read_parquet(tmp_path / "bands" / "signals.parquet")["p_up"].drop_nans().drop_nulls()
+    assert p.len() > 5_000
+    assert float((p - 0.5).abs().max()) < 0.05  # type: ignore[operator]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from memed.cli.common import config_option, setup
-from memed.data import dataset_info, load_dataset, synth_market, write_dataset
+from memed.data import dataset_info, load_dataset, random_walk_market, synth_market, write_dataset
 
 
 @click.group("data")
@@ -53,11 +53,14 @@ def info(dataset: Path, config_path: Path | None) -> None:
 @click.option("--minutes", type=click.IntRange(2), default=1440, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def synth(tokens: int, minutes: int, seed: int, out: Path) -> None:
+@click.option("--random-walk", is_flag=True,
+              help="Driftless random walks, no predictability at all (to check nothing trades).")  # fmt: skip
+def synth(tokens: int, minutes: int, seed: int, out: Path, random_walk: bool) -> None:
     """Write a reproducible synthetic memecoin market (for tests and the demo)."""
-    frame = synth_market(tokens, minutes, seed)
+    frame = random_walk_market(tokens, minutes, seed) if random_walk else synth_market(tokens, minutes, seed)
     write_dataset(frame, out)
-    click.echo(f"wrote {out}: {frame.height:,} rows, {tokens:,} tokens, seed {seed}")
+    kind = "random walks" if random_walk else "memecoin lifecycles"
+    click.echo(f"wrote {out}: {frame.height:,} rows, {tokens:,} tokens ({kind}), seed {seed}")
 
 
 @data_group.command("categorize")

@@ -6,7 +6,7 @@ from memed.data.gaps import GapRule, fill_gaps, gap_stats
 from memed.data.info import dataset_info
 from memed.data.loaders import load_dataset, read_bars, write_dataset
 from memed.data.schema import BAR_COLUMNS, BAR_SCHEMA, Rejections, infer_interval_minutes, validate_bars
-from memed.data.synth import synth_market
+from memed.data.synth import random_walk_market, synth_market
 
 __all__ = [
     "BAR_COLUMNS",
@@ -24,6 +24,7 @@ __all__ = [
     "gap_stats",
     "infer_interval_minutes",
     "load_dataset",
+    "random_walk_market",
     "read_bars",
     "run_bounds",
     "synth_market",

@@ -118,3 +118,28 @@ def synth_market(tokens: int, minutes: int, seed: int = 0) -> pl.DataFrame:
     start = pl.lit(EPOCH).cast(pl.Datetime("us", "UTC"))
     df = df.with_columns((start + pl.duration(minutes=pl.col("minute"))).alias("ts")).drop("minute")
     return conform(df).sort(["token", "ts"])
+
+
+def random_walk_market(tokens: int, minutes: int, seed: int = 0) -> pl.DataFrame:
+    """A market with **no predictability**: every token's log close is a driftless random walk of i.i.d.
+    Gaussian steps (volatility 0.2-1 % a minute, no ticks, no gaps, no regimes), volume independent of
+    everything. Nothing a model learns here is real, so a policy that trades it after costs is wrong."""
+    if tokens < 1 or minutes < 2:
+        raise ValueError("need at least 1 token and 2 minutes")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(tokens):
+        vol = rng.uniform(0.002, 0.01)
+        close = np.exp(np.log(rng.uniform(1e-6, 1.0)) + np.cumsum(rng.normal(0.0, vol, minutes)))
+        opn = np.concatenate([[close[0]], close[:-1]])
+        spread = np.abs(rng.normal(0, vol / 2, minutes))
+        frames.append(pl.DataFrame({
+            "token": [f"RW{i:05d}"] * minutes,
+            "minute": np.arange(minutes),
+            "open": opn, "high": np.maximum(opn, close) * np.exp(spread),
+            "low": np.minimum(opn, close) * np.exp(-spread), "close": close,
+            "volume": np.exp(rng.normal(8.0, 1.0, minutes)),
+        }))  # fmt: skip
+    start = pl.lit(EPOCH).cast(pl.Datetime("us", "UTC"))
+    df = pl.concat(frames).with_columns((start + pl.duration(minutes=pl.col("minute"))).alias("ts"))
+    return conform(df.drop("minute")).sort(["token", "ts"])

@@ -30,11 +30,13 @@ def daemon_config(
     close_on_expected: bool = True,
     wait_seconds: float = 0.3,
     queue_minutes: int = 120,
+    policy: str = "cost_aware",
 ) -> MemedConfig:
     return parse_config(
         TINY_TOML
         + f"""
 [signals]
+policy = "{policy}"
 models = ["logreg", "lgbm", "xgb", "lstm", "transformer"]
 decision_horizons = [30, 60]
 [daemon]

@@ -249,7 +249,8 @@ def bt_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Path) -> None:
     out = tmp_path / "bt"
-    metrics = run_backtest([bt_market], parse_config(BT_TOML), out)
+    # the bands policy, which trades whatever the costs: every output below has trades to show
+    metrics = run_backtest([bt_market], parse_config(BT_TOML + '\n[signals]\npolicy = "bands"\n'), out)
     for name in ("metrics.json", "signals.parquet", "trades.parquet", "equity.parquet", "report.html"):
         assert (out / name).exists(), name
     doc = json.loads((out / "metrics.json").read_text())
@@ -402,7 +403,7 @@ def test_report_renders_its_charts_in_headless_chromium(bt_market: Path, tmp_pat
     from PIL import Image
 
     out = tmp_path / "bt"
-    run_backtest([bt_market], parse_config(BT_TOML), out)
+    run_backtest([bt_market], parse_config(BT_TOML + '\n[signals]\npolicy = "bands"\n'), out)  # trades
     shot = tmp_path / "report.png"
     subprocess.run(
         [

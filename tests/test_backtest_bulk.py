@@ -28,6 +28,7 @@ from memed.models.sequence_graph import sequence_form, sequence_session
 
 ALL_MODELS = """
 [signals]
+policy = "bands"
 models = ["logreg", "lgbm", "xgb", "lstm", "transformer"]
 decision_horizons = [30, 60]
 """
@@ -59,6 +60,7 @@ def _messy_market() -> pl.DataFrame:
 
 NO_WINDOW_MODELS = """
 [signals]
+policy = "bands"
 models = ["logreg", "lgbm", "xgb", "lstm"]
 decision_horizons = [30, 60]
 """

@@ -33,7 +33,9 @@ async def test_ticks_in_signals_out_equal_the_direct_decision_path(
     # one message per tick: minutes close when the next begins (a new token cannot be cut off). The whole
     # replay arrives in seconds: a sink queue of more minutes than it holds, so the written policy of a
     # full queue (drop the oldest minute) cannot drop signals that a slow moment of the machine delayed
-    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, close_on_expected=False, queue_minutes=1000)
+    # the bands policy, so that risk plans (trades) cross the wire too
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, close_on_expected=False, queue_minutes=1000,
+                        policy="bands")  # fmt: skip
     daemon = Daemon(cfg)
     received: list[bytes] = []
     ready = asyncio.Event()

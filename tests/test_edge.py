@@ -9,10 +9,10 @@ import msgspec
 import numpy as np
 import polars as pl
 import pytest
+import structlog
 
 from memed.config import RiskConfig, SignalsConfig
 from memed.decision.decide import Decider
-from memed.errors import ConfigError
 from memed.models.manifest import EdgeFit
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL, REASONS, SIDES, apply_edge, decide
@@ -79,12 +79,14 @@ def test_a_trained_set_carries_its_policy_and_the_path_serves_it(tiny_registry: 
     assert m.edge.horizon == 60
     assert m.edge.cost == pytest.approx(2 * (10 + 5) / 1e4)  # the backtest's default costs
     assert m.edge.rows > 0
-    cost_aware = SignalsConfig(policy="cost_aware")
-    assert Decider.for_manifest(m, cost_aware, RiskConfig()).edge == m.edge
-    assert Decider.for_manifest(m, SignalsConfig(), RiskConfig()).edge is None
-    old = msgspec.structs.replace(m, edge=None)  # a set made before the policy existed
-    with pytest.raises(ConfigError, match="retrain"):
-        Decider.for_manifest(old, cost_aware, RiskConfig())
+    assert SignalsConfig().policy == "cost_aware"  # the default
+    assert Decider.for_manifest(m, SignalsConfig(), RiskConfig()).edge == m.edge
+    assert Decider.for_manifest(m, SignalsConfig(policy="bands"), RiskConfig()).edge is None
+    old = msgspec.structs.replace(m, edge=None)  # a set made before the policy existed: bands, and a warning
+    with structlog.testing.capture_logs() as logs:
+        assert Decider.for_manifest(old, SignalsConfig(), RiskConfig()).edge is None
+    assert [e["event"] for e in logs] == ["no_fitted_policy"]
+    assert logs[0]["model_set"] == m.model_set_id
 
 
 def test_the_cost_aware_policy_is_the_same_in_bulk_and_minute_by_minute(tiny_registry: Path) -> None:

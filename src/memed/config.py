@@ -160,12 +160,13 @@ class SignalsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Ensemble weight per family; a family not listed weighs 1."""
     dead_minutes: PositiveInt = 60
     """A token whose price has not changed for this long is dead: HOLD with reason ``dead``."""
-    policy: Literal["bands", "cost_aware"] = "bands"
-    """``bands``: BUY/SELL where the decision probability crosses the thresholds above. ``cost_aware``:
-    a trade only where its expected net return after costs (the calibrated probability, the move sizes and
-    costs fitted on the model set's validation split) clears the margin chosen there; HOLD with reason
-    ``no_edge`` everywhere when validation found none (the set's manifest ``edge``). Opt-in until proven
-    on random walks and real walk-forward tests (issue 14)."""
+    policy: Literal["bands", "cost_aware"] = "cost_aware"
+    """``cost_aware`` (default): a trade only where its expected net return after costs (the calibrated
+    probability, the move sizes and costs fitted on the model set's validation split) clears the margin
+    chosen there; HOLD with reason ``no_edge`` everywhere when validation found none (the set's manifest
+    ``edge``). A set made before the fit existed is served with the bands, with a warning. ``bands``:
+    BUY/SELL where the decision probability crosses the thresholds above, whatever the costs (on the
+    real walk-forward test it lost 19.4 % in 18 days; README)."""
     sides: Literal["long", "both"] = "long"
     """``long`` (spot memecoins, which cannot be shorted): a SELL means exit or avoid (``side: "exit"``),
     never a short, and carries no risk plan; ``both`` (perpetuals): a SELL opens a short."""

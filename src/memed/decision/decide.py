@@ -15,11 +15,14 @@ import numpy as np
 
 from memed.config import RiskConfig, SignalsConfig
 from memed.errors import ConfigError
+from memed.logs import get_logger
 from memed.models.manifest import Calibration, EdgeFit, Manifest
 from memed.signals.calibration import calibrate_columns
 from memed.signals.ensemble import ensemble
 from memed.signals.policy import Decision, apply_edge, decide, decision_p, hold_unsized
 from memed.signals.risk import RiskPlan, size_positions
+
+log = get_logger("memed.decision")
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,8 @@ class Decider:
             )
         cals = {e.name: e.calibration for e in m.models}
         if signals.policy == "cost_aware" and m.edge is None:
-            raise ConfigError(
-                f'signals.policy = "cost_aware" needs a model set with a fitted policy; {m.model_set_id} '
-                "has none (made before it existed): retrain it, or use the bands policy"
-            )
+            log.warning("no_fitted_policy", model_set=m.model_set_id, served="bands",
+                        fix="retrain the set to serve the cost-aware policy")  # fmt: skip
         edge = m.edge if signals.policy == "cost_aware" else None
         return cls(signals, risk, len(m.horizons), np.array(cols, dtype=np.int64), cals, edge)
 

@@ -89,6 +89,13 @@ def decide(p: np.ndarray, ready: np.ndarray, dead: np.ndarray, cfg: SignalsConfi
     return d
 
 
+def expected_long(p: np.ndarray, up: float, down: float, cost: float) -> np.ndarray:
+    """A long's expected net log return held for the decision horizon: ``p U - (1 - p) D - c`` (a
+    short's is ``-E - 2c``). The one formula the policy is fitted with and served by."""
+    out: np.ndarray = p * up - (1 - p) * down - cost
+    return out
+
+
 def apply_edge(d: Decision, fit: EdgeFit, long_only: bool) -> None:
     """The cost-aware policy over a banded decision, in place: each scored row's expected net return of a
     long, ``E = p U - (1 - p) D - c`` (and of a short, ``(1 - p) D - p U - c``), from ``fit`` (fitted on
@@ -97,8 +104,8 @@ def apply_edge(d: Decision, fit: EdgeFit, long_only: bool) -> None:
     reason ``no_edge`` when validation found no edge on any side it may trade."""
     scored = d.reason == R_NONE
     p = d.p
-    e_long = p * fit.up_move - (1 - p) * fit.down_move - fit.cost
-    e_short = (1 - p) * fit.down_move - p * fit.up_move - fit.cost
+    e_long = expected_long(p, fit.up_move, fit.down_move, fit.cost)
+    e_short = -e_long - 2 * fit.cost
     buy = scored & fit.long_edge & (e_long > fit.long_margin)
     if long_only:
         sell = scored & fit.long_edge & (e_long + fit.cost < 0)  # a long expected to lose: exit

@@ -13,6 +13,7 @@ table, each with a day-block bootstrap interval (the same resampled days as ever
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 
 from memed.models.manifest import Calibration, ReliabilityBin
@@ -106,9 +107,7 @@ def fit_calibration(p: np.ndarray, y: np.ndarray, hours: np.ndarray) -> Calibrat
     rounded = {k: round(float(v), 6) for k, v in scores.items()}
     if best == "identity":
         return Calibration(val_log_loss=rounded)
-    chosen = _FITTERS[best](p, y)
-    return Calibration(method=chosen.method, a=chosen.a, b=chosen.b, x=chosen.x, y=chosen.y,
-                       val_log_loss=rounded)  # fmt: skip
+    return msgspec.structs.replace(_FITTERS[best](p, y), val_log_loss=rounded)
 
 
 def _bin_sums(p: np.ndarray, y: np.ndarray, days: np.ndarray, n_days: int) -> np.ndarray:

@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 
 from memed.models.manifest import EdgeFit
+from memed.signals.policy import expected_long
 
 MIN_TRADES = 30
 QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -57,7 +58,7 @@ def fit_edge(p: np.ndarray, fwd: np.ndarray, horizon: int, fee_bps: float, slipp
     if len(ups) == 0 or len(downs) == 0:
         return EdgeFit(horizon=horizon, cost=cost, sides=sides, rows=len(r))
     u, d = float(ups.mean()), float(-downs.mean())
-    e_long = p * u - (1 - p) * d - cost
+    e_long = expected_long(p, u, d, cost)
     long = _best_margin(e_long, r - cost)
     short = _best_margin(-e_long - 2 * cost, -r - cost) if sides == "both" else None
     fit = EdgeFit(horizon=horizon, cost=cost, sides=sides, rows=len(r), up_move=u, down_move=d)

@@ -498,3 +498,19 @@ def test_signals_are_labelled_with_their_fold() -> None:
     minutes = [25, 0, 9, 10, 14, 15, 29, 30, -1]  # any order
     ts = pl.Series([t0 + timedelta(minutes=m) for m in minutes], dtype=pl.Datetime("us", "UTC"))
     assert fold_of(ts, folds).to_list() == [2, 0, 0, 1, 1, 2, 2, None, None]
+
+
+def test_each_signal_is_held_at_most_its_own_hold_minutes() -> None:
+    """Signals from sets whose policies chose different horizons are held as long as each says."""
+    cfg = BacktestConfig(fee_bps=0, slippage_bps=0, impact_bps=0, max_exposure=10)
+    flat = [10.0] * 40
+    bars = MarketBars.from_tokens({t: _bars(flat, flat, flat, flat) for t in ("A", "B")})
+    sig = pl.DataFrame(
+        [
+            _signal(0, "BUY", 1, 10.0, 5.0, 20.0) | {"hold_minutes": 5},
+            _signal(0, "BUY", 1, 10.0, 5.0, 20.0, token="B") | {"hold_minutes": 20},
+        ]
+    ).sort("ts", "token")
+    res = simulate(sig, bars, cfg, equity0=1000)
+    held = (res.trades["exit_ts"] - res.trades["entry_ts"]).dt.total_minutes().to_list()
+    assert dict(zip(res.trades["token"].to_list(), held, strict=True)) == {"A": 5, "B": 20}

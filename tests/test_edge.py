@@ -16,7 +16,7 @@ from memed.decision.decide import Decider
 from memed.models.manifest import EdgeFit
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL, REASONS, SIDES, apply_edge, decide
-from memed.trainers.edge import MIN_TRADES, fit_edge
+from memed.trainers.edge import MIN_TRADES, ExitPaths, choose_horizon, fit_edge, fit_exits
 
 
 def _moves(p: np.ndarray, rng: np.random.Generator, size: float = 0.01) -> np.ndarray:
@@ -157,3 +157,68 @@ def test_on_random_walks_the_cost_aware_policy_does_not_trade(tmp_path: Path) ->
     p = pl.read_parquet(tmp_path / "bands" / "signals.parquet")["p_up"].drop_nans().drop_nulls()
     assert p.len() > 5_000
     assert float((p - 0.5).abs().max()) < 0.05  # type: ignore[operator]
+
+
+def _paths(per_trade: list[float], lows: list[float], trades: int, v: float = 1.0) -> ExitPaths:
+    """``trades`` tokens, each an entry bar at close 100 then the bars ``per_trade`` (closes, relative to
+    the entry in units of ``v``) with ``lows`` (likewise); highs sit at the closes. One bar's ATR ``v``."""
+    n = 1 + len(per_trade)
+    closes = np.r_[100.0, 100.0 + v * np.array(per_trade)]
+    low = np.r_[100.0, 100.0 + v * np.array(lows)]
+    ts = np.tile(np.arange(n, dtype=np.float64), trades)
+    end = np.repeat(np.arange(1, trades + 1) * n, n)
+    c = np.tile(closes, trades)
+    return ExitPaths(ts=ts, open=c, high=c, low=np.tile(low, trades), close=c, end=end,
+                     atr=np.full(n * trades, v), rows=np.arange(trades) * n, interval_minutes=1)  # fmt: skip
+
+
+def test_stops_and_targets_are_chosen_by_replaying_validation_trades() -> None:
+    """Every trade dips 1.5 one-bar ATRs, then climbs to +2.5 at the 4-bar horizon (horizon volatility:
+    ATR x sqrt(4) = 2): a 0.5-sigma stop (-1) is hit, any wider one survives; a 0.5-sigma target (+1) is
+    taken early at +1.5, a 1-sigma one (+2) at the last bar's +2.5, a higher one is not reached and the
+    trade earns the horizon's +2.5."""
+    paths = _paths([-0.5, 0.5, 1.5, 2.5], [-1.5, -0.5, 0.5, 1.5], trades=40)
+    fit = EdgeFit(horizon=4, cost=0.003, up_move=0.01, down_move=0.01, long_edge=True, long_margin=-1.0)
+    chosen = fit_exits(fit, np.full(40, 0.9), paths)
+    assert (chosen.stop_sigma, chosen.target_sigma) == (1.0, 1.0)  # the first pair that earns the most
+    assert chosen.exit_net_mean == pytest.approx(np.log(102.5 / 100) - 0.003)
+    assert chosen.long_edge
+    gapped = _paths([-9.0, -9.0, 3.0, 3.0], [-9.0, -9.0, 3.0, 3.0], trades=40)  # through every stop
+    lost = fit_exits(fit, np.full(40, 0.9), gapped)
+    assert lost.exit_net_mean < 0
+    assert not lost.long_edge  # held to the horizon it would have paid; served with stops it loses
+
+
+def test_the_decision_horizon_is_the_one_that_paid_most_per_bar_of_capital() -> None:
+    none = EdgeFit(horizon=15, cost=0.003)
+    short_h = msgspec.structs.replace(none, horizon=30, long_edge=True, long_net_total=3.0)  # 0.1 per bar
+    long_h = msgspec.structs.replace(none, horizon=240, long_edge=True, long_net_total=12.0)  # 0.05 per bar
+    best = choose_horizon([none, short_h, long_h], interval_minutes=1)
+    assert best.horizon == 30
+    assert best.horizon_scores == {"15": None, "30": pytest.approx(0.1), "240": pytest.approx(0.05)}
+    nothing = choose_horizon([none, msgspec.structs.replace(none, horizon=60)], 1, fallback=60)
+    assert nothing.horizon == 60  # no edge anywhere: the configured decision horizon
+    assert not nothing.long_edge
+
+
+def test_the_decider_serves_the_policy_horizon_and_its_stops(tiny_registry: Path) -> None:
+    m = load_model_set(tiny_registry).manifest
+    assert 30 in m.horizons
+    edge = EdgeFit(horizon=30, cost=0.003, up_move=0.01, down_move=0.01, long_edge=True, stop_sigma=1.5,
+                   target_sigma=2.0)  # fmt: skip
+    d = Decider.for_manifest(msgspec.structs.replace(m, edge=edge), SignalsConfig(), RiskConfig())
+    assert d.decision_cols.tolist() == [m.horizons.index(30)]
+    assert d.hold_minutes == 30
+    scale = np.sqrt(30 / m.interval_minutes)
+    assert d.risk.stop_atr == pytest.approx(1.5 * scale)
+    assert d.risk.take_profit_atr == pytest.approx(2.0 * scale)
+    bands = Decider.for_manifest(
+        msgspec.structs.replace(m, edge=edge), SignalsConfig(policy="bands"), RiskConfig()
+    )
+    assert bands.hold_minutes == 60  # the bands: signals.decision_horizons and the configured ATR multiples
+    assert bands.risk == RiskConfig()
+    no_edge = msgspec.structs.replace(edge, long_edge=False)
+    assert (
+        Decider.for_manifest(msgspec.structs.replace(m, edge=no_edge), SignalsConfig(), RiskConfig()).risk
+        == RiskConfig()
+    )

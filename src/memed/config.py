@@ -167,6 +167,10 @@ class SignalsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     ``edge``). A set made before the fit existed is served with the bands, with a warning. ``bands``:
     BUY/SELL where the decision probability crosses the thresholds above, whatever the costs (on the
     real walk-forward test it lost 19.4 % in 18 days; README)."""
+    policy_horizons: tuple[PositiveInt, ...] = ()
+    """The horizons the cost-aware policy chooses its decision horizon from, on validation (empty: every
+    horizon of the set). The chosen one is recorded in the manifest (``edge.horizon``) and replaces
+    ``decision_horizons`` when the set is served with ``cost_aware``."""
     sides: Literal["long", "both"] = "long"
     """``long`` (spot memecoins, which cannot be shorted): a SELL means exit or avoid (``side: "exit"``),
     never a short, and carries no risk plan; ``both`` (perpetuals): a SELL opens a short."""

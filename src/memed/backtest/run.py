@@ -190,7 +190,7 @@ def run_backtest(
     past = labelled.select("token", "ts", pl.col(f"past_{hold}").alias("past"))
     sides = cfg.signals.sides
     strategies = {  # name: (signals, holding time); every one goes through the same simulator
-        "model": (signals, hold),
+        "model": (signals, None),  # each fold's set says how long (its policy's decision horizon)
         "persistence": (_baseline_signals(signals, past, cfg.risk, flip=False, sides=sides), hold),
         "reversal": (_baseline_signals(signals, past, cfg.risk, flip=True, sides=sides), hold),
         "buy_and_hold": (_buy_and_hold(bars, folds, equity0), 10**9),

@@ -25,10 +25,9 @@ from numba import njit
 
 from memed.config import BacktestConfig
 from memed.data.frames import by_token, epoch_minutes, minutes_to_datetime
+from memed.signals.exits import EXIT_HORIZON, EXIT_REASONS, EXIT_SIGNAL, first_exit
 
 BUY_ACTIONS = ("BUY", "STRONG_BUY")
-EXIT_REASONS = ("stop_loss", "take_profit", "horizon", "signal")
-EXIT_STOP, EXIT_TAKE, EXIT_HORIZON, EXIT_SIGNAL = range(4)
 SELL_ACTIONS = ("SELL", "STRONG_SELL")
 
 
@@ -110,41 +109,6 @@ class SimResult:
 
 
 @njit(cache=True)
-def _exit(
-    ts: np.ndarray,
-    open_: np.ndarray,
-    high: np.ndarray,
-    low: np.ndarray,
-    close: np.ndarray,
-    i: int,
-    end: int,
-    side: float,
-    stop: float,
-    take: float,
-    deadline: float,
-) -> tuple[int, float, int]:
-    """Scan bars from the entry bar ``i`` (rows of one token up to ``end``) for the stop, the
-    take-profit or the horizon: (exit row, price before slippage, reason code)."""
-    j_end = i
-    while j_end + 1 < end and ts[j_end + 1] <= deadline:
-        j_end += 1
-    for k in range(i, j_end + 1):
-        if side > 0:
-            hit_stop = np.isfinite(stop) and low[k] <= stop
-            hit_take = np.isfinite(take) and high[k] >= take
-        else:
-            hit_stop = np.isfinite(stop) and high[k] >= stop
-            hit_take = np.isfinite(take) and low[k] <= take
-        if hit_stop:  # both in one bar: the stop first
-            price = min(stop, open_[k]) if side > 0 else max(stop, open_[k])
-            return k, price if k > i else stop, EXIT_STOP
-        if hit_take:
-            price = max(take, open_[k]) if side > 0 else min(take, open_[k])
-            return k, price if k > i else take, EXIT_TAKE
-    return j_end, close[j_end], EXIT_HORIZON
-
-
-@njit(cache=True)
 def _run(
     sig_ts: np.ndarray,
     sig_tok: np.ndarray,
@@ -155,9 +119,9 @@ def _run(
     sig_take: np.ndarray,
     sig_cap: np.ndarray,
     sig_exit: np.ndarray,
+    sig_hold: np.ndarray,
     bars: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     equity0: float,
-    hold: float,
     fee_bps: float,
     slippage_bps: float,
     impact_bps: float,
@@ -236,10 +200,10 @@ def _run(
         entry_price = open_[i] * (1 + side * slip)
         entry_notional = units * entry_price
         entry_fee = entry_notional * fee_bps / 1e4
-        deadline = min(ts[i] + hold, sig_cap[r], sig_exit[r])
+        deadline = min(ts[i] + sig_hold[r], sig_cap[r], sig_exit[r])
         # stops and take-profits keep their distance from the signal's close, moved to the fill
         shift = entry_price - sig_entry[r]
-        j, exit_price, why = _exit(ts, open_, high, low, close, i, end, side, sig_stop[r] + shift,
+        j, exit_price, why = first_exit(ts, open_, high, low, close, i, end, side, sig_stop[r] + shift,
                                    sig_take[r] + shift, deadline)  # fmt: skip
         if why == EXIT_HORIZON and deadline == sig_exit[r]:
             why = EXIT_SIGNAL  # closed by the token's next exit signal
@@ -281,12 +245,14 @@ def simulate(
     cfg: BacktestConfig,
     *,
     equity0: float,
-    hold_minutes: int,
+    hold_minutes: int | None = None,
     window_end: dict[int, float] | None = None,
     sides: str = "long",
 ) -> SimResult:
     """Trade the BUY/SELL rows of ``signals`` (token, ts, action, units, stop_loss, take_profit).
 
+    A position is held at most ``hold_minutes``; None: each signal's own ``hold_minutes`` column (the
+    decision horizon its model set's policy chose).
     ``window_end`` (optional, fold → epoch minute) forces exits at the end of each test window.
     ``sides``: ``long`` (``signals.sides``' default) opens only longs, and a SELL closes the token's open
     long at its bar's close (exit reason ``signal``); ``both`` opens a short on a SELL.
@@ -294,7 +260,15 @@ def simulate(
     names = market.names
     has_fold = window_end is not None and "fold" in signals.columns
     trades_only = signals.select(
-        "token", "ts", "action", "units", "entry", "stop_loss", "take_profit", *(["fold"] * has_fold)
+        "token",
+        "ts",
+        "action",
+        "units",
+        "entry",
+        "stop_loss",
+        "take_profit",
+        *(["fold"] * has_fold),
+        (pl.lit(hold_minutes) if hold_minutes is not None else pl.col("hold_minutes")).alias("hold"),
     ).filter(pl.col("action").is_in([*BUY_ACTIONS, *SELL_ACTIONS]))
     if sides == "long":
         trades_only = _long_only(trades_only)
@@ -310,6 +284,7 @@ def simulate(
         pl.when(pl.col("action").is_in(BUY_ACTIONS)).then(1.0).otherwise(-1.0).alias("side"),
         *[pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in _PLAN],
         *(["fold"] * has_fold),
+        pl.col("hold").cast(pl.Float64),
     )
     n = rows.height
     cap = np.full(n, np.inf)
@@ -331,9 +306,9 @@ def simulate(
         rows["take_profit"].to_numpy(),
         cap,
         exit_at,
+        rows["hold"].to_numpy(),
         market.arrays(),
         float(equity0),
-        float(hold_minutes),
         float(cfg.fee_bps),
         float(cfg.slippage_bps),
         float(cfg.impact_bps),

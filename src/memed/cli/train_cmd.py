@@ -11,6 +11,7 @@ import click
 from memed.cli.common import config_option, data_option, setup
 from memed.errors import ConfigError, DataError
 from memed.models.families import FAMILY_NAMES
+from memed.models.manifest import EdgeFit
 
 CELL = 23
 """Width of a metric-and-interval cell in the tables."""
@@ -77,19 +78,34 @@ def _print_auc(manifest: object) -> None:
             if cals:
                 click.echo(f"{'':<16}" + "".join(f"{c.method:>{CELL}}" for c in cals))
     if manifest.edge is not None:
-        g = manifest.edge
-        click.echo(f"\ncost-aware policy on validation ({g.horizon} m trades, round trip "
-                   f"{g.cost * 1e4:.0f} bps, up moves {g.up_move * 1e4:.0f} bps, down "
-                   f"{g.down_move * 1e4:.0f} bps, {g.rows:,} rows)")  # fmt: skip
-        for side in ("long", "short") if g.sides == "both" else ("long",):
-            if getattr(g, f"{side}_edge"):
-                click.echo(f"  {side}: margin {getattr(g, f'{side}_margin') * 1e4:.1f} bps, "
-                           f"{getattr(g, f'{side}_trades'):,} trades, mean net "
-                           f"{getattr(g, f'{side}_net_mean') * 1e4:+.1f} bps")  # fmt: skip
-            else:
-                click.echo(f'  {side}: no edge after costs (signals.policy = "cost_aware" trades nothing)')
+        _echo_policy(manifest.edge)
     for w in manifest.warnings:
         click.secho(f"warning: {w}", fg="yellow")
+
+
+def _echo_policy(g: EdgeFit) -> None:
+    """The cost-aware policy's fit: per candidate horizon, then the chosen one's sides and exits."""
+    echo = click.echo
+    echo(f"\ncost-aware policy on validation (round trip {g.cost * 1e4:.0f} bps, {g.rows:,} rows)")
+    if g.horizon_scores:
+        cells = [
+            f"{h} m " + ("no edge" if v is None else f"{v * 1e4:+.2f}") for h, v in g.horizon_scores.items()
+        ]
+        echo("  net bps per bar of capital, by horizon: " + ", ".join(cells))
+    echo(
+        f"  decision horizon {g.horizon} m: up moves {g.up_move * 1e4:.0f} bps, down {g.down_move * 1e4:.0f}"
+    )
+    for side in ("long", "short") if g.sides == "both" else ("long",):
+        if not getattr(g, f"{side}_edge"):
+            echo(f'  {side}: no edge after costs (signals.policy = "cost_aware" trades nothing)')
+            continue
+        margin, trades = getattr(g, f"{side}_margin"), getattr(g, f"{side}_trades")
+        bets, net = getattr(g, f"{side}_bets"), getattr(g, f"{side}_net_mean")
+        echo(f"  {side}: margin {margin * 1e4:.1f} bps, {trades:,} trades ({bets:,} independent), "
+             f"mean net {net * 1e4:+.1f} bps")  # fmt: skip
+    if g.stop_sigma:
+        echo(f"  stop {g.stop_sigma:g} x, target {g.target_sigma:g} x the horizon's volatility (ATR x "
+             f"sqrt(horizon bars)): mean net {g.exit_net_mean * 1e4:+.1f} bps a trade")  # fmt: skip
 
 
 def _cell(m: dict[str, float | None], key: str, sign: str) -> str:

@@ -47,7 +47,7 @@ def to_signals(d: Decisions) -> list[Signal]:
         if has_risk[i]:
             e, sl, tp, units, notional, rr = plan[i]
             risk = Risk(entry=e, stop_loss=sl, take_profit=tp, position_size=units, notional=notional,
-                        risk_reward=rr, capped_by=caps[i])  # fmt: skip
+                        risk_reward=rr, capped_by=caps[i], hold_minutes=d.hold_minutes)  # fmt: skip
         out.append(
             Signal(
                 key=idempotency_key(token, ts, d.model_set),

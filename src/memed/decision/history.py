@@ -347,5 +347,6 @@ def decide_history(run: HistoryRun, bars: pl.DataFrame, block_rows: int = BLOCK_
         horizons=run.horizons,
         model_set=run.model_set,
         feature_spec=run.spec.hash,
+        hold_minutes=run.decide.hold_minutes,
         stale=rows.stale,
     )

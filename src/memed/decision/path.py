@@ -32,11 +32,11 @@ from memed.decision.scorers import Scorer
 from memed.errors import ConfigError, SnapshotError, SpecMismatchError
 from memed.features import FeatureSpec, FeatureStream, build_spec
 from memed.features.kernel import STATUS_STALE
+from memed.features.spec import ATR_FEATURE
 from memed.models.families import family, load_part
 from memed.models.registry import ModelSet
 
 _MAGIC = b"MEMEDPL1"
-ATR_FEATURE = "atr_pct_14"
 
 
 def scorers_for(model_set: ModelSet, names: tuple[str, ...]) -> list[Scorer]:
@@ -149,6 +149,7 @@ class DecisionPath:
             horizons=self.model_set.manifest.horizons,
             model_set=self.model_set.id,
             feature_spec=self.spec.hash,
+            hold_minutes=self.decide.hold_minutes,
             stale=stale,
             restarts=upd.restarts,
         )

@@ -32,6 +32,8 @@ class Decisions:
     horizons: tuple[int, ...]
     model_set: str
     feature_spec: str
+    hold_minutes: int = 0
+    """How long a trade on these signals is meant to be held (:attr:`Decider.hold_minutes`)."""
     stale: int = 0
     """Input bars left out: duplicates and out-of-order bars, ignored as the feature stream ignores them."""
     restarts: int = 0
@@ -51,6 +53,7 @@ class Decisions:
             "atr": self.atr,
             "recent_notional": self.recent_notional,
             "close": self.close,
+            "hold_minutes": np.full(len(self.action), self.hold_minutes, dtype=np.int32),
             **{c: getattr(self.risk, c) for c in PLAN_COLUMNS},
             **{f"p_{h}": self.horizon_p[:, k] for k, h in enumerate(self.horizons)},
         }

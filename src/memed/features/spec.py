@@ -35,6 +35,9 @@ import numpy as np
 from memed.errors import ConfigError
 from memed.features import layout
 
+ATR_FEATURE = "atr_pct_14"
+"""The ATR the risk plans and the policy's stops are sized with (as a fraction of the close)."""
+
 SPEC_VERSION = 2
 
 SEED_WEIGHT = 1e-6

@@ -49,7 +49,12 @@ class EdgeFit(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     the round-trip cost, and per side whether a margin on the expected net return paid after costs."""
 
     horizon: int
-    """The decision horizon (minutes) the moves and the trades are measured at."""
+    """The decision horizon (minutes): the candidate whose trades made the most on validation per bar of
+    capital (``horizon_scores``); the decision probability is the ensemble's at this horizon, and a trade
+    is held at most this long."""
+    horizon_scores: dict[str, float | None] = {}
+    """Per candidate horizon: validation net log return per bar of capital of its best margins, as an
+    overlapping portfolio (the total over trades x interval / horizon); null: no edge at that horizon."""
     cost: float
     """Round-trip cost as a log return (2 x (fee + slippage))."""
     sides: str = "long"
@@ -67,6 +72,16 @@ class EdgeFit(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     short_trades: int = 0
     short_net_mean: float = 0.0
     short_net_total: float = 0.0
+    long_bets: int = 0
+    short_bets: int = 0
+    """Independent bets among the trades: distinct (token, horizon-long block of time)."""
+    stop_sigma: float = 0.0
+    target_sigma: float = 0.0
+    """Stop-loss and take-profit distances in units of the horizon's volatility, ATR(14) x sqrt(horizon
+    bars), chosen on validation (0: the configured ``risk.stop_atr`` / ``take_profit_atr``)."""
+    exit_net_mean: float = 0.0
+    """Validation mean net log return per trade with those stops and targets (``*_net_mean``: held to
+    the horizon)."""
 
 
 class ModelEntry(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -22,6 +22,8 @@ class Risk(msgspec.Struct, frozen=True, kw_only=True):
     notional: float
     risk_reward: float
     capped_by: str
+    hold_minutes: int = 0
+    """Exit at the latest after this long: the decision horizon the policy was fitted at."""
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,7 +35,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     action: str
     strength: float
     p_up: float | None
-    """The decision probability (mean ensemble p_up over the decision horizons)."""
+    """The decision probability: the ensemble p_up at the cost-aware policy's decision horizon (the mean
+    over ``signals.decision_horizons`` under the bands)."""
     horizons: dict[str, float | None]
     """Ensemble p_up per horizon in minutes."""
     reason: str = ""

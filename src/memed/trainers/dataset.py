@@ -96,7 +96,9 @@ def build_training_data(sources: Iterable[str | Path], cfg: MemedConfig) -> Trai
             raise DataError(f"market context: {feats.height:,} feature rows for {bars.height:,} bars")
     else:
         feats = compute_features(bars, spec, with_ready=True)
-    labelled = add_labels(bars.select("token", "ts", "close"), horizons, cfg.train.ties)
+    labelled = add_labels(
+        bars.select("token", "ts", "open", "high", "low", "close"), horizons, cfg.train.ties
+    )
     frame = pl.concat([feats, labelled.drop("token", "ts")], how="horizontal")
     embargo = max(horizons)
     t = cfg.train

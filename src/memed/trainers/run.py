@@ -25,7 +25,6 @@ from memed.models.families import family, load_part
 from memed.models.manifest import (
     Calibration,
     DataSummary,
-    EdgeFit,
     Manifest,
     Metrics,
     ModelEntry,
@@ -37,7 +36,7 @@ from memed.signals.ensemble import ensemble
 from memed.trainers.baseline import FittedBaseline, baseline_features
 from memed.trainers.calibration import fit_calibration
 from memed.trainers.dataset import TrainingData, build_training_data
-from memed.trainers.edge import fit_edge
+from memed.trainers.edge import fit_policy
 from memed.trainers.evaluation import Evaluation, suspicious
 from memed.trainers.leakage import constant_features
 from memed.trainers.metrics import baseline_probabilities
@@ -142,7 +141,7 @@ def train_model_set(
     served: tuple[str, ...] = tuple(n for n in cfg.signals.models if n in p_models) or tuple(p_models)
     p_ensemble = ensemble({n: p_models[n] for n in served}, cfg.signals.weights)
     p_val = ensemble({n: fams.p_val[n] for n in served}, cfg.signals.weights)
-    edge = _fit_edge(data, cfg, p_val, masks["val"])
+    edge = fit_policy(data, cfg, p_val, masks["val"])
     warnings = fit_warnings + [w for e in entries for w in suspicious(e.name, e.metrics)]
     for w in warnings:
         log.warning("suspicious_test_metric", warning=w)
@@ -193,18 +192,6 @@ def train_model_set(
     )
     write_model_set(registry, manifest, fams.files)
     return manifest
-
-
-def _fit_edge(data: TrainingData, cfg: MemedConfig, p_val: np.ndarray, val: pl.Series) -> EdgeFit | None:
-    """The cost-aware policy on the validation split, for the configured ensemble and decision horizons
-    (None when the set has none of them)."""
-    cols = [k for k, h in enumerate(data.horizons) if h in cfg.signals.decision_horizons]
-    if not cols:
-        return None
-    hold = max(data.horizons[k] for k in cols)
-    p = p_val[:, cols].mean(axis=1)
-    bt = cfg.backtest
-    return fit_edge(p, data.fwd(hold, val), hold, bt.fee_bps, bt.slippage_bps, cfg.signals.sides)
 
 
 @dataclass

@@ -288,6 +288,15 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     page = (out / "report.html").read_text()
     assert "trades by exit reason" in page
     assert "trades by token" in page
+    # net return per trade with its day-block interval; long-only: no short row
+    per = doc["per_trade"]
+    assert set(per) == {"all", "long"}
+    assert per["all"]["trades"] == trades.height
+    assert per["all"]["mean_return"] == pytest.approx(float(trades["return"].mean()))
+    assert per["all"]["lo"] <= per["all"]["mean_return"] <= per["all"]["hi"]
+    assert "Net return per trade" in page
+    assert doc["policy"] == []  # served with the bands: no fitted policy to show
+    assert len(page.encode()) < 1_000_000
 
 
 TABULAR_BT_TOML = BT_TOML.replace(
@@ -420,6 +429,17 @@ def test_report_renders_its_charts_in_headless_chromium(bt_market: Path, tmp_pat
         capture_output=True,
         timeout=120,
     )
+    page = (out / "report.html").as_uri()
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page],
+        check=True, capture_output=True, timeout=120, text=True,
+    ).stdout  # fmt: skip
+    ticks = re.findall(r'class="xtick"[^>]*>([^<]+)<', dom)
+    assert len(ticks) >= 2 * 5  # equity and drawdown, five dated ticks each
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}|\d{2}-\d{2} \d{2}:\d{2}", t) for t in ticks), ticks
+    assert dom.count("<table>") >= 6  # trading, AUC, reliability, per trade, exit reasons, tokens, folds
+    assert '<svg id="reliability"' in dom
+    assert dom.count("<circle") >= 3  # the reliability plot's bins
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert img.shape[0] >= 1000
     blue = np.all(np.abs(img - [0x1F, 0x6F, 0xEB]) <= 40, axis=-1)  # the model's equity line

@@ -16,7 +16,7 @@ from memed.decision.decide import Decider
 from memed.models.manifest import EdgeFit
 from memed.models.registry import load_model_set
 from memed.signals.policy import A_BUY, A_HOLD, A_SELL, REASONS, SIDES, apply_edge, decide
-from memed.trainers.edge import MIN_TRADES, ExitPaths, choose_horizon, fit_edge, fit_exits
+from memed.trainers.edge import CONFIRM_T, MIN_TRADES, ExitPaths, choose_horizon, confirm, fit_edge, fit_exits
 
 
 def _moves(p: np.ndarray, rng: np.random.Generator, size: float = 0.01) -> np.ndarray:
@@ -151,6 +151,9 @@ def test_on_random_walks_the_cost_aware_policy_does_not_trade(tmp_path: Path) ->
     scored = signals.filter(pl.col("reason").is_in(["", "no_edge"]))
     assert scored.height > 5_000
     assert (scored["reason"] == "no_edge").all()  # validation found no edge in any fold
+    assert len(aware["policy"]) == 2
+    assert all(not r["edge"] and set(r["horizon_scores"]) == {"15", "30", "60"} for r in aware["policy"])
+    assert aware["per_trade"] == {}
     bands = run_backtest([data], parse_config(RANDOM_WALK_TOML.replace('"cost_aware"', '"bands"')),
                          tmp_path / "bands")  # fmt: skip
     assert bands["trading"]["model"]["trades"] == 0
@@ -222,3 +225,20 @@ def test_the_decider_serves_the_policy_horizon_and_its_stops(tiny_registry: Path
         Decider.for_manifest(msgspec.structs.replace(m, edge=no_edge), SignalsConfig(), RiskConfig()).risk
         == RiskConfig()
     )
+
+
+def test_an_edge_chosen_on_the_earlier_half_must_hold_on_the_later_half() -> None:
+    """The settings are confirmed on rows the choice never saw: where the later half's moves follow the
+    probability the edge stays (t of the net per hour >= CONFIRM_T); where they do not, it is dropped."""
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0.2, 0.8, 20_000)
+    minute = np.arange(len(p), dtype=np.float64)
+    fit = EdgeFit(horizon=60, cost=0.003, up_move=0.01, down_move=0.01, long_edge=True)  # BUY at p > 0.65
+    kept = confirm(fit, p, _moves(p, rng), minute, None, np.arange(len(p)))
+    assert kept.long_edge
+    assert kept.confirm_t >= CONFIRM_T
+    assert kept.confirm_trades == int((p * 0.01 - (1 - p) * 0.01 - 0.003 > 0).sum())
+    assert kept.confirm_net_mean > 0
+    dropped = confirm(fit, p, _moves(np.full(len(p), 0.5), rng), minute, None, np.arange(len(p)))
+    assert not dropped.long_edge
+    assert dropped.confirm_t < CONFIRM_T

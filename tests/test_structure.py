@@ -23,6 +23,7 @@ EXTRA_OF = {
     "memed.trainers.sequence": "train",
     "memed.models.nets": "train",
     "memed.models.torch_export": "train",
+    "memed.tuning.study": "train",
     "memed.daemon.demo": "demo",
 }
 NOT_IMPORTED = {"gpu", "dev"}  # an alternative build of onnxruntime; the test and lint tools
@@ -104,7 +105,7 @@ def test_no_import_cycle_anywhere_in_memed() -> None:
 def test_every_package_has_a_curated_public_face() -> None:
     packages = sorted({p.parent for p in PACKAGE.rglob("*.py") if "demo_models" not in p.parts})
     assert {p.name for p in packages} >= {"memed", "backtest", "cli", "daemon", "data", "decision",
-                                          "features", "models", "signals", "trainers"}  # fmt: skip
+                                          "features", "models", "signals", "trainers", "tuning"}  # fmt: skip
     for folder in packages:
         init = folder / "__init__.py"
         assert init.exists(), f"{folder} has no __init__.py"

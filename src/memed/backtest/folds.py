@@ -47,6 +47,9 @@ class GroupResult:
     model_set: str
     signals: pl.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    folds: tuple[int, ...] = ()
+    policy: dict[str, object] | None = None
+    """The served cost-aware policy's fit on the set's validation split (None: served with the bands)."""
 
 
 def fold_groups(folds: list[Fold], fixed_models: bool) -> list[list[Fold]]:
@@ -96,7 +99,9 @@ def run_group(
     timings |= path.timings
     if sig.height:
         sig = sig.with_columns(pl.Series("fold", fold_of(sig["ts"], group)))
-    return GroupResult(index, model_set.id, sig, timings)
+    edge = path.decide.edge
+    policy = None if edge is None else msgspec.structs.asdict(edge)
+    return GroupResult(index, model_set.id, sig, timings, tuple(f.index for f in group), policy)
 
 
 def fold_of(ts: pl.Series, folds: list[Fold]) -> pl.Series:

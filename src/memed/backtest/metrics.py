@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
+from memed.trainers.uncertainty import LEVEL, MIN_DAYS, day_index, day_weights
+
 HOURS_PER_YEAR = 24 * 365
 HOUR_US = 3_600_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -156,3 +158,31 @@ def trade_breakdown(trades: pl.DataFrame, by: str) -> list[dict[str, float | str
     )
     rows: list[dict[str, float | str]] = table.sort("pnl", by, descending=[True, False]).to_dicts()
     return rows
+
+
+def trade_expectancy(trades: pl.DataFrame, seed: int = 0) -> dict[str, dict[str, float | None]]:
+    """Mean net return per trade (after fees and slippage), for all trades and per side, with its 95 %
+    day-block interval: whole entry days are resampled with replacement (a day's trades are correlated:
+    one market, overlapping holds), and each draw's mean is its total over its count."""
+    out: dict[str, dict[str, float | None]] = {}
+    if not trades.height:
+        return out
+    minutes = (trades["entry_ts"].dt.epoch("s").to_numpy() / 60.0).astype(np.float64)
+    days = day_index(minutes)
+    n_days = int(days.max()) + 1
+    weights = day_weights(n_days, seed=seed)
+    ret = trades["return"].to_numpy().astype(np.float64)
+    side = trades["side"].to_numpy()
+    for name, keep in (("all", np.ones(len(ret), bool)), ("long", side > 0), ("short", side < 0)):
+        if not keep.any():
+            continue
+        total = np.bincount(days[keep], weights=ret[keep], minlength=n_days)
+        count = np.bincount(days[keep], minlength=n_days).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            draws = (weights @ total) / (weights @ count)
+        draws = draws[np.isfinite(draws)]
+        lo, hi = (None, None)
+        if len(np.unique(days[keep])) >= MIN_DAYS and len(draws) >= MIN_DAYS:
+            lo, hi = (float(v) for v in np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
+        out[name] = {"trades": float(keep.sum()), "mean_return": float(ret[keep].mean()), "lo": lo, "hi": hi}
+    return out

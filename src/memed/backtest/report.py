@@ -3,97 +3,16 @@
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from memed.backtest.charts import chart, histogram, reliability_plot
 from memed.backtest.metrics import hourly_equity
 from memed.backtest.plan import Fold
 from memed.backtest.simulator import SimResult
-
-COLORS = {
-    "model": "#1f6feb",
-    "buy_and_hold": "#8b949e",
-    "persistence": "#d29922",
-    "reversal": "#a371f7",
-    "always_hold": "#3fb950",
-}
-W, H, PAD = 860, 260, 40
-MAX_POINTS = 2_000
-"""Points drawn per series at most (a chart is 780 pixels wide; more only makes the page heavy)."""
-X_TICKS = 5
-
-
-def _polyline(xs: np.ndarray, ys: np.ndarray, x0: float, x1: float, y0: float, y1: float, color: str) -> str:
-    if len(xs) == 0:
-        return ""
-    if len(xs) > MAX_POINTS:  # evenly spaced points, the first and the last kept
-        keep = np.unique(np.linspace(0, len(xs) - 1, MAX_POINTS).round().astype(np.int64))
-        xs, ys = xs[keep], ys[keep]
-    sx = (xs - x0) / max(x1 - x0, 1e-12) * (W - 2 * PAD) + PAD
-    sy = H - PAD - (ys - y0) / max(y1 - y0, 1e-12) * (H - 2 * PAD)
-    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(sx, sy, strict=True))
-    return f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{pts}"/>'
-
-
-def _chart(title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], fmt: str, css_id: str) -> str:
-    ys_all = np.concatenate([y for _, y in series.values() if len(y)]) if series else np.zeros(1)
-    xs_all = np.concatenate([x for x, _ in series.values() if len(x)]) if series else np.zeros(1)
-    y0, y1 = float(np.min(ys_all)), float(np.max(ys_all))
-    if y0 == y1:
-        y0, y1 = y0 - 1, y1 + 1
-    x0, x1 = float(np.min(xs_all)), float(np.max(xs_all))
-    lines = "".join(_polyline(x, y, x0, x1, y0, y1, COLORS.get(n, "#000")) for n, (x, y) in series.items())
-    axis = (
-        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#999"/>'
-        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="#999"/>'
-        f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="11">{fmt.format(y1)}</text>'
-        f'<text x="{PAD + 4}" y="{H - PAD - 4}" font-size="11">{fmt.format(y0)}</text>' + _date_ticks(x0, x1)
-    )
-    legend = "".join(
-        f'<tspan fill="{COLORS.get(n, "#000")}" dx="12">\u25a0 {html.escape(n)}</tspan>' for n in series
-    )
-    return (
-        f'<h2>{html.escape(title)}</h2><svg id="{css_id}" class="chart" width="{W}" height="{H}" '
-        f'xmlns="http://www.w3.org/2000/svg">{axis}{lines}<text x="{PAD}" y="{H - 10}" font-size="12">{legend}'
-        "</text></svg>"
-    )
-
-
-def _date_ticks(x0: float, x1: float) -> str:
-    """Dated labels under the x axis (``x0``, ``x1``: epoch seconds, UTC)."""
-    span = x1 - x0
-    fmt = "%Y-%m-%d" if span > 3 * 86400 else "%m-%d %H:%M"
-    out = []
-    for k in range(X_TICKS):
-        t = x0 + span * k / (X_TICKS - 1)
-        x = PAD + (W - 2 * PAD) * k / (X_TICKS - 1)
-        anchor = "start" if k == 0 else ("end" if k == X_TICKS - 1 else "middle")
-        label = datetime.fromtimestamp(t, UTC).strftime(fmt)
-        out.append(f'<text class="xtick" x="{x:.0f}" y="{H - PAD + 14}" font-size="10" '
-                   f'text-anchor="{anchor}">{label}</text>')  # fmt: skip
-    return "".join(out)
-
-
-def _histogram(returns: np.ndarray) -> str:
-    if len(returns) == 0:
-        return "<h2>Trade returns</h2><p>No trades.</p>"
-    counts, edges = np.histogram(np.clip(returns, -0.5, 0.5), bins=30)
-    top = max(int(counts.max()), 1)
-    bw = (W - 2 * PAD) / len(counts)
-    bars = "".join(
-        f'<rect x="{PAD + i * bw:.1f}" y="{H - PAD - c / top * (H - 2 * PAD):.1f}" width="{bw - 1:.1f}" '
-        f'height="{c / top * (H - 2 * PAD):.1f}" fill="{"#3fb950" if edges[i] >= 0 else "#f85149"}"/>'
-        for i, c in enumerate(counts)
-    )
-    return (
-        f'<h2>Trade returns ({len(returns)} trades)</h2><svg id="trades" class="chart" width="{W}" '
-        f'height="{H}" xmlns="http://www.w3.org/2000/svg">{bars}'
-        f'<text x="{PAD}" y="{H - 10}" font-size="11">{edges[0]:+.1%}</text>'
-        f'<text x="{W - PAD - 40}" y="{H - 10}" font-size="11">{edges[-1]:+.1%}</text></svg>'
-    )
 
 
 def _ci(m: dict[str, Any], key: str) -> str:
@@ -207,6 +126,19 @@ def write_report(
                 aucs,
             ]
         )
+    expectancy_rows = [
+        [side, f"{int(e['trades']):,}", _f(e["mean_return"], True)
+         + (f" [{_f(e['lo'], True)}, {_f(e['hi'], True)}]" if e.get("lo") is not None else "")]
+        for side, e in metrics.get("per_trade", {}).items()
+    ]  # fmt: skip
+    policy_rows = [
+        [f"{r['folds'][0]}-{r['folds'][-1]}", html.escape(r["model_set"]), f"{r['horizon']} m",
+         ", ".join(r["edge"]) or "no edge", f"{r['stop_sigma']:g} / {r['target_sigma']:g}" if r["edge"] else "&ndash;",
+         f"{r['confirm_t']:.1f} ({r['confirm_trades']:,} trades)" if r["confirm_trades"] else "&ndash;"]
+        for r in metrics.get("policy", [])
+    ]  # fmt: skip
+    decision = {str(r["horizon"]) for r in metrics.get("policy", [])} or set(hz)  # the policies' horizons
+    curves = {f"{h} m": hz[h].get("reliability", []) for h in hz if h in decision}
     warnings = "".join(f'<p class="warn">⚠ {html.escape(w)}</p>' for w in metrics.get("warnings", []))
     returns = sims["model"].trades["return"].to_numpy() if sims["model"].trades.height else np.zeros(0)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>memed backtest</title>
@@ -216,20 +148,27 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;font-size:13px;text-align:right}
 <h1>memed walk-forward backtest</h1>
 <p>{len(folds)} folds, test {start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC; model sets {html.escape(", ".join(metrics["model_sets"]))};
 config {html.escape(metrics["config_hash"])}. Equity is realised (it moves when positions close).</p>{warnings}
-{_chart("Equity", eq_series, "{:,.0f}", "equity")}
-{_chart("Drawdown", dd_series, "{:.1%}", "drawdown")}
+{chart("Equity", eq_series, "{:,.0f}", "equity")}
+{chart("Drawdown", dd_series, "{:.1%}", "drawdown")}
 <h2>Trading, model and baselines (same simulator)</h2>{_table(["strategy", *keys], trade_rows)}
 <h2>Direction: ROC AUC per horizon against baselines</h2>
 <p>95 % day-block bootstrap intervals in brackets (whole calendar days resampled with every token's rows); the last column is the model's AUC minus the fitted 2-feature logistic's ({html.escape(", ".join(metrics.get("fitted_baseline_features", [])))}), paired on the same resampled days.</p>
 {_table(["horizon", "model", "fitted logistic", "majority", "persistence", "reversal", "model - fitted", "ECE", "rows"], auc_rows)}
 <h2>Reliability of the served p_up</h2>
 <p>Per horizon and p_up bin: the share of rows that went up, with its day-block interval, and the rows (the models' probabilities pass through the calibration maps fitted on each fold's validation split). A calibrated model's rate sits inside its bin.</p>
+{reliability_plot(curves)}
 {_table(["horizon", *[f"{k / 10:.1f}-{(k + 1) / 10:.1f}" for k in range(10)]], reliability_rows)}
+<h2>Net return per trade</h2>
+<p>After fees and slippage, with its 95 % day-block interval (whole entry days resampled).</p>
+{_table(["side", "trades", "mean net return [interval]"], expectancy_rows) if expectancy_rows else "<p>No trades.</p>"}
+<h2>Policy per model set (chosen on each set's validation split)</h2>
+<p>Chosen on the earlier half of each set's validation split: the decision horizon, the sides whose expected net return cleared the costs, the stop / target in units of the horizon's volatility (ATR &times; &radic;horizon bars); then traded on the later half, where the net per horizon-long period must reach a t statistic of 2. No edge: the set made no trade.</p>
+{_table(["folds", "model set", "horizon", "edge", "stop / target", "later-half t"], policy_rows) if policy_rows else "<p>Served with the fixed bands (signals.policy = bands).</p>"}
 <h2>The model's trades by exit reason</h2>{_table(["exit", *breakdown_cols], exit_rows)}
 <h2>The model's trades by token</h2>
 <p>{len(token_list)} tokens traded{token_note}.</p>
 {_table(["token", *breakdown_cols], token_rows)}
 <h2>Folds</h2>{_table(["fold", "test window", "return", "max drawdown", "trades", "AUC"], fold_rows)}
-{_histogram(returns)}
+{histogram(returns)}
 </body></html>"""
     path.write_text(page, encoding="utf-8")

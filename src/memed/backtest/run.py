@@ -16,8 +16,14 @@ import numpy as np
 import polars as pl
 
 from memed.backtest.fitted import fitted_baseline_p
-from memed.backtest.folds import fold_groups, run_groups
-from memed.backtest.metrics import EquityEvents, TradeArrays, trade_breakdown, trading_metrics
+from memed.backtest.folds import GroupResult, fold_groups, run_groups
+from memed.backtest.metrics import (
+    EquityEvents,
+    TradeArrays,
+    trade_breakdown,
+    trade_expectancy,
+    trading_metrics,
+)
 from memed.backtest.plan import Fold, check_embargo, in_sample_overlaps, over_coverage, plan_folds
 from memed.backtest.simulator import SimResult, market_bars, simulate
 from memed.config import MemedConfig, RiskConfig
@@ -220,6 +226,9 @@ def run_backtest(
         "end": str(end),
     }
     metrics["model_sets"] = sorted({r.model_set for r in results})
+    metrics["policy"], unconfirmed = policy_summary(results, metrics["trading"]["model"]["total_return"])
+    if unconfirmed:
+        metrics["warnings"].insert(0, unconfirmed)
     metrics["plan"] = [
         {
             "fold": f.index,
@@ -352,4 +361,37 @@ def _metrics(
     model_trades = sims["model"].trades
     out["exit_reasons"] = trade_breakdown(model_trades, "exit_reason")
     out["tokens"] = trade_breakdown(model_trades, "token")
+    out["per_trade"] = trade_expectancy(model_trades)
     return out
+
+
+POLICY_LOSS = 0.01
+"""A loss on the test windows beyond this fraction of equity is flagged against what validation said."""
+
+
+def policy_summary(results: list[GroupResult], total_return: float) -> tuple[list[dict[str, Any]], str]:
+    """Per fold group, the served cost-aware policy (decision horizon, the sides with an edge on
+    validation, stop and target), and a warning ('' when none): a loss beyond :data:`POLICY_LOSS` after
+    validation showed an edge that the test windows did not confirm, or a loss with no edge anywhere."""
+    rows: list[dict[str, Any]] = []
+    for r in sorted(results, key=lambda r: r.index):
+        if r.policy is None:
+            continue
+        g = r.policy
+        edges = [side for side in ("long", "short") if g[f"{side}_edge"]]
+        rows.append({
+            "folds": list(r.folds), "model_set": r.model_set, "horizon": g["horizon"], "edge": edges,
+            "stop_sigma": g["stop_sigma"], "target_sigma": g["target_sigma"], "long_margin": g["long_margin"],
+            "horizon_scores": g["horizon_scores"], "confirm_t": g["confirm_t"],
+            "confirm_trades": g["confirm_trades"],
+        })  # fmt: skip
+    if total_return >= -POLICY_LOSS or not rows:
+        return rows, ""
+    with_edge = [row for row in rows if row["edge"]]
+    if with_edge:
+        named = ", ".join(f"folds {row['folds'][0]}-{row['folds'][-1]}" for row in with_edge[:5])
+        return rows, (
+            f"validation showed an edge after costs for {len(with_edge)} of {len(rows)} model sets ({named}) "
+            f"that the test windows did not confirm: the model lost {-total_return:.1%}"
+        )
+    return rows, f"no model set had an edge on validation, yet the model lost {-total_return:.1%}"

@@ -14,6 +14,7 @@ from memed.cli.data_cmd import data_group
 from memed.cli.features_cmd import features_group
 from memed.cli.run_cmd import demo_cmd, replay_cmd, run_cmd
 from memed.cli.train_cmd import check_group, models_group, train_cmd
+from memed.cli.tune_cmd import tune_cmd
 from memed.errors import MemedError
 
 
@@ -42,6 +43,7 @@ cli.add_command(config_group)
 cli.add_command(data_group)
 cli.add_command(features_group)
 cli.add_command(train_cmd)
+cli.add_command(tune_cmd)
 cli.add_command(models_group)
 cli.add_command(check_group)
 cli.add_command(run_cmd)

@@ -79,6 +79,13 @@ class EdgeFit(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     target_sigma: float = 0.0
     """Stop-loss and take-profit distances in units of the horizon's volatility, ATR(14) x sqrt(horizon
     bars), chosen on validation (0: the configured ``risk.stop_atr`` / ``take_profit_atr``)."""
+    confirm_trades: int = 0
+    confirm_net_mean: float = 0.0
+    confirm_t: float = 0.0
+    """The chosen settings' trades on the later half of the validation split (everything above was
+    chosen on the earlier half): their count, mean net log return (with the stops and targets) and the
+    t statistic of the net per horizon-long period of time (every token's trades in a period summed,
+    periods without a trade counted as 0). An edge is kept only if ``confirm_t >= CONFIRM_T``."""
     exit_net_mean: float = 0.0
     """Validation mean net log return per trade with those stops and targets (``*_net_mean``: held to
     the horizon)."""

@@ -1,11 +1,15 @@
 """The cost-aware policy, fitted on the validation split: is there an edge after costs, at which horizon,
 from what expected return does a trade pay, and where do its stop and target go?
 
+The validation split is cut in two by time. Everything is **chosen on the earlier half**, then
+**confirmed on the later half**, which the choice never saw: a short validation window whose tokens
+happened to drift up must not pass for an edge.
+
 For a candidate horizon ``h``, the served ensemble's calibrated probability ``p`` at ``h``, and a trade
 held for ``h``:
 
-* the sizes of up and down moves at ``h``, measured on the validation rows: ``U = mean(r | r > 0)``,
-  ``D = mean(-r | r < 0)`` with ``r`` the forward log return;
+* the sizes of up and down moves at ``h``: ``U = mean(r | r > 0)``, ``D = mean(-r | r < 0)`` with ``r``
+  the forward log return;
 * the round-trip cost ``c = 2 x (fee_bps + slippage_bps) / 1e4`` (the backtest's own costs);
 * each row's expected net return of a long: ``E_long = p U - (1 - p) D - c``; of a short:
   ``E_short = (1 - p) D - p U - c``.
@@ -13,24 +17,26 @@ held for ``h``:
 **Margin** (:func:`fit_edge`): among candidate margins (0 and the quantiles of ``E`` that leave 50 % …
 0.1 % of the rows), the one whose trades (``E > margin``) made the largest total realised net return
 ``sum(side x r - c)``, with at least ``MIN_TRADES`` trades spread over at least ``MIN_BETS`` independent
-bets (distinct token and ``h``-long block of time) and a positive mean. None: **no edge** at ``h``.
+bets (distinct token and ``h``-long period of time) and a positive mean. None: no edge at ``h``.
 
 **Horizon** (:func:`choose_horizon`): the candidate whose best margins made the most per bar of capital,
 as an overlapping portfolio (a trade every bar while ``E`` stays high, each with ``1/h`` of the capital:
-total x interval / ``h``). No candidate with an edge: a served ``cost_aware`` policy trades nothing (HOLD,
-reason ``no_edge``).
+total x interval / ``h``).
 
 **Stops and targets** (:func:`fit_exits`): sized in units of the horizon's volatility, ``ATR(14) x
 sqrt(h / interval)`` (one bar's ATR would put them inside the noise of an ``h``-long hold), the pair of
 multiples whose trades, replayed bar by bar under the simulator's own exit rule
-(:func:`memed.signals.exits.first_exit`), made the most on validation.
+(:func:`memed.signals.exits.first_exit`), made the most.
 
-Validation rows overlap in time, so the totals overstate how many independent bets there were; they
-rank settings, they are not a forecast. Nothing here reads a test row.
+**Confirmation** (:func:`confirm`): the chosen settings trade the later half; the net of every token's
+trades per ``h``-long period of time (0 for a period without one) must have a t statistic of at least
+``CONFIRM_T``. Otherwise there is **no edge**, and a served ``cost_aware`` policy trades nothing (HOLD,
+reason ``no_edge``). Nothing here reads a test row.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import msgspec
@@ -51,6 +57,8 @@ MIN_BETS = 30
 QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 STOP_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0)
 TARGET_SIGMAS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
+CONFIRM_T = 2.0
+"""Least t statistic of the later half's net per period for an edge to be kept."""
 MAX_PATHS = 20_000
 """Trades replayed per stop/target candidate at most (evenly spaced over the validation entries)."""
 
@@ -148,16 +156,15 @@ class ExitPaths:
 @njit(cache=True)
 def _replay(ts: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
             end: np.ndarray, atr: np.ndarray, rows: np.ndarray, sides: np.ndarray, scale: float,
-            stop_k: float, take_k: float, horizon: float, cost: float) -> tuple[float, int]:  # fmt: skip
-    """Total net log return and count of the trades entered at ``rows``' closes, each held to the stop,
-    the target or the horizon."""
-    total = 0.0
-    n = 0
+            stop_k: float, take_k: float, horizon: float, cost: float, out: np.ndarray) -> None:  # fmt: skip
+    """Into ``out``: the net log return of each trade entered at ``rows``' closes and held to the stop,
+    the target or the horizon (NaN: no bar after the entry, or no volatility)."""
     for q in range(len(rows)):
         r = rows[q]
         side = sides[q]
         c = close[r]
         v = atr[r] * scale
+        out[q] = np.nan
         if r + 1 >= end[r] or not (np.isfinite(v) and v > 0.0 and c > 0.0):
             continue
         stop = c - side * stop_k * v
@@ -165,40 +172,91 @@ def _replay(ts: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray
         _, price, _ = first_exit(
             ts, open_, high, low, close, r + 1, end[r], side, stop, take, ts[r] + horizon
         )
-        if price <= 0.0:
-            price = 1e-300
-        total += side * np.log(price / c) - cost
-        n += 1
-    return total, n
+        out[q] = side * np.log(max(price, 1e-300) / c) - cost
 
 
-def fit_exits(fit: EdgeFit, p: np.ndarray, paths: ExitPaths) -> EdgeFit:
-    """The stop and target multiples (of the horizon's volatility) whose trades made the most on the
-    validation rows; ``p`` the decision probabilities of ``paths.rows``. A fit without an edge is
-    returned as it is."""
-    if not (fit.long_edge or fit.short_edge):
-        return fit
+def _entries(fit: EdgeFit, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (indices into ``p``) the fitted policy trades, and their sides (+1 long, -1 short)."""
     e_long = expected_long(p, fit.up_move, fit.down_move, fit.cost)
     e_short = -e_long - 2 * fit.cost
     buy = fit.long_edge & (e_long > fit.long_margin)
     sell = fit.short_edge & (e_short > fit.short_margin) & ~buy
     picked = np.flatnonzero(buy | sell)
+    return picked, np.where(buy[picked], 1.0, -1.0)
+
+
+def trade_nets(fit: EdgeFit, paths: ExitPaths, rows: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """Net log return of trades at frame ``rows`` with the fit's stop and target (NaN: not replayable)."""
+    out = np.empty(len(rows))
+    _replay(paths.ts, paths.open, paths.high, paths.low, paths.close, paths.end, paths.atr,
+            np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(sides), _scale(fit, paths),
+            fit.stop_sigma, fit.target_sigma, float(fit.horizon), fit.cost, out)  # fmt: skip
+    return out
+
+
+def _scale(fit: EdgeFit, paths: ExitPaths) -> float:
+    return float(np.sqrt(fit.horizon / paths.interval_minutes))
+
+
+def fit_exits(fit: EdgeFit, p: np.ndarray, paths: ExitPaths) -> EdgeFit:
+    """The stop and target multiples (of the horizon's volatility) whose trades made the most on the
+    rows ``paths.rows`` (``p``: their decision probabilities). A fit without an edge is returned as it
+    is; one whose trades lose with every pair loses its edge."""
+    if not (fit.long_edge or fit.short_edge):
+        return fit
+    picked, sides = _entries(fit, p)
     if len(picked) > MAX_PATHS:
-        picked = picked[np.linspace(0, len(picked) - 1, MAX_PATHS).astype(np.int64)]
-    rows = np.ascontiguousarray(paths.rows[picked], dtype=np.int64)
-    sides = np.where(buy[picked], 1.0, -1.0)
-    scale = float(np.sqrt(fit.horizon / paths.interval_minutes))
+        keep = np.linspace(0, len(picked) - 1, MAX_PATHS).astype(np.int64)
+        picked, sides = picked[keep], sides[keep]
+    rows = paths.rows[picked]
     best: tuple[float, float, float] | None = None
     for s in STOP_SIGMAS:
         for t in TARGET_SIGMAS:
-            total, n = _replay(paths.ts, paths.open, paths.high, paths.low, paths.close, paths.end, paths.atr,
-                               rows, sides, scale, s, t, float(fit.horizon), fit.cost)  # fmt: skip
-            if n and (best is None or total / n > best[2]):
-                best = (s, t, total / n)
+            nets = trade_nets(msgspec.structs.replace(fit, stop_sigma=s, target_sigma=t), paths, rows, sides)
+            nets = nets[np.isfinite(nets)]
+            if len(nets) and (best is None or nets.mean() > best[2]):
+                best = (s, t, float(nets.mean()))
     if best is None:
         return fit
     fit = msgspec.structs.replace(fit, stop_sigma=best[0], target_sigma=best[1], exit_net_mean=best[2])
     if best[2] <= 0:  # held to the horizon it paid; with any stop and target it would not have: no edge
+        fit = msgspec.structs.replace(fit, long_edge=False, short_edge=False)
+    return fit
+
+
+def t_statistic(nets: np.ndarray, period: np.ndarray, periods: int) -> float:
+    """t statistic of the per-period sums of ``nets`` (``period``: each trade's period code, 0 ..
+    ``periods - 1``; a period without a trade sums to 0); 0 with fewer than two periods."""
+    if periods < 2:  # noqa: PLR2004
+        return 0.0
+    per = np.bincount(period, weights=nets, minlength=periods)
+    sd = float(per.std(ddof=1))
+    if sd == 0.0:
+        return 0.0
+    return float(per.mean() / (sd / np.sqrt(periods)))
+
+
+def confirm(fit: EdgeFit, p: np.ndarray, fwd: np.ndarray, minute: np.ndarray, paths: ExitPaths | None,
+            rows: np.ndarray) -> EdgeFit:  # fmt: skip
+    """Trade the fitted settings on rows the choice never saw (``p``, ``fwd``, ``minute`` of each; ``rows``
+    their frame rows for replay with the stops and targets, when ``paths`` is given, else held to the
+    horizon): the edge is kept only if the net per period has a t statistic of ``CONFIRM_T`` or more."""
+    if not (fit.long_edge or fit.short_edge):
+        return fit
+    picked, sides = _entries(fit, p)
+    if paths is not None and fit.stop_sigma > 0:
+        nets = trade_nets(fit, paths, rows[picked], sides)
+    else:
+        nets = sides * fwd[picked] - fit.cost
+    known = np.isfinite(nets)
+    nets, picked = nets[known], picked[known]
+    codes = np.floor(minute / fit.horizon).astype(np.int64)
+    first = int(codes.min()) if len(codes) else 0
+    periods = int(codes.max()) - first + 1 if len(codes) else 0
+    t = t_statistic(nets, codes[picked] - first, periods)
+    mean = float(nets.mean()) if len(nets) else 0.0
+    fit = msgspec.structs.replace(fit, confirm_trades=len(nets), confirm_net_mean=mean, confirm_t=t)
+    if t < CONFIRM_T or mean <= 0:
         fit = msgspec.structs.replace(fit, long_edge=False, short_edge=False)
     return fit
 
@@ -225,9 +283,9 @@ def exit_paths(data: TrainingData, val: pl.Series) -> ExitPaths | None:
 
 def fit_policy(data: TrainingData, cfg: MemedConfig, p_val: np.ndarray, val: pl.Series) -> EdgeFit | None:
     """The cost-aware policy on the validation split: ``p_val`` the served ensemble's calibrated
-    probabilities [validation rows, horizons]. Every candidate horizon (``signals.policy_horizons``, or
-    all of the set's) is fitted, the best chosen, then its stops and targets (None: no candidate is a
-    horizon of the set)."""
+    probabilities [validation rows, horizons]. Chosen on the split's earlier half (every candidate
+    horizon, ``signals.policy_horizons`` or all of the set's; its margins; its stops and targets),
+    confirmed on the later half. None: no candidate is a horizon of the set."""
     candidates = [
         h for h in data.horizons if not cfg.signals.policy_horizons or h in cfg.signals.policy_horizons
     ]
@@ -236,14 +294,20 @@ def fit_policy(data: TrainingData, cfg: MemedConfig, p_val: np.ndarray, val: pl.
     rows = data.frame.filter(val)
     token = rows["token"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     minute = epoch_minutes(rows["ts"]).astype(np.int64)
+    later = minute >= np.median(minute)  # the later half of the rows by time
+    early = ~later
+    paths = exit_paths(data, val)
+    frame_rows = paths.rows if paths is not None else np.flatnonzero(val.to_numpy())
     bt, sides = cfg.backtest, cfg.signals.sides
     fits = []
     for h in candidates:
         k = data.horizons.index(h)
-        block = token * (2**40) + minute // h
-        fits.append(fit_edge(p_val[:, k], data.fwd(h, val), h, bt.fee_bps, bt.slippage_bps, sides, block))
+        bet = token * (2**40) + minute // h
+        fits.append(fit_edge(p_val[early, k], data.fwd(h, val)[early], h, bt.fee_bps, bt.slippage_bps, sides,
+                             bet[early]))  # fmt: skip
     fit = choose_horizon(fits, data.interval_minutes, max(cfg.signals.decision_horizons))
-    paths = exit_paths(data, val)
-    if paths is None:
-        return fit
-    return fit_exits(fit, p_val[:, data.horizons.index(fit.horizon)], paths)
+    k = data.horizons.index(fit.horizon)
+    if paths is not None:
+        fit = fit_exits(fit, p_val[early, k], dataclasses.replace(paths, rows=frame_rows[early]))
+    return confirm(fit, p_val[later, k], data.fwd(fit.horizon, val)[later], minute[later].astype(np.float64),
+                   paths, frame_rows[later])  # fmt: skip

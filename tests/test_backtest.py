@@ -191,10 +191,10 @@ def test_daily_sharpe_from_an_hourly_curve() -> None:
 
 def test_report_charts_are_dated_and_light() -> None:
     """At most MAX_POINTS points per series whatever the span, and dated labels under the x axis."""
-    from memed.backtest.report import MAX_POINTS, _chart
+    from memed.backtest.charts import MAX_POINTS, chart
 
     xs = T0.timestamp() + np.arange(20_000) * 3600.0  # 20,000 hours: 2.3 years
-    svg = _chart("Equity", {"model": (xs, np.cumsum(np.ones(20_000)))}, "{:,.0f}", "equity")
+    svg = chart("Equity", {"model": (xs, np.cumsum(np.ones(20_000)))}, "{:,.0f}", "equity")
     points = re.search(r'points="([^"]*)"', svg)
     assert points is not None
     assert len(points.group(1).split()) == MAX_POINTS
@@ -293,7 +293,10 @@ def test_walk_forward_backtest_writes_every_output(bt_market: Path, tmp_path: Pa
     assert set(per) == {"all", "long"}
     assert per["all"]["trades"] == trades.height
     assert per["all"]["mean_return"] == pytest.approx(float(trades["return"].mean()))
-    assert per["all"]["lo"] <= per["all"]["mean_return"] <= per["all"]["hi"]
+    days = trades["entry_ts"].dt.date().n_unique()
+    assert (per["all"]["lo"] is None) == (days < 2)  # a day-block interval needs two days of entries
+    if days >= 2:
+        assert per["all"]["lo"] <= per["all"]["mean_return"] <= per["all"]["hi"]
     assert "Net return per trade" in page
     assert doc["policy"] == []  # served with the bands: no fitted policy to show
     assert len(page.encode()) < 1_000_000
@@ -534,3 +537,23 @@ def test_each_signal_is_held_at_most_its_own_hold_minutes() -> None:
     res = simulate(sig, bars, cfg, equity0=1000)
     held = (res.trades["exit_ts"] - res.trades["entry_ts"]).dt.total_minutes().to_list()
     assert dict(zip(res.trades["token"].to_list(), held, strict=True)) == {"A": 5, "B": 20}
+
+
+def test_net_return_per_trade_has_a_day_block_interval_per_side() -> None:
+    from memed.backtest.metrics import trade_expectancy
+
+    rng = np.random.default_rng(0)
+    n = 400
+    entry = [T0 + timedelta(minutes=int(m)) for m in rng.integers(0, 6 * 1440, n)]  # six days
+    trades = pl.DataFrame({"entry_ts": entry, "side": np.where(np.arange(n) % 4 == 0, -1.0, 1.0),
+                           "return": rng.normal(0.001, 0.01, n)})  # fmt: skip
+    per = trade_expectancy(trades)
+    assert set(per) == {"all", "long", "short"}
+    assert per["short"]["trades"] == 100
+    assert per["long"]["mean_return"] == pytest.approx(
+        float(trades.filter(pl.col("side") > 0)["return"].mean())
+    )
+    for side in per.values():
+        assert side["lo"] < side["mean_return"] < side["hi"]
+        assert side["hi"] - side["lo"] < 0.01  # narrower than one trade's spread
+    assert trade_expectancy(trades.head(0)) == {}

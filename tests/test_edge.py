@@ -151,7 +151,7 @@ def test_on_random_walks_the_cost_aware_policy_does_not_trade(tmp_path: Path) ->
     scored = signals.filter(pl.col("reason").is_in(["", "no_edge"]))
     assert scored.height > 5_000
     assert (scored["reason"] == "no_edge").all()  # validation found no edge in any fold
-    assert len(aware["policy"]) == 2
+    assert len(aware["policy"]) == len(aware["model_sets"]) >= 1
     assert all(not r["edge"] and set(r["horizon_scores"]) == {"15", "30", "60"} for r in aware["policy"])
     assert aware["per_trade"] == {}
     bands = run_backtest([data], parse_config(RANDOM_WALK_TOML.replace('"cost_aware"', '"bands"')),

@@ -60,8 +60,9 @@ def _one(payload: Any) -> Tick | Rejected:
         (lambda t: t.update(ts=NOW + 3600), "future_ts"),
         (lambda t: t.update(ts="yesterday"), "bad_ts"),
         (lambda t: t.update(ts="2026-01-01T00:00:00"), "bad_ts"),  # no zone
-        (lambda t: t.update(token=""), "bad_type"),
-        (lambda t: t.update(token="a/b"), "bad_type"),
+        (lambda t: t.update(token=""), "bad_token"),
+        (lambda t: t.update(token="a/b"), "bad_token"),
+        (lambda t: t.update(token=5), "bad_type"),
         (lambda t: t.update(liquidity=math.inf), "malformed_json"),
     ],
 )

@@ -148,7 +148,8 @@ Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 
 class SignalsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     decision_horizons: tuple[PositiveInt, ...] = (60,)
-    """The action follows the mean ensemble probability over these horizons (those the model set has)."""
+    """Under the bands, the action follows the mean ensemble probability over these horizons (those the
+    model set has); the cost-aware policy chooses its own on validation (``policy_horizons``)."""
     buy_threshold: Prob = 0.55
     sell_threshold: Prob = 0.45
     strong_buy_threshold: Prob = 0.62
@@ -220,6 +221,8 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Close a minute as soon as every token of the previous minute has ticked (lowest latency); false:
     only when the next minute begins or the wait ends (no new token's tick can then arrive late)."""
     max_future_seconds: NonNegInt = 120
+    max_message_bytes: PositiveInt = 4 * 1024 * 1024
+    """A tick message larger than this is rejected (``too_large``) before it is decoded."""
     reject_unknown_fields: bool = True
     http_host: str = "127.0.0.1"
     http_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787

@@ -50,6 +50,41 @@ from memed.signals.schema import Signal
 log = get_logger("memed.daemon")
 
 
+LOG_LINES_PER_REASON = 10
+"""Rejection log lines per reason per minute at most (every rejection is counted; the rest of the lines
+are counted in ``memed_log_lines_suppressed_total``)."""
+DEAD_LETTER_BYTES = 2048
+"""A dead letter carries at most this much of the rejected tick (or message)."""
+
+
+class RateLimit:
+    """At most ``n`` events per key in each ``window`` seconds."""
+
+    def __init__(self, n: int, window: float) -> None:
+        self.n, self.window = n, window
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        start, count = self._seen.get(key, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        self._seen[key] = (start, count + 1)
+        return count < self.n
+
+
+def dead_letter(item: Rejected) -> bytes:
+    """The dead-letter message of a rejection: reason, detail and the tick, the tick cut to
+    :data:`DEAD_LETTER_BYTES` (as a string, marked) when its JSON is longer."""
+    raw: Any = item.raw.decode("utf-8", "replace") if isinstance(item.raw, bytes | bytearray) else item.raw
+    try:
+        tick = msgspec.json.encode(raw)
+    except (TypeError, OverflowError, RecursionError):
+        tick = msgspec.json.encode(repr(raw)[:DEAD_LETTER_BYTES])
+    if len(tick) > DEAD_LETTER_BYTES:
+        raw = tick[:DEAD_LETTER_BYTES].decode("utf-8", "replace") + f"... ({len(tick):,} bytes)"
+    return msgspec.json.encode({"reason": item.reason, "detail": item.detail[:500], "tick": raw})
+
+
 def batch_arrays(batch: Batch) -> tuple[list[str], np.ndarray]:
     tokens = [t.token for t in batch.ticks]
     bars = np.array([t.row() for t in batch.ticks], dtype=np.float64).T.reshape(9, len(tokens))
@@ -81,6 +116,7 @@ class Daemon:
         self._lock = asyncio.Lock()
         self.link = mqtt.Link()
         self._dead: asyncio.Queue[Rejected] = asyncio.Queue(maxsize=10_000)
+        self._log_limit = RateLimit(LOG_LINES_PER_REASON, 60.0)
         self._swap: ModelSet | None = None
         self._refused: set[str] = set()
         self.holds = HoldFilter(self.d.publish_hold)
@@ -183,12 +219,19 @@ class Daemon:
         self.metrics.messages_in.inc()
         data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
         now = self.clock()
-        for item in decode_message(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields):
+        items = decode_message(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
+                               self.d.max_message_bytes)  # fmt: skip
+        for item in items:
             if isinstance(item, Rejected):
                 self.metrics.reject(item.reason)
-                log.warning("tick_rejected", reason=item.reason, detail=item.detail)
-                with contextlib.suppress(asyncio.QueueFull):
+                if self._log_limit.allow(item.reason, now):
+                    log.warning("tick_rejected", reason=item.reason, detail=item.detail[:200])
+                else:
+                    self.metrics.logs_suppressed.inc()
+                try:
                     self._dead.put_nowait(item)
+                except asyncio.QueueFull:
+                    self.metrics.dead_letters_dropped.inc()
                 continue
             self.metrics.ticks_in.inc()
             ignored = self.batcher.add(item, now)
@@ -198,8 +241,7 @@ class Daemon:
     async def _dead_letter_loop(self) -> None:
         while True:
             item = await self._dead.get()
-            raw = item.raw if not isinstance(item.raw, bytes) else item.raw.decode("utf-8", "replace")
-            body = msgspec.json.encode({"reason": item.reason, "detail": item.detail, "tick": raw})
+            body = dead_letter(item)
             client = self.link.client
             if client is not None:
                 with contextlib.suppress(mqtt.MqttError):
@@ -217,7 +259,17 @@ class Daemon:
 
     async def _process(self, batch: Batch) -> None:
         tokens, bars = batch_arrays(batch)
-        result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
+        try:
+            result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
+        except Exception as exc:
+            # the failed call may have advanced some tokens' state: forget the minute's tokens (they warm
+            # up afresh) rather than serve from half-updated state
+            reset = self.path.forget(tokens)
+            self.batcher.forget(reset)
+            self.metrics.minutes_failed.inc()
+            log.exception("minute_failed", minute=batch.minute, tokens=len(tokens), reset=len(reset),
+                          error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
+            return
         signals = to_signals(result)
         self.processed_minutes += 1
         for sig in signals:

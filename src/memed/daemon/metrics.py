@@ -34,6 +34,19 @@ class DaemonMetrics:
         self.sink_queue = Gauge("memed_sink_queue_minutes", "Minutes of signals queued for a sink", ["sink"],
                                 registry=r)  # fmt: skip
 
+        self.minutes_failed = Counter(
+            "memed_minutes_failed_total", "Minutes whose processing raised (their tokens' state is reset "
+            "and the daemon goes on)", registry=r,
+        )  # fmt: skip
+        self.dead_letters_dropped = Counter(
+            "memed_dead_letters_dropped_total", "Rejections not published as dead letters (queue full)",
+            registry=r,
+        )  # fmt: skip
+        self.logs_suppressed = Counter(
+            "memed_log_lines_suppressed_total", "Rejection log lines left out by the rate limit (every "
+            "rejection is still counted)", registry=r,
+        )  # fmt: skip
+
     def reject(self, reason: str, n: int = 1) -> None:
         self.rejected.labels(reason=reason).inc(n)
 

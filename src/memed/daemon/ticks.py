@@ -7,15 +7,23 @@ A message holds one tick (a JSON object) or a JSON array of ticks. A tick::
      "liquidity": ..., "buys": ..., "sells": ..., "market_cap": ...}  # optional, absent = unknown
 
 ``ts`` is the bar's minute in epoch seconds (or milliseconds, or an ISO 8601 string); it is floored to
-the minute. Rejection reasons: ``malformed_json``, ``not_a_tick``, ``missing_field``, ``unknown_field``,
-``bad_type`` (a field of the wrong JSON type), ``bad_ts``, ``future_ts``; then the one bar rule of
-:mod:`memed.data.bars`, the loaders' too: ``bad_price``, ``high_below_low``, ``price_outside_range``,
-``bad_volume``, ``bad_optional``.
+the minute. Rejection reasons: ``too_large`` (a message over ``max_bytes``), ``malformed_json`` (not
+JSON, or nested deeper than the decoder allows), ``not_a_tick``, ``missing_field``, ``unknown_field``,
+``bad_type`` (a field of the wrong JSON type), ``bad_token``, ``bad_ts``, ``future_ts``; then the one bar
+rule of :mod:`memed.data.bars`, the loaders' too: ``bad_price``, ``high_below_low``,
+``price_outside_range``, ``bad_volume``, ``bad_optional``.
+
+A token becomes part of MQTT topics (``memed/signals/<token>``), so it must be a valid, harmless topic
+level: 1 to ``MAX_TOKEN_BYTES`` bytes of UTF-8 without control characters (C0, DEL, C1: NUL and TAB
+included), Unicode non-characters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF), surrogates, or the topic
+separators and wildcards ``/``, ``+`` and ``#``. Mosquitto drops a connection that publishes to a topic
+holding some of these, and paho refuses others; such a token is rejected as ``bad_token`` instead.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +34,13 @@ import numpy as np
 from memed.data.bars import BAR_FIELDS, BAR_PROBLEMS, BAR_REASONS, OPTIONAL_FIELDS, bar_verdicts
 
 KNOWN = frozenset(("token", "ts", *BAR_FIELDS))
-MAX_TOKEN_LENGTH = 200
+MAX_TOKEN_BYTES = 200
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Default size limit of one tick message (``daemon.max_message_bytes``)."""
+_NONCHARACTERS = "".join(
+    f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(17)
+)
+_BAD_TOKEN = re.compile(f"[\x00-\x1f\x7f-\x9f#+/\ufdd0-\ufdef\ud800-\udfff{_NONCHARACTERS}]")
 MS_ABOVE = 1e11
 """A numeric ``ts`` above this is in milliseconds (1e11 s is the year 5138)."""
 _decoder = msgspec.json.Decoder()
@@ -73,9 +87,10 @@ def _ts_minute(value: Any) -> int | None:  # noqa: PLR0911 - one return per reje
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value <= 0:
+        number = _number(value)
+        if number is None or not math.isfinite(number) or number <= 0:
             return None
-        seconds = value / 1000.0 if value > MS_ABOVE else float(value)
+        seconds = number / 1000.0 if number > MS_ABOVE else number
         return int(seconds // 60)
     if isinstance(value, str):
         try:
@@ -88,7 +103,19 @@ def _ts_minute(value: Any) -> int | None:  # noqa: PLR0911 - one return per reje
     return None
 
 
-def parse_tick(  # noqa: PLR0911 - one return per rejection reason
+def token_problem(token: str) -> str:
+    """Why ``token`` cannot be a token ('' when it can): see the module docstring."""
+    if not token:
+        return "token is empty"
+    bad = _BAD_TOKEN.search(token)
+    if bad:
+        return f"token holds {bad.group()!a} (control, non-character, surrogate, /, + or #)"
+    if len(token.encode("utf-8")) > MAX_TOKEN_BYTES:
+        return f"token is longer than {MAX_TOKEN_BYTES} bytes"
+    return ""
+
+
+def parse_tick(  # noqa: PLR0911, PLR0912 - one return per rejection reason
     obj: Any, now_seconds: float, max_future_seconds: float, strict: bool
 ) -> Tick | Rejected:
     """One JSON value as a tick, or why it is not one; whether the bar is valid is for
@@ -103,8 +130,11 @@ def parse_tick(  # noqa: PLR0911 - one return per rejection reason
         if unknown:
             return Rejected("unknown_field", f"unknown field(s) {sorted(unknown)}", obj)
     token = obj["token"]
-    if not isinstance(token, str) or not (0 < len(token) <= MAX_TOKEN_LENGTH) or "/" in token or "+" in token:
-        return Rejected("bad_type", "token must be a non-empty string without / or +", obj)
+    if not isinstance(token, str):
+        return Rejected("bad_type", "token must be a string", obj)
+    problem = token_problem(token)
+    if problem:
+        return Rejected("bad_token", problem, obj)
     minute = _ts_minute(obj["ts"])
     if minute is None:
         return Rejected("bad_ts", f"ts {obj['ts']!r} is not epoch seconds/ms or an ISO time with zone", obj)
@@ -132,13 +162,19 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def decode_message(payload: bytes, now_seconds: float, max_future_seconds: float, strict: bool = True
-                   ) -> list[Tick | Rejected]:  # fmt: skip
+def decode_message(payload: bytes, now_seconds: float, max_future_seconds: float, strict: bool = True,
+                   max_bytes: int = MAX_MESSAGE_BYTES) -> list[Tick | Rejected]:  # fmt: skip
     """Every tick of one MQTT message, each valid or rejected with its reason."""
+    if len(payload) > max_bytes:
+        return [
+            Rejected("too_large", f"{len(payload):,} bytes, over the {max_bytes:,}-byte limit", payload[:200])
+        ]
     try:
         doc = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
-        return [Rejected("malformed_json", str(exc), payload[:200])]
+        return [Rejected("malformed_json", str(exc)[:200], payload[:200])]
+    except RecursionError:
+        return [Rejected("malformed_json", "JSON nested too deeply", payload[:200])]
     items = doc if isinstance(doc, list) else [doc]
     if not items:
         return [Rejected("not_a_tick", "empty array", doc)]

@@ -10,15 +10,17 @@ so a bar the daemon refuses is one the backtest never sees, with the same reason
 this order and counted under its first failing reason:
 
 ``bad_price``
-    open, high, low or close is not a positive finite number;
+    open, high, low or close is not a number within [``PRICE_MIN``, ``PRICE_MAX``] (1e-18 .. 1e15: wider
+    than any quoted token, narrow enough that no feature's arithmetic underflows to a subnormal or
+    overflows);
 ``high_below_low``
     high < low;
 ``price_outside_range``
     open or close lies outside [low, high];
 ``bad_volume``
-    volume is not finite or is negative;
+    volume is not within [0, ``VALUE_MAX``] (1e21);
 ``bad_optional``
-    liquidity, buys, sells or market cap is present (not NaN) and infinite or negative.
+    liquidity, buys, sells or market cap is present (not NaN) and not within [0, ``VALUE_MAX``].
 """
 
 from __future__ import annotations
@@ -32,23 +34,28 @@ OPEN, HIGH, LOW, CLOSE, VOLUME, LIQUIDITY, BUYS, SELLS, MARKET_CAP = range(len(B
 OPTIONAL_FIELDS = BAR_FIELDS[LIQUIDITY:]
 """Fields a feed may leave out (NaN when absent)."""
 
+PRICE_MIN = 1e-18
+PRICE_MAX = 1e15
+VALUE_MAX = 1e21
+"""Bounds of a valid bar's prices, and of its volume and optional fields (see the module docstring)."""
+
 BAR_REASONS = ("", "bad_price", "high_below_low", "price_outside_range", "bad_volume", "bad_optional")
 """Verdict codes of :func:`bar_verdicts`: 0 is a valid bar, the others name what is wrong."""
 V_OK, V_BAD_PRICE, V_HIGH_BELOW_LOW, V_OUTSIDE_RANGE, V_BAD_VOLUME, V_BAD_OPTIONAL = range(len(BAR_REASONS))
 BAR_PROBLEMS = (
     "",
-    "open, high, low and close must be positive finite prices",
+    "open, high, low and close must be prices within [1e-18, 1e15]",
     "high is below low",
     "open or close lies outside [low, high]",
-    "volume must be a finite number >= 0",
-    "liquidity, buys, sells and market_cap must be finite and >= 0 where given",
+    "volume must be a number within [0, 1e21]",
+    "liquidity, buys, sells and market_cap must be within [0, 1e21] where given",
 )
 """What each verdict means, in words (for logs and dead letters)."""
 
 
 @njit(cache=True, inline="always")
-def _positive_finite(x: float) -> bool:
-    return np.isfinite(x) and x > 0.0
+def _price(x: float) -> bool:
+    return PRICE_MIN <= x <= PRICE_MAX  # False for NaN
 
 
 @njit(cache=True, nogil=True)
@@ -56,18 +63,18 @@ def _verdicts(x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[1]):
         o, h, lo, c, v = x[OPEN, i], x[HIGH, i], x[LOW, i], x[CLOSE, i], x[VOLUME, i]
         code = V_OK
-        if not (_positive_finite(o) and _positive_finite(h) and _positive_finite(lo) and _positive_finite(c)):
+        if not (_price(o) and _price(h) and _price(lo) and _price(c)):
             code = V_BAD_PRICE
         elif h < lo:
             code = V_HIGH_BELOW_LOW
         elif o < lo or o > h or c < lo or c > h:
             code = V_OUTSIDE_RANGE
-        elif not (np.isfinite(v) and v >= 0.0):
+        elif not (0.0 <= v <= VALUE_MAX):
             code = V_BAD_VOLUME
         else:
             for k in range(LIQUIDITY, len(BAR_FIELDS)):
                 y = x[k, i]
-                if not np.isnan(y) and not (np.isfinite(y) and y >= 0.0):
+                if not np.isnan(y) and not (0.0 <= y <= VALUE_MAX):
                     code = V_BAD_OPTIONAL
                     break
         out[i] = code

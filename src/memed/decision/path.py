@@ -96,6 +96,10 @@ class DecisionPath:
         """Forget tokens idle for ``ttl_minutes`` (their rows are reused, and reset, for new tokens)."""
         return self.stream.evict_idle(now_minutes, ttl_minutes)
 
+    def forget(self, tokens: list[str]) -> list[str]:
+        """Forget these tokens' state (features, books, model states are reset when a row is reused)."""
+        return self.stream.forget(tokens)
+
     def _fit(self) -> None:
         capacity = self.stream.table.capacity
         self.books.fit(capacity)

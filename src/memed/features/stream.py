@@ -104,6 +104,13 @@ class FeatureStream:
         self.table.release(gone)
         return gone
 
+    def forget(self, tokens: Sequence[str]) -> list[str]:
+        """Forget these tokens' state now (those tracked); a later bar starts them afresh."""
+        known = set(self.table.tokens)
+        gone = [t for t in dict.fromkeys(tokens) if t in known]
+        self.table.release(gone)
+        return gone
+
     # ------------------------------------------------------------ updates
     def update_arrays(self, tokens: Sequence[str], ts_minutes: np.ndarray, bars: np.ndarray) -> StreamUpdate:
         """Advance with bars given as arrays: ``ts_minutes`` (epoch minutes, float64) and ``bars``, a

@@ -1,0 +1,183 @@
+"""Hostile input cannot stop or silence the daemon: every message is counted by reason, topic-unsafe
+tokens never reach a publish, and a minute that raises is contained."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+import numpy as np
+import polars as pl
+import pytest
+
+from broker import Mosquitto
+from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, read_jsonl, wait_until
+from memed.daemon.app import DEAD_LETTER_BYTES, Daemon, RateLimit, dead_letter
+from memed.daemon.publish_dataset import publish_dataset
+from memed.daemon.ticks import MAX_TOKEN_BYTES, Rejected, decode_message
+from memed.data import synth_market
+from memed.data.bars import bar_verdicts
+
+NOW = 1_767_225_600.0
+TS = 1_767_225_540
+
+
+def _tick(**over: object) -> bytes:
+    return json.dumps({"token": "PEPE", "ts": TS, "close": 1.0} | over).encode()
+
+
+POISON: list[tuple[str, bytes, str]] = [
+    ("hash token", _tick(token="A#B"), "bad_token"),
+    ("plus token", _tick(token="A+B"), "bad_token"),
+    ("slash token", _tick(token="a/b"), "bad_token"),
+    ("NUL token", _tick(token="A\x00B"), "bad_token"),
+    ("TAB token", _tick(token="A\tB"), "bad_token"),
+    ("DEL token", _tick(token="A\x7fB"), "bad_token"),
+    ("C1 token", _tick(token="A\x85B"), "bad_token"),
+    ("U+FFFF token", _tick(token="A\uffffB"), "bad_token"),
+    ("U+FDD0 token", _tick(token="A\ufdd0B"), "bad_token"),
+    ("U+10FFFF token", _tick(token="A\U0010ffffB"), "bad_token"),
+    ("lone surrogate", b'{"token":"A\\ud800B","ts":1767225540,"close":1.0}', "malformed_json"),
+    ("empty token", _tick(token=""), "bad_token"),
+    ("long token", _tick(token="é" * (MAX_TOKEN_BYTES // 2 + 1)), "bad_token"),
+    ("400-digit close", b'{"token":"A","ts":1767225540,"close":' + b"9" * 400 + b"}", "bad_price"),
+    ("400-digit ts", b'{"token":"A","ts":' + b"9" * 400 + b',"close":1.0}', "bad_ts"),
+    (
+        "400-digit volume",
+        b'{"token":"A","ts":1767225540,"close":1.0,"volume":' + b"9" * 400 + b"}",
+        "bad_volume",
+    ),
+    ("nested arrays", b"[" * 1000 + b"]" * 1000, "malformed_json"),
+    ("nested objects", b'{"a":' * 1000 + b"1" + b"}" * 1000, "malformed_json"),
+    ("subnormal close", _tick(close=5e-324), "bad_price"),
+    ("tiny close", _tick(close=1e-30), "bad_price"),
+    ("huge close", _tick(close=1e300), "bad_price"),
+    ("huge volume", _tick(volume=1e300), "bad_volume"),
+    ("huge liquidity", _tick(liquidity=1e300), "bad_optional"),
+    ("too large", b"[" + b",".join([_tick()] * 200_000) + b"]", "too_large"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "reason"), POISON, ids=[p[0] for p in POISON])
+def test_each_hostile_message_is_one_counted_rejection(name: str, body: bytes, reason: str) -> None:
+    items = decode_message(body, NOW, 120)
+    assert len(items) == 1, name
+    assert isinstance(items[0], Rejected)
+    assert items[0].reason == reason
+    assert len(items[0].detail) <= 500
+    letter = msgspec.json.decode(dead_letter(items[0]))
+    assert letter["reason"] == reason
+    assert len(dead_letter(items[0])) < DEAD_LETTER_BYTES + 1200  # a huge message gives a short letter
+
+
+def test_tokens_that_are_fine_topic_levels_pass() -> None:
+    for token in (
+        "PEPE",
+        "1000PEPE_USDT_USDT",
+        "EKpQGSJtjMFqKZ9KQanSqYXRcF8fBopzLHYxdM65zcjm",
+        "猫-coin",
+        "é" * 100,
+    ):
+        (item,) = decode_message(_tick(token=token), NOW, 120)
+        assert not isinstance(item, Rejected), token
+
+
+def test_the_bar_rule_bounds_prices_and_volumes() -> None:
+    nan = np.nan
+    cases = ((1e-18, 0.0), (1e15, 1e21), (9e-19, 1.0), (2e15, 1.0), (1.0, 2e21))
+    bars = np.array([[p, p, p, p, v, nan, nan, nan, nan] for p, v in cases]).T
+    assert bar_verdicts(bars).tolist() == [0, 0, 1, 1, 4]
+
+
+def test_rejection_logs_are_rate_limited_per_reason() -> None:
+    limit = RateLimit(3, 60.0)
+    assert [limit.allow("bad_ts", 0.0) for _ in range(5)] == [True, True, True, False, False]
+    assert limit.allow("bad_price", 1.0)  # per reason
+    assert limit.allow("bad_ts", 61.0)  # a new window
+
+
+@pytest.fixture(scope="module")
+def market() -> pl.DataFrame:
+    return synth_market(4, 420, seed=7)
+
+
+@pytest.mark.broker
+async def test_a_poisoned_feed_leaves_the_real_signals_unchanged(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
+) -> None:
+    """The poison corpus published before and amid a real feed: the daemon stays up, counts every message
+    by reason, MQTT keeps delivering, and the real tokens' signals equal the direct decision path."""
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000)
+    daemon = Daemon(cfg)
+    received: list[bytes] = []
+    ready = asyncio.Event()
+    poison = [body for _, body, _ in POISON if len(body) < 1_000_000]  # the broker's own limit aside
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        sub = tg.create_task(collect(mosquitto.port, "memed/signals/#", received, ready))
+        await daemon.subscribed.wait()
+        await ready.wait()
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            for body in poison:
+                await client.publish("memed/ticks/x", body, qos=1)
+        cut = market["ts"].min() + timedelta(minutes=200)  # type: ignore[operator]
+        await publish_dataset(market.filter(pl.col("ts") < cut), mosquitto.url, batch=True)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            for body in poison:
+                await client.publish("memed/ticks/x", body, qos=1)
+        await publish_dataset(market.filter(pl.col("ts") >= cut), mosquitto.url, batch=True)
+        last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+        await wait_until(lambda: daemon.batcher.last_closed >= last - 1, timeout=120)
+        daemon.stop()
+        await run
+        sub.cancel()
+    counts = daemon.metrics.rejected_counts()
+    want: dict[str, float] = {}
+    for _, body, reason in POISON:
+        if len(body) < 1_000_000:
+            want[reason] = want.get(reason, 0) + 2
+    assert {k: v for k, v in counts.items() if k in want} == want
+    assert daemon.metrics.minutes_failed._value.get() == 0  # type: ignore[attr-defined]
+    assert received  # MQTT kept delivering
+    assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))
+
+
+@pytest.mark.broker
+async def test_a_minute_that_raises_is_contained(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
+) -> None:
+    """A fault injected into one minute's processing: counted, its tokens reset, later minutes served."""
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000)
+    daemon = Daemon(cfg)
+    bad_minute = int(market["ts"].min().timestamp() // 60) + 100  # type: ignore[union-attr]
+    real = daemon.path.process
+
+    def process(tokens: list[str], minute: float, bars: np.ndarray):  # type: ignore[no-untyped-def]
+        if int(minute) == bad_minute:
+            real(tokens, minute, bars)  # state advanced, then the failure
+            raise ZeroDivisionError("injected")
+        return real(tokens, minute, bars)
+
+    daemon.path.process = process  # type: ignore[method-assign]
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        await daemon.subscribed.wait()
+        await publish_dataset(market, mosquitto.url, batch=True)
+        last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+        await wait_until(lambda: daemon.batcher.last_closed >= last - 1, timeout=120)
+        daemon.stop()
+        await run
+    assert daemon.metrics.minutes_failed._value.get() == 1  # type: ignore[attr-defined]
+    got = read_jsonl(tmp_path / "signals.jsonl")
+    minutes = {int(np.datetime64(ts[:-1], "m").astype(np.int64)) for _, ts in got}
+    assert bad_minute not in minutes
+    assert max(minutes) >= last - 1  # later minutes were served
+    after = [
+        d for (_, ts), d in got.items() if int(np.datetime64(ts[:-1], "m").astype(np.int64)) == bad_minute + 1
+    ]
+    assert after
+    assert all(d["reason"] == "warming_up" for d in after)

@@ -27,7 +27,11 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"close": -1.5}, "bad_price"),
     ({"low": 0.0}, "bad_price"),
     ({"high": math.inf}, "bad_price"),
-    ({"open": 1e-320, "low": 1e-320}, ""),  # subnormal but positive and finite: a valid bar
+    ({"open": 1e-320, "low": 1e-320}, "bad_price"),  # subnormal: outside [1e-18, 1e15]
+    ({"open": 1e-18, "low": 1e-18}, ""),  # the bounds themselves are valid
+    ({"open": 1e15, "high": 1e15, "close": 1e15, "low": 1.3}, ""),
+    ({"high": 2e15}, "bad_price"),
+    ({"volume": 2e21}, "bad_volume"),
     ({"high": 1.2}, "high_below_low"),
     ({"close": 1.7}, "price_outside_range"),  # the drift the loaders used to let through
     ({"open": 1.25}, "price_outside_range"),

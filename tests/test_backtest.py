@@ -471,7 +471,7 @@ def test_backtest_replay_equals_the_daemon_over_mosquitto(
             await daemon.subscribed.wait()
             await publish_dataset(market, mosquitto.url, batch=True)
             last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
-            await wait_until(lambda: daemon.batcher.last_closed >= last - 1, timeout=120)
+            await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
             daemon.stop()
             await run
 

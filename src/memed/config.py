@@ -228,7 +228,10 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     http_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
     """0 disables the HTTP endpoints."""
     checkpoint_path: str = "memed-checkpoint.bin"
-    """Written atomically on SIGTERM/SIGINT and restored at start-up; empty disables."""
+    """Written atomically every ``checkpoint_every_minutes`` and on SIGTERM/SIGINT, restored at start-up
+    with the tick journal beside it (``<path>.journal.<n>``) replayed; empty disables both."""
+    checkpoint_every_minutes: PositiveInt = 5
+    """Processed minutes between periodic checkpoints (the journal covers what comes after one)."""
     evict_ttl_minutes: PositiveInt = 1440
     reload_poll_seconds: Positive = 10.0
     jsonl_path: str = ""

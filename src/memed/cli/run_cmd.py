@@ -21,6 +21,9 @@ def run_cmd(config_path: Path | None, registry: Path | None, broker: str | None)
 
     On SIGTERM or SIGINT the daemon drains the current batch, publishes it and writes its checkpoint.
     """
+    early: list[int] = []  # a SIGTERM/SIGINT during start-up (loading models, replaying the journal)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     import msgspec  # noqa: PLC0415
 
     from memed.daemon.app import Daemon  # noqa: PLC0415
@@ -33,16 +36,20 @@ def run_cmd(config_path: Path | None, registry: Path | None, broker: str | None)
         changes["broker_url"] = broker
     if changes:
         cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, **changes))
-    asyncio.run(_serve(Daemon(cfg)))
+    asyncio.run(_serve(Daemon(cfg), early))
 
 
-async def _serve(daemon: object) -> None:
+async def _serve(daemon: object, early: list[int]) -> None:
+    """Run until SIGTERM/SIGINT; one received during start-up stops the daemon as soon as it runs (it
+    then writes its checkpoint like any stop)."""
     from memed.daemon.app import Daemon  # noqa: PLC0415
 
     assert isinstance(daemon, Daemon)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
+    if early:
+        daemon.stop()
     await daemon.run()
 
 

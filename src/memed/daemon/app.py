@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import random
 import time
 from collections import deque
@@ -24,8 +26,9 @@ import numpy as np
 from memed.config import MemedConfig
 from memed.daemon import mqtt
 from memed.daemon.batcher import Batch, MinuteBatcher
-from memed.daemon.checkpoint import read_checkpoint, write_checkpoint
+from memed.daemon.checkpoint import Checkpoint, OutboxMinute, read_checkpoint, write_checkpoint
 from memed.daemon.http import serve_http
+from memed.daemon.journal import TickJournal, journal_files, prune, replay
 from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.sinks import (
     FanOut,
@@ -85,6 +88,14 @@ def dead_letter(item: Rejected) -> bytes:
     return msgspec.json.encode({"reason": item.reason, "detail": item.detail[:500], "tick": raw})
 
 
+class CheckpointLockedError(MemedError):
+    """Another daemon holds the checkpoint."""
+
+
+def _bytes(payload: Any) -> bytes:
+    return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
+
+
 def batch_arrays(batch: Batch) -> tuple[list[str], np.ndarray]:
     tokens = [t.token for t in batch.ticks]
     bars = np.array([t.row() for t in batch.ticks], dtype=np.float64).T.reshape(9, len(tokens))
@@ -103,7 +114,9 @@ class Daemon:
         self.registry = Path(self.d.registry)
         model_set = load_model_set(self.registry, threads=self.d.inference_threads)
         self.checkpoint = Path(self.d.checkpoint_path) if self.d.checkpoint_path else None
-        self.path = self._initial_path(model_set)
+        self._lock_fd = self._take_lock()
+        restored = self._read_checkpoint()
+        self.path = self._initial_path(model_set, restored)
         self.metrics.model_set.info(
             {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
         )
@@ -122,6 +135,11 @@ class Daemon:
         self.holds = HoldFilter(self.d.publish_hold)
         self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
         self.http_port: int | None = None
+        self.journal: TickJournal | None = None
+        self._resumed = False
+        self._checkpointed_at = 0
+        if self.checkpoint is not None:
+            self._recover(restored)
 
     def _sinks(self) -> list[Sink]:
         sinks: list[Sink] = [MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix))]
@@ -133,21 +151,63 @@ class Daemon:
             sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries))
         return sinks
 
-    def _initial_path(self, model_set: ModelSet) -> DecisionPath:
-        if self.checkpoint is not None and self.checkpoint.exists():
-            blob, state = read_checkpoint(self.checkpoint)
-            path = DecisionPath.restore(model_set, self.cfg.signals, self.cfg.risk, blob)
-            self.batcher.load_state(state)
-            log.info("checkpoint_restored", path=str(self.checkpoint), tokens=path.tokens,
-                     last_minute=self.batcher.last_closed)  # fmt: skip
-            return path
-        return DecisionPath(model_set, self.cfg.signals, self.cfg.risk)
+    def _take_lock(self) -> int | None:
+        """One daemon per checkpoint: an exclusive lock on ``<checkpoint>.lock`` for the process's life."""
+        if self.checkpoint is None:
+            return None
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.checkpoint.with_name(self.checkpoint.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointLockedError(
+                f"{self.checkpoint}: another memed run holds this checkpoint ({lock}); one daemon per "
+                "checkpoint (set daemon.checkpoint_path for a second one)"
+            ) from None
+        return fd
+
+    def _read_checkpoint(self) -> Checkpoint | None:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return None
+        return read_checkpoint(self.checkpoint)
+
+    def _initial_path(self, model_set: ModelSet, ck: Checkpoint | None) -> DecisionPath:
+        if ck is None:
+            return DecisionPath(model_set, self.cfg.signals, self.cfg.risk)
+        path = DecisionPath.restore(model_set, self.cfg.signals, self.cfg.risk, ck.pipeline)
+        self.batcher.load_state(ck.batcher)
+        log.info("checkpoint_restored", path=str(self.checkpoint), tokens=path.tokens,
+                 last_minute=self.batcher.last_closed, pending_minutes=len(ck.batcher.pending))  # fmt: skip
+        return path
+
+    def _recover(self, ck: Checkpoint | None) -> None:
+        """After the checkpoint: its unsent minutes back on the sinks' queues, then every journalled
+        message since it, in arrival order; a new journal epoch for what comes next."""
+        assert self.checkpoint is not None
+        start = ck.journal_seq if ck is not None else 0
+        if ck is not None:
+            unsent = {name: [Outgoing(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
+                      for name, outs in ck.outbox.items()}  # fmt: skip
+            self.fanout.restore(unsent)
+        replayed = 0
+        for arrival, payload in replay(self.checkpoint, start):
+            self._on_message(payload, now=arrival)
+            replayed += 1
+        if replayed:
+            log.info("journal_replayed", messages=replayed, from_epoch=start)
+        epochs = [seq for seq, _ in journal_files(self.checkpoint)]
+        self.journal = TickJournal(self.checkpoint, max([start - 1, *epochs]) + 1)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self.path.warm_up)
+        log.info("warmed_up", seconds=round(time.perf_counter() - t0, 3))
         log.info("daemon_start", broker=f"{self.host}:{self.port}", tls=self.tls, topic=self.d.tick_topic,
                  model_set=self.path.model_set.id, config_hash=self.cfg.hash(),
                  user=self.d.username or None)  # fmt: skip
@@ -158,6 +218,7 @@ class Daemon:
                     tg.create_task(self._batch_loop(), name="batches"),
                     tg.create_task(self._dead_letter_loop(), name="dead-letters"),
                     tg.create_task(self._reload_loop(), name="model-reload"),
+                    tg.create_task(self._journal_loop(), name="journal"),
                 ]
                 tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
                 if self.d.http_port:
@@ -168,18 +229,49 @@ class Daemon:
                     task.cancel()
         finally:
             await self.fanout.close()
+            if self.journal is not None:
+                self.journal.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
         log.info("daemon_stopped", minutes=self.processed_minutes, rejected=self.metrics.rejected_counts(),
                  signals=self.metrics.signal_counts())  # fmt: skip
 
     async def _drain(self) -> None:
-        """Process everything pending, let the sinks send it (bounded), then write the checkpoint."""
+        """Process the minutes the clock has closed, let the sinks send what is queued (bounded), then
+        write the checkpoint. Unclosed minutes are not forced shut: they are part of the checkpoint and
+        close after the restart, as they would have without it."""
         async with self._lock:
-            for batch in self.batcher.due(self.clock(), flush=True):
+            for batch in self.batcher.due(self.clock()):  # what the clock has closed; the rest waits
                 await self._process(batch)
-            await self.fanout.drain(self.d.sink_drain_seconds)
-            if self.checkpoint is not None:
-                write_checkpoint(self.checkpoint, self.path.snapshot(), self.batcher.state())
-                log.info("checkpoint_written", path=str(self.checkpoint), tokens=self.path.tokens)
+        await self.fanout.drain(self.d.sink_drain_seconds)
+        await self.write_checkpoint()
+
+    async def write_checkpoint(self) -> bool:
+        """A consistent checkpoint (state, unclosed minutes, unsent signals; the journal moves to a new
+        epoch at the same instant), written off the event loop; older journals are deleted once it is
+        durable. A failure is logged and counted, and leaves the previous checkpoint and journals."""
+        if self.checkpoint is None or self.journal is None:
+            return False
+        async with self._lock:
+            pipeline = self.path.snapshot()
+            outbox = {name: [OutboxMinute(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
+                      for name, outs in self.fanout.unsent().items()}  # fmt: skip
+            epoch = self.journal.rotate()
+            ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox)
+            self._checkpointed_at = self.processed_minutes
+        t0 = time.perf_counter()
+        try:
+            await asyncio.to_thread(write_checkpoint, self.checkpoint, ck)
+        except OSError as exc:
+            self.metrics.checkpoints.labels(result="failed").inc()
+            log.error("checkpoint_failed", path=str(self.checkpoint), error=exc.strerror or str(exc))
+            return False
+        prune(self.checkpoint, epoch)
+        self.metrics.checkpoints.labels(result="written").inc()
+        log.info("checkpoint_written", path=str(self.checkpoint), tokens=self.path.tokens, epoch=epoch,
+                 last_minute=self.batcher.last_closed, seconds=round(time.perf_counter() - t0, 4),
+                 )  # fmt: skip
+        return True
 
     # ------------------------------------------------------------------ MQTT in
     async def _mqtt_loop(self) -> None:
@@ -188,23 +280,32 @@ class Daemon:
             client = mqtt.client(
                 self.host, self.port, identifier=self.d.client_id, persistent=True,
                 username=self.d.username or None, password=self.d.password or None, tls=self.tls,
-                ca_file=self.d.tls_ca_file, max_queued_incoming=200_000,
+                ca_file=self.d.tls_ca_file, max_queued_incoming=200_000, manual_ack=True,
             )  # fmt: skip
             try:
                 async with client:
                     mqtt.check_private_api(client)
                     await client.subscribe(self.d.tick_topic, qos=1)
                     self.link.up(client)
+                    if not self._resumed:  # the first connection after a start: unclosed minutes wait afresh
+                        self._resumed = True
+                        async with self._lock:
+                            self.batcher.resume(self.clock())
                     self.metrics.connected.set(1)
                     self.subscribed.set()
                     log.info("broker_connected", broker=f"{self.host}:{self.port}")
                     backoff = 0.2
                     async for message in client.messages:
+                        if self.journal is not None:
+                            self.journal.append(_bytes(message.payload), self.clock())
+                        mqtt.ack(client, message)
                         self._on_message(message.payload)
             except mqtt.MqttError as exc:
                 self.link.down()
                 payloads = mqtt.received_before_disconnect(client)
-                for payload in payloads:
+                for payload in payloads:  # not acknowledged: the broker redelivers them (then ignored)
+                    if self.journal is not None:
+                        self.journal.append(_bytes(payload), self.clock())
                     self._on_message(payload)
                 if payloads:
                     log.info("received_before_disconnect", messages=len(payloads))
@@ -215,10 +316,11 @@ class Daemon:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 10.0)
 
-    def _on_message(self, payload: Any) -> None:
+    def _on_message(self, payload: Any, now: float | None = None) -> None:
+        """One message: decoded, its ticks validated and batched (``now``: a replayed one's arrival)."""
         self.metrics.messages_in.inc()
-        data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-        now = self.clock()
+        data = _bytes(payload)
+        now = self.clock() if now is None else now
         items = decode_message(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
                                self.d.max_message_bytes)  # fmt: skip
         for item in items:
@@ -256,6 +358,16 @@ class Daemon:
                     self._apply_swap()
                 for batch in self.batcher.due(self.clock()):
                     await self._process(batch)
+            if self.processed_minutes - self._checkpointed_at >= self.d.checkpoint_every_minutes:
+                await self.write_checkpoint()
+
+    async def _journal_loop(self) -> None:
+        """fsync the journal every second, off the event loop."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.journal is not None:
+                with contextlib.suppress(OSError, ValueError):  # ValueError: closed while rotating
+                    await asyncio.to_thread(self.journal.fsync)
 
     async def _process(self, batch: Batch) -> None:
         tokens, bars = batch_arrays(batch)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from memed.daemon.checkpoint import BatcherState, PendingMinute
 from memed.daemon.ticks import Tick
 
 
@@ -85,19 +86,26 @@ class MinuteBatcher:
             self._expected = frozenset(bucket)
         return out
 
-    def state(self) -> dict[str, object]:
-        return {"last_closed": self.last_closed, "newest": self._newest, "expected": sorted(self._expected)}
+    def state(self) -> BatcherState:
+        """Everything needed to go on exactly: the position, each token's newest minute, the expected
+        tokens, and the unclosed minutes with their ticks and arrival times."""
+        pending = [PendingMinute(m, self._first[m], self._last[m], list(bucket.values()))
+                   for m, bucket in sorted(self._pending.items())]  # fmt: skip
+        return BatcherState(self.last_closed, dict(self._newest), sorted(self._expected), pending)
 
-    def load_state(self, state: dict[str, object]) -> None:
-        last = state.get("last_closed", -1)
-        newest = state.get("newest", {})
-        expected = state.get("expected", [])
-        assert isinstance(last, int)
-        assert isinstance(newest, dict)
-        assert isinstance(expected, list)
-        self.last_closed = last
-        self._newest = {str(k): int(v) for k, v in newest.items()}
-        self._expected = frozenset(str(t) for t in expected)
+    def load_state(self, state: BatcherState) -> None:
+        self.last_closed = state.last_closed
+        self._newest = dict(state.newest)
+        self._expected = frozenset(state.expected)
+        self._pending = {p.minute: {t.token: t for t in p.ticks} for p in state.pending}
+        self._first = {p.minute: p.first for p in state.pending}
+        self._last = {p.minute: p.last for p in state.pending}
+
+    def resume(self, now: float) -> None:
+        """Restart the wait of every unclosed minute at ``now``: after a restart, the time the daemon was
+        down must not close a minute before the broker has redelivered the rest of its ticks."""
+        for m in self._first:
+            self._first[m] = now
 
     def forget(self, tokens: list[str]) -> None:
         for t in tokens:

@@ -34,6 +34,8 @@ class DaemonMetrics:
         self.sink_queue = Gauge("memed_sink_queue_minutes", "Minutes of signals queued for a sink", ["sink"],
                                 registry=r)  # fmt: skip
 
+        self.checkpoints = Counter("memed_checkpoints_total", "Checkpoints by result: written, failed",
+                                   ["result"], registry=r)  # fmt: skip
         self.minutes_failed = Counter(
             "memed_minutes_failed_total", "Minutes whose processing raised (their tokens' state is reset "
             "and the daemon goes on)", registry=r,

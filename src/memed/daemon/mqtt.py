@@ -4,7 +4,8 @@
 * :func:`client` — an :class:`aiomqtt.Client` configured as memed uses it (persistent session for the
   daemon, no in-flight window: see :func:`publish_many`);
 * :func:`publish_many` — many QoS-1 publishes acknowledged in bulk;
-* :func:`received_before_disconnect` — messages paho acknowledged before a connection dropped;
+* :func:`ack` — the manual acknowledgement of a received message;
+* :func:`received_before_disconnect` — messages paho received before a connection dropped;
 * :class:`Link` — the daemon's current connection, for the sinks that publish on it.
 
 ``aiomqtt.Client.publish`` costs ~0.36 ms per QoS-1 message on this kind of machine (an Event, a
@@ -58,10 +59,13 @@ def client(
     tls: bool = False,
     ca_file: str | None = None,
     max_queued_incoming: int = 0,
+    manual_ack: bool = False,
 ) -> aiomqtt.Client:
     """A client as memed uses it: ``persistent`` keeps the session (QoS-1 messages queued by the broker
-    while away are delivered on return); the in-flight window is off for :func:`publish_many`."""
-    return aiomqtt.Client(
+    while away are delivered on return); the in-flight window is off for :func:`publish_many`;
+    ``manual_ack``: received QoS-1 messages are acknowledged only by :func:`ack` (the daemon does so once
+    its journal holds them), so the broker redelivers whatever a killed process had not taken."""
+    c = aiomqtt.Client(
         host,
         port,
         identifier=identifier,
@@ -72,6 +76,15 @@ def client(
         max_queued_incoming_messages=max_queued_incoming,
         max_inflight_messages=0,
     )
+    if manual_ack:
+        c._client.manual_ack_set(True)
+    return c
+
+
+def ack(c: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Acknowledge a message received with manual acks (nothing to do for QoS 0)."""
+    if message.qos > 0:
+        c._client.ack(message.mid, message.qos)
 
 
 class PrivateApiError(MemedError):
@@ -86,7 +99,7 @@ def check_private_api(c: aiomqtt.Client) -> None:
     if not isinstance(transport, paho.Client):
         missing.append("aiomqtt.Client._client (the paho client)")
     else:
-        methods = ("publish", "is_connected")
+        methods = ("publish", "is_connected", "ack", "manual_ack_set")
         missing += [f"paho.Client.{m}" for m in methods if not callable(getattr(transport, m, None))]
     queue = getattr(c, "_queue", None)
     if not (callable(getattr(queue, "get_nowait", None)) and callable(getattr(queue, "empty", None))):

@@ -213,6 +213,28 @@ class FanOut:
         self.metrics = metrics
         self.on_sent = on_sent
         self.queues: dict[Sink, asyncio.Queue[Outgoing]] = {s: asyncio.Queue(queue_minutes) for s in sinks}
+        self._sending: dict[Sink, Outgoing] = {}
+
+    def unsent(self) -> dict[str, list[Outgoing]]:
+        """Per sink name, the minutes not yet handled (the one being sent first), oldest first: what a
+        checkpoint keeps so that a restart sends them."""
+        out: dict[str, list[Outgoing]] = {}
+        for sink, queue in self.queues.items():
+            queued: list[Outgoing] = list(queue._queue)  # type: ignore[attr-defined]  # asyncio.Queue's deque
+            current = self._sending.get(sink)
+            minutes = ([current] if current is not None else []) + queued
+            if minutes:
+                out[sink.name] = minutes
+        return out
+
+    def restore(self, unsent: dict[str, list[Outgoing]]) -> None:
+        """Queue a checkpoint's unsent minutes again, each for its own sink (sinks no longer configured
+        are skipped)."""
+        for sink, queue in self.queues.items():
+            for out in unsent.get(sink.name, []):
+                if queue.full():
+                    break
+                queue.put_nowait(out)
 
     def _count(self, sink: Sink, result: str, out: Outgoing) -> None:
         n = len(out.published if sink.published_only else out.signals)
@@ -236,6 +258,7 @@ class FanOut:
     async def _work(self, sink: Sink, queue: asyncio.Queue[Outgoing]) -> None:
         while True:
             out = await queue.get()
+            self._sending[sink] = out
             try:
                 await sink.send(out)
             except SinkError as exc:
@@ -246,6 +269,7 @@ class FanOut:
                 if self.on_sent is not None:
                     self.on_sent(sink, out)
             finally:
+                self._sending.pop(sink, None)
                 queue.task_done()
                 self.metrics.sink_queue.labels(sink=sink.name).set(queue.qsize())
 

@@ -96,6 +96,18 @@ class DecisionPath:
         """Forget tokens idle for ``ttl_minutes`` (their rows are reused, and reset, for new tokens)."""
         return self.stream.evict_idle(now_minutes, ttl_minutes)
 
+    def warm_up(self) -> None:
+        """Run one made-up minute through a scratch copy of this path (compiled kernels loaded, every
+        ONNX session run once), so the first real minute is not slow; this path's state is untouched."""
+        scratch = DecisionPath(self.model_set, self.signals, self.risk)
+        rng = np.random.default_rng(0)
+        close = np.exp(np.cumsum(rng.normal(0.0, 0.01, self.spec.warmup_bars + 2)))
+        for minute, c in enumerate(close.tolist()):  # past the warm-up, so that every model scores
+            bars = np.array(
+                [[c], [c * 1.001], [c * 0.999], [c], [1.0], [np.nan], [np.nan], [np.nan], [np.nan]]
+            )
+            scratch.process(["__warm_up__"], float(minute), bars)
+
     def forget(self, tokens: list[str]) -> list[str]:
         """Forget these tokens' state (features, books, model states are reset when a row is reused)."""
         return self.stream.forget(tokens)

@@ -1,0 +1,114 @@
+"""Exact recovery: a real `memed run` process killed (SIGKILL) or stopped (SIGTERM) at random moments
+and restarted at once, over a real Mosquitto, gives the signals of an uninterrupted run key for key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+import pytest
+
+from broker import Mosquitto
+from daemon_helpers import assert_same_signals, daemon_config, direct_signals, wait_until
+from memed.config import to_toml
+from memed.daemon.checkpoint import read_checkpoint
+from memed.daemon.publish_dataset import publish_dataset
+from memed.data import load_dataset
+from memed.errors import SnapshotError
+
+pytestmark = pytest.mark.broker
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-futures-1m"
+MINUTES = 1_500
+
+
+@pytest.fixture(scope="module")
+def real_minutes() -> pl.DataFrame:
+    if not DATA.exists():
+        pytest.skip(f"the shared data is not here ({DATA}; see ../shared/data/README)")
+    bars, _ = load_dataset([DATA])
+    start = bars["ts"].min()
+    return bars.filter(pl.col("ts") < start + pl.duration(minutes=MINUTES))  # type: ignore[operator]
+
+
+def _read_signals(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every signal of the JSONL file (the latest copy of each key); a line a kill tore is skipped."""
+    out = {}
+    if path.exists():
+        for line in path.read_bytes().splitlines():
+            try:
+                doc = msgspec.json.decode(line)
+            except msgspec.DecodeError:
+                continue
+            out[(doc["token"], doc["ts"])] = doc
+    return out
+
+
+def _start(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "memed.cli", "run", "--config", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=err, env=env)  # fmt: skip
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["per-tick", "per-array"])
+async def test_kills_and_restarts_change_no_signal(
+    batch: bool, real_minutes: pl.DataFrame, tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    # a wait long enough that a busy CI machine does not close a minute before its second token's tick
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000, wait_seconds=1.0,
+                        extra="checkpoint_every_minutes = 3\n")  # fmt: skip
+    conf = tmp_path / "run.toml"
+    conf.write_text(to_toml(cfg))
+    log = tmp_path / "daemon.log"
+    rng = random.Random(7 + batch)
+    kinds = [signal.SIGKILL, signal.SIGTERM] * 5
+    rng.shuffle(kinds)
+    proc = _start(conf, log)
+    await wait_until(lambda: log.read_text().count("broker_connected") >= 1, timeout=60)
+    feed = asyncio.create_task(publish_dataset(real_minutes, mosquitto.url, batch=batch, speed=2_400))
+    for n, kind in enumerate(kinds, start=1):
+        # a random moment while it serves (a signal during start-up can only end it before any state)
+        await asyncio.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(kind)
+        code = await asyncio.to_thread(proc.wait, 60)
+        assert code == (0 if kind == signal.SIGTERM else -signal.SIGKILL), log.read_text()[-3000:]
+        proc = _start(conf, log)
+        await wait_until(lambda n=n: log.read_text().count("broker_connected") >= n + 1, timeout=60)
+    assert not feed.done()  # every kill fell inside the feed
+    await feed
+    want = direct_signals(real_minutes, cfg, tiny_registry)
+    jsonl = Path(cfg.daemon.jsonl_path)
+    try:
+        await wait_until(lambda: len(_read_signals(jsonl)) >= len(want), timeout=90, interval=0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    text = log.read_text()
+    assert text.count("checkpoint_restored") == 10, text[-3000:]
+    got = _read_signals(jsonl)
+    assert_same_signals(got, want)  # 0 missing, 0 action differences, |dp| <= 1e-9
+    restored = text.count("journal_replayed")
+    assert restored >= 1  # a kill between checkpoints left journalled messages to replay
+
+
+def test_a_flipped_byte_anywhere_in_a_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
+    from memed.daemon.checkpoint import BatcherState, Checkpoint, write_checkpoint
+
+    path = tmp_path / "ck.bin"
+    write_checkpoint(path, Checkpoint(b"pipeline-state" * 20, BatcherState(5, {"A": 5}, ["A"]), 3))
+    assert read_checkpoint(path).journal_seq == 3
+    blob = path.read_bytes()
+    for at in range(0, len(blob), 7):
+        bad = bytearray(blob)
+        bad[at] ^= 0x41
+        path.write_bytes(bytes(bad))
+        with pytest.raises(SnapshotError, match=str(path)):
+            read_checkpoint(path)

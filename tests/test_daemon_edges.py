@@ -96,24 +96,26 @@ def _tick(token: str, minute: int, close: float = 1.0) -> Tick:
 
 
 def test_batcher_conflates_counts_and_closes_in_order() -> None:
+    t0 = 14 * 60.0  # wall clock after the minutes below ended (epoch seconds), as in a replay
     b = MinuteBatcher(wait_seconds=2.0)
-    assert b.add(_tick("A", 10), 0.0) is None
-    assert b.add(_tick("A", 10), 0.1) == "duplicate"
-    assert b.add(_tick("A", 10, 2.0), 0.2) is None  # replaced: latest wins
-    assert b.add(_tick("B", 10), 0.2) is None
-    assert b.due(1.0) == []  # nothing expected yet, wait not over
-    assert b.add(_tick("A", 11), 1.5) is None  # a later minute began: minute 10 closes
-    batches = b.due(1.6)
+    assert b.add(_tick("A", 10), t0 + 0.0) is None
+    assert b.add(_tick("A", 10), t0 + 0.1) == "duplicate"
+    assert b.add(_tick("A", 10, 2.0), t0 + 0.2) is None  # replaced: latest wins
+    assert b.add(_tick("B", 10), t0 + 0.2) is None
+    assert b.due(t0 + 1.0) == []  # nothing expected yet, wait not over
+    assert b.add(_tick("A", 11), t0 + 1.5) is None  # one of the two moved on: no majority, minute 10 waits
+    assert b.due(t0 + 1.6) == []
+    batches = b.due(t0 + 2.0)  # its wait is over
     assert [x.minute for x in batches] == [10]
     assert {t.token: t.close for t in batches[0].ticks} == {"A": 2.0, "B": 1.0}
-    assert b.add(_tick("B", 10), 1.7) == "late"
-    assert b.add(_tick("A", 9), 1.7) == "late"
-    assert b.add(_tick("B", 11), 1.8) is None  # all expected tokens of minute 11: closes at once
-    assert [x.minute for x in b.due(1.8)] == [11]
-    assert b.add(_tick("C", 13), 2.0) is None
-    assert b.add(_tick("C", 12), 2.0) == "out_of_order"
-    assert b.due(3.0) == []
-    assert [x.minute for x in b.due(4.1)] == [13]  # wait elapsed
+    assert b.add(_tick("B", 10), t0 + 1.7) == "late"
+    assert b.add(_tick("A", 9), t0 + 1.7) == "late"
+    assert b.add(_tick("B", 11), t0 + 1.8) is None  # all expected tokens of minute 11: closes at once
+    assert [x.minute for x in b.due(t0 + 1.8)] == [11]
+    assert b.add(_tick("C", 13), t0 + 2.0) is None
+    assert b.add(_tick("C", 12), t0 + 2.0) == "out_of_order"
+    assert b.due(t0 + 3.0) == []
+    assert [x.minute for x in b.due(t0 + 4.1)] == [13]  # wait elapsed
     assert b.counts == {"duplicate": 1, "replaced": 1, "late": 2, "out_of_order": 1}
 
 
@@ -171,7 +173,7 @@ async def _malformed(bad: list[tuple[bytes, str]], cfg: Any, mosquitto: Mosquitt
             listener = tg.create_task(listen())
             for body, _ in bad:
                 await client.publish("memed/ticks/x", body, qos=1)
-            good = {**GOOD, "ts": int(time.time()) // 60 * 60}
+            good = {**GOOD, "ts": (int(time.time()) // 60 - 1) * 60}  # the last complete minute
             await client.publish("memed/ticks/x", json.dumps(good).encode(), qos=1)
             await wait_until(lambda: "PEPE" in daemon.latest, timeout=20)
             await wait_until(lambda: len(dead_letters) >= len(bad), timeout=20)

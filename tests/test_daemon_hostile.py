@@ -181,3 +181,77 @@ async def test_a_minute_that_raises_is_contained(
     ]
     assert after
     assert all(d["reason"] == "warming_up" for d in after)
+
+
+def test_one_token_stamped_ahead_cannot_close_a_minute_for_the_others() -> None:
+    from memed.daemon.batcher import MinuteBatcher
+    from memed.daemon.ticks import Tick
+
+    def tick(token: str, minute: int) -> Tick:
+        nan = float("nan")
+        return Tick(token, minute, 1.0, 1.0, 1.0, 1.0, 1.0, nan, nan, nan, nan)
+
+    t0 = 13 * 60.0  # wall clock after the minutes below ended
+    b = MinuteBatcher(wait_seconds=30.0)
+    for t in ("A", "B", "C", "X"):
+        b.add(tick(t, 10), t0 + 0.0)
+    assert [
+        x.minute for x in b.due(t0 + 0.1)
+    ] == []  # nothing expected yet: waits for the quorum or the timeout
+    b.add(tick("X", 12), t0 + 0.2)  # X runs two minutes ahead
+    assert b.due(t0 + 0.3) == []  # one of four moved on: no quorum (more than half)
+    b.add(tick("A", 11), t0 + 0.4)
+    assert b.due(t0 + 0.5) == []  # two of four: still no majority
+    b.add(tick("B", 11), t0 + 0.6)
+    assert [x.minute for x in b.due(t0 + 0.7)] == [10]  # three of four: minute 10 closes
+    b.add(tick("C", 11), t0 + 0.8)
+    assert b.due(t0 + 0.9) == []  # X never ticked at 11: not complete, and only X is past it
+    b.add(tick("A", 12), t0 + 1.0)
+    b.add(tick("B", 12), t0 + 1.0)
+    assert [x.minute for x in b.due(t0 + 1.1)] == [11]  # A, B and X are past 11
+    assert {t.token for t in b.due(t0 + 100.0)[0].ticks} == {"A", "B", "X"}  # 12 closes on its wait
+    # live: a minute's wait never ends before the minute has ended on the wall clock, so a tick stamped
+    # for the next minute cannot start that minute's wait early
+    live = MinuteBatcher(wait_seconds=2.0)
+    now = 100 * 60.0 + 10  # ten seconds into minute 100
+    live.add(tick("A", 99), now)
+    live.add(tick("B", 99), now)
+    live.add(tick("X", 101), now)  # 50 s ahead
+    assert [x.minute for x in live.due(now + 5)] == [99]  # 99 ended long ago: its wait is over
+    live.add(tick("A", 100), 101 * 60.0 + 0.5)
+    assert live.due(101 * 60.0 + 1.0) == []  # minute 100 ended 1 s ago, B has not ticked: waiting
+    assert [x.minute for x in live.due(101 * 60.0 + 2.5)] == [100]
+    assert live.due(101 * 60.0 + 30) == []  # 101 (X's) waits until it has ended, whatever X says
+
+
+@pytest.mark.broker
+async def test_an_attacker_ticking_a_minute_ahead_changes_no_real_signal(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Before every real minute, an attacker publishes its own token's tick stamped 61 s ahead: the real
+    tokens' signals equal the direct decision path (the old rule closed each minute on that tick)."""
+    market = synth_market(6, 360, seed=9)
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000, wait_seconds=2.0)
+    daemon = Daemon(cfg)
+    minutes = market.sort("ts", "token").partition_by("ts", maintain_order=True)
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        await daemon.subscribed.wait()
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            for part in minutes:
+                ts = int(part["ts"][0].timestamp())  # type: ignore[union-attr]
+                await client.publish("memed/ticks/x", _tick(token="ATTACKER", ts=ts + 61, close=1.0), qos=1)
+                for row in part.iter_rows(named=True):
+                    body = {
+                        "token": row["token"],
+                        "ts": ts,
+                        **{k: row[k] for k in ("open", "high", "low", "close", "volume")},
+                    }
+                    await client.publish("memed/ticks/x", json.dumps(body).encode(), qos=1)
+        last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+        await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
+        daemon.stop()
+        await run
+    got = {k: v for k, v in read_jsonl(tmp_path / "signals.jsonl").items() if k[0] != "ATTACKER"}
+    assert "late" not in daemon.metrics.rejected_counts()
+    assert_same_signals(got, direct_signals(market, cfg, tiny_registry))

@@ -220,6 +220,9 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     close_on_expected: bool = True
     """Close a minute as soon as every token of the previous minute has ticked (lowest latency); false:
     only when the next minute begins or the wait ends (no new token's tick can then arrive late)."""
+    close_quorum: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.5
+    """A minute closes once more than this share of the previous minute's tokens has ticked in a later
+    minute (a strict majority by default): one token stamped ahead cannot close minutes for the others."""
     max_future_seconds: NonNegInt = 120
     max_message_bytes: PositiveInt = 4 * 1024 * 1024
     """A tick message larger than this is rejected (``too_large``) before it is decoded."""

@@ -110,7 +110,8 @@ class Daemon:
         self.host, self.port, url_tls = mqtt.broker_address(self.d.broker_url)
         self.tls = url_tls or self.d.tls
         self.metrics = DaemonMetrics()
-        self.batcher = MinuteBatcher(self.d.batch_wait_seconds, close_on_expected=self.d.close_on_expected)
+        self.batcher = MinuteBatcher(self.d.batch_wait_seconds, close_on_expected=self.d.close_on_expected,
+                                     quorum=self.d.close_quorum)  # fmt: skip
         self.registry = Path(self.d.registry)
         model_set = load_model_set(self.registry, threads=self.d.inference_threads)
         self.checkpoint = Path(self.d.checkpoint_path) if self.d.checkpoint_path else None

@@ -4,17 +4,22 @@
   identical resend as ``duplicate``).
 * A token's tick older than its newest seen minute is ``out_of_order``; a tick for a minute already
   processed is ``late``. All are counted and ignored, never re-emitted.
-* Minute ``m`` closes when every expected token (those of the previous closed minute) has ticked, when
-  ticks of a later minute have begun to arrive (feeds publish in time order), or ``wait_seconds`` after
-  its first tick arrived; minutes close in order. With one message per tick, a *new* token's tick can
-  arrive after the expected ones have closed the minute (it is then ``late``); ``close_on_expected=False``
-  waits for the next minute or the timeout instead.
+* Minute ``m`` closes, oldest first, when every expected token (those of the previous closed minute) has
+  ticked, when a quorum of tokens (more than ``quorum`` of the expected ones, or of the minute's own
+  where more: a strict majority by default) has moved on to a later minute (feeds publish in time
+  order), or ``wait_seconds`` after its first tick arrived and after the minute ended on the wall
+  clock. One token cannot close a minute for the others: a tick stamped ahead (a clock that runs
+  fast, or an attacker) is held in its own minute, which closes in its turn, and changes no other
+  token's bars.
+  With one message per tick, a *new* token's tick can arrive after the expected ones have closed the
+  minute (it is then ``late``); ``close_on_expected=False`` waits for the quorum or the timeout instead.
 
 The wall clock is used only to time the wait; what leaves the batcher is event time.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,6 +38,7 @@ class Batch:
 class MinuteBatcher:
     wait_seconds: float
     close_on_expected: bool = True
+    quorum: float = 0.5
     counts: Counter[str] = field(default_factory=Counter)
     last_closed: int = -1
     _pending: dict[int, dict[str, Tick]] = field(default_factory=dict)
@@ -40,6 +46,8 @@ class MinuteBatcher:
     _last: dict[int, float] = field(default_factory=dict)
     _newest: dict[str, int] = field(default_factory=dict)
     _expected: frozenset[str] = frozenset()
+    _moved: dict[int, int] = field(default_factory=dict)
+    """Per unclosed minute: how many tokens have a tick at a later minute."""
 
     def add(self, tick: Tick, now: float) -> str | None:
         """Accept a tick; returns the reason when it is ignored."""
@@ -49,13 +57,20 @@ class MinuteBatcher:
         newest = self._newest.get(tick.token, -1)
         if m < newest:
             return self._count("out_of_order")
-        bucket = self._pending.setdefault(m, {})
+        bucket = self._pending.get(m)
+        if bucket is None:
+            bucket = self._pending[m] = {}
+            self._moved[m] = sum(1 for v in self._newest.values() if v > m)
         prev = bucket.get(tick.token)
         if prev is not None:
             if prev == tick:
                 return self._count("duplicate")
             self.counts["replaced"] += 1
         bucket[tick.token] = tick
+        if m > newest:  # this token moves on past the unclosed minutes in [newest, m)
+            for p in self._moved:
+                if newest <= p < m:
+                    self._moved[p] += 1
         self._newest[tick.token] = m
         self._first.setdefault(m, now)
         self._last[m] = now
@@ -67,20 +82,22 @@ class MinuteBatcher:
 
     def due(self, now: float, *, flush: bool = False) -> list[Batch]:
         """Batches ready to process, oldest first (``flush``: everything pending)."""
-        minutes = sorted(self._pending)
-        close_upto = -1
-        for k, m in enumerate(minutes):
-            bucket = self._pending[m]
-            complete = self.close_on_expected and bool(self._expected) and self._expected <= bucket.keys()
-            later = k + 1 < len(minutes)
-            if flush or complete or later or now - self._first[m] >= self.wait_seconds:
-                close_upto = m
         out = []
-        for m in minutes:
-            if m > close_upto:
-                break
-            bucket = self._pending.pop(m)
+        for m in sorted(self._pending):
+            bucket = self._pending[m]
+            expected = self._expected
+            complete = self.close_on_expected and bool(expected) and expected <= bucket.keys()
+            n = max(len(expected), len(bucket), 1)
+            quorum = min(n, math.floor(self.quorum * n) + 1)  # more than the share: a strict majority
+            moved_on = self._moved[m] >= quorum
+            # the wait starts at the minute's first tick, and never before the minute has ended on the
+            # wall clock: a tick stamped ahead cannot start it early (live); history is long past (replay)
+            waited = now - max(self._first[m], (m + 1) * 60.0) >= self.wait_seconds
+            if not (flush or complete or moved_on or waited):
+                break  # minutes close in order
+            self._pending.pop(m)
             self._first.pop(m)
+            self._moved.pop(m)
             out.append(Batch(m, list(bucket.values()), self._last.pop(m)))
             self.last_closed = m
             self._expected = frozenset(bucket)
@@ -100,6 +117,7 @@ class MinuteBatcher:
         self._pending = {p.minute: {t.token: t for t in p.ticks} for p in state.pending}
         self._first = {p.minute: p.first for p in state.pending}
         self._last = {p.minute: p.last for p in state.pending}
+        self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
 
     def resume(self, now: float) -> None:
         """Restart the wait of every unclosed minute at ``now``: after a restart, the time the daemon was

@@ -236,6 +236,12 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     checkpoint_every_minutes: PositiveInt = 5
     """Processed minutes between periodic checkpoints (the journal covers what comes after one)."""
     evict_ttl_minutes: PositiveInt = 1440
+    max_tokens: PositiveInt = 100_000
+    """Tokens tracked at most; a new token's tick beyond it is rejected (``too_many_tokens``) until idle
+    tokens are evicted (every minute, after ``evict_ttl_minutes`` without a tick)."""
+    max_refusals: PositiveInt = 5
+    """Consecutive connections the broker refuses for credentials or certificates before the daemon
+    gives up (``error: broker refused ...``, exit 2)."""
     reload_poll_seconds: Positive = 10.0
     jsonl_path: str = ""
     webhook_url: str = ""

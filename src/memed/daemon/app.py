@@ -92,6 +92,27 @@ class CheckpointLockedError(MemedError):
     """Another daemon holds the checkpoint."""
 
 
+class BrokerRefusedError(MemedError):
+    """The broker keeps refusing the credentials or the certificate."""
+
+
+class ClientIdConflictError(MemedError):
+    """Another client keeps taking the daemon's MQTT session over."""
+
+
+SHORT_SESSION = 2.0
+SHORT_SESSIONS = 5
+"""This many connections in a row that the broker drops within SHORT_SESSION seconds: another client
+with the same id is taking the session over (each connection ends the other's)."""
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return out
+
+
 def _bytes(payload: Any) -> bytes:
     return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
 
@@ -206,6 +227,9 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> None:
+        if self.d.http_port and self.d.http_host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("http_not_loopback", host=self.d.http_host, port=self.d.http_port,
+                        note="/metrics and /signals/latest have no authentication")  # fmt: skip
         t0 = time.perf_counter()
         await asyncio.to_thread(self.path.warm_up)
         log.info("warmed_up", seconds=round(time.perf_counter() - t0, 3))
@@ -228,14 +252,28 @@ class Daemon:
                 await self._drain()
                 for task in tasks:
                     task.cancel()
+        except BaseExceptionGroup as group:  # a task failed: the checkpoint is written anyway
+            await self.write_checkpoint()
+            fatal = next((e for e in _leaves(group) if isinstance(e, MemedError)), None)
+            if fatal is not None:
+                log.error("daemon_fatal", error=str(fatal))
+                raise fatal from None
+            raise
         finally:
-            await self.fanout.close()
-            if self.journal is not None:
-                self.journal.close()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
+            await self.close()
         log.info("daemon_stopped", minutes=self.processed_minutes, rejected=self.metrics.rejected_counts(),
                  signals=self.metrics.signal_counts())  # fmt: skip
+
+    async def close(self) -> None:
+        """Close the sinks, the journal and the checkpoint lock (``run`` does so as it ends; a daemon made
+        but never run must be closed by its maker)."""
+        await self.fanout.close()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _drain(self) -> None:
         """Process the minutes the clock has closed, let the sinks send what is queued (bounded), then
@@ -277,7 +315,10 @@ class Daemon:
     # ------------------------------------------------------------------ MQTT in
     async def _mqtt_loop(self) -> None:
         backoff = 0.2
+        refused = 0  # consecutive connections refused for credentials or certificates
+        short = 0  # consecutive connections the broker dropped within SHORT_SESSION seconds
         while True:
+            connected_at: float | None = None
             client = mqtt.client(
                 self.host, self.port, identifier=self.d.client_id, persistent=True,
                 username=self.d.username or None, password=self.d.password or None, tls=self.tls,
@@ -295,7 +336,7 @@ class Daemon:
                     self.metrics.connected.set(1)
                     self.subscribed.set()
                     log.info("broker_connected", broker=f"{self.host}:{self.port}")
-                    backoff = 0.2
+                    backoff, refused, connected_at = 0.2, 0, time.monotonic()
                     async for message in client.messages:
                         if self.journal is not None:
                             self.journal.append(_bytes(message.payload), self.clock())
@@ -313,6 +354,21 @@ class Daemon:
                 self.subscribed.clear()
                 self.metrics.connected.set(0)
                 self.metrics.reconnects.inc()
+                why = mqtt.refusal(exc)
+                refused = refused + 1 if why else 0
+                if refused >= self.d.max_refusals:
+                    raise BrokerRefusedError(
+                        f"broker refused {why} {refused} times in a row ({exc}): check daemon.username, "
+                        "daemon.password and daemon.tls_ca_file"
+                    ) from None
+                lived = time.monotonic() - connected_at if connected_at is not None else None
+                short = short + 1 if lived is not None and lived < SHORT_SESSION else 0
+                if short >= SHORT_SESSIONS:
+                    raise ClientIdConflictError(
+                        f"client_id_conflict: the broker dropped {short} connections in a row within "
+                        f"{SHORT_SESSION:g} s of their start; another client is using daemon.client_id "
+                        f"{self.d.client_id!r} (one daemon per client id)"
+                    ) from None
                 log.warning("broker_lost", error=str(exc), retry_in=round(backoff, 2))
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 10.0)
@@ -335,6 +391,11 @@ class Daemon:
                     self._dead.put_nowait(item)
                 except asyncio.QueueFull:
                     self.metrics.dead_letters_dropped.inc()
+                continue
+            if self.batcher.tracked >= self.d.max_tokens and not self.batcher.knows(item.token):
+                self.metrics.reject("too_many_tokens")
+                if self._log_limit.allow("too_many_tokens", now):
+                    log.warning("tick_rejected", reason="too_many_tokens", max_tokens=self.d.max_tokens)
                 continue
             self.metrics.ticks_in.inc()
             ignored = self.batcher.add(item, now)
@@ -396,12 +457,12 @@ class Daemon:
         now = self.clock()
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(now - (batch.minute + 1) * 60)
-        if self.processed_minutes % 60 == 0:
-            gone = self.path.evict_idle(float(batch.minute), self.d.evict_ttl_minutes)
-            self.batcher.forget(gone)
-            self.holds.forget(gone)
-            for t in gone:
-                self.latest.pop(t, None)
+        # idle tokens are evicted every minute (one vectorised pass over the token table)
+        gone = self.path.evict_idle(float(batch.minute), self.d.evict_ttl_minutes)
+        self.batcher.forget(gone)
+        self.holds.forget(gone)
+        for t in gone:
+            self.latest.pop(t, None)
         self.metrics.tokens.set(self.path.tokens)
 
     def _sent(self, sink: Sink, out: Outgoing) -> None:

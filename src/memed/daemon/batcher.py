@@ -119,6 +119,14 @@ class MinuteBatcher:
         self._last = {p.minute: p.last for p in state.pending}
         self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
 
+    @property
+    def tracked(self) -> int:
+        """Tokens known (seen and not forgotten)."""
+        return len(self._newest)
+
+    def knows(self, token: str) -> bool:
+        return token in self._newest
+
     def resume(self, now: float) -> None:
         """Restart the wait of every unclosed minute at ``now``: after a restart, the time the daemon was
         down must not close a minute before the broker has redelivered the rest of its ticks."""

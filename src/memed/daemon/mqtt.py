@@ -87,6 +87,19 @@ def ack(c: aiomqtt.Client, message: aiomqtt.Message) -> None:
         c._client.ack(message.mid, message.qos)
 
 
+def refusal(exc: BaseException) -> str:
+    """Why the broker refused a connection for good ('' for a failure worth retrying as it is): wrong
+    credentials or a certificate that does not verify do not get better by retrying."""
+    rc = getattr(exc, "rc", None)
+    code = getattr(rc, "value", rc)
+    text = str(exc).lower()
+    if code in (4, 5, 134, 135) or "not authori" in text or "bad user name or password" in text:
+        return "credentials"
+    if "certificate verify failed" in text or "certificate_verify_failed" in text:
+        return "certificate"
+    return ""
+
+
 class PrivateApiError(MemedError):
     """aiomqtt or paho no longer has what memed's bulk publisher relies on."""
 

@@ -1,0 +1,97 @@
+"""Operating the daemon: one writer per checkpoint, a cap on tracked tokens, refused credentials and a
+client id used twice end the daemon with one clear line instead of retrying forever."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from broker import Mosquitto, free_port
+from daemon_helpers import daemon_config
+from memed.config import to_toml
+from memed.daemon.app import CheckpointLockedError, ClientIdConflictError, Daemon
+
+
+def test_a_second_daemon_on_one_checkpoint_is_refused(tiny_registry: Path, tmp_path: Path) -> None:
+    cfg = daemon_config(tiny_registry, "mqtt://127.0.0.1:1", tmp_path)
+    first = Daemon(cfg)
+    with pytest.raises(CheckpointLockedError, match="another memed run holds this checkpoint"):
+        Daemon(cfg)
+    asyncio.run(first.close())
+    asyncio.run(Daemon(cfg).close())  # the lock is released with the first
+
+
+def test_new_tokens_beyond_max_tokens_are_counted_rejections(tiny_registry: Path, tmp_path: Path) -> None:
+    cfg = daemon_config(tiny_registry, "mqtt://127.0.0.1:1", tmp_path, extra="max_tokens = 3\n")
+    daemon = Daemon(cfg)
+    ts = 1_767_225_540
+    for token in ("A", "B", "C", "D", "E"):
+        daemon._on_message(json.dumps({"token": token, "ts": ts, "close": 1.0}).encode())
+    daemon._on_message(json.dumps({"token": "A", "ts": ts + 60, "close": 1.1}).encode())  # known: accepted
+    assert daemon.metrics.rejected_counts() == {"too_many_tokens": 2.0}
+    assert daemon.batcher.tracked == 3
+    asyncio.run(daemon.close())
+
+
+def _auth_broker(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    pw = tmp_path / "passwords"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(pw), "memed", "right"], check=True, capture_output=True
+    )
+    conf = tmp_path / "auth.conf"
+    user = os.environ.get("USER", "root")
+    conf.write_text(f"user {user}\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\n")
+    proc = subprocess.Popen(
+        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return proc, port
+
+
+@pytest.mark.broker
+def test_wrong_credentials_end_the_daemon_with_status_2(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    broker, port = _auth_broker(tmp_path)
+    try:
+        extra = 'username = "memed"\npassword = "Hunter2-secret"\nmax_refusals = 3\n'
+        cfg = daemon_config(tiny_registry, f"mqtt://127.0.0.1:{port}", tmp_path, extra=extra)
+        conf = tmp_path / "run.toml"
+        conf.write_text(to_toml(cfg).replace('password = "***"', 'password = "Hunter2-secret"'))
+        run = subprocess.run([sys.executable, "-m", "memed.cli", "run", "--config", str(conf)],
+                             capture_output=True, timeout=120, check=False)  # fmt: skip
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+    err = run.stderr.decode()
+    assert run.returncode == 2, err[-2000:]
+    assert "error: broker refused credentials 3 times in a row" in err
+    assert "Hunter2-secret" not in err  # the password is never printed
+    assert (tmp_path / "ckpt.bin").exists()  # the fatal exit still wrote the checkpoint
+
+
+@pytest.mark.broker
+async def test_two_daemons_with_one_client_id_stop_with_client_id_conflict(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    a = Daemon(daemon_config(tiny_registry, mosquitto.url, tmp_path / "a"))
+    cfg_b = daemon_config(tiny_registry, mosquitto.url, tmp_path / "b")
+    b = Daemon(
+        msgspec.structs.replace(cfg_b, daemon=msgspec.structs.replace(cfg_b.daemon, client_id=a.d.client_id))
+    )
+    runs = [asyncio.create_task(d.run()) for d in (a, b)]
+    done, pending = await asyncio.wait(runs, timeout=90, return_when=asyncio.FIRST_COMPLETED)
+    for d in (a, b):
+        d.stop()
+    await asyncio.wait(pending, timeout=30)
+    assert done, "neither daemon noticed the conflict within 90 s"
+    errors = [t.exception() for t in done]
+    assert any(isinstance(e, ClientIdConflictError) for e in errors), errors
+    assert "client_id_conflict" in str(next(e for e in errors if e is not None))

@@ -90,8 +90,10 @@ def main() -> None:
     print(f"{'tokens':>7} {'snapshot':>9} {'write':>8} {'restore':>8} {'MB':>6} {'append/min':>11} "
           f"{'fsync':>7} {'replay':>7}")  # fmt: skip
     for n in args.tokens:
-        with tempfile.TemporaryDirectory() as tmp:
-            rounds = [one(n, Path(tmp)) for _ in range(args.repeat)]
+        rounds = []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory() as tmp:
+                rounds.append(one(n, Path(tmp)))
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         ms = {k: v * 1e3 for k, v in med.items()}
         print(f"{n:>7,} {ms['snapshot_s']:>7.1f}ms {ms['write_s']:>6.1f}ms {ms['restore_s']:>6.1f}ms "

@@ -291,8 +291,8 @@ class Daemon:
         durable. A failure is logged and counted, and leaves the previous checkpoint and journals."""
         if self.checkpoint is None or self.journal is None:
             return False
-        async with self._lock:
-            pipeline = self.path.snapshot()
+        async with self._lock:  # no minute is processed meanwhile; ticks keep arriving and are journalled
+            pipeline = await asyncio.to_thread(self.path.snapshot)
             outbox = {name: [OutboxMinute(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
                       for name, outs in self.fanout.unsent().items()}  # fmt: skip
             epoch = self.journal.rotate()

@@ -269,10 +269,11 @@ print(len(sigs), sigs[0].reason)
 """
 
 
-def test_the_daemon_runs_without_the_training_stack() -> None:
-    res = subprocess.run(
-        [sys.executable, "-c", NO_TRAINING_STACK], capture_output=True, text=True, timeout=120, check=False
-    )
+def test_the_daemon_runs_without_the_training_stack(tmp_path: Path) -> None:
+    res = subprocess.run(  # in a scratch folder: the default checkpoint and journal go to the cwd
+        [sys.executable, "-c", NO_TRAINING_STACK], capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["5", "warming_up"]
 

@@ -70,3 +70,33 @@ def test_a_set_naming_an_unknown_family_or_another_kind_is_refused(
         (dst / "manifest.json").write_bytes(msgspec.json.encode(doc))
         with pytest.raises(RegistryError, match=match):
             load_model_set(dst)
+
+
+def test_a_set_whose_graphs_disagree_with_its_manifest_is_refused_at_load(
+    tiny_registry: Path, tmp_path: Path
+) -> None:
+    """A manifest declaring fewer horizons than its graphs output (or a state shape they do not have)
+    is refused when the set is opened (and so on hot reload), not at the first minute it serves."""
+    from memed.models.manifest import Manifest
+    from memed.models.registry import latest_id
+
+    src = tiny_registry / latest_id(tiny_registry)
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    m = msgspec.json.decode((bad / "manifest.json").read_bytes(), type=Manifest)
+    (bad / "manifest.json").write_bytes(
+        msgspec.json.encode(msgspec.structs.replace(m, horizons=m.horizons[:-1]))
+    )
+    with pytest.raises(RegistryError, match=r"p_up has shape \[1, 3\] for one row"):
+        load_model_set(bad)
+    lstm = next(e for e in m.models if e.kind == "stateful")
+    wrong = msgspec.structs.replace(lstm, state_shape=(lstm.state_shape[0], lstm.state_shape[1] + 1))
+    models = tuple(wrong if e.name == lstm.name else e for e in m.models)
+    (bad / "manifest.json").write_bytes(msgspec.json.encode(msgspec.structs.replace(m, models=models)))
+    with pytest.raises(RegistryError, match="lstm"):
+        load_model_set(bad)
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "latest").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(RegistryError, match="not UTF-8"):
+        load_model_set(registry)

@@ -435,7 +435,7 @@ class Daemon:
         tokens, bars = batch_arrays(batch)
         try:
             result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
-        except Exception as exc:
+        except Exception as exc:  # no minute may stop the daemon
             # the failed call may have advanced some tokens' state: forget the minute's tokens (they warm
             # up afresh) rather than serve from half-updated state
             reset = self.path.forget(tokens)
@@ -478,7 +478,7 @@ class Daemon:
             await asyncio.sleep(self.d.reload_poll_seconds)
             try:
                 target = resolve(self.registry)
-            except MemedError:
+            except (MemedError, OSError):
                 continue
             current = self.path.model_set.id
             if target.name in (current, *self._refused):
@@ -486,7 +486,7 @@ class Daemon:
             try:
                 ms = await asyncio.to_thread(load_model_set, target, threads=self.d.inference_threads,
                                              expect_spec_hash=self.path.spec.hash)  # fmt: skip
-            except MemedError as exc:
+            except Exception as exc:  # no reload error may stop the daemon: the old set serves on
                 self._refused.add(target.name)
                 self.metrics.reloads.labels(result="refused").inc()
                 log.error("model_set_refused", model_set=target.name, error=str(exc), serving=current)

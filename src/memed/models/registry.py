@@ -64,6 +64,8 @@ def latest_id(registry: Path) -> str:
         value = path.read_text(encoding="utf-8").strip()
     except OSError:
         raise RegistryError(f"{path}: no 'latest' model set in this registry") from None
+    except UnicodeDecodeError:
+        raise RegistryError(f"{path}: not UTF-8 text naming a model set") from None
     if not value or "/" in value or value.startswith("."):
         raise RegistryError(f"{path}: does not name a model set")
     return value
@@ -141,7 +143,8 @@ def load_model_set(
             raise RegistryError(f"{file}: model file missing")
         if sha256_file(file) != entry.sha256:
             raise RegistryError(f"{file}: sha256 does not match the manifest (corrupt or replaced)")
-        runners[entry.name] = ModelRunner.load(entry, file, len(manifest.horizons), threads)
+        runners[entry.name] = ModelRunner.load(entry, file, len(manifest.horizons), threads,
+                                               n_features=len(manifest.feature_names))  # fmt: skip
         known = FAMILIES.get(entry.name)
         if known is None or known.kind != entry.kind:
             raise RegistryError(

@@ -44,7 +44,11 @@ class ModelRunner:
     _sequence: ort.InferenceSession | bool | None = field(default=False, repr=False)
 
     @classmethod
-    def load(cls, entry: ModelEntry, path: Path, n_horizons: int, threads: int = 1) -> ModelRunner:
+    def load(cls, entry: ModelEntry, path: Path, n_horizons: int, threads: int = 1, n_features: int = 0
+             ) -> ModelRunner:  # fmt: skip
+        """Open and check one model: input and output names, and (``n_features`` given) one row through
+        the session whose output and state shapes must be what the manifest says: a set declaring 6
+        horizons for graphs with 7 outputs is refused here, not at its first minute."""
         try:
             session = ort.InferenceSession(str(path), session_options(threads), providers=_providers())
         except Exception as exc:
@@ -57,7 +61,36 @@ class ModelRunner:
                 f"{path}: a {entry.kind} model needs inputs {want_in} and outputs {want_out}, "
                 f"found {inputs} and {outputs}"
             )
-        return cls(entry, session, n_horizons, path, threads)
+        runner = cls(entry, session, n_horizons, path, threads)
+        if n_features:
+            runner.probe(n_features)
+        return runner
+
+    def probe(self, n_features: int) -> None:
+        """One made-up row through the session; :class:`RegistryError` naming what does not match."""
+        where = f"{self.path}: {self.entry.name}"
+        try:
+            if self.entry.kind == "tabular":
+                outs = [self.predict(np.zeros((1, n_features)))]
+            elif self.entry.kind == "window":
+                outs = [self.predict_window(np.zeros((1, max(self.entry.window, 1), n_features)))]
+            else:
+                layers, hidden = self.entry.state_shape
+                h = np.zeros((layers, 1, hidden), dtype=np.float32)
+                outs = list(self.step(np.zeros((1, n_features)), h, h.copy()))
+        except Exception as exc:
+            raise RegistryError(
+                f"{where}: the model does not run on one row of {n_features} features: {exc}"
+            ) from None
+        if outs[0].shape != (1, self.n_horizons):
+            raise RegistryError(
+                f"{where}: p_up has shape {list(outs[0].shape)} for one row, the manifest's "
+                f"{self.n_horizons} horizons need [1, {self.n_horizons}]"
+            )
+        for name, got in zip(("h_out", "c_out"), outs[1:], strict=False):
+            if got.shape != (*self.entry.state_shape[:1], 1, *self.entry.state_shape[1:]):
+                raise RegistryError(f"{where}: {name} has shape {list(got.shape)}, the manifest's state "
+                                    f"shape is {list(self.entry.state_shape)}")  # fmt: skip
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Tabular models: ``features`` [N, F] float64 → ``p_up`` [N, H]."""

@@ -95,3 +95,28 @@ async def test_two_daemons_with_one_client_id_stop_with_client_id_conflict(
     errors = [t.exception() for t in done]
     assert any(isinstance(e, ClientIdConflictError) for e in errors), errors
     assert "client_id_conflict" in str(next(e for e in errors if e is not None))
+
+
+@pytest.mark.broker
+def test_memed_replay_reads_its_password_from_a_file_or_the_environment(
+    tiny_market: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    broker, port = _auth_broker(tmp_path)
+    secret = tmp_path / "password"
+    secret.write_text("right\n")
+    base = [sys.executable, "-m", "memed.cli", "replay", str(tiny_market), "--broker", f"mqtt://127.0.0.1:{port}",
+            "--batch", "--username", "memed"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MEMED_MQTT_PASSWORD"}
+    try:
+        by_file = subprocess.run([*base, "--password-file", str(secret)], capture_output=True, timeout=120,
+                                 check=False, env=env)  # fmt: skip
+        by_env = subprocess.run(base, capture_output=True, timeout=120, check=False,
+                                env={**env, "MEMED_MQTT_PASSWORD": "right"})  # fmt: skip
+        on_argv = subprocess.run([*base, "--password", "right"], capture_output=True, timeout=60, check=False)
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+    for run in (by_file, by_env):
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+        assert "published" in run.stdout.decode()
+    assert on_argv.returncode == 2  # no such option: a password on the command line is visible to all

@@ -61,11 +61,20 @@ async def _serve(daemon: object, early: list[int]) -> None:
 @click.option("--batch", is_flag=True, help="One JSON array per minute instead of one message per tick.")
 @click.option("--topic-prefix", default="memed/ticks", show_default=True)
 @click.option("--username", default=None)
-@click.option("--password", default=None, envvar="MEMED_MQTT_PASSWORD", help="Or set MEMED_MQTT_PASSWORD.")
+@click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A file holding the password (or set MEMED_MQTT_PASSWORD; never on the command line, "
+                   "where other users see it).")  # fmt: skip
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CA certificate for an mqtts:// broker.")  # fmt: skip
 @config_option
 def replay_cmd(sources: tuple[Path, ...], broker: str, speed: float, batch: bool, topic_prefix: str,
-               username: str | None, password: str | None, config_path: Path | None) -> None:  # fmt: skip
+               username: str | None, password_file: Path | None, ca_file: Path | None,
+               config_path: Path | None) -> None:  # fmt: skip
     """Publish the ticks of SOURCES onto MQTT minute by minute (QoS 1) to feed a daemon."""
+    import os  # noqa: PLC0415
+
+    password = (password_file.read_text(encoding="utf-8").strip() if password_file is not None
+                else os.environ.get("MEMED_MQTT_PASSWORD"))  # fmt: skip
     from memed.cli.progress import progress_bar  # noqa: PLC0415
     from memed.daemon.publish_dataset import publish_dataset  # noqa: PLC0415
     from memed.data import load_dataset  # noqa: PLC0415
@@ -78,8 +87,12 @@ def replay_cmd(sources: tuple[Path, ...], broker: str, speed: float, batch: bool
         def on_minute(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        stats = asyncio.run(publish_dataset(frame, broker, prefix=topic_prefix, batch=batch, speed=speed,
-                                   username=username, password=password, on_minute=on_minute))  # fmt: skip
+        ca = str(ca_file) if ca_file is not None else None
+        publish = publish_dataset(
+            frame, broker, prefix=topic_prefix, batch=batch, speed=speed, username=username,
+            password=password, ca_file=ca, on_minute=on_minute,
+        )  # fmt: skip
+        stats = asyncio.run(publish)
     click.echo(f"published {int(stats['messages']):,} messages for {int(stats['minutes']):,} minutes "
                f"in {stats['seconds']:.1f} s ({int(stats['reconnects'])} reconnects)")  # fmt: skip
 

@@ -60,6 +60,7 @@ async def publish_dataset(
     window: int = 20_000,
     username: str | None = None,
     password: str | None = None,
+    ca_file: str | None = None,
     on_minute: Callable[[int, int], None] | None = None,
     client_id: str | None = None,
 ) -> dict[str, float]:
@@ -74,7 +75,13 @@ async def publish_dataset(
     while i < len(minutes):
         try:
             client = mqtt.client(
-                host, port, identifier=client_id, username=username, password=password, tls=tls
+                host,
+                port,
+                identifier=client_id,
+                username=username,
+                password=password,
+                tls=tls,
+                ca_file=ca_file,
             )
             async with client:
                 backoff = 0.2

@@ -1,11 +1,15 @@
 """``memed run``: the asyncio edges around the synchronous decision path.
 
 One :class:`asyncio.TaskGroup` owns every task (MQTT reader, batch closer, dead-letter publisher, model
-reloader, one worker per sink, HTTP endpoints); each is named, waits are bounded, reconnects use capped
-jittered backoff, and :meth:`Daemon.stop` processes the pending batches, lets the sinks drain (at most
-``daemon.sink_drain_seconds``), writes an atomic checkpoint and cancels the rest. The minute's inference
-runs in a worker thread so the event loop keeps reading the broker; its signals go to the sinks through
-:class:`~memed.daemon.sinks.FanOut`, so no sink can stall the minute loop.
+reloader, journal fsync, one worker per sink, HTTP endpoints); each is named, waits are bounded,
+reconnects use capped jittered backoff. Every message is journalled before it is acknowledged
+(:mod:`memed.daemon.journal`) and checkpoints are taken every ``daemon.checkpoint_every_minutes``, so a
+restart after any kill continues exactly (:meth:`Daemon.save_checkpoint`, ``_recover``).
+:meth:`Daemon.stop` processes the minutes the clock has closed, lets the sinks drain (at most
+``daemon.sink_drain_seconds``), writes the checkpoint and cancels the rest; a task's fatal error writes
+it too. The minute's inference runs in a worker thread so the event loop keeps reading the broker; its
+signals go to the sinks through :class:`~memed.daemon.sinks.FanOut`, so no sink can stall the minute loop;
+a minute that raises is counted and its tokens reset, and the daemon goes on.
 """
 
 from __future__ import annotations
@@ -253,7 +257,7 @@ class Daemon:
                 for task in tasks:
                     task.cancel()
         except BaseExceptionGroup as group:  # a task failed: the checkpoint is written anyway
-            await self.write_checkpoint()
+            await self.save_checkpoint()
             fatal = next((e for e in _leaves(group) if isinstance(e, MemedError)), None)
             if fatal is not None:
                 log.error("daemon_fatal", error=str(fatal))
@@ -283,9 +287,9 @@ class Daemon:
             for batch in self.batcher.due(self.clock()):  # what the clock has closed; the rest waits
                 await self._process(batch)
         await self.fanout.drain(self.d.sink_drain_seconds)
-        await self.write_checkpoint()
+        await self.save_checkpoint()
 
-    async def write_checkpoint(self) -> bool:
+    async def save_checkpoint(self) -> bool:
         """A consistent checkpoint (state, unclosed minutes, unsent signals; the journal moves to a new
         epoch at the same instant), written off the event loop; older journals are deleted once it is
         durable. A failure is logged and counted, and leaves the previous checkpoint and journals."""
@@ -421,7 +425,7 @@ class Daemon:
                 for batch in self.batcher.due(self.clock()):
                     await self._process(batch)
             if self.processed_minutes - self._checkpointed_at >= self.d.checkpoint_every_minutes:
-                await self.write_checkpoint()
+                await self.save_checkpoint()
 
     async def _journal_loop(self) -> None:
         """fsync the journal every second, off the event loop."""

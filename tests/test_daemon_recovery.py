@@ -4,6 +4,7 @@ and restarted at once, over a real Mosquitto, gives the signals of an uninterrup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -17,11 +18,12 @@ import polars as pl
 import pytest
 
 from broker import Mosquitto
-from daemon_helpers import assert_same_signals, daemon_config, direct_signals, wait_until
+from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, wait_until
 from memed.config import to_toml
+from memed.daemon.app import Daemon
 from memed.daemon.checkpoint import read_checkpoint
 from memed.daemon.publish_dataset import publish_dataset
-from memed.data import load_dataset
+from memed.data import load_dataset, synth_market
 from memed.errors import SnapshotError
 
 pytestmark = pytest.mark.broker
@@ -112,3 +114,59 @@ def test_a_flipped_byte_anywhere_in_a_checkpoint_is_one_clear_error(tmp_path: Pa
         path.write_bytes(bytes(bad))
         with pytest.raises(SnapshotError, match=str(path)):
             read_checkpoint(path)
+
+
+async def _collect_until_gone(port: int, into: list[bytes], ready: asyncio.Event) -> None:
+    """Collect signals until the broker goes away (then return quietly)."""
+    import aiomqtt
+
+    with contextlib.suppress(aiomqtt.MqttError):
+        await collect(port, "memed/signals/#", into, ready)
+
+
+async def test_signals_queued_while_the_broker_is_down_survive_a_sigterm(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The broker goes away, the last minute closes with its signals queued for MQTT, the daemon is
+    stopped: the checkpoint keeps them, and the restarted daemon publishes them (0 left unpublished)."""
+    market = synth_market(4, 40, seed=3)
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=1000, wait_seconds=1.0,
+                        extra="sink_drain_seconds = 0.5\n")  # fmt: skip
+    last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+    before: list[bytes] = []
+    first = Daemon(cfg)
+    ready = asyncio.Event()
+    sub = asyncio.create_task(_collect_until_gone(mosquitto.port, before, ready))
+    run = asyncio.create_task(first.run())
+    await first.subscribed.wait()
+    await ready.wait()
+    await publish_dataset(market, mosquitto.url, batch=True)
+    await wait_until(lambda: first.batcher.last_closed >= last - 1)
+    mosquitto.stop()  # the last minute closes on its wait, with nowhere to publish
+    await wait_until(lambda: first.batcher.last_closed == last)
+    await wait_until(lambda: "mqtt" in first.fanout.unsent())
+    first.stop()
+    await run
+    await sub
+    mosquitto.start()
+    after: list[bytes] = []
+    ready = asyncio.Event()
+    sub = asyncio.create_task(_collect_until_gone(mosquitto.port, after, ready))
+    await ready.wait()
+    second = Daemon(cfg)
+    run = asyncio.create_task(second.run())
+    want = {
+        (t, ts.strftime("%Y-%m-%dT%H:%M:00Z")) for t, ts in zip(market["token"], market["ts"], strict=True)
+    }
+
+    def keys() -> set[tuple[str, str]]:
+        docs = [msgspec.json.decode(b) for b in before + after]
+        return {(d["token"], d["ts"]) for d in docs}
+
+    await wait_until(lambda: keys() >= want, timeout=30)
+    second.stop()
+    await run
+    sub.cancel()
+    assert keys() == want
+    assert after  # the queued minute crossed the restart
+    assert first.metrics.sink_counts().get(("mqtt", "dropped"), 0) == 0

@@ -99,3 +99,31 @@ async def test_the_bulk_publisher_finds_the_private_parts_it_relies_on(mosquitto
 
         with pytest.raises(PrivateApiError, match=r"lacks aiomqtt.Client._client .*, aiomqtt.Client._queue"):
             check_private_api(Stripped())  # type: ignore[arg-type]
+
+
+async def test_the_jsonl_sink_reopens_its_file_after_a_failed_write(tmp_path: Path) -> None:
+    """A write that fails (here: the descriptor closed under the sink, as when a disk goes away) closes
+    the file; the minute is written again on a fresh one, and every line is whole."""
+    import os
+
+    from memed.daemon.sinks import JsonlSink, Outgoing, SinkError
+    from memed.signals.schema import Signal
+
+    def minute(m: int) -> Outgoing:
+        sigs = [Signal(key=f"k{m}{t}", token=t, ts=f"m{m}", action="HOLD", strength=0.0, p_up=None,
+                       horizons={}, model_set="s", feature_spec="f") for t in ("A", "B")]  # fmt: skip
+        return Outgoing(m, sigs, sigs, 0.0)
+
+    sink = JsonlSink(tmp_path / "signals.jsonl")
+    await sink.send(minute(1))
+    assert sink._fh is not None
+    os.close(sink._fh.fileno())  # the next write fails with EBADF
+    await sink.send(minute(2))
+    await sink.send(minute(3))
+    await sink.close()
+    lines = (tmp_path / "signals.jsonl").read_bytes().splitlines()
+    assert [msgspec.json.decode(line)["key"] for line in lines] == ["k1A", "k1B", "k2A", "k2B", "k3A", "k3B"]
+    full = JsonlSink(Path("/dev/full"))  # every write fails: the minute fails after one more try
+    with pytest.raises(SinkError, match="/dev/full"):
+        await full.send(minute(4))
+    await full.close()

@@ -15,11 +15,12 @@ its retries or a full disk — and ``dropped``), with a structured log line for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import aiohttp
 import msgspec
@@ -130,8 +131,9 @@ def hummingbot_topic(prefix: str) -> Callable[[Signal], tuple[str, bytes]]:
 
 class JsonlSink:
     """Appends every signal as one JSON line, unbuffered, in a worker thread: a slow disk blocks only this
-    sink; a full one fails its minutes (counted; a torn last line is possible, as after any crash) and the
-    daemon goes on."""
+    sink. A failed write closes the file, and the minute is tried once more on a freshly opened one (a
+    rotated, remounted or re-created file); if that fails too, the minute fails (counted) and the daemon
+    goes on. A line a failure cut short is ended before the next one is written."""
 
     name = "jsonl"
     published_only = False
@@ -139,12 +141,33 @@ class JsonlSink:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fh = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open for the daemon's life
+        self._fh: BinaryIO | None = None
+        self._torn = False
+        self._open()
+
+    def _open(self) -> BinaryIO:
+        if self._fh is None:
+            self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open for the daemon's life
+        return self._fh
 
     def _write(self, body: bytes) -> None:
-        view = memoryview(body)
-        while view:
-            view = view[self._fh.write(view) or 0 :]
+        view = memoryview((b"\n" if self._torn else b"") + body)
+        written = 0
+        try:
+            fh = self._open()
+            while written < len(view):
+                written += fh.write(view[written:]) or 0
+        except OSError:
+            self._torn = self._torn or written > 0
+            self._close()
+            raise
+        self._torn = False
+
+    def _close(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
 
     async def send(self, out: Outgoing) -> None:
         if not out.signals:
@@ -152,11 +175,14 @@ class JsonlSink:
         body = b"".join(msgspec.json.encode(s) + b"\n" for s in out.signals)
         try:
             await asyncio.to_thread(self._write, body)
-        except OSError as exc:
-            raise SinkError(f"{self.path}: {exc.strerror or exc}") from None
+        except OSError:
+            try:
+                await asyncio.to_thread(self._write, body)  # once more, on a freshly opened file
+            except OSError as exc:
+                raise SinkError(f"{self.path}: {exc.strerror or exc}") from None
 
     async def close(self) -> None:
-        self._fh.close()
+        self._close()
 
 
 class WebhookSink:

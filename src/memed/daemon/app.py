@@ -140,6 +140,8 @@ class Daemon:
         self.registry = Path(self.d.registry)
         model_set = load_model_set(self.registry, threads=self.d.inference_threads)
         self.checkpoint = Path(self.d.checkpoint_path) if self.d.checkpoint_path else None
+        self._restored_last: int | None = None
+        """The restored checkpoint's last minute, until the first minute after it is processed."""
         self._lock_fd = self._take_lock()
         restored = self._read_checkpoint()
         self.path = self._initial_path(model_set, restored)
@@ -204,6 +206,7 @@ class Daemon:
             return DecisionPath(model_set, self.cfg.signals, self.cfg.risk)
         path = DecisionPath.restore(model_set, self.cfg.signals, self.cfg.risk, ck.pipeline)
         self.batcher.load_state(ck.batcher)
+        self._restored_last = ck.batcher.last_closed if ck.batcher.last_closed >= 0 else None
         log.info("checkpoint_restored", path=str(self.checkpoint), tokens=path.tokens,
                  last_minute=self.batcher.last_closed, pending_minutes=len(ck.batcher.pending))  # fmt: skip
         return path
@@ -284,7 +287,9 @@ class Daemon:
         write the checkpoint. Unclosed minutes are not forced shut: they are part of the checkpoint and
         close after the restart, as they would have without it."""
         async with self._lock:
-            for batch in self.batcher.due(self.clock()):  # what the clock has closed; the rest waits
+            for batch in (
+                self.batcher.due(self.clock()) if self._resumed else []
+            ):  # the clock's; the rest waits
                 await self._process(batch)
         await self.fanout.drain(self.d.sink_drain_seconds)
         await self.save_checkpoint()
@@ -419,6 +424,8 @@ class Daemon:
     async def _batch_loop(self) -> None:
         while True:
             await asyncio.sleep(0.005)
+            if not self._resumed:  # until the first connection, the broker may still hold a minute's ticks
+                continue
             async with self._lock:
                 if self._swap is not None:
                     self._apply_swap()
@@ -437,6 +444,8 @@ class Daemon:
 
     async def _process(self, batch: Batch) -> None:
         tokens, bars = batch_arrays(batch)
+        if self._restored_last is not None:
+            self._check_recovery_gap(batch.minute, tokens)
         try:
             result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
         except Exception as exc:  # no minute may stop the daemon
@@ -468,6 +477,24 @@ class Daemon:
         for t in gone:
             self.latest.pop(t, None)
         self.metrics.tokens.set(self.path.tokens)
+
+    def _check_recovery_gap(self, minute: int, tokens: list[str]) -> None:
+        """The first minute after a restored checkpoint: minutes missing in between were lost while the
+        daemon was away (a broker that did not keep them). They are counted and warned about, and the
+        tokens that ticked at the checkpoint's last minute restart their features instead of having the
+        hole filled with flat bars the market never printed."""
+        last, self._restored_last = self._restored_last, None
+        assert last is not None
+        gap = minute - last - 1
+        if gap <= 0:
+            return
+        seen = self.path.last_minutes(tokens)
+        stale = [t for t, m in zip(tokens, seen.tolist(), strict=True) if m == last]
+        reset = self.path.forget(stale)
+        self.holds.forget(reset)
+        self.metrics.recovery_gap.inc(gap)
+        log.warning("recovery_gap", missing_minutes=gap, after_minute=last, first_minute=minute,
+                    tokens_restarted=len(reset))  # fmt: skip
 
     def _sent(self, sink: Sink, out: Outgoing) -> None:
         """A sink delivered a minute: for the MQTT signal topics, that is the tick-to-signal latency."""

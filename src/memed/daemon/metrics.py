@@ -36,6 +36,10 @@ class DaemonMetrics:
 
         self.checkpoints = Counter("memed_checkpoints_total", "Checkpoints by result: written, failed",
                                    ["result"], registry=r)  # fmt: skip
+        self.recovery_gap = Counter(
+            "memed_recovery_gap_minutes_total", "Minutes missing between a restored checkpoint and the first "
+            "minute after it (lost while the daemon was away; the affected tokens restart)", registry=r,
+        )  # fmt: skip
         self.minutes_failed = Counter(
             "memed_minutes_failed_total", "Minutes whose processing raised (their tokens' state is reset "
             "and the daemon goes on)", registry=r,

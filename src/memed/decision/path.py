@@ -108,6 +108,10 @@ class DecisionPath:
             )
             scratch.process(["__warm_up__"], float(minute), bars)
 
+    def last_minutes(self, tokens: list[str]) -> np.ndarray:
+        """Each token's last bar (epoch minutes; NaN for a token without state)."""
+        return self.stream.last_minutes(tokens)
+
     def forget(self, tokens: list[str]) -> list[str]:
         """Forget these tokens' state (features, books, model states are reset when a row is reused)."""
         return self.stream.forget(tokens)

@@ -104,6 +104,15 @@ class FeatureStream:
         self.table.release(gone)
         return gone
 
+    def last_minutes(self, tokens: Sequence[str]) -> np.ndarray:
+        """Each token's last bar (epoch minutes; NaN for a token not held)."""
+        out = np.full(len(tokens), np.nan)
+        for k, t in enumerate(tokens):
+            row = self.table.row(t)
+            if row is not None:
+                out[k] = self._states[row, LAST_TS]
+        return out
+
     def forget(self, tokens: Sequence[str]) -> list[str]:
         """Forget these tokens' state now (those tracked); a later bar starts them afresh."""
         known = set(self.table.tokens)

@@ -120,3 +120,25 @@ def test_memed_replay_reads_its_password_from_a_file_or_the_environment(
         assert run.returncode == 0, run.stderr.decode()[-2000:]
         assert "published" in run.stdout.decode()
     assert on_argv.returncode == 2  # no such option: a password on the command line is visible to all
+
+
+def test_a_corrupt_checkpoint_is_refused_or_moved_aside_on_request(
+    tiny_registry: Path, tmp_path: Path
+) -> None:
+    from memed.errors import SnapshotError
+
+    cfg = daemon_config(tiny_registry, "mqtt://127.0.0.1:1", tmp_path)
+    ckpt = tmp_path / "ckpt.bin"
+    ckpt.write_bytes(b"MEMEDCK2" + b"\x00" * 40)
+    (tmp_path / "ckpt.bin.journal.00000003").write_bytes(b"")
+    with pytest.raises(SnapshotError, match="checksum mismatch"):
+        Daemon(cfg)
+    aside = msgspec.structs.replace(
+        cfg, daemon=msgspec.structs.replace(cfg.daemon, corrupt_checkpoint="move_aside")
+    )
+    daemon = Daemon(aside)  # starts afresh
+    asyncio.run(daemon.close())
+    assert not ckpt.exists()
+    moved = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
+    assert [n.split(".corrupt-")[0] for n in moved] == ["ckpt.bin", "ckpt.bin.journal.00000003"]
+    assert daemon.path.tokens == 0

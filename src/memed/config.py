@@ -234,6 +234,9 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Written atomically every ``checkpoint_every_minutes`` and on SIGTERM/SIGINT, restored at start-up
     with the tick journal beside it (``<path>.journal.<n>``) replayed; empty disables both."""
     checkpoint_every_minutes: PositiveInt = 5
+    corrupt_checkpoint: Literal["refuse", "move_aside"] = "refuse"
+    """A checkpoint that does not decode: ``refuse`` (one ``error:`` line, exit 2) or ``move_aside``
+    (renamed to ``<path>.corrupt-<time>`` with its journals; the daemon starts afresh and logs it)."""
     """Processed minutes between periodic checkpoints (the journal covers what comes after one)."""
     evict_ttl_minutes: PositiveInt = 1440
     max_tokens: PositiveInt = 100_000

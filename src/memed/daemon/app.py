@@ -48,7 +48,7 @@ from memed.daemon.sinks import (
 from memed.daemon.ticks import Rejected, decode_message
 from memed.daemon.wire import to_signals
 from memed.decision import DecisionPath, Decisions
-from memed.errors import MemedError
+from memed.errors import MemedError, SnapshotError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set, resolve
 from memed.signals.policy import ACTIONS
@@ -143,31 +143,36 @@ class Daemon:
         self._restored_last: int | None = None
         """The restored checkpoint's last minute, until the first minute after it is processed."""
         self._lock_fd = self._take_lock()
-        restored = self._read_checkpoint()
-        self.path = self._initial_path(model_set, restored)
-        self.metrics.model_set.info(
-            {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
-        )
-        self.latest: dict[str, Signal] = {}
-        self.processed_minutes = 0
-        self.recent_latencies: deque[float] = deque(maxlen=10_000)
-        """Seconds from each minute's last tick to its signals published on MQTT (newest last)."""
-        self.subscribed = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self.link = mqtt.Link()
-        self._dead: asyncio.Queue[Rejected] = asyncio.Queue(maxsize=10_000)
-        self._log_limit = RateLimit(LOG_LINES_PER_REASON, 60.0)
-        self._swap: ModelSet | None = None
-        self._refused: set[str] = set()
-        self.holds = HoldFilter(self.d.publish_hold)
-        self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
-        self.http_port: int | None = None
-        self.journal: TickJournal | None = None
-        self._resumed = False
-        self._checkpointed_at = 0
-        if self.checkpoint is not None:
-            self._recover(restored)
+        try:
+            restored = self._read_checkpoint()
+            self.path = self._initial_path(model_set, restored)
+            self.metrics.model_set.info(
+                {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
+            )
+            self.latest: dict[str, Signal] = {}
+            self.processed_minutes = 0
+            self.recent_latencies: deque[float] = deque(maxlen=10_000)
+            """Seconds from each minute's last tick to its signals published on MQTT (newest last)."""
+            self.subscribed = asyncio.Event()
+            self._stop = asyncio.Event()
+            self._lock = asyncio.Lock()
+            self.link = mqtt.Link()
+            self._dead: asyncio.Queue[Rejected] = asyncio.Queue(maxsize=10_000)
+            self._log_limit = RateLimit(LOG_LINES_PER_REASON, 60.0)
+            self._swap: ModelSet | None = None
+            self._refused: set[str] = set()
+            self.holds = HoldFilter(self.d.publish_hold)
+            self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
+            self.http_port: int | None = None
+            self.journal: TickJournal | None = None
+            self._resumed = False
+            self._checkpointed_at = 0
+            if self.checkpoint is not None:
+                self._recover(restored)
+        except BaseException:  # a daemon that failed to start holds no lock
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            raise
 
     def _sinks(self) -> list[Sink]:
         sinks: list[Sink] = [MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix))]
@@ -197,9 +202,23 @@ class Daemon:
         return fd
 
     def _read_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint to restore. A corrupt one is refused (exit 2), or with
+        ``daemon.corrupt_checkpoint = "move_aside"`` renamed to ``<path>.corrupt-<time>`` (with its
+        journals, which continue it) and the daemon starts afresh, saying so."""
         if self.checkpoint is None or not self.checkpoint.exists():
             return None
-        return read_checkpoint(self.checkpoint)
+        try:
+            return read_checkpoint(self.checkpoint)
+        except SnapshotError as exc:
+            if self.d.corrupt_checkpoint != "move_aside":
+                raise
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            for _, journal in journal_files(self.checkpoint):
+                journal.rename(journal.with_name(f"{journal.name}.corrupt-{stamp}"))
+            aside = self.checkpoint.with_name(f"{self.checkpoint.name}.corrupt-{stamp}")
+            self.checkpoint.rename(aside)
+            log.error("checkpoint_moved_aside", error=str(exc), moved_to=str(aside), note="starting afresh")
+            return None
 
     def _initial_path(self, model_set: ModelSet, ck: Checkpoint | None) -> DecisionPath:
         if ck is None:

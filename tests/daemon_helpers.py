@@ -107,6 +107,31 @@ def assert_same_signals(
                 )
 
 
+def last_minute(frame: pl.DataFrame) -> int:
+    """Epoch minute of a frame's last bar."""
+    return int(frame["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+
+
+def signal_minute(ts: str) -> int:
+    """Epoch minute of a signal's ``ts`` (ISO 8601, ``Z``)."""
+    return int(np.datetime64(ts[:-1], "m").astype(np.int64))
+
+
+async def serve_market(daemon: Any, market: pl.DataFrame, broker_url: str) -> None:
+    """Run ``daemon``, publish ``market`` (one array per minute), wait until its last minute has closed,
+    stop it."""
+    from memed.daemon.publish_dataset import publish_dataset
+
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(daemon.run())
+        await daemon.subscribed.wait()
+        await publish_dataset(market, broker_url, batch=True)
+        last = last_minute(market)
+        await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
+        daemon.stop()
+        await run
+
+
 async def wait_until(cond: Any, timeout: float = 30.0, interval: float = 0.05) -> None:
     async with asyncio.timeout(timeout):
         while not cond():

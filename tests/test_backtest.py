@@ -19,14 +19,13 @@ import pytest
 
 from broker import Mosquitto
 from conftest import TINY_TOML
-from daemon_helpers import daemon_config, read_jsonl, wait_until
+from daemon_helpers import daemon_config, read_jsonl, serve_market
 from memed.backtest.folds import choose_workers, fold_of
 from memed.backtest.plan import Fold, check_embargo, over_coverage, plan_folds
 from memed.backtest.run import run_backtest
 from memed.backtest.simulator import MarketBars, TokenBars, simulate
 from memed.config import BacktestConfig, parse_config
 from memed.daemon.app import Daemon
-from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market, write_dataset
 from memed.errors import ConfigError, DataError
 
@@ -465,17 +464,7 @@ def test_backtest_replay_equals_the_daemon_over_mosquitto(
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000)
     daemon = Daemon(cfg)
 
-    async def serve() -> None:
-        async with asyncio.TaskGroup() as tg:
-            run = tg.create_task(daemon.run())
-            await daemon.subscribed.wait()
-            await publish_dataset(market, mosquitto.url, batch=True)
-            last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
-            await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
-            daemon.stop()
-            await run
-
-    asyncio.run(serve())
+    asyncio.run(serve_market(daemon, market, mosquitto.url))
     live = read_jsonl(tmp_path / "signals.jsonl")
     bt_cfg = parse_config(
         BT_TOML.replace(

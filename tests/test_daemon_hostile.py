@@ -15,7 +15,17 @@ import polars as pl
 import pytest
 
 from broker import Mosquitto
-from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, read_jsonl, wait_until
+from daemon_helpers import (
+    assert_same_signals,
+    collect,
+    daemon_config,
+    direct_signals,
+    last_minute,
+    read_jsonl,
+    serve_market,
+    signal_minute,
+    wait_until,
+)
 from memed.daemon.app import DEAD_LETTER_BYTES, Daemon, RateLimit, dead_letter
 from memed.daemon.publish_dataset import publish_dataset
 from memed.daemon.ticks import MAX_TOKEN_BYTES, Rejected, decode_message
@@ -130,7 +140,7 @@ async def test_a_poisoned_feed_leaves_the_real_signals_unchanged(
             for body in poison:
                 await client.publish("memed/ticks/x", body, qos=1)
         await publish_dataset(market.filter(pl.col("ts") >= cut), mosquitto.url, batch=True)
-        last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+        last = last_minute(market)
         await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
         daemon.stop()
         await run
@@ -163,22 +173,14 @@ async def test_a_minute_that_raises_is_contained(
         return real(tokens, minute, bars)
 
     daemon.path.process = process  # type: ignore[method-assign]
-    async with asyncio.TaskGroup() as tg:
-        run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
-        await publish_dataset(market, mosquitto.url, batch=True)
-        last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
-        await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
-        daemon.stop()
-        await run
+    await serve_market(daemon, market, mosquitto.url)
+    last = last_minute(market)
     assert daemon.metrics.minutes_failed._value.get() == 1  # type: ignore[attr-defined]
     got = read_jsonl(tmp_path / "signals.jsonl")
-    minutes = {int(np.datetime64(ts[:-1], "m").astype(np.int64)) for _, ts in got}
+    minutes = {signal_minute(ts) for _, ts in got}
     assert bad_minute not in minutes
     assert max(minutes) == last  # later minutes were served
-    after = [
-        d for (_, ts), d in got.items() if int(np.datetime64(ts[:-1], "m").astype(np.int64)) == bad_minute + 1
-    ]
+    after = [d for (_, ts), d in got.items() if signal_minute(ts) == bad_minute + 1]
     assert after
     assert all(d["reason"] == "warming_up" for d in after)
 
@@ -251,7 +253,7 @@ async def test_an_attacker_ticking_a_minute_ahead_changes_no_real_signal(
                         **{k: row[k] for k in ("open", "high", "low", "close", "volume")},
                     }
                     await client.publish("memed/ticks/x", json.dumps(body).encode(), qos=1)
-        last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+        last = last_minute(market)
         await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
         daemon.stop()
         await run

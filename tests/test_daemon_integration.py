@@ -14,7 +14,15 @@ import pytest
 from aiohttp import web
 
 from broker import Mosquitto, free_port
-from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, read_jsonl, wait_until
+from daemon_helpers import (
+    assert_same_signals,
+    collect,
+    daemon_config,
+    direct_signals,
+    last_minute,
+    read_jsonl,
+    wait_until,
+)
 from memed.daemon.app import Daemon
 from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market
@@ -86,16 +94,12 @@ async def test_broker_restart_mid_run_loses_no_minute(
         await asyncio.sleep(0.8)
         await asyncio.to_thread(mosquitto.restart)
         stats = await feed
-        await wait_until(lambda: daemon.batcher.last_closed >= _last_minute(market), timeout=60)
+        await wait_until(lambda: daemon.batcher.last_closed >= last_minute(market), timeout=60)
         daemon.stop()
         await run
     assert stats["reconnects"] >= 1
     assert daemon.metrics.reconnects._value.get() >= 1
     assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))
-
-
-def _last_minute(market: pl.DataFrame) -> int:
-    return int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
 
 
 async def test_stop_checkpoint_restart_continues_identically(
@@ -110,7 +114,7 @@ async def test_stop_checkpoint_restart_continues_identically(
             run = tg.create_task(daemon.run())
             await daemon.subscribed.wait()
             await publish_dataset(part, mosquitto.url, batch=True)
-            await wait_until(lambda d=daemon, p=part: d.batcher.last_closed >= _last_minute(p) - 1)
+            await wait_until(lambda d=daemon, p=part: d.batcher.last_closed >= last_minute(p) - 1)
             daemon.stop()  # as SIGTERM does: drain, publish, checkpoint
             await run
         assert (tmp_path / "ckpt.bin").exists()

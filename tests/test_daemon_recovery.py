@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 import polars as pl
 import pytest
 
 from broker import Mosquitto
-from daemon_helpers import assert_same_signals, collect, daemon_config, direct_signals, read_jsonl, wait_until
+from daemon_helpers import (
+    assert_same_signals,
+    collect,
+    daemon_config,
+    direct_signals,
+    last_minute,
+    read_jsonl,
+    signal_minute,
+    wait_until,
+)
 from memed.config import to_toml
 from memed.daemon.app import Daemon
 from memed.daemon.checkpoint import read_checkpoint
@@ -117,11 +125,6 @@ def test_a_flipped_byte_anywhere_in_a_checkpoint_is_one_clear_error(tmp_path: Pa
             read_checkpoint(path)
 
 
-def _minute(ts: str) -> int:
-    """Epoch minute of a signal's ``ts`` (ISO 8601, ``Z``)."""
-    return int(np.datetime64(ts[:-1], "m").astype(np.int64))
-
-
 async def _collect_until_gone(port: int, into: list[bytes], ready: asyncio.Event) -> None:
     """Collect signals until the broker goes away (then return quietly)."""
     import aiomqtt
@@ -138,7 +141,7 @@ async def test_signals_queued_while_the_broker_is_down_survive_a_sigterm(
     market = synth_market(4, 40, seed=3)
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=1000, wait_seconds=1.0,
                         extra="sink_drain_seconds = 0.5\n")  # fmt: skip
-    last = int(market["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+    last = last_minute(market)
     before: list[bytes] = []
     first = Daemon(cfg)
     ready = asyncio.Event()
@@ -193,17 +196,17 @@ async def test_minutes_lost_while_the_daemon_was_away_restart_the_tokens(
     await first.subscribed.wait()
     part1 = market.filter(pl.col("ts") < t0 + timedelta(minutes=500))  # type: ignore[operator]
     await publish_dataset(part1, mosquitto.url, batch=True)
-    last1 = int(part1["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+    last1 = last_minute(part1)
     await wait_until(lambda: first.batcher.last_closed >= last1)
     first.stop()
     await run
     active = {tok for tok, sig in first.latest.items()  # warm, and ticking at the gap
-              if sig.reason != "warming_up" and _minute(sig.ts) == last1}  # fmt: skip
+              if sig.reason != "warming_up" and signal_minute(sig.ts) == last1}  # fmt: skip
     part2 = market.filter(pl.col("ts") >= t0 + timedelta(minutes=510))  # type: ignore[operator]
     await publish_dataset(part2, mosquitto.url, batch=True)  # queued for the daemon's session
     second = Daemon(cfg)
     run = asyncio.create_task(second.run())
-    last2 = int(part2["ts"].max().timestamp() // 60)  # type: ignore[union-attr]
+    last2 = last_minute(part2)
     await wait_until(lambda: second.batcher.last_closed >= last2)
     second.stop()
     await run
@@ -211,7 +214,7 @@ async def test_minutes_lost_while_the_daemon_was_away_restart_the_tokens(
     assert first.metrics.recovery_gap._value.get() == 0  # type: ignore[attr-defined]
     first_after = int(part2["ts"].min().timestamp() // 60)  # type: ignore[union-attr]
     got = read_jsonl(tmp_path / "signals.jsonl")
-    restarted = {tok: d for (tok, ts), d in got.items() if _minute(ts) == first_after and tok in active}
+    restarted = {tok: d for (tok, ts), d in got.items() if signal_minute(ts) == first_after and tok in active}
     assert active
     assert restarted.keys() == active
     assert all(d["reason"] == "warming_up" for d in restarted.values())

@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import msgspec
@@ -156,33 +157,78 @@ async def test_a_poisoned_feed_leaves_the_real_signals_unchanged(
     assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))
 
 
+def poisoned(path: Any, culprits: set[str], from_minute: int) -> Any:
+    """``path.process`` that raises, from ``from_minute`` on, for any batch holding a culprit, after the
+    real call has advanced the state (the worst case: half-updated tokens)."""
+    real = path.process
+
+    def process(tokens: list[str], minute: float, bars: np.ndarray):  # type: ignore[no-untyped-def]
+        out = real(tokens, minute, bars)
+        if minute >= from_minute and culprits & set(tokens):
+            raise ZeroDivisionError("injected")
+        return out
+
+    return process
+
+
+def test_bisection_finds_the_tokens_that_make_a_minute_raise(tiny_registry: Path) -> None:
+    from memed.config import MemedConfig
+    from memed.daemon.quarantine import bisect_minute
+    from memed.decision import DecisionPath
+    from memed.models.registry import load_model_set
+
+    cfg = MemedConfig()
+    path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
+    tokens = [f"T{i:03d}" for i in range(300)]
+    bars = np.vstack([np.ones((5, 300)), np.full((4, 300), np.nan)])
+    path.process(tokens, 100.0, bars)
+    path.process = poisoned(path, {"T017", "T250"}, 101)  # type: ignore[method-assign]
+    found = bisect_minute(path, tokens, 101.0, bars)
+    assert sorted(found.culprits) == ["T017", "T250"]
+    assert not found.exhausted
+    assert found.runs <= 2 * 2 * 9 + 1  # two culprits among 300: about 2·log2(300) splits
+    last = path.last_minutes(tokens)
+    innocent = [t not in {"T017", "T250"} for t in tokens]
+    assert np.all(last[innocent] == 101.0)  # they took the minute as their first bar after the reset
+    assert np.isnan(last[~np.array(innocent)]).all()  # the culprits are forgotten
+    # a fault that is every token's (the minute's, not a token's) quarantines nobody
+    path.process = poisoned(path, set(tokens), 101)  # type: ignore[method-assign]
+    nobody = bisect_minute(path, tokens[:8], 101.0, np.ascontiguousarray(bars[:, :8]))
+    assert nobody.culprits == []
+    assert not nobody.exhausted
+    # more failing runs than the budget: it gives up and quarantines nobody
+    many = bisect_minute(path, tokens, 101.0, bars, budget=10)
+    assert many.exhausted
+    assert many.culprits == []
+    assert np.isnan(path.last_minutes(tokens)).all()
+
+
 @pytest.mark.broker
 async def test_a_minute_that_raises_is_contained(
     tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
 ) -> None:
-    """A fault injected into one minute's processing: counted, its tokens reset, later minutes served."""
+    """A fault injected into every minute holding one token, from one minute on: the minute is counted,
+    the bisection quarantines that token (its later ticks are rejected), the others go on being served."""
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000)
     daemon = Daemon(cfg)
-    bad_minute = int(market["ts"].min().timestamp() // 60) + 100  # type: ignore[union-attr]
-    real = daemon.path.process
-
-    def process(tokens: list[str], minute: float, bars: np.ndarray):  # type: ignore[no-untyped-def]
-        if int(minute) == bad_minute:
-            real(tokens, minute, bars)  # state advanced, then the failure
-            raise ZeroDivisionError("injected")
-        return real(tokens, minute, bars)
-
-    daemon.path.process = process  # type: ignore[method-assign]
+    first = int(market["ts"].min().timestamp() // 60)  # type: ignore[union-attr]
+    bad_minute = first + 100
+    poison = sorted(market.filter(pl.col("ts").dt.epoch("s") // 60 == bad_minute)["token"].to_list())[0]
+    daemon.path.process = poisoned(daemon.path, {poison}, bad_minute)  # type: ignore[method-assign]
     await serve_market(daemon, market, mosquitto.url)
     last = last_minute(market)
     assert daemon.metrics.minutes_failed._value.get() == 1  # type: ignore[attr-defined]
+    assert daemon.quarantine.until == {poison: bad_minute + cfg.daemon.quarantine_minutes}
+    later = market.filter((pl.col("token") == poison) & (pl.col("ts").dt.epoch("s") // 60 > bad_minute))
+    assert daemon.metrics.rejected_counts()["quarantined"] == later.height > 0
     got = read_jsonl(tmp_path / "signals.jsonl")
     minutes = {signal_minute(ts) for _, ts in got}
     assert bad_minute not in minutes
     assert max(minutes) == last  # later minutes were served
+    assert not [k for k in got if k[0] == poison and signal_minute(k[1]) > bad_minute]
     after = [d for (_, ts), d in got.items() if signal_minute(ts) == bad_minute + 1]
     assert after
-    assert all(d["reason"] == "warming_up" for d in after)
+    assert all(d["reason"] == "warming_up" for d in after)  # the others restarted from the bad minute
 
 
 def test_one_token_stamped_ahead_cannot_close_a_minute_for_the_others() -> None:
@@ -227,11 +273,14 @@ def test_one_token_stamped_ahead_cannot_close_a_minute_for_the_others() -> None:
 
 
 @pytest.mark.broker
-async def test_an_attacker_ticking_a_minute_ahead_changes_no_real_signal(
-    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+@pytest.mark.parametrize("ahead", [61, 86_400], ids=["a-minute", "a-day"])
+async def test_an_attacker_ticking_ahead_changes_no_real_signal(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, ahead: int
 ) -> None:
-    """Before every real minute, an attacker publishes its own token's tick stamped 61 s ahead: the real
-    tokens' signals equal the direct decision path (the old rule closed each minute on that tick)."""
+    """Before every real minute of a replayed history, an attacker publishes its own token's tick stamped
+    61 s (or a day) ahead: the real tokens' signals equal the direct decision path (the old rule closed
+    each minute on the 61 s tick; a day-ahead tick closed its minute on the wait, and every later real
+    tick was `late`)."""
     market = synth_market(6, 360, seed=9)
     # close_on_expected off: a token listed mid-feed is never cut off by the expected ones (it would be
     # `late` by design, whatever the attacker does); minutes close on the majority or the wait
@@ -245,7 +294,9 @@ async def test_an_attacker_ticking_a_minute_ahead_changes_no_real_signal(
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
             for part in minutes:
                 ts = int(part["ts"][0].timestamp())  # type: ignore[union-attr]
-                await client.publish("memed/ticks/x", _tick(token="ATTACKER", ts=ts + 61, close=1.0), qos=1)
+                await client.publish(
+                    "memed/ticks/x", _tick(token="ATTACKER", ts=ts + ahead, close=1.0), qos=1
+                )
                 for row in part.iter_rows(named=True):
                     body = {
                         "token": row["token"],
@@ -259,4 +310,68 @@ async def test_an_attacker_ticking_a_minute_ahead_changes_no_real_signal(
         await run
     got = {k: v for k, v in read_jsonl(tmp_path / "signals.jsonl").items() if k[0] != "ATTACKER"}
     assert "late" not in daemon.metrics.rejected_counts()
+    if ahead > 3600:  # held back, never batched: nothing reached the minute a day ahead
+        assert daemon.batcher.deferred == len(minutes)
     assert_same_signals(got, direct_signals(market, cfg, tiny_registry))
+
+
+def test_replaying_history_a_tick_far_ahead_is_deferred_and_a_real_jump_is_followed() -> None:
+    """Replaying history the wall clock bounds nothing: a tick stamped a day ahead would close its
+    minute on the wait and make every later real tick `late`. It is deferred instead; a feed that
+    really jumps ahead (a gap in the data) is followed, by its quorum or by its silence near the
+    watermark; past the deferral bound such ticks are `future_ts`."""
+    from memed.daemon.batcher import MinuteBatcher
+    from memed.daemon.ticks import Tick
+
+    def tick(token: str, minute: int) -> Tick:
+        nan = float("nan")
+        return Tick(token, minute, 1.0, 1.0, 1.0, 1.0, 1.0, nan, nan, nan, nan)
+
+    now = 10_000_000.0  # history: every minute below ended long ago
+    b = MinuteBatcher(wait_seconds=2.0, max_ahead=4, max_deferred=3)
+    closed: list[int] = []
+    for m in range(10, 20):
+        now += 3.0  # a minute of ticks, then longer than the wait: the old rule closed X's minute here
+        for t in ("A", "B", "C"):
+            b.add(tick(t, m), now)
+        if m == 11:
+            assert b.add(tick("X", m + 1440), now) is None  # a day ahead: deferred
+            assert b.deferred == 1
+        closed += [x.minute for x in b.due(now + 3.0)]
+    assert closed == list(range(10, 20))
+    assert b.counts["late"] == 0
+    assert b.deferred == 1
+    # the feed jumps 500 minutes ahead (a gap in the data): deferred until a quorum of A, B, C is there
+    b.add(tick("A", 519), now + 0.5)
+    assert b.due(now + 0.6) == []
+    assert b.deferred == 2  # one of three: not yet a quorum, and the feed is not silent near minute 19
+    b.add(tick("B", 519), now + 0.7)
+    assert b.due(now + 0.8) == []  # two of three: the jump is followed, 519 waits for C or its wait
+    assert b.deferred == 1  # X's day-ahead tick stays deferred
+    b.add(tick("C", 519), now + 0.9)
+    batches = b.due(now + 1.0)
+    assert [x.minute for x in batches] == [519]
+    assert {t.token for t in batches[0].ticks} == {"A", "B", "C"}
+    assert b.counts["late"] == 0
+    # after another gap only A lives on: no quorum, but nothing lands near the watermark for the wait
+    now += 10.0
+    b.add(tick("A", 900), now)
+    b.add(tick("A", 901), now)
+    assert b.due(now + 1.0) == []  # silent for 9 s: followed, and 900 and 901 now wait their turn
+    assert [x.minute for x in b.due(now + 3.5)] == [900, 901]
+    assert b.watermark == 901
+    assert b.deferred == 1
+    # the bound: beyond max_deferred, far-ahead ticks are rejected
+    for t in ("Y", "Z"):
+        assert b.add(tick(t, 5000), now + 4) is None
+    assert b.add(tick("W", 5000), now + 4) == "future_ts"
+    # a tick far ahead of the first minute, before any minute closed, is deferred once one has; and a
+    # pause in the feed is no jump: nothing arrived ahead after it went quiet
+    p = MinuteBatcher(wait_seconds=2.0, max_ahead=4)
+    p.add(tick("A", 10), now)
+    p.add(tick("X", 2000), now)
+    p.add(tick("A", 11), now + 0.1)
+    assert [x.minute for x in p.due(now + 60.0)] == [10, 11]
+    assert p.deferred == 1
+    assert p.due(now + 600.0) == []
+    assert p.deferred == 1

@@ -8,15 +8,18 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import msgspec
+import polars as pl
 import pytest
 
 from broker import Mosquitto, free_port
-from daemon_helpers import daemon_config
+from daemon_helpers import assert_same_signals, daemon_config, direct_signals, read_jsonl, serve_market
 from memed.config import to_toml
 from memed.daemon.app import CheckpointLockedError, ClientIdConflictError, Daemon
+from memed.data import synth_market
 
 
 def test_a_second_daemon_on_one_checkpoint_is_refused(tiny_registry: Path, tmp_path: Path) -> None:
@@ -142,3 +145,22 @@ def test_a_corrupt_checkpoint_is_refused_or_moved_aside_on_request(
     moved = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
     assert [n.split(".corrupt-")[0] for n in moved] == ["ckpt.bin", "ckpt.bin.journal.00000003"]
     assert daemon.path.tokens == 0
+
+
+@pytest.mark.broker
+async def test_minutes_no_token_ticked_in_are_counted_and_warned_about(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The feed stops for five minutes (every token): counted in memed_minutes_missing_total, and the
+    signals still equal the decision path run directly on the same bars."""
+    market = synth_market(3, 90, seed=4)
+    start = market["ts"].min()
+    hole = (pl.col("ts") >= start + timedelta(minutes=40)) & (pl.col("ts") < start + timedelta(minutes=45))
+    market = market.filter(~hole)
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000)
+    daemon = Daemon(cfg)
+    await serve_market(daemon, market, mosquitto.url)
+    assert daemon.metrics.minutes_missing._value.get() == 5  # type: ignore[attr-defined]
+    assert daemon.metrics.recovery_gap._value.get() == 0  # type: ignore[attr-defined]
+    assert "memed_minutes_missing_total 5.0" in daemon.metrics.render().decode()
+    assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))

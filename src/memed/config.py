@@ -234,14 +234,17 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Written atomically every ``checkpoint_every_minutes`` and on SIGTERM/SIGINT, restored at start-up
     with the tick journal beside it (``<path>.journal.<n>``) replayed; empty disables both."""
     checkpoint_every_minutes: PositiveInt = 5
+    """Processed minutes between periodic checkpoints (the journal covers what comes after one)."""
     corrupt_checkpoint: Literal["refuse", "move_aside"] = "refuse"
     """A checkpoint that does not decode: ``refuse`` (one ``error:`` line, exit 2) or ``move_aside``
     (renamed to ``<path>.corrupt-<time>`` with its journals; the daemon starts afresh and logs it)."""
-    """Processed minutes between periodic checkpoints (the journal covers what comes after one)."""
     evict_ttl_minutes: PositiveInt = 1440
     max_tokens: PositiveInt = 100_000
     """Tokens tracked at most; a new token's tick beyond it is rejected (``too_many_tokens``) until idle
     tokens are evicted (every minute, after ``evict_ttl_minutes`` without a tick)."""
+    quarantine_minutes: PositiveInt = 1440
+    """A token whose bars make a minute raise (found by bisecting the failed minute) has its ticks
+    rejected (``quarantined``) for this many minutes of event time."""
     max_refusals: PositiveInt = 5
     """Consecutive connections the broker refuses for credentials or certificates before the daemon
     gives up (``error: broker refused ...``, exit 2)."""

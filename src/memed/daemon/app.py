@@ -34,6 +34,7 @@ from memed.daemon.checkpoint import Checkpoint, OutboxMinute, read_checkpoint, w
 from memed.daemon.http import serve_http
 from memed.daemon.journal import TickJournal, journal_files, prune, replay
 from memed.daemon.metrics import DaemonMetrics
+from memed.daemon.quarantine import Quarantine, bisect_minute
 from memed.daemon.sinks import (
     FanOut,
     HoldFilter,
@@ -135,13 +136,19 @@ class Daemon:
         self.host, self.port, url_tls = mqtt.broker_address(self.d.broker_url)
         self.tls = url_tls or self.d.tls
         self.metrics = DaemonMetrics()
+        # live, the wall clock admits ticks up to max_future_seconds ahead, while the newest closed minute
+        # trails it by up to two: nothing the clock admits is deferred (replayed history can be)
+        max_ahead = -(-self.d.max_future_seconds // 60) + 2
         self.batcher = MinuteBatcher(self.d.batch_wait_seconds, close_on_expected=self.d.close_on_expected,
-                                     quorum=self.d.close_quorum)  # fmt: skip
+                                     quorum=self.d.close_quorum, max_ahead=max_ahead)  # fmt: skip
         self.registry = Path(self.d.registry)
         model_set = load_model_set(self.registry, threads=self.d.inference_threads)
         self.checkpoint = Path(self.d.checkpoint_path) if self.d.checkpoint_path else None
         self._restored_last: int | None = None
         """The restored checkpoint's last minute, until the first minute after it is processed."""
+        self._prev_minute: int | None = None
+        """The last minute processed since the start."""
+        self.quarantine = Quarantine(self.d.quarantine_minutes)
         self._lock_fd = self._take_lock()
         try:
             restored = self._read_checkpoint()
@@ -225,6 +232,7 @@ class Daemon:
             return DecisionPath(model_set, self.cfg.signals, self.cfg.risk)
         path = DecisionPath.restore(model_set, self.cfg.signals, self.cfg.risk, ck.pipeline)
         self.batcher.load_state(ck.batcher)
+        self.quarantine.until = dict(ck.quarantine)
         self._restored_last = ck.batcher.last_closed if ck.batcher.last_closed >= 0 else None
         log.info("checkpoint_restored", path=str(self.checkpoint), tokens=path.tokens,
                  last_minute=self.batcher.last_closed, pending_minutes=len(ck.batcher.pending))  # fmt: skip
@@ -306,9 +314,7 @@ class Daemon:
         write the checkpoint. Unclosed minutes are not forced shut: they are part of the checkpoint and
         close after the restart, as they would have without it."""
         async with self._lock:
-            for batch in (
-                self.batcher.due(self.clock()) if self._resumed else []
-            ):  # the clock's; the rest waits
+            for batch in self._due() if self._resumed else []:  # the clock's; the rest waits
                 await self._process(batch)
         await self.fanout.drain(self.d.sink_drain_seconds)
         await self.save_checkpoint()
@@ -324,7 +330,7 @@ class Daemon:
             outbox = {name: [OutboxMinute(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
                       for name, outs in self.fanout.unsent().items()}  # fmt: skip
             epoch = self.journal.rotate()
-            ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox)
+            ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox, dict(self.quarantine.until))
             self._checkpointed_at = self.processed_minutes
         t0 = time.perf_counter()
         try:
@@ -425,6 +431,9 @@ class Daemon:
                 if self._log_limit.allow("too_many_tokens", now):
                     log.warning("tick_rejected", reason="too_many_tokens", max_tokens=self.d.max_tokens)
                 continue
+            if self.quarantine.holds(item.token, item.minute):
+                self.metrics.reject("quarantined")
+                continue
             self.metrics.ticks_in.inc()
             ignored = self.batcher.add(item, now)
             if ignored is not None:
@@ -448,10 +457,19 @@ class Daemon:
             async with self._lock:
                 if self._swap is not None:
                     self._apply_swap()
-                for batch in self.batcher.due(self.clock()):
+                for batch in self._due():
                     await self._process(batch)
             if self.processed_minutes - self._checkpointed_at >= self.d.checkpoint_every_minutes:
                 await self.save_checkpoint()
+
+    def _due(self) -> list[Batch]:
+        """The batches the clock has closed; deferred ticks ignored as they joined them are counted."""
+        batches = self.batcher.due(self.clock())
+        if self.batcher.ignored_later:
+            for reason, n in self.batcher.ignored_later.items():
+                self.metrics.reject(reason, n)
+            self.batcher.ignored_later.clear()
+        return batches
 
     async def _journal_loop(self) -> None:
         """fsync the journal every second, off the event loop."""
@@ -462,19 +480,36 @@ class Daemon:
                     await asyncio.to_thread(self.journal.fsync)
 
     async def _process(self, batch: Batch) -> None:
+        if self.quarantine.until:  # closed with this minute's predecessor, before its bisection
+            kept = [t for t in batch.ticks if not self.quarantine.holds(t.token, batch.minute)]
+            if len(kept) < len(batch.ticks):
+                self.metrics.reject("quarantined", len(batch.ticks) - len(kept))
+                batch = Batch(batch.minute, kept, batch.last_arrival)
         tokens, bars = batch_arrays(batch)
         if self._restored_last is not None:
             self._check_recovery_gap(batch.minute, tokens)
+        elif self._prev_minute is not None and batch.minute - self._prev_minute > 1:
+            # no token ticked in between: the feed stopped (as in training, short holes are flat-filled)
+            missing = batch.minute - self._prev_minute - 1
+            self.metrics.minutes_missing.inc(missing)
+            log.warning("minutes_missing", missing_minutes=missing, after_minute=self._prev_minute,
+                        first_minute=batch.minute)  # fmt: skip
+        self._prev_minute = batch.minute
         try:
             result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
         except Exception as exc:  # no minute may stop the daemon
-            # the failed call may have advanced some tokens' state: forget the minute's tokens (they warm
-            # up afresh) rather than serve from half-updated state
-            reset = self.path.forget(tokens)
-            self.batcher.forget(reset)
             self.metrics.minutes_failed.inc()
-            log.exception("minute_failed", minute=batch.minute, tokens=len(tokens), reset=len(reset),
+            log.exception("minute_failed", minute=batch.minute, tokens=len(tokens),
                           error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
+            # the failed call may have advanced some tokens' state: the minute's tokens start afresh,
+            # and the bisection finds the ones that make it raise
+            found = await asyncio.to_thread(bisect_minute, self.path, tokens, float(batch.minute), bars)
+            self.quarantine.add(found.culprits, batch.minute)
+            if taken := self.batcher.withdraw(found.culprits):  # their ticks already in later minutes
+                self.metrics.reject("quarantined", taken)
+            log.error("tokens_quarantined", minute=batch.minute, tokens=found.culprits[:20],
+                      count=len(found.culprits), until_minute=batch.minute + self.d.quarantine_minutes,
+                      runs=found.runs, gave_up=found.exhausted)  # fmt: skip
             return
         signals = to_signals(result)
         self.processed_minutes += 1

@@ -13,6 +13,14 @@
   token's bars.
   With one message per tick, a *new* token's tick can arrive after the expected ones have closed the
   minute (it is then ``late``); ``close_on_expected=False`` waits for the quorum or the timeout instead.
+* A tick more than ``max_ahead`` minutes past the watermark (the newest closed minute) is deferred, not
+  batched: replaying history, the wall clock cannot bound event time, and a tick stamped a day ahead
+  would otherwise close its minute on the wait and make every later real tick ``late``. Deferred ticks
+  join the batches when the watermark comes within reach of them, or when the whole feed has jumped
+  ahead (after a gap in the data or downtime): a quorum of the expected tokens has deferred ticks, or
+  ticks keep arriving ahead while none has landed near the watermark for ``wait_seconds``. Beyond
+  ``max_deferred`` ticks they are rejected as ``future_ts``. Live, ``max_ahead`` lies past what the
+  wall clock admits, so nothing is deferred.
 
 The wall clock is used only to time the wait; what leaves the batcher is event time.
 """
@@ -39,6 +47,9 @@ class MinuteBatcher:
     wait_seconds: float
     close_on_expected: bool = True
     quorum: float = 0.5
+    max_ahead: int | None = None
+    """Minutes past the watermark a tick may be before it is deferred; None: never deferred."""
+    max_deferred: int = 100_000
     counts: Counter[str] = field(default_factory=Counter)
     last_closed: int = -1
     _pending: dict[int, dict[str, Tick]] = field(default_factory=dict)
@@ -48,9 +59,40 @@ class MinuteBatcher:
     _expected: frozenset[str] = frozenset()
     _moved: dict[int, int] = field(default_factory=dict)
     """Per unclosed minute: how many tokens have a tick at a later minute."""
+    ignored_later: Counter[str] = field(default_factory=Counter)
+    """Deferred ticks ignored when they joined the batches (the caller takes and counts them)."""
+    _deferred: list[Tick] = field(default_factory=list)
+    _floor: int = -1
+    _promoted_at: int | None = None
+    """The watermark at the last promotion of deferred ticks."""
+    """Raised when the feed jumps ahead: the watermark is at least this."""
+    _near_at: float = -math.inf
+    """Wall clock of the newest tick batched near the watermark."""
+    _deferred_at: float = -math.inf
+    """Wall clock of the newest tick deferred."""
+
+    @property
+    def watermark(self) -> int | None:
+        """The newest closed minute (event time), once one has closed."""
+        w = max(self.last_closed, self._floor)
+        return w if w >= 0 else None
 
     def add(self, tick: Tick, now: float) -> str | None:
         """Accept a tick; returns the reason when it is ignored."""
+        m = tick.minute
+        w = self.watermark
+        if self._deferred and w != self._promoted_at:  # earlier ticks first: a token's order is kept
+            self._promote_within(now)
+        if self.max_ahead is not None and w is not None and m > w + self.max_ahead:
+            if len(self._deferred) >= self.max_deferred:
+                return self._count("future_ts")
+            self._deferred.append(tick)
+            self._deferred_at = now
+            return None
+        self._near_at = now
+        return self._batch(tick, now)
+
+    def _batch(self, tick: Tick, now: float) -> str | None:
         m = tick.minute
         if m <= self.last_closed:
             return self._count("late")
@@ -82,8 +124,14 @@ class MinuteBatcher:
 
     def due(self, now: float, *, flush: bool = False) -> list[Batch]:
         """Batches ready to process, oldest first (``flush``: everything pending)."""
+        if self._deferred:
+            self._promote(now)
         out = []
         for m in sorted(self._pending):
+            w = self.watermark
+            if self.max_ahead is not None and w is not None and m > w + self.max_ahead:
+                self._demote(m)  # batched before any minute had closed, and far ahead of the first
+                break
             bucket = self._pending[m]
             expected = self._expected
             complete = self.close_on_expected and bool(expected) and expected <= bucket.keys()
@@ -103,12 +151,67 @@ class MinuteBatcher:
             self._expected = frozenset(bucket)
         return out
 
+    def _demote(self, first: int) -> None:
+        """Move the unclosed minutes from ``first`` on back to the deferred ticks."""
+        tokens: set[str] = set()
+        for m in sorted(k for k in self._pending if k >= first):
+            bucket = self._pending.pop(m)
+            del self._first[m], self._last[m], self._moved[m]
+            self._deferred.extend(bucket.values())
+            tokens |= bucket.keys()
+        for t in tokens:  # a token's newest minute is what it still has batched
+            newest = max((m for m, b in self._pending.items() if t in b), default=None)
+            if newest is None:
+                self._newest.pop(t, None)
+            else:
+                self._newest[t] = newest
+        self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
+
+    def _promote(self, now: float) -> None:
+        """When the feed has jumped ahead, the watermark moves to just before the earliest deferred tick;
+        then the deferred ticks within reach join their minutes."""
+        w = self.watermark
+        assert w is not None
+        assert self.max_ahead is not None
+        expected = self._expected
+        ahead = {t.token for t in self._deferred} & expected
+        jumped = bool(expected) and len(ahead) >= min(
+            len(expected), math.floor(self.quorum * len(expected)) + 1
+        )
+        near = any(m <= w + self.max_ahead for m in self._pending)
+        # or the feed went on ahead and has said nothing near the watermark since, for the wait (a feed
+        # that merely paused has sent nothing ahead since: one deferred tick alone cannot end a pause)
+        silent = not near and self._deferred_at > self._near_at and now - self._near_at >= self.wait_seconds
+        if jumped or silent:
+            self._floor = max(self._floor, min(t.minute for t in self._deferred) - 1)
+        self._promote_within(now)
+
+    def _promote_within(self, now: float) -> None:
+        """Deferred ticks the watermark has come within reach of join their minutes, in arrival order."""
+        w = self.watermark
+        assert w is not None
+        assert self.max_ahead is not None
+        self._promoted_at = w
+        reach = w + self.max_ahead
+        if all(t.minute > reach for t in self._deferred):
+            return
+        keep = []
+        for t in self._deferred:
+            if t.minute > reach:
+                keep.append(t)
+            else:  # its wait starts now: the rest of its minute may still be arriving
+                reason = self._batch(t, now)
+                if reason is not None:
+                    self.ignored_later[reason] += 1
+        self._deferred = keep
+
     def state(self) -> BatcherState:
         """Everything needed to go on exactly: the position, each token's newest minute, the expected
         tokens, and the unclosed minutes with their ticks and arrival times."""
         pending = [PendingMinute(m, self._first[m], self._last[m], list(bucket.values()))
                    for m, bucket in sorted(self._pending.items())]  # fmt: skip
-        return BatcherState(self.last_closed, dict(self._newest), sorted(self._expected), pending)
+        return BatcherState(self.last_closed, dict(self._newest), sorted(self._expected), pending,
+                            list(self._deferred))  # fmt: skip
 
     def load_state(self, state: BatcherState) -> None:
         self.last_closed = state.last_closed
@@ -118,6 +221,11 @@ class MinuteBatcher:
         self._first = {p.minute: p.first for p in state.pending}
         self._last = {p.minute: p.last for p in state.pending}
         self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
+        self._deferred = list(state.deferred)
+
+    @property
+    def deferred(self) -> int:
+        return len(self._deferred)
 
     @property
     def tracked(self) -> int:
@@ -132,6 +240,25 @@ class MinuteBatcher:
         down must not close a minute before the broker has redelivered the rest of its ticks."""
         for m in self._first:
             self._first[m] = now
+
+    def withdraw(self, tokens: list[str]) -> int:
+        """Forget these tokens and take their ticks out of the unclosed minutes (and the deferred ones);
+        how many ticks were taken."""
+        drop = set(tokens)
+        taken = 0
+        for m in list(self._pending):
+            bucket = self._pending[m]
+            for t in drop & bucket.keys():
+                del bucket[t]
+                taken += 1
+            if not bucket:
+                del self._pending[m], self._first[m], self._last[m], self._moved[m]
+        kept = [t for t in self._deferred if t.token not in drop]
+        taken += len(self._deferred) - len(kept)
+        self._deferred = kept
+        self.forget(tokens)
+        self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
+        return taken
 
     def forget(self, tokens: list[str]) -> None:
         for t in tokens:

@@ -36,6 +36,8 @@ class BatcherState(msgspec.Struct, frozen=True):
     newest: dict[str, int] = {}
     expected: list[str] = []
     pending: list[PendingMinute] = []
+    deferred: list[Tick] = []
+    """Ticks held back for being far ahead of the watermark."""
 
 
 class OutboxMinute(msgspec.Struct, frozen=True):
@@ -54,6 +56,8 @@ class Checkpoint(msgspec.Struct, frozen=True):
     """The first journal epoch this checkpoint does not cover (replayed after restoring it)."""
     outbox: dict[str, list[OutboxMinute]] = {}
     """Sink name → its unsent minutes, oldest first."""
+    quarantine: dict[str, int] = {}
+    """Quarantined token → the last event-time minute its ticks are rejected."""
 
 
 def write_checkpoint(path: Path, ck: Checkpoint) -> None:

@@ -40,6 +40,11 @@ class DaemonMetrics:
             "memed_recovery_gap_minutes_total", "Minutes missing between a restored checkpoint and the first "
             "minute after it (lost while the daemon was away; the affected tokens restart)", registry=r,
         )  # fmt: skip
+        self.minutes_missing = Counter(
+            "memed_minutes_missing_total", "Minutes in which no token ticked while the daemon ran (the "
+            "feed stopped; as in training, tokens fill short holes with flat bars and restart after long "
+            "ones)", registry=r,
+        )  # fmt: skip
         self.minutes_failed = Counter(
             "memed_minutes_failed_total", "Minutes whose processing raised (their tokens' state is reset "
             "and the daemon goes on)", registry=r,

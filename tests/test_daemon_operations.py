@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import polars as pl
 import pytest
 
@@ -164,3 +165,38 @@ async def test_minutes_no_token_ticked_in_are_counted_and_warned_about(
     assert daemon.metrics.recovery_gap._value.get() == 0  # type: ignore[attr-defined]
     assert "memed_minutes_missing_total 5.0" in daemon.metrics.render().decode()
     assert_same_signals(read_jsonl(tmp_path / "signals.jsonl"), direct_signals(market, cfg, tiny_registry))
+
+
+def test_the_feed_interval_check_tells_a_sparse_feed_from_another_interval() -> None:
+    from memed.daemon.interval import FeedIntervalCheck, FeedIntervalError
+
+    sparse = FeedIntervalCheck(1, "set")  # a 1-minute feed whose tokens skip silent minutes
+    rng = np.random.default_rng(0)
+    minute = 1000
+    last = np.full(20, np.nan)
+    while not sparse.done:
+        minute += 1
+        ticking = rng.random(20) < 0.4
+        sparse.observe(minute, last[ticking])
+        last[ticking] = minute
+    hourly = FeedIntervalCheck(1, "set-1m")
+    for hour in range(1, 20):  # 95 steps: not yet judged
+        hourly.observe(hour * 60, np.full(5, (hour - 1) * 60.0))
+    with pytest.raises(FeedIntervalError, match="60 minute"):
+        hourly.observe(20 * 60, np.full(5, 19 * 60.0))
+
+
+@pytest.mark.broker
+async def test_a_one_minute_set_fed_hourly_bars_exits_2(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from memed.daemon.interval import FeedIntervalError
+    from memed.daemon.publish_dataset import publish_dataset
+
+    market = synth_market(5, 60 * 30, seed=2).filter(pl.col("ts").dt.minute() == 0)  # hourly bars
+    daemon = Daemon(daemon_config(tiny_registry, mosquitto.url, tmp_path))
+    run = asyncio.create_task(daemon.run())
+    await daemon.subscribed.wait()
+    await publish_dataset(market, mosquitto.url, batch=True)
+    with pytest.raises(FeedIntervalError, match=r"60 minute\(s\) apart .* for 1-minute bars"):
+        await asyncio.wait_for(run, 120)

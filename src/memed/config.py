@@ -15,12 +15,15 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from memed.errors import ConfigError
 from memed.models.families import FamilyName
+
+if TYPE_CHECKING:
+    from memed.data.select import Selection
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -43,6 +46,26 @@ class DataConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     """Add the market context features (equal-weight market return over 15 and 60 minutes, breadth, each
     token's beta and residual return; bars of 1, 3 or 5 minutes). Off by default: on unseen tokens in
     unseen weeks they did not improve the served model (README)."""
+
+    timeframe: str = ""
+    """Import only files of this bar interval (``1m``, ``5m``, ``1h``); empty: all, and a dataset whose
+    files have different intervals is refused (``--timeframe``)."""
+    timerange: str = ""
+    """freqtrade's ``YYYYMMDD-YYYYMMDD`` (either side may be empty): bars from the start (inclusive) to
+    the end (exclusive) (``--timerange``)."""
+    tokens: list[str] = []
+    """Only these tokens (freqtrade pairs as in file names, e.g. ``1000PEPE_USDT_USDT``); empty: all
+    (``--tokens``)."""
+    candle_types: list[Literal["mark", "index", "premiumIndex", "funding_rate"]] = []
+    """freqtrade candle types besides spot and futures prices to import (as token ``PAIR-TYPE``)."""
+
+    def __post_init__(self) -> None:
+        self.selection()  # a bad timeframe or timerange is a configuration error, said at load
+
+    def selection(self) -> Selection:
+        from memed.data.select import Selection  # noqa: PLC0415 - the config stays light to import
+
+        return Selection.of(self.timeframe, self.timerange, self.tokens, self.candle_types)
 
     def spec_args(self) -> tuple[int, bool]:
         """``(gap_fill_max_minutes, market)`` for :func:`memed.features.build_spec`."""

@@ -137,10 +137,15 @@ def run_backtest(
     progress = progress or NullProgress()
     t_start = time.perf_counter()
     files = [str(p) for p in expand_sources(sources)]
-    bars, _ = load_dataset(files)
+    bars, _ = load_dataset(files, cfg.data.selection())
     interval = infer_interval_minutes(bars)
     bt = cfg.backtest
     fixed = load_model_set(models) if models is not None else None
+    if fixed is not None and fixed.manifest.interval_minutes != interval:
+        raise DataError(
+            f"model set {fixed.id} is for {fixed.manifest.interval_minutes}-minute bars; the data has "
+            f"{interval}-minute bars: train a set on this data, or select data of its interval (--timeframe)"
+        )
     horizons = list(fixed.manifest.horizons) if fixed else usable_horizons(cfg.train.horizons, interval)
     longest = max(horizons)
     embargo = bt.embargo_minutes or longest

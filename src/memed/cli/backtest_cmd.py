@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from memed.cli.common import config_option, data_option, setup
+from memed.cli.common import config_option, data_option, selection_options, setup
 
 
 @click.command("backtest")
@@ -23,6 +23,7 @@ from memed.cli.common import config_option, data_option, setup
     is_flag=True,
     help="Replay a --models set even where its training data overlaps a test window (in-sample figures).",
 )
+@selection_options
 @config_option
 def backtest_cmd(
     sources: tuple[Path, ...], out: Path, models: Path | None, allow_in_sample: bool, config_path: Path | None

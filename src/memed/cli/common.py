@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import msgspec
 
 from memed.config import MemedConfig, load_config
+from memed.errors import ConfigError
 from memed.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,8 +39,43 @@ def data_option(func: F) -> F:
     )(func)
 
 
+_SELECTION = "memed.selection"
+
+
+def selection_options(func: F) -> F:
+    """``--timeframe``, ``--timerange`` and ``--tokens``: the part of the data a command reads; they
+    override ``[data]`` of the configuration when :func:`setup` loads it."""
+
+    def keep(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value:
+            ctx.meta.setdefault(_SELECTION, {})[str(param.name)] = value
+
+    options = [
+        click.option("--timeframe", callback=keep, expose_value=False, default=None,
+                     help="Only files of this bar interval (1m, 5m, 1h); needed when a folder mixes them."),
+        click.option("--timerange", callback=keep, expose_value=False, default=None,
+                     help="freqtrade's YYYYMMDD-YYYYMMDD (either side may be empty; the end is exclusive)."),
+        click.option("--tokens", callback=keep, expose_value=False, default=None,
+                     help="Comma-separated tokens (freqtrade pairs as in file names, e.g. PEPE_USDT)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def setup(config_path: Path | None) -> MemedConfig:
-    """Load and validate the configuration once, then configure logging from it."""
+    """Load and validate the configuration once (with any selection options given), then configure
+    logging from it."""
     cfg = load_config(config_path)
+    ctx = click.get_current_context(silent=True)
+    chosen = ctx.meta.get(_SELECTION, {}) if ctx is not None else {}
+    if chosen:
+        if "tokens" in chosen:
+            chosen["tokens"] = [t.strip() for t in chosen["tokens"].split(",") if t.strip()]
+        try:
+            data = msgspec.structs.replace(cfg.data, **chosen)  # validated in its __post_init__
+        except ValueError as exc:
+            raise ConfigError(f"--{next(iter(chosen))}: {exc}" if len(chosen) == 1 else str(exc)) from None
+        cfg = msgspec.structs.replace(cfg, data=data)
     configure_logging(cfg.logging.level, cfg.logging.format)
     return cfg

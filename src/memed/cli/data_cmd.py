@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from memed.cli.common import config_option, setup
+from memed.cli.common import config_option, selection_options, setup
 from memed.data import dataset_info, load_dataset, random_walk_market, synth_market, write_dataset
 
 
@@ -18,12 +18,15 @@ def data_group() -> None:
 @data_group.command("import")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .parquet")
+@selection_options
 @config_option
 def import_(sources: tuple[Path, ...], out: Path, config_path: Path | None) -> None:
-    """Read SOURCES (files or folders: parquet, csv, freqtrade feather/json, GeckoTerminal csv) into one
-    canonical dataset, sorted by token and time. Rows that break the schema are dropped and reported."""
-    setup(config_path)
-    frame, rejections = load_dataset(sources)
+    """Read SOURCES (files or folders, searched recursively: parquet, csv, freqtrade feather/parquet/json/
+    jsongz, GeckoTerminal csv) into one canonical dataset, sorted by token and time. Rows that break the
+    schema are dropped and reported; freqtrade mark, index, premium-index and funding-rate files are
+    skipped and counted; files of different bar intervals are refused unless --timeframe picks one."""
+    cfg = setup(config_path)
+    frame, rejections = load_dataset(sources, cfg.data.selection())
     write_dataset(frame, out)
     click.echo(f"wrote {out}: {frame.height:,} rows, {frame['token'].n_unique():,} tokens")
     if rejections.total:
@@ -32,6 +35,10 @@ def import_(sources: tuple[Path, ...], out: Path, config_path: Path | None) -> N
             click.echo(f"  {reason:<22}{n:>10,}")
     else:
         click.echo("dropped 0 rows")
+    if rejections.skipped:
+        click.echo(f"skipped {sum(rejections.skipped.values()):,} files:")
+        for reason, n in sorted(rejections.skipped.items()):
+            click.echo(f"  {reason:<22}{n:>10,}")
 
 
 @data_group.command("info")
@@ -40,7 +47,7 @@ def import_(sources: tuple[Path, ...], out: Path, config_path: Path | None) -> N
 def info(dataset: Path, config_path: Path | None) -> None:
     """Print tokens, rows, interval, time range and gap counts of DATASET."""
     cfg = setup(config_path)
-    frame, rejections = load_dataset([dataset])
+    frame, rejections = load_dataset([dataset], cfg.data.selection())
     summary = dataset_info(frame, cfg.data.gap_fill_max_minutes)
     for key, value in summary.items():
         click.echo(f"{key:<16}{value}")
@@ -77,7 +84,7 @@ def categorize_cmd(sources: tuple[Path, ...], all_tokens: bool, config_path: Pat
     from memed.trainers.dataset import cleaning_rule  # noqa: PLC0415
 
     cfg = setup(config_path)
-    frame, _ = load_dataset(sources)
+    frame, _ = load_dataset(sources, cfg.data.selection())
     interval = infer_interval_minutes(frame)
     table = categorize(frame, cleaning_rule(cfg), GapRule(interval, cfg.data.gap_fill_max_minutes))
     summary = (

@@ -56,7 +56,7 @@ def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
 def compute_cmd(dataset: Path, out: Path, mode: str, config_path: Path | None) -> None:
     """Compute every feature of DATASET and write token, ts and the features to OUT."""
     cfg = setup(config_path)
-    bars, rejections = load_dataset([dataset])
+    bars, rejections = load_dataset([dataset], cfg.data.selection())
     spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
     start = time.perf_counter()
     if mode == "batch":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from memed.cli.common import config_option, setup
+from memed.cli.common import config_option, selection_options, setup
 
 
 @click.command("run")
@@ -66,6 +66,7 @@ async def _serve(daemon: object, early: list[int]) -> None:
                    "where other users see it).")  # fmt: skip
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CA certificate for an mqtts:// broker.")  # fmt: skip
+@selection_options
 @config_option
 def replay_cmd(sources: tuple[Path, ...], broker: str, speed: float, batch: bool, topic_prefix: str,
                username: str | None, password_file: Path | None, ca_file: Path | None,
@@ -79,8 +80,8 @@ def replay_cmd(sources: tuple[Path, ...], broker: str, speed: float, batch: bool
     from memed.daemon.publish_dataset import publish_dataset  # noqa: PLC0415
     from memed.data import load_dataset  # noqa: PLC0415
 
-    setup(config_path)
-    frame, _ = load_dataset(sources)
+    cfg = setup(config_path)
+    frame, _ = load_dataset(sources, cfg.data.selection())
     with progress_bar("replaying minutes") as progress:
         task = progress.tasks[0].id
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from memed.cli.common import config_option, data_option, setup
+from memed.cli.common import config_option, data_option, selection_options, setup
 from memed.errors import ConfigError, DataError
 from memed.models.families import FAMILY_NAMES
 from memed.models.manifest import EdgeFit
@@ -26,6 +26,7 @@ CELL = 23
 )
 @click.option("--out", "registry", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model registry folder.")  # fmt: skip
+@selection_options
 @config_option
 def train_cmd(
     sources: tuple[Path, ...], models: str | None, registry: Path, config_path: Path | None
@@ -191,7 +192,7 @@ def lookahead_cmd(sources: tuple[Path, ...], cuts: int, config_path: Path | None
     from memed.trainers.leakage import check_lookahead  # noqa: PLC0415
 
     cfg = setup(config_path)
-    bars, _ = load_dataset(sources)
+    bars, _ = load_dataset(sources, cfg.data.selection())
     spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
     report = check_lookahead(bars, lambda b: compute_features(b, spec), cuts)
     click.echo(f"{report.cuts} cuts, {report.rows_checked:,} rows x {len(spec.names)} features compared")
@@ -228,7 +229,7 @@ def start_cmd(sources: tuple[Path, ...], cuts: str, rtol: float, warmup: int | N
         minutes = tuple(int(c) for c in cuts.split(","))
     except ValueError:
         raise ConfigError(f"--cuts: {cuts!r} is not a comma-separated list of minutes") from None
-    bars, _ = load_dataset(sources)
+    bars, _ = load_dataset(sources, cfg.data.selection())
     spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
     if warmup is not None:
         spec = spec.with_warmup_at_most(warmup)

@@ -32,6 +32,7 @@ from memed.daemon import mqtt
 from memed.daemon.batcher import Batch, MinuteBatcher
 from memed.daemon.checkpoint import Checkpoint, OutboxMinute, read_checkpoint, write_checkpoint
 from memed.daemon.http import serve_http
+from memed.daemon.interval import FeedIntervalCheck
 from memed.daemon.journal import TickJournal, journal_files, prune, replay
 from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.quarantine import Quarantine, bisect_minute
@@ -156,6 +157,7 @@ class Daemon:
             self.metrics.model_set.info(
                 {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
             )
+            self.interval_check = FeedIntervalCheck(model_set.manifest.interval_minutes, model_set.id)
             self.latest: dict[str, Signal] = {}
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
@@ -486,6 +488,8 @@ class Daemon:
                 self.metrics.reject("quarantined", len(batch.ticks) - len(kept))
                 batch = Batch(batch.minute, kept, batch.last_arrival)
         tokens, bars = batch_arrays(batch)
+        if not self.interval_check.done:  # a feed on another interval than the set's is fatal
+            self.interval_check.observe(batch.minute, self.path.last_minutes(tokens))
         if self._restored_last is not None:
             self._check_recovery_gap(batch.minute, tokens)
         elif self._prev_minute is not None and batch.minute - self._prev_minute > 1:

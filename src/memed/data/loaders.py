@@ -5,35 +5,47 @@ Supported sources (chosen by file extension, then by columns):
 * Parquet (``.parquet``) and CSV (``.csv``) with ``token`` (optional: else the file name), a time column
   (``ts``, ``date``, ``timestamp`` or ``time``: datetime, or unix seconds / milliseconds) and either
   ``open, high, low, close, volume`` or a single ``price`` (a tick: a flat bar, volume 0 unless given).
-* freqtrade feather (``.feather``/``.arrow``) and json (``.json``: a list of
-  ``[ms, open, high, low, close, volume]``); the token is the file name without the timeframe suffix,
-  e.g. ``1000PEPE_USDT_USDT-1m-futures.feather`` -> ``1000PEPE_USDT_USDT``.
+* freqtrade feather (``.feather``/``.arrow``), parquet, json and jsongz (``.json``/``.json.gz``: a list of
+  ``[ms, open, high, low, close, volume]``); the name ``PAIR-TIMEFRAME[-CANDLETYPE]`` gives the token
+  and the bar interval, e.g. ``1000PEPE_USDT_USDT-1m-futures.feather`` -> ``1000PEPE_USDT_USDT``, 1 min
+  (:mod:`memed.data.freqtrade`). Mark, index, premium-index and funding-rate files are skipped
+  (counted) unless the selection asks for them.
 * GeckoTerminal flat CSV (columns ``mint, ts, open, high, low, close, volume_usd``): token = mint.
 
 Every reader returns ``(frame, rejections)``; a file that cannot be read raises
-:class:`~memed.errors.DataError` with the path and the reason.
+:class:`~memed.errors.DataError` with the path and the reason. Folders are searched recursively.
+:func:`load_dataset` refuses a dataset whose files have different bar intervals (a freqtrade folder
+holding ``X-1m`` and ``X-1h``) unless a :class:`~memed.data.select.Selection` picks one timeframe.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 
-from memed.data.schema import Rejections, validate_bars
+from memed.data.freqtrade import data_suffix, parse_name
+from memed.data.schema import Rejections, infer_interval_minutes, validate_bars
+from memed.data.select import Selection
 from memed.errors import DataError
 
 _TIME_ALIASES = ("ts", "date", "timestamp", "time", "datetime")
 _FREQTRADE_COLUMNS = ("date", "open", "high", "low", "close", "volume")
-_FREQTRADE_SUFFIX = re.compile(r"-\d+[smhdwM](-[a-z]+)?$")
+SHOWN_TOKENS = 5
+"""Tokens named per interval in the mixed-intervals error."""
 
 
 def token_from_filename(path: Path) -> str:
-    """freqtrade names files ``PAIR-TIMEFRAME[-CANDLETYPE].ext``; the token is the PAIR part."""
-    return _FREQTRADE_SUFFIX.sub("", path.stem)
+    """freqtrade names files ``PAIR-TIMEFRAME[-CANDLETYPE].ext``: the token is the PAIR part (with the
+    candle type for a mark, index, premium-index or funding-rate file); other files: the name's stem."""
+    name = parse_name(path)
+    if name is not None:
+        return name.token
+    suffix = data_suffix(path)
+    return path.name[: len(path.name) - len(suffix)] if suffix else path.stem
 
 
 def _to_utc(col: pl.Series) -> pl.Series:
@@ -78,20 +90,21 @@ def _normalise(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 
 def _read_raw(path: Path) -> pl.DataFrame:
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path) or path.suffix.lower()
     if suffix == ".parquet":
         return pl.read_parquet(path)
     if suffix == ".csv":
         return pl.read_csv(path, infer_schema_length=10_000)
     if suffix in {".feather", ".arrow", ".ipc"}:
         return pl.read_ipc(path)
-    if suffix == ".json":
+    if suffix in {".json", ".json.gz"}:
         return _read_freqtrade_json(path)
-    raise DataError(f"{path}: unsupported file type {suffix!r} (parquet, csv, feather, json)")
+    raise DataError(f"{path}: unsupported file type {suffix!r} (parquet, csv, feather, json, json.gz)")
 
 
 def _read_freqtrade_json(path: Path) -> pl.DataFrame:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+    data = json.loads(raw.decode("utf-8"))
     if not isinstance(data, list):
         raise DataError(f"{path}: freqtrade json must be a list of [ms, open, high, low, close, volume]")
     if not all(isinstance(r, list) and len(r) >= len(_FREQTRADE_COLUMNS) for r in data):
@@ -110,7 +123,7 @@ def read_bars(path: str | Path) -> tuple[pl.DataFrame, Rejections]:
         raw = _read_raw(p)
     except DataError:
         raise
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{p}: not valid JSON: {exc}") from None
     except Exception as exc:  # polars/arrow raise many types for corrupt files; report, don't trace
         raise DataError(
@@ -123,36 +136,102 @@ def read_bars(path: str | Path) -> tuple[pl.DataFrame, Rejections]:
 
 
 def expand_sources(sources: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus the data files inside named folders (sorted)."""
+    """Files named directly, plus the data files anywhere inside named folders (sorted)."""
     out: list[Path] = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
             found = sorted(
-                f
-                for f in p.iterdir()
-                if f.suffix.lower() in {".parquet", ".csv", ".feather", ".arrow", ".json"}
+                f for f in p.rglob("*") if f.is_file() and data_suffix(f) and not f.name.startswith(".")
             )
             if not found:
-                raise DataError(f"{p}: folder holds no data files")
+                raise DataError(f"{p}: folder holds no data files (parquet, csv, feather, json, json.gz)")
             out.extend(found)
         else:
             out.append(p)
     return out
 
 
-def load_dataset(sources: Iterable[str | Path]) -> tuple[pl.DataFrame, Rejections]:
-    """Read and merge several sources into one canonical frame, sorted by token and time."""
+def _file_interval(path: Path, frame: pl.DataFrame) -> int | None:
+    """A file's bar interval: from a freqtrade name, else the most common step of its bars (None when no
+    token has two bars)."""
+    name = parse_name(path)
+    if name is not None and name.minutes is not None:
+        return name.minutes
+    if frame.select(pl.col("token").n_unique()).item() >= frame.height:  # no token has two bars
+        return None
+    return infer_interval_minutes(frame)
+
+
+def _skip(path: Path, select: Selection, rej: Rejections) -> bool:
+    """Whether the file's name alone rules it out (counted by reason)."""
+    name = parse_name(path)
+    if name is None:
+        return False
+    if not name.is_price and name.candle_type not in select.candle_types:
+        rej.skip(name.candle_type)
+        return True
+    if select.timeframe is not None and name.minutes is not None and name.minutes != select.timeframe:
+        rej.skip("other_timeframe")
+        return True
+    if not select.keeps_token(name.token):
+        rej.skip("other_token")
+        return True
+    return False
+
+
+def _mixed_intervals(intervals: dict[str, set[int]]) -> str:
+    """One line naming the tokens by interval."""
+    by_interval: dict[int, list[str]] = {}
+    for token, mins in sorted(intervals.items()):
+        for m in mins:
+            by_interval.setdefault(m, []).append(token)
+    parts = []
+    for m, tokens in sorted(by_interval.items()):
+        more = len(tokens) - SHOWN_TOKENS
+        shown = ", ".join(tokens[:SHOWN_TOKENS]) + (f" and {more} more" if more > 0 else "")
+        parts.append(f"{m} min: {shown}")
+    return "; ".join(parts)
+
+
+def load_dataset(
+    sources: Iterable[str | Path], select: Selection | None = None
+) -> tuple[pl.DataFrame, Rejections]:
+    """Read and merge several sources into one canonical frame, sorted by token and time: the selected
+    timeframe, time range and tokens (:class:`Selection`; default everything). Files of different bar
+    intervals are refused unless a timeframe is selected; skipped files are counted in
+    ``Rejections.skipped``."""
+    select = select or Selection()
     frames: list[pl.DataFrame] = []
     total = Rejections()
+    intervals: dict[str, set[int]] = {}
     for path in expand_sources(sources):
+        if _skip(path, select, total):
+            continue
         frame, rej = read_bars(path)
-        frames.append(frame)
+        interval = _file_interval(path, frame)
+        if select.timeframe is not None and interval is not None and interval != select.timeframe:
+            total.skip("other_timeframe")
+            continue
         total.merge(rej)
+        frame = select.filter(frame)
+        if interval is not None:
+            for token in frame["token"].unique().to_list():
+                intervals.setdefault(token, set()).add(interval)
+        frames.append(frame)
     if not frames:
-        raise DataError("no input files")
+        raise DataError(
+            f"no input files left (selected: {select.describe()}; skipped: {total.skipped_text()})"
+        )
+    if len(set().union(*intervals.values())) > 1:
+        raise DataError(
+            f"mixed bar intervals ({_mixed_intervals(intervals)}): choose one with --timeframe "
+            "(or [data] timeframe)"
+        )
     merged, rej = validate_bars(pl.concat(frames, how="vertical"))  # catches duplicates across files
     total.merge(rej)
+    if merged.is_empty():
+        raise DataError(f"no bars left after the selection ({select.describe()})")
     return merged, total
 
 

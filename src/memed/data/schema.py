@@ -57,13 +57,23 @@ class Rejections:
     """Counts of rejected rows by reason."""
 
     counts: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Files left out whole, by reason: a candle type (``mark``, ``funding_rate``...), ``other_timeframe``
+    or ``other_token``."""
 
     def add(self, reason: str, n: int) -> None:
         if n:
             self.counts[reason] += n
 
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    def skipped_text(self) -> str:
+        return ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items())) or "none"
+
     def merge(self, other: Rejections) -> None:
         self.counts.update(other.counts)
+        self.skipped.update(other.skipped)
 
     @property
     def total(self) -> int:

@@ -79,7 +79,7 @@ def prepare_bars(bars: pl.DataFrame, cfg: MemedConfig) -> tuple[pl.DataFrame, pl
 
 def build_training_data(sources: Iterable[str | Path], cfg: MemedConfig) -> TrainingData:
     files = [str(p) for p in expand_sources(sources)]
-    raw, _ = load_dataset(files)
+    raw, _ = load_dataset(files, cfg.data.selection())
     bars, table, cut, interval = prepare_bars(raw, cfg)
     if bars.is_empty():
         raise DataError("no bars left after selecting categories and cutting dead tails")

@@ -64,7 +64,7 @@ class Development:
 
 def development_period(sources: list[str], cfg: MemedConfig, folder: Path) -> Development:
     """Cut the data's test period off (see the module docstring) and write the rest to ``folder``."""
-    bars, _ = load_dataset([str(p) for p in expand_sources(sources)])
+    bars, _ = load_dataset([str(p) for p in expand_sources(sources)], cfg.data.selection())
     t = cfg.train
     cut = calendar_cuts(bars["ts"], t.train_fraction + t.val_fraction)[0]
     horizons = usable_horizons(t.horizons, infer_interval_minutes(bars))

@@ -234,7 +234,11 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     signal_topic_prefix: str = "memed/signals"
     dead_letter_topic: str = "memed/deadletter"
     hummingbot_topic_prefix: str = ""
-    """Non-empty: also publish each signal in the shape of Hummingbot's ``ai_livestream`` controller."""
+    """Non-empty (the controller's default topic is ``hbot/predictions``): also publish each signal in the
+    shape of Hummingbot's ``ai_livestream`` controller, to ``<prefix>/<pair>/ML_SIGNALS``."""
+    pairs: dict[str, str] = {}
+    """``[daemon.pairs]``: token → Hummingbot trading pair (``"1000PEPE_USDT_USDT" = "1000PEPE-USDT"``);
+    an unmapped freqtrade-style token maps to ``BASE-QUOTE``, any other to itself."""
     publish_hold: Literal["always", "changes", "never"] = "changes"
     """HOLD signals on MQTT: every minute, only when a token's (action, reason) changed (a HOLD after a
     BUY revokes it), or never. BUY/SELL are always published; the JSONL and webhook sinks get every signal."""
@@ -274,12 +278,21 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     reload_poll_seconds: Positive = 10.0
     jsonl_path: str = ""
     webhook_url: str = ""
+    webhook_format: Literal["batch", "discord", "slack", "telegram"] = "batch"
+    """``batch``: each minute's signals as one JSON array; ``discord``, ``slack``, ``telegram``: one chat
+    message per published signal, in that service's webhook body (Telegram: the bot's ``sendMessage``
+    URL as ``webhook_url``, and ``telegram_chat_id``)."""
+    telegram_chat_id: str = ""
     webhook_retries: NonNegInt = 3
     sink_queue_minutes: PositiveInt = 120
     """Minutes of signals each sink may have queued; when full, its oldest minute is dropped and counted."""
     sink_drain_seconds: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
     """On stop, how long the sinks may take to send what is queued before the checkpoint is written."""
     inference_threads: PositiveInt = 2
+
+    def __post_init__(self) -> None:
+        if self.webhook_format == "telegram" and not self.telegram_chat_id:
+            raise ValueError('webhook_format = "telegram" needs telegram_chat_id')
 
     def __repr__(self) -> str:
         fields = msgspec.structs.asdict(self)

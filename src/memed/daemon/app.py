@@ -186,11 +186,13 @@ class Daemon:
     def _sinks(self) -> list[Sink]:
         sinks: list[Sink] = [MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix))]
         if self.d.hummingbot_topic_prefix:
-            sinks.append(MqttSink("hummingbot", self.link, hummingbot_topic(self.d.hummingbot_topic_prefix)))
+            to_hbot = hummingbot_topic(self.d.hummingbot_topic_prefix, self.d.pairs, self.cfg.risk.stop_atr)
+            sinks.append(MqttSink("hummingbot", self.link, to_hbot))
         if self.d.jsonl_path:
             sinks.append(JsonlSink(Path(self.d.jsonl_path)))
         if self.d.webhook_url:
-            sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries))
+            sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries, fmt=self.d.webhook_format,
+                                     chat_id=self.d.telegram_chat_id))  # fmt: skip
         return sinks
 
     def _take_lock(self) -> int | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -29,7 +29,8 @@ from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.mqtt import Link, publish_many
 from memed.errors import MemedError
 from memed.logs import get_logger
-from memed.signals.schema import Signal, hummingbot_payload
+from memed.signals import hummingbot, notify
+from memed.signals.schema import Signal
 
 log = get_logger("memed.daemon.sinks")
 PUBLISH_CHUNK = 20_000
@@ -124,9 +125,17 @@ def signal_topic(prefix: str) -> Callable[[Signal], tuple[str, bytes]]:
     return lambda sig: (f"{prefix}/{sig.token}", msgspec.json.encode(sig))
 
 
-def hummingbot_topic(prefix: str) -> Callable[[Signal], tuple[str, bytes]]:
-    """``<prefix>/<token>``: the signal in Hummingbot's ``ai_livestream`` shape."""
-    return lambda sig: (f"{prefix}/{sig.token}", msgspec.json.encode(hummingbot_payload(sig)))
+def hummingbot_topic(
+    prefix: str, pairs: Mapping[str, str], stop_atr: float
+) -> Callable[[Signal], tuple[str, bytes]]:
+    """``<prefix>/<pair>/ML_SIGNALS``: the signal in Hummingbot's ``ai_livestream`` shape
+    (:mod:`memed.signals.hummingbot`)."""
+
+    def one(sig: Signal) -> tuple[str, bytes]:
+        pair = hummingbot.trading_pair(sig.token, pairs)
+        return hummingbot.topic(prefix, pair), msgspec.json.encode(hummingbot.payload(sig, pair, stop_atr))
+
+    return one
 
 
 class JsonlSink:
@@ -186,23 +195,34 @@ class JsonlSink:
 
 
 class WebhookSink:
-    """POSTs each minute's signals as one JSON array; retries with capped jittered backoff."""
+    """POSTs each minute's signals as one JSON array (``batch``), or each published signal as one chat
+    message (``discord``, ``slack``, ``telegram``: :mod:`memed.signals.notify`; the signals MQTT
+    publishes, so HOLDs only when they change something); retries with capped jittered backoff."""
 
     name = "webhook"
-    published_only = False
 
-    def __init__(self, url: str, retries: int, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, retries: int, timeout: float = 10.0, fmt: str = "batch", chat_id: str = ""
+    ) -> None:
         self.url = url
         self.retries = retries
         self.timeout = timeout
+        self.fmt = fmt
+        self.chat_id = chat_id
+        self.published_only = fmt != "batch"
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, out: Outgoing) -> None:
-        if not out.signals:
+        if self.fmt == "batch":
+            if out.signals:
+                await self._post(msgspec.json.encode(out.signals))
             return
+        for sig in out.published:
+            await self._post(msgspec.json.encode(notify.body(self.fmt, sig, self.chat_id)))  # type: ignore[arg-type]
+
+    async def _post(self, body: bytes) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        body = msgspec.json.encode(out.signals)
         delay = 0.2
         problem = ""
         for attempt in range(self.retries + 1):

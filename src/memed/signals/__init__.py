@@ -3,7 +3,7 @@
 from memed.signals.ensemble import ensemble
 from memed.signals.policy import ACTIONS, REASONS, Decision, decide, hold_unsized
 from memed.signals.risk import RiskPlan, size_positions
-from memed.signals.schema import SIGNAL_VERSION, Signal, hummingbot_payload
+from memed.signals.schema import SIGNAL_VERSION, Signal
 
 __all__ = [
     "ACTIONS",
@@ -15,6 +15,5 @@ __all__ = [
     "decide",
     "ensemble",
     "hold_unsized",
-    "hummingbot_payload",
     "size_positions",
 ]

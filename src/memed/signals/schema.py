@@ -50,22 +50,3 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
 
 def idempotency_key(token: str, ts: str, model_set: str) -> str:
     return hashlib.sha256(f"{token}|{ts}|{model_set}".encode()).hexdigest()[:32]
-
-
-def hummingbot_payload(sig: Signal) -> dict[str, object]:
-    """The shape Hummingbot's ``ai_livestream`` controller reads: probabilities [short, neutral, long]
-    and a target percentage."""
-    p = sig.p_up if sig.p_up is not None else 0.5
-    trades = sig.action != "HOLD" and sig.side != "exit"  # an exit opens nothing: no short to read into it
-    short, long = (1.0 - p, p) if trades else (0.0, 0.0)
-    neutral = 0.0 if trades else 1.0
-    target = 0.0
-    if sig.risk is not None and sig.risk.entry:
-        target = abs(sig.risk.take_profit - sig.risk.entry) / sig.risk.entry
-    return {
-        "id": sig.key,
-        "timestamp": sig.ts,
-        "trading_pair": sig.token,
-        "probabilities": [short, neutral, long],
-        "target_pct": target,
-    }

@@ -12,6 +12,7 @@ from memed.cli.backtest_cmd import backtest_cmd
 from memed.cli.config_cmd import config_group
 from memed.cli.data_cmd import data_group
 from memed.cli.features_cmd import features_group
+from memed.cli.feed_cmd import feed_cmd
 from memed.cli.run_cmd import demo_cmd, replay_cmd, run_cmd
 from memed.cli.train_cmd import check_group, models_group, train_cmd
 from memed.cli.tune_cmd import tune_cmd
@@ -48,6 +49,7 @@ cli.add_command(models_group)
 cli.add_command(check_group)
 cli.add_command(run_cmd)
 cli.add_command(replay_cmd)
+cli.add_command(feed_cmd)
 cli.add_command(demo_cmd)
 cli.add_command(backtest_cmd)
 

@@ -10,8 +10,8 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install --quiet torch==2.13.0          # the local CPU build; an unpinned torch pulls GBs of CUDA
 pip install --quiet -e '.[train,dev,demo]'
-ruff check src tests benchmarks
-ruff format --check src tests benchmarks
+ruff check src tests benchmarks examples
+ruff format --check src tests benchmarks examples
 mypy
 set +e
 python -m pytest "$@"

@@ -365,8 +365,19 @@ def test_replaying_history_a_tick_far_ahead_is_deferred_and_a_real_jump_is_follo
     for t in ("Y", "Z"):
         assert b.add(tick(t, 5000), now + 4) is None
     assert b.add(tick("W", 5000), now + 4) == "future_ts"
-    # a tick far ahead of the first minute, before any minute closed, is deferred once one has; and a
-    # pause in the feed is no jump: nothing arrived ahead after it went quiet
+
+
+def test_a_pause_in_a_replay_is_no_jump_ahead() -> None:
+    """A tick far ahead of the first minute, before any minute closed, is deferred once one has; and a
+    pause in the feed (nothing arrived ahead after it went quiet) does not let it in."""
+    from memed.daemon.batcher import MinuteBatcher
+    from memed.daemon.ticks import Tick
+
+    def tick(token: str, minute: int) -> Tick:
+        nan = float("nan")
+        return Tick(token, minute, 1.0, 1.0, 1.0, 1.0, 1.0, nan, nan, nan, nan)
+
+    now = 10_000_000.0
     p = MinuteBatcher(wait_seconds=2.0, max_ahead=4)
     p.add(tick("A", 10), now)
     p.add(tick("X", 2000), now)
@@ -375,3 +386,12 @@ def test_replaying_history_a_tick_far_ahead_is_deferred_and_a_real_jump_is_follo
     assert p.deferred == 1
     assert p.due(now + 600.0) == []
     assert p.deferred == 1
+    # real ticks deferred while the daemon lagged, then promoted: silence after them is a pause too
+    q = MinuteBatcher(wait_seconds=2.0, max_ahead=4)
+    q.add(tick("A", 10), now)
+    assert [x.minute for x in q.due(now + 60.0)] == [10]
+    q.add(tick("X", 3000), now + 61.0)
+    q.add(tick("A", 16), now + 62.0)  # six past the watermark: deferred too
+    assert [x.minute for x in q.due(now + 62.1)] == [16]  # the whole feed (A) moved on: followed
+    assert q.due(now + 900.0) == []
+    assert q.deferred == 1  # X stays: nothing arrived ahead after A's tick was batched

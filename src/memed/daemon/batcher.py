@@ -204,6 +204,9 @@ class MinuteBatcher:
                 if reason is not None:
                     self.ignored_later[reason] += 1
         self._deferred = keep
+        # they landed near the watermark after all: what is still deferred arrived before them, so the
+        # feed falling silent from here is a pause, not a jump ahead
+        self._near_at = max(self._near_at, now)
 
     def state(self) -> BatcherState:
         """Everything needed to go on exactly: the position, each token's newest minute, the expected

@@ -1,0 +1,125 @@
+"""Delayed labels: a served probability for minute ``t`` and horizon ``h`` is labelled when the token's
+first bar at or after ``t + h`` arrives, with the trainer's own rule (:mod:`memed.trainers.labels`):
+``up = close(t+h) > close(t)``, where ``close(t+h)`` is the last close at or before ``t+h`` (that bar's
+close when it is at ``t+h``, else the token's previous close: a missing bar means no trade); ties are
+left out (``ties = "exclude"``) or down.
+
+Pending records live in per-token ring buffers, one per horizon, of ``h / interval`` slots: the record
+of minute ``t`` sits in slot ``(t / interval) mod (h / interval)`` and is resolved, at the latest, by the
+bar of minute ``t + h`` — before that bar's own record takes the slot. Memory is fixed per token:
+``sum(h / interval)`` slots of 13 bytes (1,545 slots, 20 KB, for 15 m … 12 h on 1-minute bars).
+
+Within a minute, tokens are taken in sorted order, so whoever feeds the same bars and probabilities —
+the daemon minute by minute, the backtester from its replay — gets the same resolutions in the same
+order, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass
+class Resolved:
+    """The labels one minute resolved, for one horizon."""
+
+    horizon: int
+    p: np.ndarray  # float64: the probability served at t
+    y: np.ndarray  # float64: 1 up, 0 down
+    buy: np.ndarray  # bool: the signal at t was a BUY (long)
+
+
+class DelayedLabels:
+    def __init__(self, horizons: tuple[int, ...], interval_minutes: int = 1,
+                 ties: Literal["exclude", "down"] = "exclude") -> None:  # fmt: skip
+        self.horizons = horizons
+        self.interval = interval_minutes
+        self.ties = ties
+        self.slots = [max(1, h // interval_minutes) for h in horizons]
+        self.index: dict[str, int] = {}
+        self._cap = 0
+        self._t = [np.empty((0, n), np.int32) for n in self.slots]
+        self._close = [np.empty((0, n), np.float64) for n in self.slots]
+        self._p = [np.empty((0, n), np.float64) for n in self.slots]
+        self._buy = [np.empty((0, n), np.bool_) for n in self.slots]
+        self._last = np.empty(0, np.int64)
+        self._last_close = np.empty(0, np.float64)
+
+    @property
+    def bytes_per_token(self) -> int:
+        return sum(self.slots) * (4 + 8 + 8 + 1) + 16
+
+    def _rows(self, tokens: list[str]) -> np.ndarray:
+        rows = np.empty(len(tokens), np.int64)
+        for i, t in enumerate(tokens):
+            r = self.index.get(t)
+            if r is None:
+                r = self.index[t] = len(self.index)
+            rows[i] = r
+        if len(self.index) > self._cap:
+            self._grow(max(len(self.index), 2 * self._cap, 64))
+        return rows
+
+    def _grow(self, cap: int) -> None:
+        extra = cap - self._cap
+        for k, n in enumerate(self.slots):
+            self._t[k] = np.vstack([self._t[k], np.full((extra, n), -1, np.int32)])
+            self._close[k] = np.vstack([self._close[k], np.zeros((extra, n))])
+            self._p[k] = np.vstack([self._p[k], np.zeros((extra, n))])
+            self._buy[k] = np.vstack([self._buy[k], np.zeros((extra, n), np.bool_)])
+        self._last = np.concatenate([self._last, np.full(extra, -1, np.int64)])
+        self._last_close = np.concatenate([self._last_close, np.zeros(extra)])
+        self._cap = cap
+
+    def forget(self, tokens: list[str]) -> None:
+        """Drop these tokens' pending records (an evicted or restarted token)."""
+        for t in tokens:
+            r = self.index.get(t)
+            if r is not None:
+                for k in range(len(self.slots)):
+                    self._t[k][r] = -1
+                self._last[r] = -1
+
+    def update(self, tokens: list[str], minute: int, close: np.ndarray, p: np.ndarray, buy: np.ndarray
+               ) -> list[Resolved]:  # fmt: skip
+        """One minute's bars and what was served on them: ``p`` [n, H] (NaN: not served, never scored),
+        ``buy`` [n]. Returns the labels this minute resolved, per horizon."""
+        order = np.argsort(np.asarray(tokens, dtype=object), kind="stable")
+        tokens = [tokens[i] for i in order]
+        close, p, buy = np.asarray(close)[order], np.asarray(p)[order], np.asarray(buy)[order]
+        rows = self._rows(tokens)
+        gap = self._last[rows] < minute - self.interval  # the token skipped minutes (or is new)
+        out = []
+        for k, h in enumerate(self.horizons):
+            n = self.slots[k]
+            t, c0, pk, bk = self._t[k], self._close[k], self._p[k], self._buy[k]
+            slot = (minute // self.interval) % n
+            # the common case: the record of minute - h, in this minute's slot
+            due = np.zeros((len(rows), n), np.bool_)
+            due[:, slot] = t[rows, slot] == minute - h
+            if gap.any():  # after skipped minutes, older records may be due too
+                g = np.flatnonzero(gap)
+                tg = t[rows[g]]
+                due[g] = (tg >= 0) & (tg + h <= minute)
+            ri, si = np.nonzero(due)
+            if len(ri):
+                r = rows[ri]
+                at = t[r, si]
+                fut = np.where(at + h == minute, close[ri], self._last_close[r])
+                base = c0[r, si]
+                y = np.where(
+                    fut > base, 1.0, np.where(fut < base, 0.0, np.nan if self.ties == "exclude" else 0.0)
+                )
+                keep = ~np.isnan(y) & ~np.isnan(pk[r, si])
+                out.append(Resolved(h, pk[r, si][keep], y[keep], bk[r, si][keep]))
+                t[r, si] = -1
+            t[rows, slot] = np.where(np.isnan(p[:, k]), -1, minute)
+            c0[rows, slot] = close
+            pk[rows, slot] = p[:, k]
+            bk[rows, slot] = buy
+        self._last[rows] = minute
+        self._last_close[rows] = close
+        return out

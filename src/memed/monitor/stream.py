@@ -1,0 +1,62 @@
+"""The one scoring stream the daemon and the backtester both run: each minute's decided bars in, the
+labels they resolve scored, a snapshot of the scores every ``every_minutes`` minutes of event time
+(at minutes that are multiples of it, so both sides snapshot the same minutes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from memed.decision.result import Decisions
+from memed.monitor.labels import DelayedLabels
+from memed.monitor.scores import ScoreBoard
+from memed.signals.policy import ACTIONS, SIDES
+
+_BUY = np.array([a in ("BUY", "STRONG_BUY") for a in ACTIONS])
+_LONG = SIDES.index("long")
+
+
+@dataclass
+class Snapshot:
+    minute: int
+    scores: dict[str, dict[str, Any]]
+
+
+class ScoreStream:
+    def __init__(self, horizons: tuple[int, ...], *, interval_minutes: int = 1, window_minutes: int = 1440,
+                 every_minutes: int = 60, ties: Literal["exclude", "down"] = "exclude") -> None:  # fmt: skip
+        self.labels = DelayedLabels(horizons, interval_minutes, ties)
+        self.board = ScoreBoard(horizons, window_minutes)
+        self.every = every_minutes
+        self.latest: Snapshot | None = None
+
+    def step(self, tokens: list[str], minute: int, close: np.ndarray, horizon_p: np.ndarray,
+             action: np.ndarray, side: np.ndarray) -> Snapshot | None:  # fmt: skip
+        """One minute's decisions (as :class:`~memed.decision.Decisions` holds them); the snapshot when
+        this minute is one to report."""
+        buy = _BUY[np.asarray(action, dtype=np.int64)] & (np.asarray(side) == _LONG)
+        self.board.add(minute, self.labels.update(tokens, minute, close, horizon_p, buy))
+        if minute % self.every:
+            return None
+        self.latest = Snapshot(minute, self.board.scores())
+        return self.latest
+
+    def forget(self, tokens: list[str]) -> None:
+        self.labels.forget(tokens)
+
+
+def score_history(decisions: Decisions, stream: ScoreStream) -> list[Snapshot]:
+    """The stream over a replay's decisions (rows sorted by time, then token: the history driver's
+    order): what the daemon would have reported, minute by minute."""
+    minutes = decisions.ts_minutes.astype(np.int64)
+    tokens = decisions.tokens.to_list()
+    bounds = np.flatnonzero(np.diff(minutes)) + 1
+    out = []
+    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(minutes)], strict=True):
+        snap = stream.step(tokens[a:b], int(minutes[a]), decisions.close[a:b], decisions.horizon_p[a:b],
+                           decisions.action[a:b], decisions.side[a:b])  # fmt: skip
+        if snap is not None:
+            out.append(snap)
+    return out

@@ -1,0 +1,72 @@
+"""Delayed-label scoring: the labels the stream resolves minute by minute are exactly the trainer's
+labels of the same bars, and the scores are the textbook ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from memed.config import MemedConfig
+from memed.data import synth_market
+from memed.decision import DecisionPath
+from memed.models.registry import load_model_set
+from memed.monitor.scores import roc_auc, window_scores
+from memed.monitor.stream import ScoreStream, score_history
+from memed.trainers.labels import add_labels, label_col
+
+
+def gappy_market() -> pl.DataFrame:
+    """Five tokens, 10 % of their bars missing at random and one token silent for 40 minutes."""
+    market = synth_market(5, 900, seed=3)
+    rng = np.random.default_rng(1)
+    keep = rng.random(market.height) > 0.1
+    start = market["ts"].min()
+    silent = (pl.col("token") == market["token"][0]) & pl.col("ts").is_between(
+        start + pl.duration(minutes=400), start + pl.duration(minutes=440)
+    )
+    return market.filter(pl.Series(keep)).filter(~silent)
+
+
+@pytest.mark.parametrize("ties", ["exclude", "down"])
+def test_resolved_labels_are_the_trainers(tiny_registry: Path, ties: str) -> None:
+    market = gappy_market()
+    cfg = MemedConfig()
+    path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
+    dec = path.process_history(market)
+    stream = ScoreStream(dec.horizons, window_minutes=10**9, every_minutes=10**9, ties=ties)  # type: ignore[arg-type]
+    score_history(dec, stream)
+    served = pl.DataFrame({"token": dec.tokens, "ts_m": dec.ts_minutes.astype(np.int64)}).with_columns(
+        **{f"p_{h}": dec.horizon_p[:, k] for k, h in enumerate(dec.horizons)}
+    )
+    labelled = add_labels(market.select("token", "ts", "open", "high", "low", "close"), list(dec.horizons),
+                          ties).with_columns(ts_m=pl.col("ts").dt.epoch("s") // 60)  # type: ignore[arg-type]  # fmt: skip
+    joined = served.join(labelled, on=["token", "ts_m"])
+    for h in dec.horizons:
+        want = joined.filter(pl.col(f"p_{h}").is_not_nan() & pl.col(label_col(h)).is_not_null())
+        got_p = np.concatenate([r.p for _, r in stream.board._minutes[h]] or [np.empty(0)])
+        got_y = np.concatenate([r.y for _, r in stream.board._minutes[h]] or [np.empty(0)])
+        assert len(got_p) == want.height > 0, h
+        a = np.lexsort((got_y, got_p))
+        wp, wy = want[f"p_{h}"].to_numpy(), want[label_col(h)].to_numpy()
+        b = np.lexsort((wy, wp))
+        assert np.array_equal(got_p[a], wp[b])
+        assert np.array_equal(got_y[a], wy[b])
+
+
+def test_scores_are_the_textbook_ones() -> None:
+    rng = np.random.default_rng(0)
+    p = np.round(rng.random(300), 2)  # ties in p
+    y = (rng.random(300) < p).astype(float)
+    up, down = p[y == 1][:, None], p[y == 0][None, :]
+    pairs = (up > down) + 0.5 * (up == down)  # every (up, down) pair: the AUC's definition
+    assert roc_auc(p, y) == pytest.approx(np.mean(pairs), abs=1e-12)
+    s = window_scores(p, y, p > 0.8)
+    assert s["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    q = np.clip(p, 1e-15, 1 - 1e-15)
+    assert s["log_loss"] == pytest.approx(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+    assert sum(b["n"] for b in s["reliability"]) == 300
+    assert s["buy_hit_rate"] == pytest.approx(y[p > 0.8].mean())
+    assert np.isnan(roc_auc(p, np.ones(300)))

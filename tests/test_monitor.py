@@ -3,13 +3,20 @@ labels of the same bars, and the scores are the textbook ones."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import aiohttp
+import msgspec
 import numpy as np
 import polars as pl
 import pytest
 
+from broker import Mosquitto
+from daemon_helpers import collect, daemon_config, last_minute, wait_until
 from memed.config import MemedConfig
+from memed.daemon.app import Daemon
+from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market
 from memed.decision import DecisionPath
 from memed.models.registry import load_model_set
@@ -70,3 +77,49 @@ def test_scores_are_the_textbook_ones() -> None:
     assert sum(b["n"] for b in s["reliability"]) == 300
     assert s["buy_hit_rate"] == pytest.approx(y[p > 0.8].mean())
     assert np.isnan(roc_auc(p, np.ones(300)))
+
+
+@pytest.mark.broker
+async def test_the_daemon_and_the_replay_score_alike(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A market fed to a real daemon over Mosquitto and the backtester's replay driver over the same bars:
+    the same scores at the same minutes (published on the monitor topic, and on /monitor)."""
+    market = gappy_market().filter(pl.col("ts") < pl.col("ts").min() + pl.duration(minutes=600))
+    cfg = daemon_config(
+        tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000, close_on_expected=False
+    )
+    cfg = msgspec.structs.replace(cfg, monitor=msgspec.structs.replace(cfg.monitor, every_minutes=30))
+    daemon = Daemon(cfg)
+    published: list[bytes] = []
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        sub = tg.create_task(collect(mosquitto.port, cfg.monitor.topic, published, ready))
+        await ready.wait()
+        run = tg.create_task(daemon.run())
+        await daemon.subscribed.wait()
+        await publish_dataset(market, mosquitto.url, batch=True)
+        await wait_until(lambda: daemon.batcher.last_closed >= last_minute(market), timeout=120)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{daemon.http_port}/monitor") as resp,
+        ):
+            served = await resp.json()
+        daemon.stop()
+        await run
+        await wait_until(lambda: len(published) >= 18)
+        sub.cancel()
+    path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
+    dec = path.process_history(market)
+    replay = score_history(dec, ScoreStream(dec.horizons, window_minutes=cfg.monitor.window_minutes,
+                                            every_minutes=30, ties=cfg.train.ties))  # fmt: skip
+    live = [msgspec.json.decode(b) for b in published]
+    assert [d["minute"] for d in live] == [s.minute for s in replay]
+    assert len(replay) >= 18
+    for d, s in zip(live, replay, strict=True):
+        want = msgspec.json.decode(msgspec.json.encode(s.scores))  # NaN → null, as on the wire
+        assert d["horizons"] == want
+    assert served["minute"] == replay[-1].minute
+    assert served["horizons"] == msgspec.json.decode(msgspec.json.encode(replay[-1].scores))
+    text = daemon.metrics.render().decode()
+    assert 'memed_live_auc{horizon="60"}' in text

@@ -323,6 +323,17 @@ class BacktestConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     """Open notional across all tokens at most this multiple of equity."""
 
 
+class MonitorConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = True
+    """Score every served probability against its delayed label (``/monitor``, ``/metrics``, MQTT)."""
+    window_minutes: PositiveInt = 1440
+    """The scores cover the labels resolved in this many minutes of event time."""
+    every_minutes: PositiveInt = 60
+    """A snapshot of the scores at every minute that is a multiple of this (event time)."""
+    topic: str = "memed/monitor"
+    """Each snapshot is published here (QoS 1, retained); empty: not published."""
+
+
 class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     logging: LoggingConfig = LoggingConfig()
     data: DataConfig = DataConfig()
@@ -330,6 +341,7 @@ class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     signals: SignalsConfig = SignalsConfig()
     risk: RiskConfig = RiskConfig()
     daemon: DaemonConfig = DaemonConfig()
+    monitor: MonitorConfig = MonitorConfig()
     backtest: BacktestConfig = BacktestConfig()
 
     def hash(self) -> str:

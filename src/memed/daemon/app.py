@@ -53,6 +53,7 @@ from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set, resolve
+from memed.monitor.stream import ScoreStream, Snapshot
 from memed.signals.policy import ACTIONS
 from memed.signals.schema import Signal
 
@@ -158,6 +159,10 @@ class Daemon:
                 {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
             )
             self.interval_check = FeedIntervalCheck(model_set.manifest.interval_minutes, model_set.id)
+            self.scoring = self._score_stream(model_set) if cfg.monitor.enabled else None
+            if self.scoring is not None and restored is not None and restored.monitor:
+                self.scoring.restore(restored.monitor)
+            self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=256)
             self.latest: dict[str, Signal] = {}
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
@@ -194,6 +199,12 @@ class Daemon:
             sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries, fmt=self.d.webhook_format,
                                      chat_id=self.d.telegram_chat_id))  # fmt: skip
         return sinks
+
+    def _score_stream(self, model_set: ModelSet) -> ScoreStream:
+        m, mon = model_set.manifest, self.cfg.monitor
+        return ScoreStream(tuple(m.horizons), interval_minutes=m.interval_minutes,
+                           window_minutes=mon.window_minutes, every_minutes=mon.every_minutes,
+                           ties=self.cfg.train.ties)  # fmt: skip
 
     def _take_lock(self) -> int | None:
         """One daemon per checkpoint: an exclusive lock on ``<checkpoint>.lock`` for the process's life."""
@@ -282,6 +293,7 @@ class Daemon:
                     tg.create_task(self._dead_letter_loop(), name="dead-letters"),
                     tg.create_task(self._reload_loop(), name="model-reload"),
                     tg.create_task(self._journal_loop(), name="journal"),
+                    tg.create_task(self._monitor_loop(), name="monitor"),
                 ]
                 tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
                 if self.d.http_port:
@@ -334,7 +346,9 @@ class Daemon:
             outbox = {name: [OutboxMinute(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
                       for name, outs in self.fanout.unsent().items()}  # fmt: skip
             epoch = self.journal.rotate()
-            ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox, dict(self.quarantine.until))
+            ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox,
+                            monitor=self.scoring.snapshot() if self.scoring is not None else b"",
+                            quarantine=dict(self.quarantine.until))  # fmt: skip
             self._checkpointed_at = self.processed_minutes
         t0 = time.perf_counter()
         try:
@@ -484,6 +498,31 @@ class Daemon:
                     await asyncio.to_thread(self.journal.fsync)
 
     async def _process(self, batch: Batch) -> None:
+        tokens, bars = self._admit(batch)
+        try:
+            result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
+        except Exception as exc:  # no minute may stop the daemon
+            await self._contain(batch.minute, tokens, bars, exc)
+            return
+        signals = to_signals(result)
+        self.processed_minutes += 1
+        if self.scoring is not None:
+            self._score(batch.minute, result)
+        for sig in signals:
+            self.latest[sig.token] = sig
+        for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
+            if n:
+                self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
+        if result.stale:
+            self.metrics.reject("stale", result.stale)
+        self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
+        self.metrics.batch_size.observe(len(tokens))
+        self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
+        self._evict(batch.minute)
+
+    def _admit(self, batch: Batch) -> tuple[list[str], np.ndarray]:
+        """The minute's tokens and bars, less the quarantined ones; the feed's interval, a recovery gap
+        and minutes no token ticked in are checked on the way."""
         if self.quarantine.until:  # closed with this minute's predecessor, before its bisection
             kept = [t for t in batch.ticks if not self.quarantine.holds(t.token, batch.minute)]
             if len(kept) < len(batch.ticks):
@@ -501,42 +540,55 @@ class Daemon:
             log.warning("minutes_missing", missing_minutes=missing, after_minute=self._prev_minute,
                         first_minute=batch.minute)  # fmt: skip
         self._prev_minute = batch.minute
-        try:
-            result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
-        except Exception as exc:  # no minute may stop the daemon
-            self.metrics.minutes_failed.inc()
-            log.exception("minute_failed", minute=batch.minute, tokens=len(tokens),
-                          error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
-            # the failed call may have advanced some tokens' state: the minute's tokens start afresh,
-            # and the bisection finds the ones that make it raise
-            found = await asyncio.to_thread(bisect_minute, self.path, tokens, float(batch.minute), bars)
-            self.quarantine.add(found.culprits, batch.minute)
-            if taken := self.batcher.withdraw(found.culprits):  # their ticks already in later minutes
-                self.metrics.reject("quarantined", taken)
-            log.error("tokens_quarantined", minute=batch.minute, tokens=found.culprits[:20],
-                      count=len(found.culprits), until_minute=batch.minute + self.d.quarantine_minutes,
-                      runs=found.runs, gave_up=found.exhausted)  # fmt: skip
-            return
-        signals = to_signals(result)
-        self.processed_minutes += 1
-        for sig in signals:
-            self.latest[sig.token] = sig
-        for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
-            if n:
-                self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
-        if result.stale:
-            self.metrics.reject("stale", result.stale)
-        self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
-        now = self.clock()
-        self.metrics.batch_size.observe(len(tokens))
-        self.metrics.lag.set(now - (batch.minute + 1) * 60)
-        # idle tokens are evicted every minute (one vectorised pass over the token table)
-        gone = self.path.evict_idle(float(batch.minute), self.d.evict_ttl_minutes)
-        self.batcher.forget(gone)
-        self.holds.forget(gone)
-        for t in gone:
-            self.latest.pop(t, None)
+        return tokens, bars
+
+    async def _contain(self, minute: int, tokens: list[str], bars: np.ndarray, exc: Exception) -> None:
+        """A minute that raised: counted and logged; the failed call may have advanced some tokens' state,
+        so the minute's tokens start afresh, and the bisection quarantines the ones that make it raise."""
+        self.metrics.minutes_failed.inc()
+        log.exception("minute_failed", minute=minute, tokens=len(tokens),
+                      error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
+        found = await asyncio.to_thread(bisect_minute, self.path, tokens, float(minute), bars)
+        self.quarantine.add(found.culprits, minute)
+        if taken := self.batcher.withdraw(found.culprits):  # their ticks already in later minutes
+            self.metrics.reject("quarantined", taken)
+        log.error("tokens_quarantined", minute=minute, tokens=found.culprits[:20], count=len(found.culprits),
+                  until_minute=minute + self.d.quarantine_minutes, runs=found.runs,
+                  gave_up=found.exhausted)  # fmt: skip
+
+    def _evict(self, minute: int) -> None:
+        """Idle tokens are forgotten every minute (one vectorised pass over the token table)."""
+        gone = self.path.evict_idle(float(minute), self.d.evict_ttl_minutes)
+        if gone:
+            if self.scoring is not None:
+                self.scoring.forget(gone)
+            self.batcher.forget(gone)
+            self.holds.forget(gone)
+            for t in gone:
+                self.latest.pop(t, None)
         self.metrics.tokens.set(self.path.tokens)
+
+    def _score(self, minute: int, result: Decisions) -> None:
+        """Delayed-label scoring of the minute (:mod:`memed.monitor`); a snapshot goes to the gauges,
+        ``/monitor`` and the monitor topic."""
+        assert self.scoring is not None
+        snap = self.scoring.step(result.tokens.to_list(), minute, result.close, result.horizon_p,
+                                 result.action, result.side)  # fmt: skip
+        if snap is None:
+            return
+        self.metrics.scores(snap.scores)
+        if self.cfg.monitor.topic:
+            with contextlib.suppress(asyncio.QueueFull):  # the broker is away: the newest is retained anyway
+                self._snapshots.put_nowait(snap)
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            snap = await self._snapshots.get()
+            body = msgspec.json.encode({"minute": snap.minute, "model_set": self.path.model_set.id,
+                                        "horizons": snap.scores})  # fmt: skip
+            client = await self.link.wait()
+            with contextlib.suppress(mqtt.MqttError):
+                await client.publish(self.cfg.monitor.topic, body, qos=1, retain=True)
 
     def _check_recovery_gap(self, minute: int, tokens: list[str]) -> None:
         """The first minute after a restored checkpoint: minutes missing in between were lost while the
@@ -594,6 +646,8 @@ class Daemon:
             self.metrics.reloads.labels(result="refused").inc()
             log.error("model_set_refused", model_set=ms.id, error=str(exc))
             return
+        if self.scoring is not None and tuple(ms.manifest.horizons) != self.scoring.labels.horizons:
+            self.scoring = self._score_stream(ms)  # other horizons: scoring starts afresh
         self.metrics.reloads.labels(result="loaded").inc()
         self.metrics.model_set.info({"id": ms.id, "feature_spec": ms.manifest.feature_spec_hash})
         log.info("model_set_loaded", model_set=ms.id)

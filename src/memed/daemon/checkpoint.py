@@ -56,6 +56,8 @@ class Checkpoint(msgspec.Struct, frozen=True):
     """The first journal epoch this checkpoint does not cover (replayed after restoring it)."""
     outbox: dict[str, list[OutboxMinute]] = {}
     """Sink name → its unsent minutes, oldest first."""
+    monitor: bytes = b""
+    """The delayed-label scoring stream (:meth:`memed.monitor.ScoreStream.snapshot`)."""
     quarantine: dict[str, int] = {}
     """Quarantined token → the last event-time minute its ticks are rejected."""
 

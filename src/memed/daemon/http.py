@@ -1,4 +1,4 @@
-"""aiohttp endpoints (loopback by default): /healthz, /metrics, /signals/latest."""
+"""aiohttp endpoints (loopback by default): /healthz, /metrics, /signals/latest, /monitor."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from memed.config import DaemonConfig
 from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.metrics import DaemonMetrics
 from memed.decision import DecisionPath
+from memed.monitor.stream import ScoreStream
 from memed.signals.schema import Signal
 
 
@@ -27,6 +28,7 @@ class Served(Protocol):
     metrics: DaemonMetrics
     latest: dict[str, Signal]
     http_port: int | None
+    scoring: ScoreStream | None
 
 
 def build_app(daemon: Served) -> web.Application:
@@ -57,8 +59,19 @@ def build_app(daemon: Served) -> web.Application:
             return web.Response(body=msgspec.json.encode(sig), content_type="application/json")
         return web.Response(body=msgspec.json.encode(daemon.latest), content_type="application/json")
 
+    async def monitor(_: web.Request) -> web.Response:
+        snap = daemon.scoring.latest if daemon.scoring is not None else None
+        body = {
+            "enabled": daemon.scoring is not None,
+            "model_set": daemon.path.model_set.id,
+            "minute": None if snap is None else snap.minute,
+            "horizons": None if snap is None else snap.scores,
+        }
+        return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/monitor", monitor)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/signals/latest", latest)
     return app

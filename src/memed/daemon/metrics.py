@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 
@@ -53,10 +55,35 @@ class DaemonMetrics:
             "memed_dead_letters_dropped_total", "Rejections not published as dead letters (queue full)",
             registry=r,
         )  # fmt: skip
+        self.live_labels = Gauge("memed_live_labels", "Delayed labels in the scoring window, by horizon",
+                                 ["horizon"], registry=r)  # fmt: skip
+        self._score_gauges = {
+            name: Gauge(
+                f"memed_live_{name}",
+                f"{text} of served p_up against delayed labels, by horizon",
+                ["horizon"],
+                registry=r,
+            )
+            for name, text in (
+                ("auc", "Rolling ROC AUC"),
+                ("log_loss", "Rolling log loss"),
+                ("brier", "Rolling Brier score"),
+                ("up_rate", "Rolling up-rate (base rate)"),
+                ("buy_hit_rate", "Rolling up-rate after BUY signals"),
+            )
+        }
         self.logs_suppressed = Counter(
             "memed_log_lines_suppressed_total", "Rejection log lines left out by the rate limit (every "
             "rejection is still counted)", registry=r,
         )  # fmt: skip
+
+    def scores(self, by_horizon: dict[str, dict[str, Any]]) -> None:
+        """A snapshot of the delayed-label scores (:mod:`memed.monitor`) into the gauges."""
+        for h, sc in by_horizon.items():
+            self.live_labels.labels(horizon=h).set(sc.get("n", 0))
+            for name, gauge in self._score_gauges.items():
+                value = sc.get(name)
+                gauge.labels(horizon=h).set(float("nan") if value is None else value)
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.rejected.labels(reason=reason).inc(n)

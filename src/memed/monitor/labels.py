@@ -17,7 +17,7 @@ order, bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -123,3 +123,29 @@ class DelayedLabels:
         self._last[rows] = minute
         self._last_close[rows] = close
         return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, object]:
+        n = len(self.index)
+        return {
+            "tokens": list(self.index),
+            "t": [a[:n].tobytes() for a in self._t],
+            "close": [a[:n].tobytes() for a in self._close],
+            "p": [a[:n].tobytes() for a in self._p],
+            "buy": [a[:n].tobytes() for a in self._buy],
+            "last": self._last[:n].tobytes(),
+            "last_close": self._last_close[:n].tobytes(),
+        }
+
+    def load(self, doc: dict[str, Any]) -> None:
+        tokens: list[str] = doc["tokens"]
+        self.index = {t: i for i, t in enumerate(tokens)}
+        n = len(tokens)
+        self._cap = n
+        for k, width in enumerate(self.slots):
+            self._t[k] = np.frombuffer(doc["t"][k], np.int32).reshape(n, width).copy()
+            self._close[k] = np.frombuffer(doc["close"][k], np.float64).reshape(n, width).copy()
+            self._p[k] = np.frombuffer(doc["p"][k], np.float64).reshape(n, width).copy()
+            self._buy[k] = np.frombuffer(doc["buy"][k], np.bool_).reshape(n, width).copy()
+        self._last = np.frombuffer(doc["last"], np.int64).copy()
+        self._last_close = np.frombuffer(doc["last_close"], np.float64).copy()

@@ -100,3 +100,20 @@ class ScoreBoard:
                 buy = np.empty(0, np.bool_)
             out[str(h)] = window_scores(p, y, buy) | {"labelled_total": self.labelled[h]}
         return out
+
+    def state(self) -> dict[str, object]:
+        return {
+            "labelled": {str(h): n for h, n in self.labelled.items()},
+            "minutes": {
+                str(h): [(m, r.p.tobytes(), r.y.tobytes(), r.buy.tobytes()) for m, r in q]
+                for h, q in self._minutes.items()
+            },
+        }
+
+    def load(self, doc: dict[str, Any]) -> None:
+        for h in self._minutes:
+            self.labelled[h] = int(doc["labelled"][str(h)])
+            self._minutes[h] = deque(
+                (int(m), Resolved(h, np.frombuffer(p), np.frombuffer(y), np.frombuffer(b, np.bool_)))
+                for m, p, y, b in doc["minutes"][str(h)]
+            )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 
 from memed.decision.result import Decisions
@@ -45,6 +46,23 @@ class ScoreStream:
 
     def forget(self, tokens: list[str]) -> None:
         self.labels.forget(tokens)
+
+    def snapshot(self) -> bytes:
+        """Everything needed to go on exactly (part of the daemon's checkpoint)."""
+        latest = None if self.latest is None else {"minute": self.latest.minute, "scores": self.latest.scores}
+        return msgspec.msgpack.encode({"horizons": list(self.labels.horizons), "labels": self.labels.state(),
+                                       "board": self.board.state(), "latest": latest})  # fmt: skip
+
+    def restore(self, blob: bytes) -> bool:
+        """Go on from :meth:`snapshot`; False (and nothing restored) for another set of horizons."""
+        doc = msgspec.msgpack.decode(blob)
+        if tuple(doc["horizons"]) != self.labels.horizons:
+            return False
+        self.labels.load(doc["labels"])
+        self.board.load(doc["board"])
+        if doc["latest"] is not None:
+            self.latest = Snapshot(int(doc["latest"]["minute"]), doc["latest"]["scores"])
+        return True
 
 
 def score_history(decisions: Decisions, stream: ScoreStream) -> list[Snapshot]:

@@ -21,7 +21,7 @@ from memed.data import synth_market
 from memed.decision import DecisionPath
 from memed.models.registry import load_model_set
 from memed.monitor.scores import roc_auc, window_scores
-from memed.monitor.stream import ScoreStream, score_history
+from memed.monitor.stream import ScoreStream, score_history, score_signals
 from memed.trainers.labels import add_labels, label_col
 
 
@@ -123,3 +123,29 @@ async def test_the_daemon_and_the_replay_score_alike(
     assert served["horizons"] == msgspec.json.decode(msgspec.json.encode(replay[-1].scores))
     text = daemon.metrics.render().decode()
     assert 'memed_live_auc{horizon="60"}' in text
+
+
+def test_the_backtest_writes_the_scores_the_daemon_would_have_published(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from conftest import data_folder
+    from memed.cli.main import cli
+
+    folder = data_folder("binance-futures-1m")
+    packaged = Path(__file__).parents[1] / "src" / "memed" / "demo_models"
+    config = tmp_path / "short.toml"
+    config.write_text("[backtest]\ntrain_minutes = 1440\ntest_minutes = 1440\nstep_minutes = 1440\n")
+    out = tmp_path / "bt"
+    args = ["backtest", "--data", str(folder), "--models", str(packaged), "--out", str(out), "--timerange",
+            "20260201-20260205", "--allow-in-sample", "--config", str(config)]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    snaps = msgspec.json.decode((out / "monitor.json").read_bytes())
+    signals = pl.read_parquet(out / "signals.parquet")
+    horizons = tuple(int(c[2:]) for c in signals.columns if c.startswith("p_") and c[2:].isdigit())
+    again = score_signals(signals, ScoreStream(horizons, window_minutes=1440, every_minutes=60))
+    assert [s["minute"] for s in snaps] == [s.minute for s in again]
+    assert all(s["minute"] % 60 == 0 for s in snaps)
+    last = snaps[-1]["horizons"]
+    assert last["60"]["n"] > 1000
+    assert 0.0 < last["60"]["auc"] < 1.0

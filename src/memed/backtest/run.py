@@ -246,6 +246,8 @@ def run_backtest(
         for f in folds
     ]
     signals.write_parquet(out / "signals.parquet")
+    monitor = _monitor(signals, horizons, interval, cfg)
+    (out / "monitor.json").write_bytes(msgspec.json.format(msgspec.json.encode(_finite(monitor)), indent=1))
     sims["model"].trades.write_parquet(out / "trades.parquet")
     sims["model"].equity.write_parquet(out / "equity.parquet")
     (out / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(_finite(metrics)), indent=2))
@@ -253,6 +255,19 @@ def run_backtest(
 
     write_report(out / "report.html", metrics, sims, equity0, folds)
     return metrics
+
+
+def _monitor(
+    signals: pl.DataFrame, horizons: list[int], interval: int, cfg: MemedConfig
+) -> list[dict[str, Any]]:
+    """The delayed-label scores the daemon would have published over the replayed minutes
+    (:mod:`memed.monitor`; ``monitor.json``)."""
+    from memed.monitor.stream import ScoreStream, score_signals  # noqa: PLC0415
+
+    mon = cfg.monitor
+    stream = ScoreStream(tuple(horizons), interval_minutes=interval, window_minutes=mon.window_minutes,
+                         every_minutes=mon.every_minutes, ties=cfg.train.ties)  # fmt: skip
+    return [{"minute": s.minute, "horizons": s.scores} for s in score_signals(signals, stream)]
 
 
 def _in_sample(manifest: Manifest, folds: list[Fold], bars: pl.DataFrame) -> str:

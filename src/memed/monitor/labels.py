@@ -7,7 +7,7 @@ left out (``ties = "exclude"``) or down.
 Pending records live in per-token ring buffers, one per horizon, of ``h / interval`` slots: the record
 of minute ``t`` sits in slot ``(t / interval) mod (h / interval)`` and is resolved, at the latest, by the
 bar of minute ``t + h`` — before that bar's own record takes the slot. Memory is fixed per token:
-``sum(h / interval)`` slots of 13 bytes (1,545 slots, 20 KB, for 15 m … 12 h on 1-minute bars).
+``sum(h / interval)`` slots of 21 bytes (1,545 slots, 32 KB, for 15 m … 12 h on 1-minute bars).
 
 Within a minute, tokens are taken in sorted order, so whoever feeds the same bars and probabilities —
 the daemon minute by minute, the backtester from its replay — gets the same resolutions in the same

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
+import polars as pl
 
 from memed.decision.result import Decisions
 from memed.monitor.labels import DelayedLabels
@@ -68,13 +69,30 @@ class ScoreStream:
 def score_history(decisions: Decisions, stream: ScoreStream) -> list[Snapshot]:
     """The stream over a replay's decisions (rows sorted by time, then token: the history driver's
     order): what the daemon would have reported, minute by minute."""
-    minutes = decisions.ts_minutes.astype(np.int64)
-    tokens = decisions.tokens.to_list()
+    d = decisions
+    return _by_minute(stream, d.ts_minutes.astype(np.int64), d.tokens.to_list(), d.close, d.horizon_p,
+                      d.action, d.side)  # fmt: skip
+
+
+def score_signals(signals: pl.DataFrame, stream: ScoreStream) -> list[Snapshot]:
+    """The stream over a backtest's ``signals.parquet`` frame (``token, ts, action, side, close,
+    p_<h>``): the scores the daemon would have reported over the replayed minutes."""
+    frame = signals.sort("ts", "token")
+    minutes = (frame["ts"].dt.epoch("s") // 60).to_numpy()
+    horizon_p = np.column_stack([frame[f"p_{h}"].to_numpy() for h in stream.labels.horizons])
+    action = np.array([ACTIONS.index(a) for a in frame["action"].to_list()], dtype=np.int8)
+    side = np.array([SIDES.index(s) for s in frame["side"].to_list()], dtype=np.int8)
+    return _by_minute(stream, minutes, frame["token"].to_list(), frame["close"].to_numpy(), horizon_p, action,
+                      side)  # fmt: skip
+
+
+def _by_minute(stream: ScoreStream, minutes: np.ndarray, tokens: list[str], close: np.ndarray,
+               horizon_p: np.ndarray, action: np.ndarray, side: np.ndarray) -> list[Snapshot]:  # fmt: skip
+    """Rows sorted by minute, stepped a minute at a time."""
     bounds = np.flatnonzero(np.diff(minutes)) + 1
     out = []
     for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(minutes)], strict=True):
-        snap = stream.step(tokens[a:b], int(minutes[a]), decisions.close[a:b], decisions.horizon_p[a:b],
-                           decisions.action[a:b], decisions.side[a:b])  # fmt: skip
+        snap = stream.step(tokens[a:b], int(minutes[a]), close[a:b], horizon_p[a:b], action[a:b], side[a:b])
         if snap is not None:
             out.append(snap)
     return out

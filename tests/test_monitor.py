@@ -4,6 +4,7 @@ labels of the same bars, and the scores are the textbook ones."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +21,8 @@ from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market
 from memed.decision import DecisionPath
 from memed.models.registry import load_model_set
-from memed.monitor.scores import roc_auc, window_scores
+from memed.monitor.labels import DelayedLabels, Resolved
+from memed.monitor.scores import ScoreBoard, window_scores
 from memed.monitor.stream import ScoreStream, score_history, score_signals
 from memed.trainers.labels import add_labels, label_col
 
@@ -43,8 +45,16 @@ def test_resolved_labels_are_the_trainers(tiny_registry: Path, ties: str) -> Non
     cfg = MemedConfig()
     path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
     dec = path.process_history(market)
-    stream = ScoreStream(dec.horizons, window_minutes=10**9, every_minutes=10**9, ties=ties)  # type: ignore[arg-type]
-    score_history(dec, stream)
+    labels = DelayedLabels(dec.horizons, ties=ties)  # type: ignore[arg-type]
+    minutes = dec.ts_minutes.astype(np.int64)
+    tokens = dec.tokens.to_list()
+    got: dict[int, list[Resolved]] = {h: [] for h in dec.horizons}
+    cuts = np.r_[0, np.flatnonzero(np.diff(minutes)) + 1, len(minutes)]
+    for a, b in itertools.pairwise(cuts.tolist()):
+        for r in labels.update(
+            tokens[a:b], int(minutes[a]), dec.close[a:b], dec.horizon_p[a:b], np.zeros(b - a, bool)
+        ):
+            got[r.horizon].append(r)
     served = pl.DataFrame({"token": dec.tokens, "ts_m": dec.ts_minutes.astype(np.int64)}).with_columns(
         **{f"p_{h}": dec.horizon_p[:, k] for k, h in enumerate(dec.horizons)}
     )
@@ -53,8 +63,8 @@ def test_resolved_labels_are_the_trainers(tiny_registry: Path, ties: str) -> Non
     joined = served.join(labelled, on=["token", "ts_m"])
     for h in dec.horizons:
         want = joined.filter(pl.col(f"p_{h}").is_not_nan() & pl.col(label_col(h)).is_not_null())
-        got_p = np.concatenate([r.p for _, r in stream.board._minutes[h]] or [np.empty(0)])
-        got_y = np.concatenate([r.y for _, r in stream.board._minutes[h]] or [np.empty(0)])
+        got_p = np.concatenate([r.p for r in got[h]] or [np.empty(0)])
+        got_y = np.concatenate([r.y for r in got[h]] or [np.empty(0)])
         assert len(got_p) == want.height > 0, h
         a = np.lexsort((got_y, got_p))
         wp, wy = want[f"p_{h}"].to_numpy(), want[label_col(h)].to_numpy()
@@ -69,14 +79,23 @@ def test_scores_are_the_textbook_ones() -> None:
     y = (rng.random(300) < p).astype(float)
     up, down = p[y == 1][:, None], p[y == 0][None, :]
     pairs = (up > down) + 0.5 * (up == down)  # every (up, down) pair: the AUC's definition
-    assert roc_auc(p, y) == pytest.approx(np.mean(pairs), abs=1e-12)
     s = window_scores(p, y, p > 0.8)
+    assert s["auc"] == pytest.approx(np.mean(pairs), abs=1e-12)  # exact: p on a 0.01 grid, bins of 0.001
     assert s["brier"] == pytest.approx(np.mean((p - y) ** 2))
     q = np.clip(p, 1e-15, 1 - 1e-15)
     assert s["log_loss"] == pytest.approx(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
     assert sum(b["n"] for b in s["reliability"]) == 300
     assert s["buy_hit_rate"] == pytest.approx(y[p > 0.8].mean())
-    assert np.isnan(roc_auc(p, np.ones(300)))
+    assert np.isnan(window_scores(p, np.ones(300), p > 0.8)["auc"])
+    # the window adds up bucket sums: two halves give what the whole does
+    board = ScoreBoard((60,), window_minutes=120, every_minutes=60)
+    board.add(60, [Resolved(60, p[:150], y[:150], p[:150] > 0.8)])
+    board.add(61, [Resolved(60, p[150:], y[150:], p[150:] > 0.8)])
+    both = board.scores()["60"]
+    assert both["auc"] == pytest.approx(s["auc"], abs=1e-12)
+    assert both["log_loss"] == pytest.approx(s["log_loss"], rel=1e-12)
+    board.add(241, [])  # two buckets later: the window has moved past both
+    assert board.scores()["60"]["n"] == 0
 
 
 @pytest.mark.broker

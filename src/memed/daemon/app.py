@@ -506,8 +506,6 @@ class Daemon:
             return
         signals = to_signals(result)
         self.processed_minutes += 1
-        if self.scoring is not None:
-            self._score(batch.minute, result)
         for sig in signals:
             self.latest[sig.token] = sig
         for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
@@ -516,6 +514,8 @@ class Daemon:
         if result.stale:
             self.metrics.reject("stale", result.stale)
         self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
+        if self.scoring is not None:  # after the signals are on their way; in the worker thread
+            await self._score(batch.minute, result)
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
         self._evict(batch.minute)
@@ -568,12 +568,12 @@ class Daemon:
                 self.latest.pop(t, None)
         self.metrics.tokens.set(self.path.tokens)
 
-    def _score(self, minute: int, result: Decisions) -> None:
+    async def _score(self, minute: int, result: Decisions) -> None:
         """Delayed-label scoring of the minute (:mod:`memed.monitor`); a snapshot goes to the gauges,
         ``/monitor`` and the monitor topic."""
         assert self.scoring is not None
-        snap = self.scoring.step(result.tokens.to_list(), minute, result.close, result.horizon_p,
-                                 result.action, result.side)  # fmt: skip
+        snap = await asyncio.to_thread(self.scoring.step, result.tokens.to_list(), minute, result.close,
+                                       result.horizon_p, result.action, result.side)  # fmt: skip
         if snap is None:
             return
         self.metrics.scores(snap.scores)

@@ -93,26 +93,26 @@ class DelayedLabels:
         rows = self._rows(tokens)
         gap = self._last[rows] < minute - self.interval  # the token skipped minutes (or is new)
         out = []
+        g = np.flatnonzero(gap)
+        steady = np.flatnonzero(~gap)
         for k, h in enumerate(self.horizons):
             n = self.slots[k]
             t, c0, pk, bk = self._t[k], self._close[k], self._p[k], self._buy[k]
             slot = (minute // self.interval) % n
             # the common case: the record of minute - h, in this minute's slot
-            due = np.zeros((len(rows), n), np.bool_)
-            due[:, slot] = t[rows, slot] == minute - h
-            if gap.any():  # after skipped minutes, older records may be due too
-                g = np.flatnonzero(gap)
+            hit = steady[t[rows[steady], slot] == minute - h]
+            ri, si = hit, np.full(len(hit), slot)
+            if len(g):  # after skipped minutes, older records may be due too
                 tg = t[rows[g]]
-                due[g] = (tg >= 0) & (tg + h <= minute)
-            ri, si = np.nonzero(due)
+                gi, gs = np.nonzero((tg >= 0) & (tg + h <= minute))
+                ri, si = np.r_[ri, g[gi]], np.r_[si, gs]
             if len(ri):
                 r = rows[ri]
                 at = t[r, si]
                 fut = np.where(at + h == minute, close[ri], self._last_close[r])
                 base = c0[r, si]
-                y = np.where(
-                    fut > base, 1.0, np.where(fut < base, 0.0, np.nan if self.ties == "exclude" else 0.0)
-                )
+                tie = np.nan if self.ties == "exclude" else 0.0
+                y = np.where(fut > base, 1.0, np.where(fut < base, 0.0, tie))
                 keep = ~np.isnan(y) & ~np.isnan(pk[r, si])
                 out.append(Resolved(h, pk[r, si][keep], y[keep], bk[r, si][keep]))
                 t[r, si] = -1

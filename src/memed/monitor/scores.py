@@ -1,16 +1,19 @@
 """Rolling scores of served probabilities against their delayed labels, per horizon, over the labels
 resolved in the last ``window_minutes`` minutes of event time:
 
-* ``auc``: ROC AUC, exact (the Mann-Whitney statistic with tied probabilities counted half) — the
-  chance that an up bar got a higher p_up than a down bar; 0.5 is a coin, below 0.5 is worse than one.
+* ``auc``: ROC AUC — the chance that an up bar got a higher p_up than a down bar (ties count half); 0.5
+  is a coin. Exact for p_up rounded down to 1/:data:`AUC_BINS` (a histogram per class), which is what
+  keeps it in fixed memory whatever the number of tokens.
 * ``log_loss`` and ``brier``: the cost of the probabilities themselves (lower is better; a constant 0.5
   scores 0.693 and 0.25).
 * ``reliability``: 10 bins of p_up with their count, mean p_up and up-rate: calibrated when they agree.
 * ``buy_hit_rate``: the up-rate after BUY signals (what a long position needs above its break-even).
 * ``n``, ``up_rate``: how many labels the window holds, and the base rate a model must beat.
 
-Sums run over the window in a fixed order (minute, then token), so two boards fed the same resolutions
-report the same numbers bit for bit.
+The window is kept as sums per ``every_minutes`` bucket (bucket ``b`` holds the minutes
+``((b-1)E, bE]``), so a snapshot at a multiple of ``E`` covers whole buckets and memory is fixed:
+``ceil(window / E)`` buckets per horizon, about 17 KB each. Sums run in a fixed order (minute, then
+token), so two boards fed the same resolutions report the same numbers bit for bit.
 """
 
 from __future__ import annotations
@@ -23,97 +26,125 @@ import numpy as np
 from memed.monitor.labels import Resolved
 
 BINS = 10
+AUC_BINS = 1000
 EPS = 1e-15
+_SUMS = ("n", "up", "log_loss", "brier", "buys", "buy_up")
 
 
-def roc_auc(p: np.ndarray, y: np.ndarray) -> float:
-    pos = int(y.sum())
-    neg = len(y) - pos
+class Bucket:
+    """Sufficient statistics of the labels of some minutes."""
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(len(_SUMS))
+        self.rel = np.zeros((3, BINS))  # count, sum p, sum y per reliability bin
+        self.hist = np.zeros((2, AUC_BINS), np.int64)  # down, up counts per p bin
+
+    def add(self, r: Resolved) -> None:
+        p, y, buy = r.p, r.y, r.buy
+        q = np.clip(p, EPS, 1 - EPS)
+        self.sums += (len(p), y.sum(), -(y * np.log(q) + (1 - y) * np.log(1 - q)).sum(),
+                      ((p - y) ** 2).sum(), buy.sum(), y[buy].sum())  # fmt: skip
+        b = np.minimum((p * BINS).astype(np.int64), BINS - 1)
+        self.rel += np.stack(
+            [np.bincount(b, minlength=BINS), np.bincount(b, p, BINS), np.bincount(b, y, BINS)]
+        )
+        a = np.minimum((p * AUC_BINS).astype(np.int64), AUC_BINS - 1)
+        up = y == 1
+        self.hist[0] += np.bincount(a[~up], minlength=AUC_BINS)
+        self.hist[1] += np.bincount(a[up], minlength=AUC_BINS)
+
+    def merge(self, other: Bucket) -> None:
+        self.sums += other.sums
+        self.rel += other.rel
+        self.hist += other.hist
+
+    def state(self) -> tuple[bytes, bytes, bytes]:
+        return self.sums.tobytes(), self.rel.tobytes(), self.hist.tobytes()
+
+    @classmethod
+    def load(cls, doc: tuple[bytes, bytes, bytes]) -> Bucket:
+        b = cls()
+        b.sums = np.frombuffer(doc[0]).copy()
+        b.rel = np.frombuffer(doc[1]).reshape(3, BINS).copy()
+        b.hist = np.frombuffer(doc[2], np.int64).reshape(2, AUC_BINS).copy()
+        return b
+
+
+def histogram_auc(down: np.ndarray, up: np.ndarray) -> float:
+    """AUC from per-bin counts of each class (same bin: half)."""
+    pos, neg = int(up.sum()), int(down.sum())
     if pos == 0 or neg == 0:
         return float("nan")
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p))
-    sp = p[order]
-    i = 0
-    while i < len(sp):  # average ranks over ties
-        j = i
-        while j + 1 < len(sp) and sp[j + 1] == sp[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+    below = np.concatenate([[0], np.cumsum(down)[:-1]])
+    return float((up * (below + 0.5 * down)).sum() / (pos * neg))
 
 
-def window_scores(p: np.ndarray, y: np.ndarray, buy: np.ndarray) -> dict[str, Any]:
-    n = len(p)
+def bucket_scores(b: Bucket) -> dict[str, Any]:
+    n, up, ll, brier, buys, buy_up = b.sums.tolist()
     if n == 0:
         return {"n": 0}
-    q = np.clip(p, EPS, 1 - EPS)
-    bins = np.minimum((p * BINS).astype(np.int64), BINS - 1)
-    table = []
-    for b in range(BINS):
-        m = bins == b
-        c = int(m.sum())
-        table.append({"bin": b, "n": c, "mean_p": float(p[m].mean()) if c else None,
-                      "up_rate": float(y[m].mean()) if c else None})  # fmt: skip
-    nb = int(buy.sum())
+    table = [{"bin": k, "n": int(c), "mean_p": sp / c if c else None, "up_rate": sy / c if c else None}
+             for k, (c, sp, sy) in enumerate(b.rel.T.tolist())]  # fmt: skip
     return {
-        "n": n,
-        "up_rate": float(y.mean()),
-        "auc": roc_auc(p, y),
-        "log_loss": float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean()),
-        "brier": float(((p - y) ** 2).mean()),
-        "buys": nb,
-        "buy_hit_rate": float(y[buy].mean()) if nb else None,
+        "n": int(n),
+        "up_rate": up / n,
+        "auc": histogram_auc(b.hist[0], b.hist[1]),
+        "log_loss": ll / n,
+        "brier": brier / n,
+        "buys": int(buys),
+        "buy_hit_rate": buy_up / buys if buys else None,
         "reliability": table,
     }
 
 
-class ScoreBoard:
-    """Per horizon, the labels resolved in the last ``window_minutes`` minutes."""
+def window_scores(p: np.ndarray, y: np.ndarray, buy: np.ndarray) -> dict[str, Any]:
+    """The scores of one set of labels (what a window's buckets add up to)."""
+    b = Bucket()
+    b.add(Resolved(0, p, y, buy))
+    return bucket_scores(b)
 
-    def __init__(self, horizons: tuple[int, ...], window_minutes: int) -> None:
-        self.window = window_minutes
-        self._minutes: dict[int, deque[tuple[int, Resolved]]] = {h: deque() for h in horizons}
+
+class ScoreBoard:
+    """Per horizon, the labels resolved in the last ``window_minutes`` minutes, as bucket sums."""
+
+    def __init__(self, horizons: tuple[int, ...], window_minutes: int, every_minutes: int) -> None:
+        self.every = every_minutes
+        self.buckets_kept = -(-window_minutes // every_minutes)
+        self._buckets: dict[int, deque[tuple[int, Bucket]]] = {h: deque() for h in horizons}
         self.labelled: dict[int, int] = dict.fromkeys(horizons, 0)
         """Labels resolved since the start, per horizon."""
 
     def add(self, minute: int, resolved: list[Resolved]) -> None:
+        index = -(-minute // self.every)  # bucket b holds minutes ((b-1)E, bE]
         for r in resolved:
-            if len(r.p):
-                self._minutes[r.horizon].append((minute, r))
-                self.labelled[r.horizon] += len(r.p)
-        for q in self._minutes.values():
-            while q and q[0][0] <= minute - self.window:
+            if not len(r.p):
+                continue
+            q = self._buckets[r.horizon]
+            if not q or q[-1][0] != index:
+                q.append((index, Bucket()))
+            q[-1][1].add(r)
+            self.labelled[r.horizon] += len(r.p)
+        for q in self._buckets.values():
+            while q and q[0][0] <= index - self.buckets_kept:
                 q.popleft()
 
     def scores(self) -> dict[str, dict[str, Any]]:
         """Per horizon (as a string, like the signals' ``horizons``), the window's scores."""
         out = {}
-        for h, q in self._minutes.items():
-            if q:
-                p = np.concatenate([r.p for _, r in q])
-                y = np.concatenate([r.y for _, r in q])
-                buy = np.concatenate([r.buy for _, r in q])
-            else:
-                p = y = np.empty(0)
-                buy = np.empty(0, np.bool_)
-            out[str(h)] = window_scores(p, y, buy) | {"labelled_total": self.labelled[h]}
+        for h, q in self._buckets.items():
+            total = Bucket()
+            for _, b in q:
+                total.merge(b)
+            out[str(h)] = bucket_scores(total) | {"labelled_total": self.labelled[h]}
         return out
 
     def state(self) -> dict[str, object]:
         return {
             "labelled": {str(h): n for h, n in self.labelled.items()},
-            "minutes": {
-                str(h): [(m, r.p.tobytes(), r.y.tobytes(), r.buy.tobytes()) for m, r in q]
-                for h, q in self._minutes.items()
-            },
+            "buckets": {str(h): [(i, b.state()) for i, b in q] for h, q in self._buckets.items()},
         }
 
     def load(self, doc: dict[str, Any]) -> None:
-        for h in self._minutes:
+        for h in self._buckets:
             self.labelled[h] = int(doc["labelled"][str(h)])
-            self._minutes[h] = deque(
-                (int(m), Resolved(h, np.frombuffer(p), np.frombuffer(y), np.frombuffer(b, np.bool_)))
-                for m, p, y, b in doc["minutes"][str(h)]
-            )
+            self._buckets[h] = deque((int(i), Bucket.load(tuple(b))) for i, b in doc["buckets"][str(h)])

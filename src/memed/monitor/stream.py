@@ -30,7 +30,7 @@ class ScoreStream:
     def __init__(self, horizons: tuple[int, ...], *, interval_minutes: int = 1, window_minutes: int = 1440,
                  every_minutes: int = 60, ties: Literal["exclude", "down"] = "exclude") -> None:  # fmt: skip
         self.labels = DelayedLabels(horizons, interval_minutes, ties)
-        self.board = ScoreBoard(horizons, window_minutes)
+        self.board = ScoreBoard(horizons, window_minutes, every_minutes)
         self.every = every_minutes
         self.latest: Snapshot | None = None
 

@@ -4,6 +4,7 @@ labels of the same bars, and the scores are the textbook ones."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from daemon_helpers import collect, daemon_config, last_minute, wait_until
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
 from memed.daemon.publish_dataset import publish_dataset
-from memed.data import synth_market
-from memed.decision import DecisionPath
+from memed.data import random_walk_market, synth_market
+from memed.decision import DecisionPath, Decisions
 from memed.models.registry import load_model_set
+from memed.monitor.drift import DriftAlarms
 from memed.monitor.labels import DelayedLabels, Resolved
 from memed.monitor.scores import ScoreBoard, window_scores
-from memed.monitor.stream import ScoreStream, score_history, score_signals
+from memed.monitor.stream import ScoreStream, Snapshot, score_history, score_signals
 from memed.trainers.labels import add_labels, label_col
 
 
@@ -168,3 +170,64 @@ def test_the_backtest_writes_the_scores_the_daemon_would_have_published(tmp_path
     last = snaps[-1]["horizons"]
     assert last["60"]["n"] > 1000
     assert 0.0 < last["60"]["auc"] < 1.0
+
+
+def labels_stream(
+    seed: int, minutes: int, flip_at: int | None = None, per: int = 50, h: int = 15
+) -> DriftAlarms:
+    """Calibrated p_up (labels drawn with it), or from ``flip_at`` on labels drawn with 1 - p_up: a model
+    that turned upside down."""
+    rng = np.random.default_rng(seed)
+    alarms = DriftAlarms((h,))
+    for m in range(minutes):
+        p = rng.uniform(0.3, 0.7, per)
+        q = p if flip_at is None or m < flip_at else 1 - p
+        y = (rng.random(per) < q).astype(float)
+        alarms.add(m, [Resolved(h, p, y, np.zeros(per, bool))])
+    return alarms
+
+
+def test_drift_alarms_fire_on_a_broken_model_and_stay_quiet_otherwise(tiny_registry: Path) -> None:
+    # the false-alarm budget: none in 5 x 5,000 stationary minutes (15-minute horizon, 50 labels a minute)
+    assert [len(labels_stream(seed, 5000).alarms) for seed in range(5)] == [0] * 5
+    # a model that turns upside down at minute 1,500 is caught within 450 minutes (30 blocks), both ways
+    for seed in range(3):
+        alarms = labels_stream(100 + seed, 3000, flip_at=1500).alarms
+        assert {a.kind for a in alarms} == {"log_loss", "error"}
+        assert all(1500 < a.minute <= 1950 for a in alarms)
+        assert all(a.after > a.before for a in alarms)
+    # the real decision path on driftless random walks: no alarm at any horizon
+    cfg = MemedConfig()
+    path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
+    dec = path.process_history(random_walk_market(20, 3000, seed=1))
+    stream = ScoreStream(dec.horizons, window_minutes=1440, every_minutes=60)
+    score_history(dec, stream)
+    assert stream.board.labelled[dec.horizons[0]] > 10_000
+    assert stream.drift.alarms == []
+
+
+def rows(dec: Decisions, a: int, b: int) -> Decisions:
+    """The decisions of rows [a, b) (what the scoring stream reads of them)."""
+    cut = {k: getattr(dec, k)[a:b] for k in ("tokens", "ts_minutes", "close", "horizon_p", "action", "side")}
+    return dataclasses.replace(dec, **cut)
+
+
+def test_the_scoring_stream_restores_exactly(tiny_registry: Path) -> None:
+    """Cut a replay in two and go on from a snapshot of the stream: the same scores and alarms."""
+    cfg = MemedConfig()
+    path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
+    dec = path.process_history(gappy_market())
+    whole = ScoreStream(dec.horizons, window_minutes=600, every_minutes=60)
+    want = score_history(dec, whole)
+    cut = int(np.searchsorted(dec.ts_minutes, dec.ts_minutes[len(dec) // 2]))
+    first = ScoreStream(dec.horizons, window_minutes=600, every_minutes=60)
+    head = score_history(rows(dec, 0, cut), first)
+    second = ScoreStream(dec.horizons, window_minutes=600, every_minutes=60)
+    assert second.restore(first.snapshot())
+    tail = score_history(rows(dec, cut, len(dec)), second)
+
+    def wire(snaps: list[Snapshot]) -> bytes:  # NaN (no AUC without both classes) as null, comparable
+        return msgspec.json.encode([(s.minute, s.scores, s.alarms) for s in snaps])
+
+    assert wire(head + tail) == wire(want)
+    assert len(want) > 10

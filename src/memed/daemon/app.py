@@ -574,6 +574,11 @@ class Daemon:
         assert self.scoring is not None
         snap = await asyncio.to_thread(self.scoring.step, result.tokens.to_list(), minute, result.close,
                                        result.horizon_p, result.action, result.side)  # fmt: skip
+        for alarm in self.scoring.raised:
+            self.metrics.drift_alarms.labels(horizon=str(alarm.horizon), kind=alarm.kind).inc()
+            log.warning("drift_alarm", minute=alarm.minute, horizon=alarm.horizon, kind=alarm.kind,
+                        before=round(alarm.before, 4), after=round(alarm.after, 4),
+                        blocks_before=alarm.blocks_before, blocks_after=alarm.blocks_after)  # fmt: skip
         if snap is None:
             return
         self.metrics.scores(snap.scores)
@@ -585,7 +590,7 @@ class Daemon:
         while True:
             snap = await self._snapshots.get()
             body = msgspec.json.encode({"minute": snap.minute, "model_set": self.path.model_set.id,
-                                        "horizons": snap.scores})  # fmt: skip
+                                        "horizons": snap.scores, "alarms": snap.alarms})  # fmt: skip
             client = await self.link.wait()
             with contextlib.suppress(mqtt.MqttError):
                 await client.publish(self.cfg.monitor.topic, body, qos=1, retain=True)

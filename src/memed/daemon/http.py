@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Protocol
 
 import msgspec
@@ -31,6 +32,14 @@ class Served(Protocol):
     scoring: ScoreStream | None
 
 
+def recent_alarms(daemon: Served) -> list[dict[str, object]]:
+    """Drift alarms raised within the scoring window (event time) before the newest closed minute."""
+    if daemon.scoring is None:
+        return []
+    since = daemon.batcher.last_closed - daemon.scoring.board.buckets_kept * daemon.scoring.every
+    return [dataclasses.asdict(a) for a in daemon.scoring.drift.alarms if a.minute > since]
+
+
 def build_app(daemon: Served) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         connected = daemon.subscribed.is_set()
@@ -40,6 +49,7 @@ def build_app(daemon: Served) -> web.Application:
             "model_set": daemon.path.model_set.id,
             "tokens": daemon.path.tokens,
             "last_minute": daemon.batcher.last_closed,
+            "drift_alarms": recent_alarms(daemon),
             "minutes_processed": daemon.processed_minutes,
         }
         return web.Response(body=msgspec.json.encode(body), content_type="application/json",
@@ -66,6 +76,7 @@ def build_app(daemon: Served) -> web.Application:
             "model_set": daemon.path.model_set.id,
             "minute": None if snap is None else snap.minute,
             "horizons": None if snap is None else snap.scores,
+            "drift_alarms": recent_alarms(daemon),
         }
         return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 

@@ -55,6 +55,11 @@ class DaemonMetrics:
             "memed_dead_letters_dropped_total", "Rejections not published as dead letters (queue full)",
             registry=r,
         )  # fmt: skip
+        self.drift_alarms = Counter(
+            "memed_drift_alarms_total", "Drift alarms on the delayed-label scores (ADWIN: the recent part "
+            "of the window scores worse), by horizon and kind (log_loss, error)", ["horizon", "kind"],
+            registry=r,
+        )  # fmt: skip
         self.live_labels = Gauge("memed_live_labels", "Delayed labels in the scoring window, by horizon",
                                  ["horizon"], registry=r)  # fmt: skip
         self._score_gauges = {

@@ -4,7 +4,7 @@ labels they resolve scored, a snapshot of the scores every ``every_minutes`` min
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from memed.decision.result import Decisions
+from memed.monitor.drift import Alarm, DriftAlarms
 from memed.monitor.labels import DelayedLabels
 from memed.monitor.scores import ScoreBoard
 from memed.signals.policy import ACTIONS, SIDES
@@ -24,6 +25,8 @@ _LONG = SIDES.index("long")
 class Snapshot:
     minute: int
     scores: dict[str, dict[str, Any]]
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    """Drift alarms raised since the previous snapshot."""
 
 
 class ScoreStream:
@@ -31,18 +34,26 @@ class ScoreStream:
                  every_minutes: int = 60, ties: Literal["exclude", "down"] = "exclude") -> None:  # fmt: skip
         self.labels = DelayedLabels(horizons, interval_minutes, ties)
         self.board = ScoreBoard(horizons, window_minutes, every_minutes)
+        self.drift = DriftAlarms(horizons, interval_minutes)
         self.every = every_minutes
         self.latest: Snapshot | None = None
+        self.raised: list[Alarm] = []
+        """Drift alarms raised by the last :meth:`step`."""
+        self._pending_alarms: list[Alarm] = []
 
     def step(self, tokens: list[str], minute: int, close: np.ndarray, horizon_p: np.ndarray,
              action: np.ndarray, side: np.ndarray) -> Snapshot | None:  # fmt: skip
         """One minute's decisions (as :class:`~memed.decision.Decisions` holds them); the snapshot when
         this minute is one to report."""
         buy = _BUY[np.asarray(action, dtype=np.int64)] & (np.asarray(side) == _LONG)
-        self.board.add(minute, self.labels.update(tokens, minute, close, horizon_p, buy))
+        resolved = self.labels.update(tokens, minute, close, horizon_p, buy)
+        self.board.add(minute, resolved)
+        self.raised = self.drift.add(minute, resolved)
+        self._pending_alarms += self.raised
         if minute % self.every:
             return None
-        self.latest = Snapshot(minute, self.board.scores())
+        self.latest = Snapshot(minute, self.board.scores(), [asdict(a) for a in self._pending_alarms])
+        self._pending_alarms = []
         return self.latest
 
     def forget(self, tokens: list[str]) -> None:
@@ -50,9 +61,12 @@ class ScoreStream:
 
     def snapshot(self) -> bytes:
         """Everything needed to go on exactly (part of the daemon's checkpoint)."""
-        latest = None if self.latest is None else {"minute": self.latest.minute, "scores": self.latest.scores}
+        latest = None if self.latest is None else asdict(self.latest)
         return msgspec.msgpack.encode({"horizons": list(self.labels.horizons), "labels": self.labels.state(),
-                                       "board": self.board.state(), "latest": latest})  # fmt: skip
+                                       "board": self.board.state(), "drift": self.drift.state(),
+                                       "alarms": [asdict(a) for a in self.drift.alarms],
+                                       "pending": [asdict(a) for a in self._pending_alarms],
+                                       "latest": latest})  # fmt: skip
 
     def restore(self, blob: bytes) -> bool:
         """Go on from :meth:`snapshot`; False (and nothing restored) for another set of horizons."""
@@ -61,8 +75,11 @@ class ScoreStream:
             return False
         self.labels.load(doc["labels"])
         self.board.load(doc["board"])
+        self.drift.load(doc.get("drift", {}))
+        self.drift.alarms = [Alarm(**a) for a in doc.get("alarms", [])]
+        self._pending_alarms = [Alarm(**a) for a in doc.get("pending", [])]
         if doc["latest"] is not None:
-            self.latest = Snapshot(int(doc["latest"]["minute"]), doc["latest"]["scores"])
+            self.latest = Snapshot(**doc["latest"])
         return True
 
 

@@ -33,7 +33,10 @@ from memed.daemon.app import Daemon
 from memed.daemon.checkpoint import read_checkpoint
 from memed.daemon.publish_dataset import publish_dataset
 from memed.data import load_dataset, synth_market
+from memed.decision import DecisionPath
 from memed.errors import SnapshotError
+from memed.models.registry import load_model_set
+from memed.monitor.stream import ScoreStream, score_history
 
 pytestmark = pytest.mark.broker
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-futures-1m"
@@ -108,6 +111,14 @@ async def test_kills_and_restarts_change_no_signal(
     assert_same_signals(got, want)  # 0 missing, 0 action differences, |dp| <= 1e-9
     restored = text.count("journal_replayed")
     assert restored >= 1  # a kill between checkpoints left journalled messages to replay
+    # the delayed-label scoring went through the same kills: its state equals the replay's, byte for byte
+    ck = read_checkpoint(Path(cfg.daemon.checkpoint_path))
+    dec = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk).process_history(real_minutes)
+    mon = cfg.monitor
+    replay = ScoreStream(dec.horizons, window_minutes=mon.window_minutes, every_minutes=mon.every_minutes)
+    score_history(dec, replay)
+    assert replay.latest is not None
+    assert ck.monitor == replay.snapshot()
 
 
 def test_a_flipped_byte_anywhere_in_a_checkpoint_is_one_clear_error(tmp_path: Path) -> None:

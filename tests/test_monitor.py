@@ -19,11 +19,12 @@ from daemon_helpers import collect, daemon_config, last_minute, wait_until
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
 from memed.daemon.publish_dataset import publish_dataset
-from memed.data import random_walk_market, synth_market
+from memed.data import bar_matrix, epoch_minutes, random_walk_market, run_bounds, synth_market
 from memed.decision import DecisionPath, Decisions
 from memed.models.registry import load_model_set
 from memed.monitor.drift import DriftAlarms
 from memed.monitor.labels import DelayedLabels, Resolved
+from memed.monitor.psi import FeatureDrift, PsiAlarm
 from memed.monitor.scores import ScoreBoard, window_scores
 from memed.monitor.stream import ScoreStream, Snapshot, score_history, score_signals
 from memed.trainers.labels import add_labels, label_col
@@ -231,3 +232,81 @@ def test_the_scoring_stream_restores_exactly(tiny_registry: Path) -> None:
 
     assert wire(head + tail) == wire(want)
     assert len(want) > 10
+
+
+@pytest.fixture(scope="module")
+def walk_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test models trained on driftless random walks (60 tokens x 800 minutes): a reference that a
+    stationary feed of the same kind matches."""
+    from conftest import TINY_TOML
+    from memed.config import parse_config
+    from memed.data import write_dataset
+    from memed.trainers.run import train_model_set
+
+    root = tmp_path_factory.mktemp("walks")
+    write_dataset(random_walk_market(60, 800, seed=7), root / "walks.parquet")
+    train_model_set([root / "walks.parquet"], parse_config(TINY_TOML), root / "registry", command="test")
+    return root / "registry"
+
+
+def psi_alarms(registry: Path, market: pl.DataFrame) -> list[PsiAlarm]:
+    """The daemon's decision path minute by minute, its served rows into the feature drift check."""
+    ms = load_model_set(registry)
+    cfg = MemedConfig()
+    path = DecisionPath(ms, cfg.signals, cfg.risk)
+    assert ms.manifest.reference is not None
+    check = FeatureDrift(ms.manifest.reference, ms.manifest.feature_names, ms.manifest.horizons, 60)
+    bars = market.sort("ts", "token")
+    ts, x, tokens = epoch_minutes(bars["ts"]), bar_matrix(bars), bars["token"].to_list()
+    out = []
+    for a, b in itertools.pairwise(run_bounds(ts)):
+        d = path.process(tokens[a:b], float(ts[a]), np.ascontiguousarray(x[:, a:b]))
+        out += check.step(int(ts[a]), d.tokens.to_list(), d.features, d.ready, d.horizon_p)
+    return out
+
+
+def amplified(market: pl.DataFrame, factor: float, from_minute: int) -> pl.DataFrame:
+    """Each token's log returns times ``factor`` from ``from_minute`` on (a volatility regime change)."""
+    parts = []
+    for _, g in market.sort("token", "ts").group_by("token", maintain_order=True):
+        c = g["close"].to_numpy()
+        lr = np.diff(np.log(c), prepend=np.log(c[0]))
+        lr[from_minute:] *= factor
+        ratio = np.exp(np.cumsum(lr)) * c[0] / c
+        parts.append(g.with_columns(pl.col(k) * ratio for k in ("open", "high", "low", "close")))
+    return pl.concat(parts)
+
+
+def test_feature_drift_fires_on_a_volatility_break_and_not_on_the_same_market(walk_registry: Path) -> None:
+    # the budget: no alarm in 3 x 25 hours of 30 other random-walk tokens, 46 features and 3 p_up
+    for seed in (3, 5, 11):
+        assert psi_alarms(walk_registry, random_walk_market(30, 1500, seed=seed)) == []
+    # volatility x4 from minute 750: the first bucket judged after it (minute 781) raises it
+    market = random_walk_market(30, 1500, seed=11)
+    start = int(market["ts"].min().timestamp() // 60)  # type: ignore[union-attr]
+    alarms = psi_alarms(walk_registry, amplified(market, 4.0, 750))
+    assert alarms
+    assert min(a.minute for a in alarms) - start <= 781
+    assert all(a.minute - start > 750 for a in alarms)
+    names = {a.name for a in alarms}
+    assert {"ret_std_15m", "atr_pct_14"} & names
+    assert all(a.psi > a.threshold >= 0.25 for a in alarms)
+
+
+def test_psi_and_its_threshold() -> None:
+    from memed.monitor.psi import chi2_quantile, psi, threshold
+    from memed.monitor.reference import reference_bins
+
+    assert chi2_quantile(0.95, 9) == pytest.approx(16.919, abs=0.05)  # the table's value
+    assert chi2_quantile(0.999, 9) == pytest.approx(27.877, abs=0.1)
+    rng = np.random.default_rng(0)
+    ref = reference_bins(rng.normal(0, 1, 100_000))
+    assert ref is not None
+    assert len(ref.edges) == 9
+    same = np.mean([psi(rng.normal(0, 1, 500), ref) for _ in range(200)])
+    assert same < threshold(500, 10, 1)  # sampling noise stays under the line
+    assert same == pytest.approx(9 / 500, rel=0.3)  # N x PSI ~ chi-square(9): mean 9 / N
+    assert psi(rng.normal(0, 2, 500), ref) > 0.25  # a doubled spread is a major shift
+    assert threshold(20, 10, 49) > 1.0  # twenty tokens prove little
+    assert threshold(100_000, 10, 49) == 0.25  # many tokens: the conventional floor
+    assert reference_bins(np.ones(1000)) is None

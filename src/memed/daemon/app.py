@@ -53,6 +53,7 @@ from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set, resolve
+from memed.monitor.psi import FeatureDrift
 from memed.monitor.stream import ScoreStream, Snapshot
 from memed.signals.policy import ACTIONS
 from memed.signals.schema import Signal
@@ -159,10 +160,7 @@ class Daemon:
                 {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
             )
             self.interval_check = FeedIntervalCheck(model_set.manifest.interval_minutes, model_set.id)
-            self.scoring = self._score_stream(model_set) if cfg.monitor.enabled else None
-            if self.scoring is not None and restored is not None and restored.monitor:
-                self.scoring.restore(restored.monitor)
-            self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=256)
+            self._start_monitoring(model_set, restored)
             self.latest: dict[str, Signal] = {}
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
@@ -205,6 +203,20 @@ class Daemon:
         return ScoreStream(tuple(m.horizons), interval_minutes=m.interval_minutes,
                            window_minutes=mon.window_minutes, every_minutes=mon.every_minutes,
                            ties=self.cfg.train.ties)  # fmt: skip
+
+    def _start_monitoring(self, model_set: ModelSet, restored: Checkpoint | None) -> None:
+        """Delayed-label scoring (restored from the checkpoint) and the feature drift check."""
+        self.scoring = self._score_stream(model_set) if self.cfg.monitor.enabled else None
+        self.feature_drift = self._feature_drift(model_set)
+        if self.scoring is not None and restored is not None and restored.monitor:
+            self.scoring.restore(restored.monitor)
+        self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=256)
+
+    def _feature_drift(self, model_set: ModelSet) -> FeatureDrift | None:
+        m = model_set.manifest
+        if not self.cfg.monitor.enabled or m.reference is None:
+            return None  # a set made before reference bins existed: no PSI
+        return FeatureDrift(m.reference, m.feature_names, m.horizons, self.cfg.monitor.every_minutes)
 
     def _take_lock(self) -> int | None:
         """One daemon per checkpoint: an exclusive lock on ``<checkpoint>.lock`` for the process's life."""
@@ -572,8 +584,18 @@ class Daemon:
         """Delayed-label scoring of the minute (:mod:`memed.monitor`); a snapshot goes to the gauges,
         ``/monitor`` and the monitor topic."""
         assert self.scoring is not None
-        snap = await asyncio.to_thread(self.scoring.step, result.tokens.to_list(), minute, result.close,
-                                       result.horizon_p, result.action, result.side)  # fmt: skip
+        tokens = result.tokens.to_list()
+        snap = await asyncio.to_thread(self.scoring.step, tokens, minute, result.close, result.horizon_p,
+                                       result.action, result.side)  # fmt: skip
+        if self.feature_drift is not None:
+            shifted = await asyncio.to_thread(self.feature_drift.step, minute, tokens, result.features,
+                                              result.ready, result.horizon_p)  # fmt: skip
+            for name, value in self.feature_drift.latest.items():
+                self.metrics.psi.labels(name=name).set(value)
+            for a in shifted:
+                self.metrics.psi_alarms.labels(name=a.name).inc()
+                log.warning("feature_drift", minute=a.minute, name=a.name, psi=round(a.psi, 4),
+                            threshold=round(a.threshold, 4), tokens=a.tokens)  # fmt: skip
         for alarm in self.scoring.raised:
             self.metrics.drift_alarms.labels(horizon=str(alarm.horizon), kind=alarm.kind).inc()
             log.warning("drift_alarm", minute=alarm.minute, horizon=alarm.horizon, kind=alarm.kind,
@@ -653,6 +675,7 @@ class Daemon:
             return
         if self.scoring is not None and tuple(ms.manifest.horizons) != self.scoring.labels.horizons:
             self.scoring = self._score_stream(ms)  # other horizons: scoring starts afresh
+        self.feature_drift = self._feature_drift(ms)  # the new set's reference
         self.metrics.reloads.labels(result="loaded").inc()
         self.metrics.model_set.info({"id": ms.id, "feature_spec": ms.manifest.feature_spec_hash})
         log.info("model_set_loaded", model_set=ms.id)

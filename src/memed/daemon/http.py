@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
@@ -14,6 +14,7 @@ from memed.config import DaemonConfig
 from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.metrics import DaemonMetrics
 from memed.decision import DecisionPath
+from memed.monitor.psi import FeatureDrift, PsiAlarm
 from memed.monitor.stream import ScoreStream
 from memed.signals.schema import Signal
 
@@ -30,6 +31,7 @@ class Served(Protocol):
     latest: dict[str, Signal]
     http_port: int | None
     scoring: ScoreStream | None
+    feature_drift: FeatureDrift | None
 
 
 def recent_alarms(daemon: Served) -> list[dict[str, object]]:
@@ -37,7 +39,11 @@ def recent_alarms(daemon: Served) -> list[dict[str, object]]:
     if daemon.scoring is None:
         return []
     since = daemon.batcher.last_closed - daemon.scoring.board.buckets_kept * daemon.scoring.every
-    return [dataclasses.asdict(a) for a in daemon.scoring.drift.alarms if a.minute > since]
+    alarms: list[Any] = list(daemon.scoring.drift.alarms)
+    if daemon.feature_drift is not None:
+        alarms += daemon.feature_drift.alarms
+    return [{"kind": "psi", **dataclasses.asdict(a)} if isinstance(a, PsiAlarm) else dataclasses.asdict(a)
+            for a in alarms if a.minute > since]  # fmt: skip
 
 
 def build_app(daemon: Served) -> web.Application:

@@ -60,6 +60,10 @@ class DaemonMetrics:
             "of the window scores worse), by horizon and kind (log_loss, error)", ["horizon", "kind"],
             registry=r,
         )  # fmt: skip
+        self.psi = Gauge("memed_psi", "Population stability index of each served feature and p_<h> against "
+                         "the training distribution, last judged bucket", ["name"], registry=r)  # fmt: skip
+        self.psi_alarms = Counter("memed_psi_alarms_total", "Buckets whose PSI passed the sample-calibrated "
+                                  "threshold, by feature or p_<h>", ["name"], registry=r)  # fmt: skip
         self.live_labels = Gauge("memed_live_labels", "Delayed labels in the scoring window, by horizon",
                                  ["horizon"], registry=r)  # fmt: skip
         self._score_gauges = {

@@ -172,6 +172,8 @@ class DecisionPath:
             hold_minutes=self.decide.hold_minutes,
             stale=stale,
             restarts=upd.restarts,
+            features=values,
+            ready=ready,
         )
 
     def _score(self, values: np.ndarray, ready: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -38,6 +38,10 @@ class Decisions:
     """Input bars left out: duplicates and out-of-order bars, ignored as the feature stream ignores them."""
     restarts: int = 0
     """Bars after a long gap, which restarted their token's features."""
+    features: np.ndarray | None = None
+    """The minute driver's feature rows [rows, F] (the drift check reads them); None from the history."""
+    ready: np.ndarray | None = None
+    """Which of ``features`` are past their warm-up (the ones the models scored)."""
 
     def __len__(self) -> int:
         return len(self.action)

@@ -44,6 +44,23 @@ class ReliabilityBin(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=T
     rate_hi: float | None = None
 
 
+class ReferenceBins(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A distribution at training time, for drift checks: interior bin edges (deciles, merged where
+    values tie) and the share of the training values in each bin."""
+
+    edges: tuple[float, ...]
+    shares: tuple[float, ...]
+    rows: int
+
+
+class Reference(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What drift is measured against (:mod:`memed.monitor.psi`): every feature on the training split and
+    the ensemble's p_up per horizon on the validation split."""
+
+    features: dict[str, ReferenceBins] = {}
+    p_up: dict[str, ReferenceBins] = {}
+
+
 class EdgeFit(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The cost-aware policy fitted on the validation split (:mod:`memed.trainers.edge`): the move sizes,
     the round-trip cost, and per side whether a margin on the expected net return paid after costs."""
@@ -176,6 +193,8 @@ class Manifest(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     edge: EdgeFit | None = None
     """The cost-aware policy fitted on validation for the configured ensemble (``signals.policy =
     "cost_aware"`` serves it); none in sets made before it."""
+    reference: Reference | None = None
+    """Training distributions for drift checks (absent in sets made before it existed)."""
     warnings: tuple[str, ...] = ()
     """Test metrics too good to trust (a leak until proven otherwise)."""
     command: str = ""

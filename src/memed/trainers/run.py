@@ -31,6 +31,7 @@ from memed.models.manifest import (
     SplitSummary,
 )
 from memed.models.registry import write_model_set
+from memed.monitor.reference import build_reference
 from memed.signals.calibration import calibrate_columns
 from memed.signals.ensemble import ensemble
 from memed.trainers.baseline import FittedBaseline, baseline_features
@@ -187,6 +188,7 @@ def train_model_set(
         ),
         ensemble_reliability=report.reliability(p_ensemble),
         edge=edge,
+        reference=build_reference(list(data.spec.names), x_tr, p_val, list(horizons)),
         warnings=tuple(warnings),
         command=command,
     )

@@ -310,3 +310,22 @@ def test_psi_and_its_threshold() -> None:
     assert threshold(20, 10, 49) > 1.0  # twenty tokens prove little
     assert threshold(100_000, 10, 49) == 0.25  # many tokens: the conventional floor
     assert reference_bins(np.ones(1000)) is None
+
+
+def test_a_sampled_share_of_tokens_is_scored(tiny_registry: Path) -> None:
+    """`monitor.sample_share`: the tokens whose name hashes below the share, the same ones every time."""
+    import zlib
+
+    cfg = MemedConfig()
+    market = synth_market(40, 600, seed=2)
+    dec = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk).process_history(market)
+    full = ScoreStream(dec.horizons, window_minutes=600, every_minutes=60)
+    half = ScoreStream(dec.horizons, window_minutes=600, every_minutes=60, sample_share=0.5)
+    score_history(dec, full)
+    score_history(dec, half)
+    want = {t for t in market["token"].unique().to_list() if zlib.crc32(t.encode()) < 2**31}
+    assert set(half.labels.index) == want
+    assert 0 < len(want) < 40
+    assert set(full.labels.index) == set(market["token"].unique().to_list())
+    h = dec.horizons[0]
+    assert 0 < half.board.labelled[h] < full.board.labelled[h]

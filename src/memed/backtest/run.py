@@ -266,7 +266,8 @@ def _monitor(
 
     mon = cfg.monitor
     stream = ScoreStream(tuple(horizons), interval_minutes=interval, window_minutes=mon.window_minutes,
-                         every_minutes=mon.every_minutes, ties=cfg.train.ties)  # fmt: skip
+                         every_minutes=mon.every_minutes, ties=cfg.train.ties,
+                         sample_share=mon.sample_share)  # fmt: skip
     return [{"minute": s.minute, "horizons": s.scores} for s in score_signals(signals, stream)]
 
 

@@ -202,7 +202,7 @@ class Daemon:
         m, mon = model_set.manifest, self.cfg.monitor
         return ScoreStream(tuple(m.horizons), interval_minutes=m.interval_minutes,
                            window_minutes=mon.window_minutes, every_minutes=mon.every_minutes,
-                           ties=self.cfg.train.ties)  # fmt: skip
+                           ties=self.cfg.train.ties, sample_share=mon.sample_share)  # fmt: skip
 
     def _start_monitoring(self, model_set: ModelSet, restored: Checkpoint | None) -> None:
         """Delayed-label scoring (restored from the checkpoint) and the feature drift check."""

@@ -4,6 +4,7 @@ labels they resolve scored, a snapshot of the scores every ``every_minutes`` min
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -31,8 +32,11 @@ class Snapshot:
 
 class ScoreStream:
     def __init__(self, horizons: tuple[int, ...], *, interval_minutes: int = 1, window_minutes: int = 1440,
-                 every_minutes: int = 60, ties: Literal["exclude", "down"] = "exclude") -> None:  # fmt: skip
+                 every_minutes: int = 60, ties: Literal["exclude", "down"] = "exclude",
+                 sample_share: float = 1.0) -> None:  # fmt: skip
         self.labels = DelayedLabels(horizons, interval_minutes, ties)
+        self.sample_share = sample_share
+        self._sampled: dict[str, bool] = {}
         self.board = ScoreBoard(horizons, window_minutes, every_minutes)
         self.drift = DriftAlarms(horizons, interval_minutes)
         self.every = every_minutes
@@ -46,6 +50,10 @@ class ScoreStream:
         """One minute's decisions (as :class:`~memed.decision.Decisions` holds them); the snapshot when
         this minute is one to report."""
         buy = _BUY[np.asarray(action, dtype=np.int64)] & (np.asarray(side) == _LONG)
+        if self.sample_share < 1.0:
+            keep = np.array([self._sample(t) for t in tokens], dtype=np.bool_)
+            tokens = [t for t, k in zip(tokens, keep.tolist(), strict=True) if k]
+            close, horizon_p, buy = np.asarray(close)[keep], np.asarray(horizon_p)[keep], buy[keep]
         resolved = self.labels.update(tokens, minute, close, horizon_p, buy)
         self.board.add(minute, resolved)
         self.raised = self.drift.add(minute, resolved)
@@ -56,8 +64,17 @@ class ScoreStream:
         self._pending_alarms = []
         return self.latest
 
+    def _sample(self, token: str) -> bool:
+        """Whether ``token`` is scored: a hash of its name below the share (the same tokens everywhere)."""
+        got = self._sampled.get(token)
+        if got is None:
+            got = self._sampled[token] = zlib.crc32(token.encode()) < self.sample_share * 2**32
+        return got
+
     def forget(self, tokens: list[str]) -> None:
         self.labels.forget(tokens)
+        for t in tokens:
+            self._sampled.pop(t, None)
 
     def snapshot(self) -> bytes:
         """Everything needed to go on exactly (part of the daemon's checkpoint)."""

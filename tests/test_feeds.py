@@ -98,3 +98,16 @@ def test_the_trade_aggregator_drops_late_and_duplicate_trades() -> None:
 def test_payloads_of_the_wrong_shape_are_feed_errors(call: object, match: str) -> None:
     with pytest.raises(FeedError, match=match):
         call()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("source", ["binance", "geckoterminal", "birdeye", "pumpportal", "dexscreener"])
+def test_the_feed_counts_any_payload_of_the_wrong_shape(source: str) -> None:
+    from memed.feeds.client import Decoder, FeedStats
+
+    stats = FeedStats()
+    decode = Decoder(source, stats)  # type: ignore[arg-type]
+    for junk in ([1, 2], "Too Many Requests", {"data": None}, {"pairs": [{"baseToken": 5}]}, 42):
+        assert decode(junk, NOW, "solana:POOL") == []
+    assert stats.frames == 5
+    # PumpPortal objects without txType are messages that are not trades (acknowledgements): not errors
+    assert stats.rejected["bad_payload"] == (3 if source == "pumpportal" else 5)

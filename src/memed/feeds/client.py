@@ -80,7 +80,13 @@ class Decoder:
         self.stats.frames += 1
         try:
             ticks = self._decode(msg, arrived, symbol)
-        except FeedError as exc:
+        except (
+            FeedError,
+            TypeError,
+            AttributeError,
+            KeyError,
+            ValueError,
+        ) as exc:  # not the documented shape
             self.stats.rejected["bad_payload"] += 1
             log.warning("feed_payload_rejected", source=self.source, error=str(exc)[:300])
             return []
@@ -97,7 +103,9 @@ class Decoder:
             return binance.kline_event(msg)
         if self.source == "geckoterminal":
             pool = symbol.split(":", 1)[-1] if symbol else None
-            return geckoterminal.ohlcv(msg, arrived, token=None if msg.get("meta") else pool)
+            return geckoterminal.ohlcv(
+                msg, arrived, token=None if isinstance(msg, dict) and msg.get("meta") else pool
+            )
         if self.source == "birdeye":
             return birdeye.ohlcv(msg, arrived, token=symbol or None)
         if self.source == "dexscreener":

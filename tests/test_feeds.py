@@ -4,10 +4,12 @@ sorted, trades deduplicated and late ones dropped), and pass memed's own tick pa
 
 from __future__ import annotations
 
+import json
+
 import msgspec
 import pytest
 
-from feed_goldens import NOW, RUNS, golden
+from feed_goldens import FIXTURES, NOW, RUNS, golden
 from memed.daemon.ticks import Rejected, decode_message
 from memed.feeds import binance, birdeye, dexscreener, geckoterminal, pumpportal
 from memed.feeds.ticks import FeedError, FeedTick, encode
@@ -52,6 +54,9 @@ def test_each_source_keeps_its_rules() -> None:
     assert all(t.liquidity == 1250333.12 for t in popcat)  # the most liquid of its two pairs
     assert all((t.buys, t.sells, t.market_cap) == (42 / 5, 18 / 5, 23_100_000.0) for t in popcat)
     assert [t for t in enriched if t.token.startswith("9BB6")] == pump[:2]  # measured fields kept
+    snaps = RUNS["dexscreener_snapshot"]()
+    assert len(snaps) == len({t.token for t in snaps}) == 2  # one tick a token: its most liquid pair's
+    assert next(t.close for t in snaps if t.token.startswith("7GCi")) == 0.00002355
 
 
 def test_the_trade_aggregator_drops_late_and_duplicate_trades() -> None:
@@ -111,3 +116,19 @@ def test_the_feed_counts_any_payload_of_the_wrong_shape(source: str) -> None:
     assert stats.frames == 5
     # PumpPortal objects without txType are messages that are not trades (acknowledgements): not errors
     assert stats.rejected["bad_payload"] == (3 if source == "pumpportal" else 5)
+
+
+def test_polled_bars_go_out_once_and_snapshots_keep_the_latest_of_a_minute() -> None:
+    from memed.feeds.client import Decoder, FeedStats
+
+    gecko = Decoder("geckoterminal", FeedStats())
+    payload = json.loads((FIXTURES / "geckoterminal_ohlcv.json").read_text())
+    assert len(gecko(payload, NOW)) == 3
+    assert gecko(payload, NOW) == []  # the same response polled again: nothing new
+    dex = Decoder("dexscreener", FeedStats())
+    snap = json.loads((FIXTURES / "dexscreener_pairs.json").read_text())
+    first = dex(snap, NOW)
+    snap["pairs"][0]["priceUsd"] = "0.00002400"
+    again = dex(snap, NOW + 20)  # the same minute, a newer price: published, the daemon keeps the latest
+    assert {t.token for t in again} == {t.token for t in first}
+    assert max(t.close for t in again) == 0.000024

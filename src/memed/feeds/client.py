@@ -41,6 +41,8 @@ BASE_URLS: dict[Source, str] = {
     "pumpportal": "wss://pumpportal.fun/api/data",
     "dexscreener": "https://api.dexscreener.com",
 }
+PAYLOAD_ERRORS = (FeedError, TypeError, AttributeError, KeyError, ValueError)
+"""What the adapters raise on a payload that is not the source's documented shape."""
 MIN_POLL_SECONDS: dict[Source, float] = {"geckoterminal": 2.0, "birdeye": 1.0, "dexscreener": 1.0}
 """Seconds between two requests at least: GeckoTerminal's free API takes 30 calls a minute, Birdeye's
 and DexScreener's more."""
@@ -80,19 +82,15 @@ class Decoder:
         self.stats.frames += 1
         try:
             ticks = self._decode(msg, arrived, symbol)
-        except (
-            FeedError,
-            TypeError,
-            AttributeError,
-            KeyError,
-            ValueError,
-        ) as exc:  # not the documented shape
+        except PAYLOAD_ERRORS as exc:  # not the documented shape
             self.stats.rejected["bad_payload"] += 1
             log.warning("feed_payload_rejected", source=self.source, error=str(exc)[:300])
             return []
         fresh = []
+        snapshots = self.source == "dexscreener"  # a newer snapshot of the same minute replaces the last
         for t in ticks:  # a polled source repeats bars it gave before: each (token, minute) once
-            if t.ts > self._newest.get(t.token, -1):
+            newest = self._newest.get(t.token, -1)
+            if t.ts > newest or (snapshots and t.ts == newest):
                 self._newest[t.token] = t.ts
                 fresh.append(t)
         self.stats.ticks += len(fresh)

@@ -44,16 +44,22 @@ def _extras(pair: Mapping[str, Any]) -> dict[str, float | None]:
     }
 
 
-def enrich(ticks: list[FeedTick], payload: Any) -> list[FeedTick]:
-    """``ticks`` with the snapshot's liquidity, buys/sells and market cap filled in for their tokens (by
-    base token address; the most liquid pair where a token has several). Only fields a tick lacks are
-    filled: what the bar's own source measured (a trade feed's exact counts) is never overwritten."""
+def most_liquid(payload: Any) -> dict[str, Mapping[str, Any]]:
+    """Each base token's most liquid pair (a token often trades in several pools)."""
     best: dict[str, Mapping[str, Any]] = {}
     for p in pairs(payload):
         t = _token(p)
         liq = _extras(p)["liquidity"] or 0.0
         if t not in best or liq > (_extras(best[t])["liquidity"] or 0.0):
             best[t] = p
+    return best
+
+
+def enrich(ticks: list[FeedTick], payload: Any) -> list[FeedTick]:
+    """``ticks`` with the snapshot's liquidity, buys/sells and market cap filled in for their tokens (by
+    base token address; the most liquid pair where a token has several). Only fields a tick lacks are
+    filled: what the bar's own source measured (a trade feed's exact counts) is never overwritten."""
+    best = most_liquid(payload)
     out = []
     for tick in ticks:
         pair = best.get(tick.token)
@@ -66,10 +72,10 @@ def enrich(ticks: list[FeedTick], payload: Any) -> list[FeedTick]:
 
 
 def snapshot_ticks(payload: Any, now: float) -> list[FeedTick]:
-    """Each pair's price as a flat tick of the current minute (volume 0: a snapshot has no bar volume),
-    with the snapshot's extras: for tokens no candle source covers."""
+    """Each token's price (its most liquid pair's) as a flat tick of the current minute (volume 0: a
+    snapshot has no bar volume), with the snapshot's extras: for tokens no candle source covers."""
     out = []
-    for p in pairs(payload):
+    for p in most_liquid(payload).values():
         price = number(p.get("priceUsd"), "priceUsd")
         extras = _extras(p)
         out.append(FeedTick(_token(p), minute_start(now), price, price, price, price, 0.0, **extras))

@@ -84,6 +84,20 @@ def tiny_registry(tmp_path_factory: pytest.TempPathFactory, tiny_market: Path) -
     return registry
 
 
+@pytest.fixture(scope="session")
+def walk_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test models trained on driftless random walks (60 tokens x 800 minutes): a reference that a
+    stationary feed of the same kind matches."""
+    from memed.config import parse_config
+    from memed.data import random_walk_market, write_dataset
+    from memed.trainers.run import train_model_set
+
+    root = tmp_path_factory.mktemp("walks")
+    write_dataset(random_walk_market(60, 800, seed=7), root / "walks.parquet")
+    train_model_set([root / "walks.parquet"], parse_config(TINY_TOML), root / "registry", command="test")
+    return root / "registry"
+
+
 # --------------------------------------------------------------------------- a real Mosquitto
 @pytest.fixture
 def mosquitto(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]

@@ -234,21 +234,6 @@ def test_the_scoring_stream_restores_exactly(tiny_registry: Path) -> None:
     assert len(want) > 10
 
 
-@pytest.fixture(scope="module")
-def walk_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test models trained on driftless random walks (60 tokens x 800 minutes): a reference that a
-    stationary feed of the same kind matches."""
-    from conftest import TINY_TOML
-    from memed.config import parse_config
-    from memed.data import write_dataset
-    from memed.trainers.run import train_model_set
-
-    root = tmp_path_factory.mktemp("walks")
-    write_dataset(random_walk_market(60, 800, seed=7), root / "walks.parquet")
-    train_model_set([root / "walks.parquet"], parse_config(TINY_TOML), root / "registry", command="test")
-    return root / "registry"
-
-
 def psi_alarms(registry: Path, market: pl.DataFrame) -> list[PsiAlarm]:
     """The daemon's decision path minute by minute, its served rows into the feature drift check."""
     ms = load_model_set(registry)

@@ -335,6 +335,13 @@ class MonitorConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     sample_share: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 1.0
     """The share of tokens scored, chosen by a hash of the name (the same tokens in the daemon and the
     backtest): pending labels take about 32 KB a token, so 0.1 at 50,000 tokens keeps them to 160 MB."""
+    challenger: str = ""
+    """A model set (its folder) served in shadow: scored on the same delayed labels, never published, and
+    promoted to champion when it beats it (``promote_margin``, ``promote_min_labels``)."""
+    promote_margin: Annotated[float, msgspec.Meta(ge=0.0)] = 0.005
+    """How much lower the challenger's mean log loss (over the horizons both serve) must be."""
+    promote_min_labels: PositiveInt = 2000
+    """Labels each compared horizon needs in both scoring windows before anything is judged."""
 
 
 class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

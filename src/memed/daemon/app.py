@@ -21,6 +21,7 @@ import os
 import random
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,10 @@ from memed.daemon.sinks import (
 from memed.daemon.ticks import Rejected, decode_message
 from memed.daemon.wire import to_signals
 from memed.decision import DecisionPath, Decisions
-from memed.errors import MemedError, SnapshotError
+from memed.errors import ConfigError, MemedError, SnapshotError
 from memed.logs import get_logger
-from memed.models.registry import ModelSet, load_model_set, resolve
+from memed.models.registry import ModelSet, load_model_set, resolve, set_latest
+from memed.monitor.challenger import Verdict, judge
 from memed.monitor.psi import FeatureDrift
 from memed.monitor.stream import ScoreStream, Snapshot
 from memed.signals.policy import ACTIONS
@@ -94,6 +96,14 @@ def dead_letter(item: Rejected) -> bytes:
     if len(tick) > DEAD_LETTER_BYTES:
         raw = tick[:DEAD_LETTER_BYTES].decode("utf-8", "replace") + f"... ({len(tick):,} bytes)"
     return msgspec.json.encode({"reason": item.reason, "detail": item.detail[:500], "tick": raw})
+
+
+@dataclass
+class Shadow:
+    """The challenger: its own decision path and scoring stream (``monitor.challenger``)."""
+
+    path: DecisionPath
+    scoring: ScoreStream
 
 
 class CheckpointLockedError(MemedError):
@@ -211,6 +221,29 @@ class Daemon:
         if self.scoring is not None and restored is not None and restored.monitor:
             self.scoring.restore(restored.monitor)
         self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=256)
+        self.shadow = self._load_challenger(restored)
+
+    def _load_challenger(self, restored: Checkpoint | None) -> Shadow | None:
+        """The challenger of ``monitor.challenger``, in shadow (restored from the checkpoint)."""
+        mon = self.cfg.monitor
+        if not mon.challenger or self.scoring is None:
+            return None
+        ms = load_model_set(resolve(Path(mon.challenger)), threads=self.d.inference_threads)
+        champion = self.path.model_set.manifest
+        if ms.manifest.interval_minutes != champion.interval_minutes:
+            raise ConfigError(
+                f"monitor.challenger: {ms.id} is for {ms.manifest.interval_minutes}-minute bars, the "
+                f"champion {champion.model_set_id} for {champion.interval_minutes}-minute bars"
+            )
+        if restored is not None and restored.challenger:
+            path = DecisionPath.restore(ms, self.cfg.signals, self.cfg.risk, restored.challenger)
+        else:
+            path = DecisionPath(ms, self.cfg.signals, self.cfg.risk)
+        scoring = self._score_stream(ms)
+        if restored is not None and restored.challenger_monitor:
+            scoring.restore(restored.challenger_monitor)
+        log.info("challenger_in_shadow", challenger=ms.id, champion=champion.model_set_id)
+        return Shadow(path, scoring)
 
     def _feature_drift(self, model_set: ModelSet) -> FeatureDrift | None:
         m = model_set.manifest
@@ -358,8 +391,12 @@ class Daemon:
             outbox = {name: [OutboxMinute(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
                       for name, outs in self.fanout.unsent().items()}  # fmt: skip
             epoch = self.journal.rotate()
+            sh = self.shadow
+            shadow = await asyncio.to_thread(sh.path.snapshot) if sh is not None else b""
             ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox,
                             monitor=self.scoring.snapshot() if self.scoring is not None else b"",
+                            challenger=shadow,
+                            challenger_monitor=sh.scoring.snapshot() if sh is not None else b"",
                             quarantine=dict(self.quarantine.until))  # fmt: skip
             self._checkpointed_at = self.processed_minutes
         t0 = time.perf_counter()
@@ -528,6 +565,8 @@ class Daemon:
         self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
         if self.scoring is not None:  # after the signals are on their way; in the worker thread
             await self._score(batch.minute, result)
+        if self.shadow is not None:
+            await self._shadow_step(batch.minute, tokens, bars)
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
         self._evict(batch.minute)
@@ -568,8 +607,49 @@ class Daemon:
                   until_minute=minute + self.d.quarantine_minutes, runs=found.runs,
                   gave_up=found.exhausted)  # fmt: skip
 
+    async def _shadow_step(self, minute: int, tokens: list[str], bars: np.ndarray) -> None:
+        """The challenger decides the same minute, is scored on the same labels, and at a snapshot minute
+        is judged against the champion (:mod:`memed.monitor.challenger`)."""
+        sh = self.shadow
+        assert sh is not None
+        try:
+            res = await asyncio.to_thread(sh.path.process, tokens, float(minute), bars)
+            snap = await asyncio.to_thread(sh.scoring.step, res.tokens.to_list(), minute, res.close,
+                                           res.horizon_p, res.action, res.side)  # fmt: skip
+        except Exception as exc:  # the challenger cannot stop the champion
+            log.exception("challenger_failed", challenger=sh.path.model_set.id, error=str(exc)[:300])
+            self.shadow = None
+            return
+        champion = self.scoring.latest if self.scoring is not None else None
+        if snap is None or champion is None or champion.minute != snap.minute:
+            return
+        mon = self.cfg.monitor
+        verdict = judge(champion.scores, snap.scores, mon.promote_margin, mon.promote_min_labels)
+        log.info("challenger_judged", minute=minute, challenger=sh.path.model_set.id, promote=verdict.promote,
+                 reason=verdict.reason)  # fmt: skip
+        if verdict.promote:
+            self._promote(sh, verdict)
+
+    def _promote(self, sh: Shadow, verdict: Verdict) -> None:
+        """The challenger becomes the champion: its path (state and all) and its scores serve from the next
+        minute; the old champion is not reloaded; the registry's ``latest`` points at the new one when it
+        lives there, so a restart serves it too."""
+        old, new = self.path.model_set.id, sh.path.model_set.id
+        self.path, self.scoring, self.shadow = sh.path, sh.scoring, None
+        self.feature_drift = self._feature_drift(sh.path.model_set)
+        self._refused.add(old)
+        persisted = (self.registry / new).is_dir()
+        if persisted:
+            set_latest(self.registry, new)
+        self.metrics.promotions.inc()
+        self.metrics.model_set.info({"id": new, "feature_spec": sh.path.model_set.manifest.feature_spec_hash})
+        log.warning("challenger_promoted", champion=old, challenger=new, reason=verdict.reason,
+                    evidence=verdict.evidence, registry_latest_updated=persisted)  # fmt: skip
+
     def _evict(self, minute: int) -> None:
         """Idle tokens are forgotten every minute (one vectorised pass over the token table)."""
+        if self.shadow is not None:
+            self.shadow.scoring.forget(self.shadow.path.evict_idle(float(minute), self.d.evict_ttl_minutes))
         gone = self.path.evict_idle(float(minute), self.d.evict_ttl_minutes)
         if gone:
             if self.scoring is not None:

@@ -58,6 +58,9 @@ class Checkpoint(msgspec.Struct, frozen=True):
     """Sink name → its unsent minutes, oldest first."""
     monitor: bytes = b""
     """The delayed-label scoring stream (:meth:`memed.monitor.ScoreStream.snapshot`)."""
+    challenger: bytes = b""
+    """The shadow model set's decision path (:meth:`memed.decision.DecisionPath.snapshot`)."""
+    challenger_monitor: bytes = b""
     quarantine: dict[str, int] = {}
     """Quarantined token → the last event-time minute its ticks are rejected."""
 

@@ -64,6 +64,8 @@ class DaemonMetrics:
                          "the training distribution, last judged bucket", ["name"], registry=r)  # fmt: skip
         self.psi_alarms = Counter("memed_psi_alarms_total", "Buckets whose PSI passed the sample-calibrated "
                                   "threshold, by feature or p_<h>", ["name"], registry=r)  # fmt: skip
+        self.promotions = Counter("memed_model_promotions_total", "Challengers promoted to champion on "
+                                  "delayed-label evidence", registry=r)  # fmt: skip
         self.live_labels = Gauge("memed_live_labels", "Delayed labels in the scoring window, by horizon",
                                  ["horizon"], registry=r)  # fmt: skip
         self._score_gauges = {

@@ -76,4 +76,4 @@ async def test_a_challenger_is_promoted_only_on_evidence(
     assert daemon.metrics.promotions._value.get() == 1  # type: ignore[attr-defined]
     assert want is not None
     assert {m for m, s in sets.items() if s == challenger_id} == {m for m in sets if m > want}
-    assert daemon.shadow is None
+    assert daemon.monitoring.shadow is None

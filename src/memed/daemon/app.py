@@ -21,7 +21,6 @@ import os
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from memed.daemon.http import serve_http
 from memed.daemon.interval import FeedIntervalCheck
 from memed.daemon.journal import TickJournal, journal_files, prune, replay
 from memed.daemon.metrics import DaemonMetrics
+from memed.daemon.monitoring import Monitoring
 from memed.daemon.quarantine import Quarantine, bisect_minute
 from memed.daemon.sinks import (
     FanOut,
@@ -51,12 +51,9 @@ from memed.daemon.sinks import (
 from memed.daemon.ticks import Rejected, decode_message
 from memed.daemon.wire import to_signals
 from memed.decision import DecisionPath, Decisions
-from memed.errors import ConfigError, MemedError, SnapshotError
+from memed.errors import MemedError, SnapshotError
 from memed.logs import get_logger
-from memed.models.registry import ModelSet, load_model_set, resolve, set_latest
-from memed.monitor.challenger import Verdict, judge
-from memed.monitor.psi import FeatureDrift
-from memed.monitor.stream import ScoreStream, Snapshot
+from memed.models.registry import ModelSet, load_model_set, resolve
 from memed.signals.policy import ACTIONS
 from memed.signals.schema import Signal
 
@@ -96,14 +93,6 @@ def dead_letter(item: Rejected) -> bytes:
     if len(tick) > DEAD_LETTER_BYTES:
         raw = tick[:DEAD_LETTER_BYTES].decode("utf-8", "replace") + f"... ({len(tick):,} bytes)"
     return msgspec.json.encode({"reason": item.reason, "detail": item.detail[:500], "tick": raw})
-
-
-@dataclass
-class Shadow:
-    """The challenger: its own decision path and scoring stream (``monitor.challenger``)."""
-
-    path: DecisionPath
-    scoring: ScoreStream
 
 
 class CheckpointLockedError(MemedError):
@@ -166,11 +155,9 @@ class Daemon:
         try:
             restored = self._read_checkpoint()
             self.path = self._initial_path(model_set, restored)
-            self.metrics.model_set.info(
-                {"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash}
-            )
+            self.metrics.serving(model_set)
             self.interval_check = FeedIntervalCheck(model_set.manifest.interval_minutes, model_set.id)
-            self._start_monitoring(model_set, restored)
+            self.monitoring = Monitoring(cfg, self.metrics, self.path, restored, self.registry)
             self.latest: dict[str, Signal] = {}
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
@@ -207,49 +194,6 @@ class Daemon:
             sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries, fmt=self.d.webhook_format,
                                      chat_id=self.d.telegram_chat_id))  # fmt: skip
         return sinks
-
-    def _score_stream(self, model_set: ModelSet) -> ScoreStream:
-        m, mon = model_set.manifest, self.cfg.monitor
-        return ScoreStream(tuple(m.horizons), interval_minutes=m.interval_minutes,
-                           window_minutes=mon.window_minutes, every_minutes=mon.every_minutes,
-                           ties=self.cfg.train.ties, sample_share=mon.sample_share)  # fmt: skip
-
-    def _start_monitoring(self, model_set: ModelSet, restored: Checkpoint | None) -> None:
-        """Delayed-label scoring (restored from the checkpoint) and the feature drift check."""
-        self.scoring = self._score_stream(model_set) if self.cfg.monitor.enabled else None
-        self.feature_drift = self._feature_drift(model_set)
-        if self.scoring is not None and restored is not None and restored.monitor:
-            self.scoring.restore(restored.monitor)
-        self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=256)
-        self.shadow = self._load_challenger(restored)
-
-    def _load_challenger(self, restored: Checkpoint | None) -> Shadow | None:
-        """The challenger of ``monitor.challenger``, in shadow (restored from the checkpoint)."""
-        mon = self.cfg.monitor
-        if not mon.challenger or self.scoring is None:
-            return None
-        ms = load_model_set(resolve(Path(mon.challenger)), threads=self.d.inference_threads)
-        champion = self.path.model_set.manifest
-        if ms.manifest.interval_minutes != champion.interval_minutes:
-            raise ConfigError(
-                f"monitor.challenger: {ms.id} is for {ms.manifest.interval_minutes}-minute bars, the "
-                f"champion {champion.model_set_id} for {champion.interval_minutes}-minute bars"
-            )
-        if restored is not None and restored.challenger:
-            path = DecisionPath.restore(ms, self.cfg.signals, self.cfg.risk, restored.challenger)
-        else:
-            path = DecisionPath(ms, self.cfg.signals, self.cfg.risk)
-        scoring = self._score_stream(ms)
-        if restored is not None and restored.challenger_monitor:
-            scoring.restore(restored.challenger_monitor)
-        log.info("challenger_in_shadow", challenger=ms.id, champion=champion.model_set_id)
-        return Shadow(path, scoring)
-
-    def _feature_drift(self, model_set: ModelSet) -> FeatureDrift | None:
-        m = model_set.manifest
-        if not self.cfg.monitor.enabled or m.reference is None:
-            return None  # a set made before reference bins existed: no PSI
-        return FeatureDrift(m.reference, m.feature_names, m.horizons, self.cfg.monitor.every_minutes)
 
     def _take_lock(self) -> int | None:
         """One daemon per checkpoint: an exclusive lock on ``<checkpoint>.lock`` for the process's life."""
@@ -338,7 +282,10 @@ class Daemon:
                     tg.create_task(self._dead_letter_loop(), name="dead-letters"),
                     tg.create_task(self._reload_loop(), name="model-reload"),
                     tg.create_task(self._journal_loop(), name="journal"),
-                    tg.create_task(self._monitor_loop(), name="monitor"),
+                    tg.create_task(
+                        self.monitoring.publish_loop(self.link, lambda: self.path.model_set.id),
+                        name="monitor",
+                    ),
                 ]
                 tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
                 if self.d.http_port:
@@ -391,12 +338,9 @@ class Daemon:
             outbox = {name: [OutboxMinute(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
                       for name, outs in self.fanout.unsent().items()}  # fmt: skip
             epoch = self.journal.rotate()
-            sh = self.shadow
-            shadow = await asyncio.to_thread(sh.path.snapshot) if sh is not None else b""
-            ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox,
-                            monitor=self.scoring.snapshot() if self.scoring is not None else b"",
-                            challenger=shadow,
-                            challenger_monitor=sh.scoring.snapshot() if sh is not None else b"",
+            monitor, challenger, challenger_monitor = await self.monitoring.snapshot()
+            ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox, monitor=monitor,
+                            challenger=challenger, challenger_monitor=challenger_monitor,
                             quarantine=dict(self.quarantine.until))  # fmt: skip
             self._checkpointed_at = self.processed_minutes
         t0 = time.perf_counter()
@@ -563,10 +507,12 @@ class Daemon:
         if result.stale:
             self.metrics.reject("stale", result.stale)
         self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
-        if self.scoring is not None:  # after the signals are on their way; in the worker thread
-            await self._score(batch.minute, result)
-        if self.shadow is not None:
-            await self._shadow_step(batch.minute, tokens, bars)
+        await self.monitoring.score(batch.minute, result)  # after the signals are on their way
+        promoted = await self.monitoring.shadow_step(batch.minute, tokens, bars)
+        if promoted is not None:  # the challenger serves from the next minute; the old set is not reloaded
+            self._refused.add(self.path.model_set.id)
+            self.path = promoted
+            self.metrics.serving(promoted.model_set)
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
         self._evict(batch.minute)
@@ -607,95 +553,16 @@ class Daemon:
                   until_minute=minute + self.d.quarantine_minutes, runs=found.runs,
                   gave_up=found.exhausted)  # fmt: skip
 
-    async def _shadow_step(self, minute: int, tokens: list[str], bars: np.ndarray) -> None:
-        """The challenger decides the same minute, is scored on the same labels, and at a snapshot minute
-        is judged against the champion (:mod:`memed.monitor.challenger`)."""
-        sh = self.shadow
-        assert sh is not None
-        try:
-            res = await asyncio.to_thread(sh.path.process, tokens, float(minute), bars)
-            snap = await asyncio.to_thread(sh.scoring.step, res.tokens.to_list(), minute, res.close,
-                                           res.horizon_p, res.action, res.side)  # fmt: skip
-        except Exception as exc:  # the challenger cannot stop the champion
-            log.exception("challenger_failed", challenger=sh.path.model_set.id, error=str(exc)[:300])
-            self.shadow = None
-            return
-        champion = self.scoring.latest if self.scoring is not None else None
-        if snap is None or champion is None or champion.minute != snap.minute:
-            return
-        mon = self.cfg.monitor
-        verdict = judge(champion.scores, snap.scores, mon.promote_margin, mon.promote_min_labels)
-        log.info("challenger_judged", minute=minute, challenger=sh.path.model_set.id, promote=verdict.promote,
-                 reason=verdict.reason)  # fmt: skip
-        if verdict.promote:
-            self._promote(sh, verdict)
-
-    def _promote(self, sh: Shadow, verdict: Verdict) -> None:
-        """The challenger becomes the champion: its path (state and all) and its scores serve from the next
-        minute; the old champion is not reloaded; the registry's ``latest`` points at the new one when it
-        lives there, so a restart serves it too."""
-        old, new = self.path.model_set.id, sh.path.model_set.id
-        self.path, self.scoring, self.shadow = sh.path, sh.scoring, None
-        self.feature_drift = self._feature_drift(sh.path.model_set)
-        self._refused.add(old)
-        persisted = (self.registry / new).is_dir()
-        if persisted:
-            set_latest(self.registry, new)
-        self.metrics.promotions.inc()
-        self.metrics.model_set.info({"id": new, "feature_spec": sh.path.model_set.manifest.feature_spec_hash})
-        log.warning("challenger_promoted", champion=old, challenger=new, reason=verdict.reason,
-                    evidence=verdict.evidence, registry_latest_updated=persisted)  # fmt: skip
-
     def _evict(self, minute: int) -> None:
         """Idle tokens are forgotten every minute (one vectorised pass over the token table)."""
-        if self.shadow is not None:
-            self.shadow.scoring.forget(self.shadow.path.evict_idle(float(minute), self.d.evict_ttl_minutes))
         gone = self.path.evict_idle(float(minute), self.d.evict_ttl_minutes)
+        self.monitoring.evict(minute, gone, self.d.evict_ttl_minutes)
         if gone:
-            if self.scoring is not None:
-                self.scoring.forget(gone)
             self.batcher.forget(gone)
             self.holds.forget(gone)
             for t in gone:
                 self.latest.pop(t, None)
         self.metrics.tokens.set(self.path.tokens)
-
-    async def _score(self, minute: int, result: Decisions) -> None:
-        """Delayed-label scoring of the minute (:mod:`memed.monitor`); a snapshot goes to the gauges,
-        ``/monitor`` and the monitor topic."""
-        assert self.scoring is not None
-        tokens = result.tokens.to_list()
-        snap = await asyncio.to_thread(self.scoring.step, tokens, minute, result.close, result.horizon_p,
-                                       result.action, result.side)  # fmt: skip
-        if self.feature_drift is not None:
-            shifted = await asyncio.to_thread(self.feature_drift.step, minute, tokens, result.features,
-                                              result.ready, result.horizon_p)  # fmt: skip
-            for name, value in self.feature_drift.latest.items():
-                self.metrics.psi.labels(name=name).set(value)
-            for a in shifted:
-                self.metrics.psi_alarms.labels(name=a.name).inc()
-                log.warning("feature_drift", minute=a.minute, name=a.name, psi=round(a.psi, 4),
-                            threshold=round(a.threshold, 4), tokens=a.tokens)  # fmt: skip
-        for alarm in self.scoring.raised:
-            self.metrics.drift_alarms.labels(horizon=str(alarm.horizon), kind=alarm.kind).inc()
-            log.warning("drift_alarm", minute=alarm.minute, horizon=alarm.horizon, kind=alarm.kind,
-                        before=round(alarm.before, 4), after=round(alarm.after, 4),
-                        blocks_before=alarm.blocks_before, blocks_after=alarm.blocks_after)  # fmt: skip
-        if snap is None:
-            return
-        self.metrics.scores(snap.scores)
-        if self.cfg.monitor.topic:
-            with contextlib.suppress(asyncio.QueueFull):  # the broker is away: the newest is retained anyway
-                self._snapshots.put_nowait(snap)
-
-    async def _monitor_loop(self) -> None:
-        while True:
-            snap = await self._snapshots.get()
-            body = msgspec.json.encode({"minute": snap.minute, "model_set": self.path.model_set.id,
-                                        "horizons": snap.scores, "alarms": snap.alarms})  # fmt: skip
-            client = await self.link.wait()
-            with contextlib.suppress(mqtt.MqttError):
-                await client.publish(self.cfg.monitor.topic, body, qos=1, retain=True)
 
     def _check_recovery_gap(self, minute: int, tokens: list[str]) -> None:
         """The first minute after a restored checkpoint: minutes missing in between were lost while the
@@ -753,11 +620,9 @@ class Daemon:
             self.metrics.reloads.labels(result="refused").inc()
             log.error("model_set_refused", model_set=ms.id, error=str(exc))
             return
-        if self.scoring is not None and tuple(ms.manifest.horizons) != self.scoring.labels.horizons:
-            self.scoring = self._score_stream(ms)  # other horizons: scoring starts afresh
-        self.feature_drift = self._feature_drift(ms)  # the new set's reference
+        self.monitoring.swapped(ms)
         self.metrics.reloads.labels(result="loaded").inc()
-        self.metrics.model_set.info({"id": ms.id, "feature_spec": ms.manifest.feature_spec_hash})
+        self.metrics.serving(ms)
         log.info("model_set_loaded", model_set=ms.id)
 
 

@@ -13,9 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from memed.config import DaemonConfig
 from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.metrics import DaemonMetrics
+from memed.daemon.monitoring import Monitoring
 from memed.decision import DecisionPath
-from memed.monitor.psi import FeatureDrift, PsiAlarm
-from memed.monitor.stream import ScoreStream
+from memed.monitor.psi import PsiAlarm
 from memed.signals.schema import Signal
 
 
@@ -30,18 +30,18 @@ class Served(Protocol):
     metrics: DaemonMetrics
     latest: dict[str, Signal]
     http_port: int | None
-    scoring: ScoreStream | None
-    feature_drift: FeatureDrift | None
+    monitoring: Monitoring
 
 
 def recent_alarms(daemon: Served) -> list[dict[str, object]]:
     """Drift alarms raised within the scoring window (event time) before the newest closed minute."""
-    if daemon.scoring is None:
+    scoring, psi = daemon.monitoring.scoring, daemon.monitoring.feature_drift
+    if scoring is None:
         return []
-    since = daemon.batcher.last_closed - daemon.scoring.board.buckets_kept * daemon.scoring.every
-    alarms: list[Any] = list(daemon.scoring.drift.alarms)
-    if daemon.feature_drift is not None:
-        alarms += daemon.feature_drift.alarms
+    since = daemon.batcher.last_closed - scoring.board.buckets_kept * scoring.every
+    alarms: list[Any] = list(scoring.drift.alarms)
+    if psi is not None:
+        alarms += psi.alarms
     return [{"kind": "psi", **dataclasses.asdict(a)} if isinstance(a, PsiAlarm) else dataclasses.asdict(a)
             for a in alarms if a.minute > since]  # fmt: skip
 
@@ -76,9 +76,10 @@ def build_app(daemon: Served) -> web.Application:
         return web.Response(body=msgspec.json.encode(daemon.latest), content_type="application/json")
 
     async def monitor(_: web.Request) -> web.Response:
-        snap = daemon.scoring.latest if daemon.scoring is not None else None
+        scoring = daemon.monitoring.scoring
+        snap = scoring.latest if scoring is not None else None
         body = {
-            "enabled": daemon.scoring is not None,
+            "enabled": scoring is not None,
             "model_set": daemon.path.model_set.id,
             "minute": None if snap is None else snap.minute,
             "horizons": None if snap is None else snap.scores,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+if TYPE_CHECKING:
+    from memed.models.registry import ModelSet
 
 
 class DaemonMetrics:
@@ -95,6 +98,9 @@ class DaemonMetrics:
             for name, gauge in self._score_gauges.items():
                 value = sc.get(name)
                 gauge.labels(horizon=h).set(float("nan") if value is None else value)
+
+    def serving(self, model_set: ModelSet) -> None:
+        self.model_set.info({"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash})
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.rejected.labels(reason=reason).inc(n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import aiomqtt
 import msgspec
 import numpy as np
 import polars as pl
+from aiohttp import web
 
 from broker import free_port
 from conftest import TINY_TOML
@@ -144,3 +146,19 @@ async def collect(url_port: int, topic: str, into: list[bytes], ready: asyncio.E
         ready.set()
         async for message in client.messages:
             into.append(bytes(message.payload))  # type: ignore[arg-type]
+
+
+async def serve_app(routes: Callable[[web.Application], None]) -> tuple[web.AppRunner, int]:
+    """A real aiohttp server on a free loopback port with the routes ``routes`` adds; (runner, port)."""
+    app = web.Application()
+    routes(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def serve_webhook(handler: Any) -> tuple[web.AppRunner, int]:
+    """A real HTTP server on a free loopback port, POST /hook answered by ``handler``."""
+    return await serve_app(lambda app: app.router.add_post("/hook", handler))

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from aiohttp import web
 
-from broker import Mosquitto, free_port
+from broker import Mosquitto
 from daemon_helpers import (
     assert_same_signals,
     collect,
@@ -21,6 +21,7 @@ from daemon_helpers import (
     direct_signals,
     last_minute,
     read_jsonl,
+    serve_webhook,
     wait_until,
 )
 from memed.daemon.app import Daemon
@@ -168,12 +169,7 @@ async def test_webhook_and_hummingbot_sinks(
         posted.append(await request.json())
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve_webhook(hook)
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path)
     sinks = {"webhook_url": f"http://127.0.0.1:{port}/hook", "hummingbot_topic_prefix": "hbot/signals"}
     cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, **sinks))

@@ -8,15 +8,14 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import msgspec
 import pytest
 from aiohttp import web
 
-from broker import Mosquitto, free_port
-from daemon_helpers import collect, daemon_config, direct_signals, wait_until
+from broker import Mosquitto
+from daemon_helpers import collect, daemon_config, direct_signals, serve_webhook, wait_until
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
 from memed.daemon.checkpoint import read_checkpoint
@@ -26,17 +25,6 @@ from memed.daemon.publish_dataset import publish_dataset
 from memed.data import synth_market
 
 pytestmark = pytest.mark.broker
-
-
-async def serve_webhook(handler: Any) -> tuple[web.AppRunner, int]:
-    """A real HTTP server on a free loopback port, POST /hook answered by ``handler``."""
-    app = web.Application()
-    app.router.add_post("/hook", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
 
 
 def bad_sinks_config(cfg: MemedConfig, webhook_url: str) -> MemedConfig:

@@ -13,13 +13,14 @@ import polars as pl
 import pytest
 from aiohttp import web
 
-from broker import Mosquitto, free_port
+from broker import Mosquitto
 from daemon_helpers import (
     assert_same_signals,
     daemon_config,
     direct_signals,
     last_minute,
     read_jsonl,
+    serve_app,
     wait_until,
 )
 from memed.daemon.app import Daemon
@@ -49,16 +50,6 @@ def kline_events(market: pl.DataFrame) -> list[dict[str, object]]:
             }
         )
     return out
-
-
-async def serve(routes: Callable[[web.Application], None]) -> tuple[web.AppRunner, int]:
-    app = web.Application()
-    routes(app)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
 
 
 async def feed_and_serve(market: pl.DataFrame, cfg_dir: Path, registry: Path, broker: Mosquitto,
@@ -94,7 +85,7 @@ async def test_binance_websocket_to_signals(
         await asyncio.sleep(3600)  # stays open, as Binance does
         return ws
 
-    runner, port = await serve(lambda app: app.router.add_get("/stream", stream))
+    runner, port = await serve_app(lambda app: app.router.add_get("/stream", stream))
     tokens = sorted(market["token"].unique().to_list())
     opts = FeedOptions(
         "binance", tokens, base_url=f"ws://127.0.0.1:{port}", record=tmp_path / "capture.jsonl"
@@ -120,7 +111,7 @@ async def test_geckoterminal_rest_to_signals(
         doc = {"data": {"attributes": {"ohlcv_list": rows}}, "meta": {"base": {"address": token}}}
         return web.json_response(doc)
 
-    runner, port = await serve(
+    runner, port = await serve_app(
         lambda app: app.router.add_get("/networks/{network}/pools/{pool}/ohlcv/minute", ohlcv)
     )
     opts = FeedOptions(

@@ -10,8 +10,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from broker import free_port
-from daemon_helpers import daemon_config, direct_signals
+from daemon_helpers import daemon_config, direct_signals, serve_webhook
 from memed.daemon.sinks import Outgoing, WebhookSink
 from memed.data import synth_market
 from memed.signals import notify
@@ -39,12 +38,7 @@ async def test_each_webhook_shape(fmt: str, signals: list[Signal]) -> None:
         posted.append(await request.json())
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, port = await serve_webhook(hook)
     sink = WebhookSink(f"http://127.0.0.1:{port}/hook", retries=0, fmt=fmt, chat_id="-100123")
     opened = [s for s in signals if s.risk is not None][:3]
     held = [s for s in signals if s.action == "HOLD"][:2]

@@ -63,9 +63,9 @@ class MinuteBatcher:
     """Deferred ticks ignored when they joined the batches (the caller takes and counts them)."""
     _deferred: list[Tick] = field(default_factory=list)
     _floor: int = -1
+    """Raised when the feed jumps ahead: the watermark is at least this."""
     _promoted_at: int | None = None
     """The watermark at the last promotion of deferred ticks."""
-    """Raised when the feed jumps ahead: the watermark is at least this."""
     _near_at: float = -math.inf
     """Wall clock of the newest tick batched near the watermark."""
     _deferred_at: float = -math.inf
@@ -102,7 +102,7 @@ class MinuteBatcher:
         bucket = self._pending.get(m)
         if bucket is None:
             bucket = self._pending[m] = {}
-            self._moved[m] = sum(1 for v in self._newest.values() if v > m)
+            self._moved[m] = self._later(m)
         prev = bucket.get(tick.token)
         if prev is not None:
             if prev == tick:
@@ -135,9 +135,7 @@ class MinuteBatcher:
             bucket = self._pending[m]
             expected = self._expected
             complete = self.close_on_expected and bool(expected) and expected <= bucket.keys()
-            n = max(len(expected), len(bucket), 1)
-            quorum = min(n, math.floor(self.quorum * n) + 1)  # more than the share: a strict majority
-            moved_on = self._moved[m] >= quorum
+            moved_on = self._moved[m] >= self._quorum(max(len(expected), len(bucket), 1))
             # the wait starts at the minute's first tick, and never before the minute has ended on the
             # wall clock: a tick stamped ahead cannot start it early (live); history is long past (replay)
             waited = now - max(self._first[m], (m + 1) * 60.0) >= self.wait_seconds
@@ -151,12 +149,27 @@ class MinuteBatcher:
             self._expected = frozenset(bucket)
         return out
 
+    def _quorum(self, n: int) -> int:
+        """Tokens needed of ``n``: more than the ``quorum`` share (a strict majority by default)."""
+        return min(n, math.floor(self.quorum * n) + 1)
+
+    def _later(self, m: int) -> int:
+        """How many tokens have a tick at a minute later than ``m``."""
+        return sum(1 for v in self._newest.values() if v > m)
+
+    def _recount_moved(self) -> None:
+        self._moved = {m: self._later(m) for m in self._pending}
+
+    def _drop_minute(self, m: int) -> dict[str, Tick]:
+        """Take an unclosed minute out (its ticks, returned, go nowhere else)."""
+        del self._first[m], self._last[m], self._moved[m]
+        return self._pending.pop(m)
+
     def _demote(self, first: int) -> None:
         """Move the unclosed minutes from ``first`` on back to the deferred ticks."""
         tokens: set[str] = set()
         for m in sorted(k for k in self._pending if k >= first):
-            bucket = self._pending.pop(m)
-            del self._first[m], self._last[m], self._moved[m]
+            bucket = self._drop_minute(m)
             self._deferred.extend(bucket.values())
             tokens |= bucket.keys()
         for t in tokens:  # a token's newest minute is what it still has batched
@@ -165,7 +178,7 @@ class MinuteBatcher:
                 self._newest.pop(t, None)
             else:
                 self._newest[t] = newest
-        self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
+        self._recount_moved()
 
     def _promote(self, now: float) -> None:
         """When the feed has jumped ahead, the watermark moves to just before the earliest deferred tick;
@@ -175,9 +188,7 @@ class MinuteBatcher:
         assert self.max_ahead is not None
         expected = self._expected
         ahead = {t.token for t in self._deferred} & expected
-        jumped = bool(expected) and len(ahead) >= min(
-            len(expected), math.floor(self.quorum * len(expected)) + 1
-        )
+        jumped = bool(expected) and len(ahead) >= self._quorum(len(expected))
         near = any(m <= w + self.max_ahead for m in self._pending)
         # or the feed went on ahead and has said nothing near the watermark since, for the wait (a feed
         # that merely paused has sent nothing ahead since: one deferred tick alone cannot end a pause)
@@ -223,7 +234,7 @@ class MinuteBatcher:
         self._pending = {p.minute: {t.token: t for t in p.ticks} for p in state.pending}
         self._first = {p.minute: p.first for p in state.pending}
         self._last = {p.minute: p.last for p in state.pending}
-        self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
+        self._recount_moved()
         self._deferred = list(state.deferred)
 
     @property
@@ -255,12 +266,12 @@ class MinuteBatcher:
                 del bucket[t]
                 taken += 1
             if not bucket:
-                del self._pending[m], self._first[m], self._last[m], self._moved[m]
+                self._drop_minute(m)
         kept = [t for t in self._deferred if t.token not in drop]
         taken += len(self._deferred) - len(kept)
         self._deferred = kept
         self.forget(tokens)
-        self._moved = {m: sum(1 for v in self._newest.values() if v > m) for m in self._pending}
+        self._recount_moved()
         return taken
 
     def forget(self, tokens: list[str]) -> None:

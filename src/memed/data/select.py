@@ -68,14 +68,14 @@ class Selection:
 
     def filter(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The rows of the selected tokens and time range."""
-        cond = pl.lit(True)
+        conds = []
         if self.tokens is not None:
-            cond &= pl.col("token").is_in(sorted(self.tokens))
+            conds.append(pl.col("token").is_in(sorted(self.tokens)))
         if self.start is not None:
-            cond &= pl.col("ts") >= self.start
+            conds.append(pl.col("ts") >= self.start)
         if self.end is not None:
-            cond &= pl.col("ts") < self.end
-        return frame if cond.meta.eq(pl.lit(True)) else frame.filter(cond)
+            conds.append(pl.col("ts") < self.end)
+        return frame.filter(*conds) if conds else frame
 
     def describe(self) -> str:
         parts = []

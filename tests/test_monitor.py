@@ -27,7 +27,7 @@ from memed.monitor.labels import DelayedLabels, Resolved
 from memed.monitor.psi import FeatureDrift, PsiAlarm
 from memed.monitor.scores import ScoreBoard, window_scores
 from memed.monitor.stream import ScoreStream, Snapshot, score_history, score_signals
-from memed.trainers.labels import add_labels, label_col
+from memed.trainers.labels import add_labels, fwd_col, label_col
 
 
 def gappy_market() -> pl.DataFrame:
@@ -46,20 +46,27 @@ def gappy_market() -> pl.DataFrame:
 def test_resolved_labels_are_the_trainers(tiny_registry: Path, ties: str) -> None:
     market = gappy_market()
     cfg = MemedConfig()
-    path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
+    signals = msgspec.structs.replace(cfg.signals, models=("logreg", "lgbm", "xgb"))
+    path = DecisionPath(load_model_set(tiny_registry), signals, cfg.risk)
     dec = path.process_history(market)
-    labels = DelayedLabels(dec.horizons, ties=ties)  # type: ignore[arg-type]
+    names = sorted(dec.members)
+    assert len(names) >= 2
+    labels = DelayedLabels(dec.horizons, ties=ties, members=len(names))  # type: ignore[arg-type]
     minutes = dec.ts_minutes.astype(np.int64)
     tokens = dec.tokens.to_list()
+    unit = (
+        0.02 * dec.close
+    )  # every row a BUY risking 2 % of its close: R = (close(t+h) / close(t) - 1) / 0.02
+    mp = np.stack([dec.members[m] for m in names], axis=2)
     got: dict[int, list[Resolved]] = {h: [] for h in dec.horizons}
     cuts = np.r_[0, np.flatnonzero(np.diff(minutes)) + 1, len(minutes)]
     for a, b in itertools.pairwise(cuts.tolist()):
-        for r in labels.update(
-            tokens[a:b], int(minutes[a]), dec.close[a:b], dec.horizon_p[a:b], np.zeros(b - a, bool)
-        ):
+        for r in labels.update(tokens[a:b], int(minutes[a]), dec.close[a:b], dec.horizon_p[a:b],
+                               np.ones(b - a, bool), unit[a:b], mp[a:b]):  # fmt: skip
             got[r.horizon].append(r)
     served = pl.DataFrame({"token": dec.tokens, "ts_m": dec.ts_minutes.astype(np.int64)}).with_columns(
-        **{f"p_{h}": dec.horizon_p[:, k] for k, h in enumerate(dec.horizons)}
+        **{f"p_{h}": dec.horizon_p[:, k] for k, h in enumerate(dec.horizons)},
+        **{f"m_{m}_{h}": dec.members[m][:, k] for m in names for k, h in enumerate(dec.horizons)},
     )
     labelled = add_labels(market.select("token", "ts", "open", "high", "low", "close"), list(dec.horizons),
                           ties).with_columns(ts_m=pl.col("ts").dt.epoch("s") // 60)  # type: ignore[arg-type]  # fmt: skip
@@ -68,12 +75,18 @@ def test_resolved_labels_are_the_trainers(tiny_registry: Path, ties: str) -> Non
         want = joined.filter(pl.col(f"p_{h}").is_not_nan() & pl.col(label_col(h)).is_not_null())
         got_p = np.concatenate([r.p for r in got[h]] or [np.empty(0)])
         got_y = np.concatenate([r.y for r in got[h]] or [np.empty(0)])
+        got_m = np.concatenate([r.members for r in got[h] if r.members is not None])
+        got_r = np.concatenate([r.r for r in got[h] if r.r is not None])
         assert len(got_p) == want.height > 0, h
-        a = np.lexsort((got_y, got_p))
         wp, wy = want[f"p_{h}"].to_numpy(), want[label_col(h)].to_numpy()
-        b = np.lexsort((wy, wp))
+        wm = np.column_stack([want[f"m_{m}_{h}"].to_numpy() for m in names])
+        wr = (np.exp(want[fwd_col(h)].to_numpy()) - 1) / 0.02
+        a = np.lexsort((got_r, *got_m.T, got_y, got_p))  # rows alike in p, y and members: by R
+        b = np.lexsort((wr, *wm.T, wy, wp))
         assert np.array_equal(got_p[a], wp[b])
         assert np.array_equal(got_y[a], wy[b])
+        assert np.array_equal(got_m[a], wm[b], equal_nan=True)
+        assert got_r[a] == pytest.approx(wr[b], rel=1e-9, abs=1e-9)
 
 
 def test_scores_are_the_textbook_ones() -> None:
@@ -89,6 +102,13 @@ def test_scores_are_the_textbook_ones() -> None:
     assert s["log_loss"] == pytest.approx(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
     assert sum(b["n"] for b in s["reliability"]) == 300
     assert s["buy_hit_rate"] == pytest.approx(y[p > 0.8].mean())
+    rm = rng.normal(0.0, 1.0, 300)
+    with_r = ScoreBoard((60,), window_minutes=60, every_minutes=60, members=("a",))
+    with_r.add(60, [Resolved(60, p, y, p > 0.8, np.column_stack([1 - p]), np.where(p > 0.8, rm, np.nan))])
+    scored = with_r.scores()["60"]
+    assert scored["buy_r_mean"] == pytest.approx(rm[p > 0.8].mean())
+    assert scored["members"]["a"]["auc"] == pytest.approx(1 - s["auc"], abs=1e-12)  # the mirror image
+    assert scored["members"]["a"]["n"] == 300
     assert np.isnan(window_scores(p, np.ones(300), p > 0.8)["auc"])
     # the window adds up bucket sums: two halves give what the whole does
     board = ScoreBoard((60,), window_minutes=120, every_minutes=60)
@@ -134,7 +154,8 @@ async def test_the_daemon_and_the_replay_score_alike(
     path = DecisionPath(load_model_set(tiny_registry), cfg.signals, cfg.risk)
     dec = path.process_history(market)
     replay = score_history(dec, ScoreStream(dec.horizons, window_minutes=cfg.monitor.window_minutes,
-                                            every_minutes=30, ties=cfg.train.ties))  # fmt: skip
+                                            every_minutes=30, ties=cfg.train.ties,
+                                            members=tuple(sorted(dec.members))))  # fmt: skip
     live = [msgspec.json.decode(b) for b in published]
     assert [d["minute"] for d in live] == [s.minute for s in replay]
     assert len(replay) >= 18
@@ -156,7 +177,8 @@ def test_the_backtest_writes_the_scores_the_daemon_would_have_published(tmp_path
     folder = data_folder("binance-futures-1m")
     packaged = Path(__file__).parents[1] / "src" / "memed" / "demo_models"
     config = tmp_path / "short.toml"
-    config.write_text("[backtest]\ntrain_minutes = 1440\ntest_minutes = 1440\nstep_minutes = 1440\n")
+    config.write_text("[backtest]\ntrain_minutes = 1440\ntest_minutes = 1440\nstep_minutes = 1440\n"
+                      '[signals]\nmodels = ["logreg", "lgbm", "xgb", "lstm"]\n')  # fmt: skip
     out = tmp_path / "bt"
     args = ["backtest", "--data", str(folder), "--models", str(packaged), "--out", str(out), "--timerange",
             "20260201-20260205", "--allow-in-sample", "--config", str(config)]  # fmt: skip
@@ -165,12 +187,21 @@ def test_the_backtest_writes_the_scores_the_daemon_would_have_published(tmp_path
     snaps = msgspec.json.decode((out / "monitor.json").read_bytes())
     signals = pl.read_parquet(out / "signals.parquet")
     horizons = tuple(int(c[2:]) for c in signals.columns if c.startswith("p_") and c[2:].isdigit())
-    again = score_signals(signals, ScoreStream(horizons, window_minutes=1440, every_minutes=60))
+    members = ("lgbm", "logreg", "lstm", "xgb")  # the packaged set's, each with its own columns
+    assert all(f"m_{m}_{h}" in signals.columns for m in members for h in horizons)
+    again = score_signals(
+        signals, ScoreStream(horizons, window_minutes=1440, every_minutes=60, members=members)
+    )
     assert [s["minute"] for s in snaps] == [s.minute for s in again]
     assert all(s["minute"] % 60 == 0 for s in snaps)
     last = snaps[-1]["horizons"]
     assert last["60"]["n"] > 1000
     assert 0.0 < last["60"]["auc"] < 1.0
+    assert msgspec.json.encode([s["horizons"] for s in snaps]) == msgspec.json.encode(
+        [msgspec.json.decode(msgspec.json.encode(s.scores)) for s in again]
+    )
+    assert set(last["60"]["members"]) == set(members)
+    assert all(0.0 < m["auc"] < 1.0 and m["n"] > 1000 for m in last["60"]["members"].values())
 
 
 def labels_stream(

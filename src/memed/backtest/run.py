@@ -265,9 +265,13 @@ def _monitor(
     from memed.monitor.stream import ScoreStream, score_signals  # noqa: PLC0415
 
     mon = cfg.monitor
+    first = f"_{horizons[0]}"
+    members = tuple(
+        sorted(c[2 : -len(first)] for c in signals.columns if c.startswith("m_") and c.endswith(first))
+    )
     stream = ScoreStream(tuple(horizons), interval_minutes=interval, window_minutes=mon.window_minutes,
                          every_minutes=mon.every_minutes, ties=cfg.train.ties,
-                         sample_share=mon.sample_share)  # fmt: skip
+                         sample_share=mon.sample_share, members=members)  # fmt: skip
     return [{"minute": s.minute, "horizons": s.scores} for s in score_signals(signals, stream)]
 
 

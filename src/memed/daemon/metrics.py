@@ -84,7 +84,18 @@ class DaemonMetrics:
                 ("brier", "Rolling Brier score"),
                 ("up_rate", "Rolling up-rate (base rate)"),
                 ("buy_hit_rate", "Rolling up-rate after BUY signals"),
+                ("buy_r_mean", "Rolling mean R-multiple (marked at the horizon) of BUY plans"),
             )
+        }
+        self._member_gauges = {
+            name: Gauge(
+                f"memed_live_member_{name}",
+                f"{text} of one ensemble member's calibrated p_up against "
+                "delayed labels, by horizon and member",
+                ["horizon", "member"],
+                registry=r,
+            )
+            for name, text in (("auc", "Rolling ROC AUC"), ("log_loss", "Rolling log loss"))
         }
         self.logs_suppressed = Counter(
             "memed_log_lines_suppressed_total", "Rejection log lines left out by the rate limit (every "
@@ -98,6 +109,10 @@ class DaemonMetrics:
             for name, gauge in self._score_gauges.items():
                 value = sc.get(name)
                 gauge.labels(horizon=h).set(float("nan") if value is None else value)
+            for member, ms in sc.get("members", {}).items():
+                for name, gauge in self._member_gauges.items():
+                    value = ms.get(name)
+                    gauge.labels(horizon=h, member=member).set(float("nan") if value is None else value)
 
     def serving(self, model_set: ModelSet) -> None:
         self.model_set.info({"id": model_set.id, "feature_spec": model_set.manifest.feature_spec_hash})

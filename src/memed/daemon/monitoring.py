@@ -54,9 +54,11 @@ class Monitoring:
 
     def score_stream(self, model_set: ModelSet) -> ScoreStream:
         m, mon = model_set.manifest, self.mon
+        members = tuple(sorted(n for n in model_set.runners if n in self.cfg.signals.models))
         return ScoreStream(tuple(m.horizons), interval_minutes=m.interval_minutes,
                            window_minutes=mon.window_minutes, every_minutes=mon.every_minutes,
-                           ties=self.cfg.train.ties, sample_share=mon.sample_share)  # fmt: skip
+                           ties=self.cfg.train.ties, sample_share=mon.sample_share,
+                           members=members)  # fmt: skip
 
     def _feature_drift(self, model_set: ModelSet) -> FeatureDrift | None:
         m = model_set.manifest
@@ -93,8 +95,7 @@ class Monitoring:
         if self.scoring is None:
             return
         tokens = result.tokens.to_list()
-        snap = await asyncio.to_thread(self.scoring.step, tokens, minute, result.close, result.horizon_p,
-                                       result.action, result.side)  # fmt: skip
+        snap = await asyncio.to_thread(_step, self.scoring, minute, result)
         if self.feature_drift is not None:
             shifted = await asyncio.to_thread(self.feature_drift.step, minute, tokens, result.features,
                                               result.ready, result.horizon_p)  # fmt: skip
@@ -124,8 +125,7 @@ class Monitoring:
             return None
         try:
             res = await asyncio.to_thread(sh.path.process, tokens, float(minute), bars)
-            snap = await asyncio.to_thread(sh.scoring.step, res.tokens.to_list(), minute, res.close,
-                                           res.horizon_p, res.action, res.side)  # fmt: skip
+            snap = await asyncio.to_thread(_step, sh.scoring, minute, res)
         except Exception as exc:  # the challenger cannot stop the champion
             log.exception("challenger_failed", challenger=sh.path.model_set.id, error=str(exc)[:300])
             self.shadow = None
@@ -162,9 +162,12 @@ class Monitoring:
             self.shadow.scoring.forget(self.shadow.path.evict_idle(float(minute), ttl_minutes))
 
     def swapped(self, model_set: ModelSet) -> None:
-        """A hot-reloaded champion: scoring starts afresh if its horizons differ; its drift reference."""
-        if self.scoring is not None and tuple(model_set.manifest.horizons) != self.scoring.labels.horizons:
-            self.scoring = self.score_stream(model_set)
+        """A hot-reloaded champion: scoring starts afresh if its horizons or members differ; its drift
+        reference."""
+        if self.scoring is not None:
+            fresh = self.score_stream(model_set)
+            if (fresh.labels.horizons, fresh.members) != (self.scoring.labels.horizons, self.scoring.members):
+                self.scoring = fresh
         self.feature_drift = self._feature_drift(model_set)
 
     # ------------------------------------------------------------------ out
@@ -184,3 +187,9 @@ class Monitoring:
             client = await link.wait()
             with contextlib.suppress(mqtt.MqttError):
                 await client.publish(self.mon.topic, body, qos=1, retain=True)
+
+
+def _step(stream: ScoreStream, minute: int, d: Decisions) -> Snapshot | None:
+    """One minute's decisions into a scoring stream."""
+    return stream.step(d.tokens.to_list(), minute, d.close, d.horizon_p, d.action, d.side,
+                       unit=d.risk.entry - d.risk.stop_loss, members=d.members)  # fmt: skip

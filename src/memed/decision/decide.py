@@ -80,9 +80,9 @@ class Decider:
         atr: np.ndarray,
         recent_notional: np.ndarray,
         liquidity: np.ndarray,
-    ) -> tuple[np.ndarray, Decision, RiskPlan]:
+    ) -> tuple[np.ndarray, Decision, RiskPlan, dict[str, np.ndarray]]:
         """``probs``: each model's ``p_up`` [rows, H] → (ensemble ``p_up`` per horizon, the decision, the
-        risk plan)."""
+        risk plan, each model's calibrated ``p_up``: the ensemble's members, scored on their own)."""
         n = len(close)
         probs = {name: calibrate_columns(self.calibrations.get(name, ()), p) for name, p in probs.items()}
         horizon_p = ensemble(probs, self.signals.weights) if probs else np.full((n, self.n_horizons), np.nan)
@@ -92,4 +92,4 @@ class Decider:
             apply_edge(decision, self.edge, self.signals.sides == "long")
         risk = size_positions(decision.side, p, close, atr, recent_notional, liquidity, self.risk)
         hold_unsized(decision, risk.notional)
-        return horizon_p, decision, risk
+        return horizon_p, decision, risk, probs

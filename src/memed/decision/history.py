@@ -234,6 +234,7 @@ class _Outputs:
     atr: np.ndarray = field(init=False)
     plan: np.ndarray = field(init=False)  # PLAN_COLUMNS
     cap: np.ndarray = field(init=False)
+    members: dict[str, np.ndarray] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.dest)
@@ -245,8 +246,13 @@ class _Outputs:
         self.plan = np.empty((len(PLAN_COLUMNS), n))
         self.cap = np.empty(n, dtype=np.int8)
 
-    def store(self, blk: Block, horizon_p: np.ndarray, d: Decision, risk: RiskPlan, atr: np.ndarray) -> None:
+    def store(self, blk: Block, horizon_p: np.ndarray, d: Decision, risk: RiskPlan, atr: np.ndarray,
+              members: dict[str, np.ndarray]) -> None:  # fmt: skip
         at = self.dest[blk.a : blk.b]
+        for name, p in members.items():
+            if name not in self.members:
+                self.members[name] = np.full((len(self.dest), self.n_h), np.nan)
+            self.members[name][at] = p
         self.action[at], self.reason[at], self.side[at] = d.action, d.reason, d.side
         self.p[at], self.strength[at] = d.p, d.strength
         self.horizon_p[at], self.atr[at], self.cap[at] = horizon_p, atr, risk.cap
@@ -302,9 +308,9 @@ def decide_history(run: HistoryRun, bars: pl.DataFrame, block_rows: int = BLOCK_
         t0 = time.perf_counter()
         a, b = blk.a, blk.b
         atr = values[:, run.atr_column] * close[a:b] if run.atr_column >= 0 else np.full(b - a, np.nan)
-        horizon_p, d, risk = run.decide(probs, ready, dead[a:b], close[a:b], atr, notional[a:b],
-                                        liquidity[a:b])  # fmt: skip
-        res.store(blk, horizon_p, d, risk, atr)
+        horizon_p, d, risk, members = run.decide(probs, ready, dead[a:b], close[a:b], atr, notional[a:b],
+                                                 liquidity[a:b])  # fmt: skip
+        res.store(blk, horizon_p, d, risk, atr, members)
         clock["decision"] += time.perf_counter() - t0
 
     # One helper thread, first in first out: block k+1's features, then block k's decisions, then block
@@ -349,4 +355,5 @@ def decide_history(run: HistoryRun, bars: pl.DataFrame, block_rows: int = BLOCK_
         feature_spec=run.spec.hash,
         hold_minutes=run.decide.hold_minutes,
         stale=rows.stale,
+        members=res.members,
     )

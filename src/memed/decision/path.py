@@ -151,7 +151,7 @@ class DecisionPath:
         probs = self._score(values, ready, rows)
         t3 = time.perf_counter()
         atr = values[:, self.atr_column] * close if self.atr_column >= 0 else np.full(len(tokens), np.nan)
-        horizon_p, decision, risk = self.decide(probs, ready, dead, close, atr, notional, liquidity)
+        horizon_p, decision, risk, members = self.decide(probs, ready, dead, close, atr, notional, liquidity)
         self._add_timings(t0, t1, t2, t3, time.perf_counter())
         return Decisions(
             tokens=pl.Series("token", tokens, dtype=pl.String),
@@ -174,6 +174,7 @@ class DecisionPath:
             restarts=upd.restarts,
             features=values,
             ready=ready,
+            members=members,
         )
 
     def _score(self, values: np.ndarray, ready: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -10,6 +10,11 @@ import polars as pl
 from memed.signals.risk import RiskPlan
 
 PLAN_COLUMNS = ("entry", "stop_loss", "take_profit", "units", "notional", "risk_reward")
+
+
+def member_column(member: str, horizon: int) -> str:
+    """An ensemble member's calibrated ``p_up`` column in the backtest's signals."""
+    return f"m_{member}_{horizon}"
 
 
 @dataclass
@@ -42,6 +47,9 @@ class Decisions:
     """The minute driver's feature rows [rows, F] (the drift check reads them); None from the history."""
     ready: np.ndarray | None = None
     """Which of ``features`` are past their warm-up (the ones the models scored)."""
+    members: dict[str, np.ndarray] = field(default_factory=dict)
+    """Each served model's calibrated ``p_up`` [rows, H] (NaN: it did not score): the ensemble's members,
+    which the delayed-label scoring scores on their own."""
 
     def __len__(self) -> int:
         return len(self.action)
@@ -60,4 +68,9 @@ class Decisions:
             "hold_minutes": np.full(len(self.action), self.hold_minutes, dtype=np.int32),
             **{c: getattr(self.risk, c) for c in PLAN_COLUMNS},
             **{f"p_{h}": self.horizon_p[:, k] for k, h in enumerate(self.horizons)},
+            **{
+                member_column(m, h): p[:, k]
+                for m, p in self.members.items()
+                for k, h in enumerate(self.horizons)
+            },
         }

@@ -342,6 +342,12 @@ class MonitorConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     """How much lower the challenger's mean log loss (over the horizons both serve) must be."""
     promote_min_labels: PositiveInt = 2000
     """Labels each compared horizon needs in both scoring windows before anything is judged."""
+    log_dir: str = ""
+    """The served-feature log: a folder of hourly Parquet files with the bars, feature rows and
+    probabilities served for ``log_share`` of the tokens, for ``memed check parity``; empty: off."""
+    log_share: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.05
+    """The share of tokens the served-feature log keeps (every bar of a kept token), chosen by a hash of
+    the name: about 0.6 KB a token-minute with the packaged set."""
 
 
 class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):

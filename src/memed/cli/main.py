@@ -9,12 +9,13 @@ import click
 
 from memed import __version__
 from memed.cli.backtest_cmd import backtest_cmd
+from memed.cli.check_cmd import check_group
 from memed.cli.config_cmd import config_group
 from memed.cli.data_cmd import data_group
 from memed.cli.features_cmd import features_group
 from memed.cli.feed_cmd import feed_cmd
 from memed.cli.run_cmd import demo_cmd, replay_cmd, run_cmd
-from memed.cli.train_cmd import check_group, models_group, train_cmd
+from memed.cli.train_cmd import models_group, train_cmd
 from memed.cli.tune_cmd import tune_cmd
 from memed.errors import MemedError
 

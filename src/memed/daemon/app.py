@@ -310,6 +310,7 @@ class Daemon:
         """Close the sinks, the journal and the checkpoint lock (``run`` does so as it ends; a daemon made
         but never run must be closed by its maker)."""
         await self.fanout.close()
+        await self.monitoring.flush_log()
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -339,6 +340,7 @@ class Daemon:
                       for name, outs in self.fanout.unsent().items()}  # fmt: skip
             epoch = self.journal.rotate()
             monitor, challenger, challenger_monitor = await self.monitoring.snapshot()
+            await self.monitoring.flush_log()
             ck = Checkpoint(pipeline, self.batcher.state(), epoch, outbox, monitor=monitor,
                             challenger=challenger, challenger_monitor=challenger_monitor,
                             quarantine=dict(self.quarantine.until))  # fmt: skip
@@ -449,6 +451,8 @@ class Daemon:
             ignored = self.batcher.add(item, now)
             if ignored is not None:
                 self.metrics.reject(ignored)
+                if ignored == "late":
+                    self.monitoring.late(item.token, item.minute, item.row())
 
     async def _dead_letter_loop(self) -> None:
         while True:
@@ -508,6 +512,7 @@ class Daemon:
             self.metrics.reject("stale", result.stale)
         self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
         await self.monitoring.score(batch.minute, result)  # after the signals are on their way
+        await self.monitoring.log_served(batch.minute, tokens, bars, result)
         promoted = await self.monitoring.shadow_step(batch.minute, tokens, bars)
         if promoted is not None:  # the challenger serves from the next minute; the old set is not reloaded
             self._refused.add(self.path.model_set.id)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set, resolve, set_latest
 from memed.monitor.challenger import Verdict, judge
 from memed.monitor.psi import FeatureDrift
+from memed.monitor.served_log import ServedLog
 from memed.monitor.stream import ScoreStream, Snapshot
 
 log = get_logger("memed.daemon")
@@ -51,6 +54,11 @@ class Monitoring:
             self.scoring.restore(restored.monitor)
         self._snapshots: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=256)
         self.shadow = self._load_challenger(champion, restored, cfg.daemon.inference_threads)
+        self.served_log: ServedLog | None = None
+        if self.mon.log_dir:  # one run id per process start: the parity check's ``restart`` cause
+            m, run = champion.model_set.manifest, f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
+            self.served_log = ServedLog(Path(self.mon.log_dir), self.mon.log_share, m.feature_names,
+                                        m.horizons, run)  # fmt: skip
 
     def score_stream(self, model_set: ModelSet) -> ScoreStream:
         m, mon = model_set.manifest, self.mon
@@ -153,6 +161,21 @@ class Monitoring:
         self.metrics.promotions.inc()
         log.warning("challenger_promoted", challenger=new, reason=verdict.reason, evidence=verdict.evidence,
                     registry_latest_updated=persisted)  # fmt: skip
+
+    async def log_served(self, minute: int, tokens: list[str], bars: np.ndarray, result: Decisions) -> None:
+        """The minute's sampled rows into the served-feature log (a file written as an hour ends)."""
+        if self.served_log is not None:
+            await asyncio.to_thread(self.served_log.served, minute, tokens, bars, result)
+
+    def late(self, token: str, minute: int, row: tuple[float, ...]) -> None:
+        if self.served_log is not None:
+            self.served_log.late(token, minute, row)
+
+    async def flush_log(self) -> None:
+        """What the served-feature log holds to a file (at every checkpoint, so that a daemon killed and
+        restarted from it logs the minutes after it again as it serves them again, and at the stop)."""
+        if self.served_log is not None:
+            await asyncio.to_thread(self.served_log.flush)
 
     def evict(self, minute: int, gone: list[str], ttl_minutes: float) -> None:
         """The champion's idle tokens leave the scoring; the challenger evicts its own."""

@@ -1,0 +1,123 @@
+"""The served-feature log (``[monitor] log_dir``): what the daemon did for a hash-sampled share of tokens,
+kept so that :mod:`memed.monitor.parity` can recompute it offline with the batch driver.
+
+For a sampled token, every bar is kept (a token is in or out, by a hash of its name, as the delayed-label
+scoring samples): each served row holds the bar the daemon accepted, the feature vector it computed, the
+ensemble's ``p_up`` per horizon, the action, the model set that served it and the daemon run (one per
+process start). Ticks the daemon refused as ``late`` (their minute had closed) are kept too, as rows of
+kind ``late`` without features: an offline pipeline fed the raw feed would see them.
+
+Rows are buffered and written as Parquet files rolled by hour of event time
+(``served-YYYYMMDDTHH-<run>-<n>.parquet``): when the next hour starts, at every checkpoint and when the
+daemon stops. A daemon killed and restarted from its checkpoint serves the minutes after it again (from
+its journal) and logs them again; the parity check keeps the last row of a (token, minute).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from memed.data.bars import BAR_FIELDS
+from memed.decision.result import Decisions
+
+KIND_SERVED = "served"
+KIND_LATE = "late"
+
+
+def sampled(token: str, share: float) -> bool:
+    """Whether ``token`` falls in a hash-sampled ``share`` (the same tokens in every process)."""
+    return share >= 1.0 or zlib.crc32(token.encode()) < share * 2**32
+
+
+def feature_column(name: str) -> str:
+    return f"f_{name}"
+
+
+class ServedLog:
+    def __init__(self, folder: Path, share: float, feature_names: Sequence[str], horizons: Sequence[int],
+                 run: str) -> None:  # fmt: skip
+        self.folder = folder
+        self.share = share
+        self.feature_names = tuple(feature_names)
+        self.horizons = tuple(horizons)
+        self.run = run
+        self.rows_written = 0
+        self.files: list[Path] = []
+        self._hour: int | None = None
+        self._parts: list[pl.DataFrame] = []
+        self._late: list[dict[str, Any]] = []
+        self._sampled: dict[str, bool] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def sampled(self, token: str) -> bool:
+        got = self._sampled.get(token)
+        if got is None:
+            got = self._sampled[token] = sampled(token, self.share)
+        return got
+
+    def late(self, token: str, minute: int, row: tuple[float, ...]) -> None:
+        """A tick refused as late (called on the event loop; cheap)."""
+        if self.sampled(token):
+            self._late.append({"token": token, "minute": minute, **dict(zip(BAR_FIELDS, row, strict=True))})
+
+    def served(self, minute: int, tokens: list[str], bars: np.ndarray, d: Decisions) -> None:
+        """One processed minute: ``tokens`` and ``bars`` as the decision path took them, ``d`` its result
+        (stale rows left out). Writes the previous hour's file when ``minute`` starts a new hour."""
+        hour = minute // 60
+        if self._hour is not None and hour != self._hour:
+            self.flush()
+        self._hour = hour
+        served = d.tokens.to_list()
+        keep = [i for i, t in enumerate(served) if self.sampled(t)]
+        if not keep or d.features is None:
+            return
+        col = {t: i for i, t in enumerate(tokens)}
+        at = np.array([col[served[i]] for i in keep], dtype=np.int64)
+        k = np.array(keep, dtype=np.int64)
+        m = len(keep)
+        cols: dict[str, Any] = {
+            "kind": [KIND_SERVED] * m,
+            "run": [self.run] * m,
+            "token": [served[i] for i in keep],
+            "minute": np.full(m, minute, dtype=np.int64),
+            **{f: bars[j, at] for j, f in enumerate(BAR_FIELDS)},
+            "model_set": [d.model_set] * m,
+            "ready": d.ready[k] if d.ready is not None else np.ones(m, dtype=np.bool_),
+            "action": d.action[k],
+            **{feature_column(f): d.features[k, j] for j, f in enumerate(self.feature_names)},
+            **{f"p_{h}": d.horizon_p[k, j] for j, h in enumerate(self.horizons)},
+        }
+        self._parts.append(pl.DataFrame(cols))
+
+    def flush(self) -> Path | None:
+        """Write what the buffer holds (the current hour's rows and the late ticks) to a new file."""
+        late, self._late = self._late, []
+        parts, self._parts = self._parts, []
+        if late:
+            parts.append(pl.DataFrame(late).with_columns(kind=pl.lit(KIND_LATE), run=pl.lit(self.run)))
+        if not parts or self._hour is None:
+            return None
+        frame = pl.concat(parts, how="diagonal_relaxed")
+        stamp = datetime.fromtimestamp(self._hour * 3600, UTC).strftime("%Y%m%dT%H")
+        path = self.folder / f"served-{stamp}-{self.run}-{len(self.files)}.parquet"
+        tmp = path.with_suffix(".tmp")
+        frame.write_parquet(tmp)
+        tmp.replace(path)
+        self.files.append(path)
+        self.rows_written += frame.height
+        return path
+
+
+def read_log(folder: Path) -> pl.DataFrame:
+    """Every file of a served-feature log, in one frame (rows of both kinds)."""
+    files = sorted(folder.glob("served-*.parquet")) if folder.is_dir() else [folder]
+    if not files:
+        raise FileNotFoundError(f"no served-*.parquet files in {folder}")
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")

@@ -169,6 +169,24 @@ Fraction = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
 Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 
 
+class OnlineConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The online learner (``[signals.online]``): an ensemble member, named ``online``, that learns from
+    the delayed labels as they resolve (river's logistic regression on standardised features, one per
+    horizon, a mini-batch step per minute). Off by default: on the shared data it does not beat the
+    fitted sets (README, "The online learner")."""
+
+    enabled: bool = False
+    horizons: tuple[PositiveInt, ...] = (60,)
+    """The horizons it learns and votes on (those the model set has; pending labels hold a feature row
+    per token and bar of the horizon, about 20 KB a token for 60 minutes of 1-minute bars)."""
+    learning_rate: Positive = 0.01
+    l2: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0001
+    min_labels: PositiveInt = 1000
+    """Labels a horizon must have learned from before the member votes on it."""
+    learn_share: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 1.0
+    """The share of tokens it learns from (a hash of the name; it votes on every token)."""
+
+
 class SignalsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     decision_horizons: tuple[PositiveInt, ...] = (60,)
     """Under the bands, the action follows the mean ensemble probability over these horizons (those the
@@ -198,6 +216,7 @@ class SignalsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     sides: Literal["long", "both"] = "long"
     """``long`` (spot memecoins, which cannot be shorted): a SELL means exit or avoid (``side: "exit"``),
     never a short, and carries no risk plan; ``both`` (perpetuals): a SELL opens a short."""
+    online: OnlineConfig = OnlineConfig()
 
     def __post_init__(self) -> None:
         if not (self.strong_sell_threshold <= self.sell_threshold < self.buy_threshold):

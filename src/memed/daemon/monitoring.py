@@ -22,6 +22,7 @@ from memed.daemon import mqtt
 from memed.daemon.checkpoint import Checkpoint
 from memed.daemon.metrics import DaemonMetrics
 from memed.decision import DecisionPath, Decisions
+from memed.decision.path import member_names
 from memed.errors import ConfigError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set, resolve, set_latest
@@ -62,7 +63,7 @@ class Monitoring:
 
     def score_stream(self, model_set: ModelSet) -> ScoreStream:
         m, mon = model_set.manifest, self.mon
-        members = tuple(sorted(n for n in model_set.runners if n in self.cfg.signals.models))
+        members = member_names(model_set, self.cfg.signals)
         return ScoreStream(tuple(m.horizons), interval_minutes=m.interval_minutes,
                            window_minutes=mon.window_minutes, every_minutes=mon.every_minutes,
                            ties=self.cfg.train.ties, sample_share=mon.sample_share,

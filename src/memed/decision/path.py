@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -24,9 +25,12 @@ import polars as pl
 
 from memed.config import RiskConfig, SignalsConfig
 from memed.data.bars import CLOSE, LIQUIDITY, VOLUME
+from memed.data.frames import bar_matrix, epoch_minutes, run_bounds
 from memed.decision.books import Books
 from memed.decision.decide import Decider
 from memed.decision.history import BLOCK_ROWS, HistoryRun, decide_history
+from memed.decision.online import NAME as ONLINE
+from memed.decision.online import OnlineMember
 from memed.decision.result import Decisions
 from memed.decision.scorers import Scorer
 from memed.errors import ConfigError, SnapshotError, SpecMismatchError
@@ -51,6 +55,13 @@ def scorers_for(model_set: ModelSet, names: tuple[str, ...]) -> list[Scorer]:
     return [load_part(family(n).scorer)(model_set.runners[n], n_features) for n in served]
 
 
+def member_names(model_set: ModelSet, signals: SignalsConfig) -> tuple[str, ...]:
+    """The ensemble's members a path serving ``model_set`` has, sorted: the families ``signals.models``
+    names that the set has, and the online learner when it is on."""
+    fitted = [n for n in model_set.runners if n in signals.models]
+    return tuple(sorted([*fitted, ONLINE] if signals.online.enabled else fitted))
+
+
 class DecisionPath:
     def __init__(self, model_set: ModelSet, signals: SignalsConfig, risk: RiskConfig) -> None:
         m = model_set.manifest
@@ -68,6 +79,8 @@ class DecisionPath:
         """Seconds spent per stage since creation (the benchmark reports them)."""
         self.atr_column = self.spec.names.index(ATR_FEATURE) if ATR_FEATURE in self.spec.names else -1
         """The ATR-per-close feature; risk sizing takes it times the close (ATR in price units)."""
+        self.online: OnlineMember | None = None
+        """The online learner (``signals.online``), a member that learns from the delayed labels."""
         self._install(model_set)
 
     # ------------------------------------------------------------------ models
@@ -76,6 +89,10 @@ class DecisionPath:
         self.decide = Decider.for_manifest(m, self.signals, self.risk)
         self.scorers = scorers_for(model_set, self.signals.models)
         self.model_set = model_set
+        on = self.signals.online
+        if on.enabled and (self.online is None or self.online.horizons != m.horizons):
+            ties: Literal["exclude", "down"] = "down" if m.ties == "down" else "exclude"
+            self.online = OnlineMember(on, m.horizons, m.feature_names, m.interval_minutes, ties)
 
     def swap_models(self, model_set: ModelSet) -> None:
         """Serve another model set of the same feature spec. Sequence-model state starts afresh (another
@@ -94,7 +111,10 @@ class DecisionPath:
 
     def evict_idle(self, now_minutes: float, ttl_minutes: float) -> list[str]:
         """Forget tokens idle for ``ttl_minutes`` (their rows are reused, and reset, for new tokens)."""
-        return self.stream.evict_idle(now_minutes, ttl_minutes)
+        gone = self.stream.evict_idle(now_minutes, ttl_minutes)
+        if self.online is not None:
+            self.online.forget(gone)
+        return gone
 
     def warm_up(self) -> None:
         """Run one made-up minute through a scratch copy of this path (compiled kernels loaded, every
@@ -114,6 +134,8 @@ class DecisionPath:
 
     def forget(self, tokens: list[str]) -> list[str]:
         """Forget these tokens' state (features, books, model states are reset when a row is reused)."""
+        if self.online is not None:
+            self.online.forget(tokens)
         return self.stream.forget(tokens)
 
     def _fit(self) -> None:
@@ -149,6 +171,8 @@ class DecisionPath:
             s.reset(unready)
         t2 = time.perf_counter()
         probs = self._score(values, ready, rows)
+        if self.online is not None:
+            probs[ONLINE] = self.online.step(tokens, int(ts_minutes), close, values, ready)
         t3 = time.perf_counter()
         atr = values[:, self.atr_column] * close if self.atr_column >= 0 else np.full(len(tokens), np.nan)
         horizon_p, decision, risk, members = self.decide(probs, ready, dead, close, atr, notional, liquidity)
@@ -205,7 +229,11 @@ class DecisionPath:
         makes feeding the same bars minute by minute into a fresh path, computed in bulk (blocks of
         ``block_rows`` rows: batch features, large ONNX Runtime calls, the LSTM's whole-sequence graph;
         with ``overlap`` the next block's features are computed while this one is scored). The
-        backtester's replay. This path's own streaming state is neither used nor changed."""
+        backtester's replay. This path's own streaming state is neither used nor changed. With the online
+        learner, whose every vote depends on all tokens' earlier labels, a fresh path decides the bars
+        minute by minute instead (the same results, at the minute driver's speed)."""
+        if self.online is not None:
+            return _minute_by_minute(DecisionPath(self.model_set, self.signals, self.risk), bars)
         run = HistoryRun(
             spec=self.spec,
             scorers=scorers_for(self.model_set, self.signals.models),
@@ -229,6 +257,7 @@ class DecisionPath:
             "stream": self.stream.snapshot(),
             **self.books.snapshot(rows),
             "models": {s.name: s.snapshot(rows) for s in self.scorers},
+            "online": self.online.snapshot() if self.online is not None else None,
         }
         body = msgspec.msgpack.encode(doc)
         return _MAGIC + struct.pack("<Q", len(body)) + body
@@ -259,6 +288,8 @@ class DecisionPath:
             for s in path.scorers:
                 if s.name in models:
                     s.restore(models[s.name], rows)
+        if path.online is not None and doc.get("online"):  # it learns whichever set serves
+            path.online.restore(doc["online"])
         return path
 
 
@@ -271,3 +302,15 @@ def _legacy_models(doc: dict[str, bytes], scorers: list[Scorer]) -> dict[str, di
         if keys and all(k in doc for k in keys):
             out[s.name] = {k: doc[k] for k in keys}
     return out
+
+
+def _minute_by_minute(path: DecisionPath, bars: pl.DataFrame) -> Decisions:
+    """Every bar of ``bars`` through :meth:`DecisionPath.process`, one event-time minute at a time; the
+    decisions in the history driver's order (time, then token)."""
+    frame = bars.sort("ts", "token", maintain_order=True)
+    ts, x, tokens = epoch_minutes(frame["ts"]), bar_matrix(frame), frame["token"].to_list()
+    bounds = run_bounds(ts)
+    parts = [path.process(tokens[a:b], float(ts[a]), np.ascontiguousarray(x[:, a:b]))
+             for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]  # fmt: skip
+    return Decisions.concat(parts, path.model_set.manifest.horizons, path.model_set.id, path.spec.hash,
+                            path.decide.hold_minutes)  # fmt: skip

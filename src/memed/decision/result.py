@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import polars as pl
@@ -53,6 +53,41 @@ class Decisions:
 
     def __len__(self) -> int:
         return len(self.action)
+
+    @classmethod
+    def concat(cls, parts: list[Decisions], horizons: tuple[int, ...], model_set: str, feature_spec: str,
+               hold_minutes: int) -> Decisions:  # fmt: skip
+        """The minute driver's results one after another, as one (the per-minute fields dropped)."""
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(d, name) for d in parts]) if parts else np.empty(0)
+
+        def cat_risk(name: str) -> np.ndarray:
+            return np.concatenate([getattr(d.risk, name) for d in parts]) if parts else np.empty(0)
+
+        h = len(horizons)
+        members = sorted({m for d in parts for m in d.members})
+        return cls(
+            tokens=pl.concat([d.tokens for d in parts]) if parts else pl.Series("token", [], pl.String),
+            ts_minutes=cat("ts_minutes"),
+            action=cat("action").astype(np.int8),
+            reason=cat("reason").astype(np.int8),
+            p=cat("p"),
+            strength=cat("strength"),
+            side=cat("side").astype(np.int8),
+            horizon_p=np.concatenate([d.horizon_p for d in parts]) if parts else np.empty((0, h)),
+            risk=RiskPlan(*(cat_risk(f.name) for f in fields(RiskPlan))),
+            close=cat("close"),
+            atr=cat("atr"),
+            recent_notional=cat("recent_notional"),
+            horizons=horizons,
+            model_set=model_set,
+            feature_spec=feature_spec,
+            hold_minutes=hold_minutes,
+            stale=sum(d.stale for d in parts),
+            restarts=sum(d.restarts for d in parts),
+            members={m: np.concatenate([d.members[m] for d in parts]) for m in members},
+        )
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every per-row array by output column name (``p_<h>`` per horizon): the backtest's signals."""

@@ -15,7 +15,6 @@ its journal) and logs them again; the parity check keeps the last row of a (toke
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,14 +25,10 @@ import polars as pl
 
 from memed.data.bars import BAR_FIELDS
 from memed.decision.result import Decisions
+from memed.monitor.sampling import Sample
 
 KIND_SERVED = "served"
 KIND_LATE = "late"
-
-
-def sampled(token: str, share: float) -> bool:
-    """Whether ``token`` falls in a hash-sampled ``share`` (the same tokens in every process)."""
-    return share >= 1.0 or zlib.crc32(token.encode()) < share * 2**32
 
 
 def feature_column(name: str) -> str:
@@ -53,14 +48,8 @@ class ServedLog:
         self._hour: int | None = None
         self._parts: list[pl.DataFrame] = []
         self._late: list[dict[str, Any]] = []
-        self._sampled: dict[str, bool] = {}
+        self.sampled = Sample(share)
         folder.mkdir(parents=True, exist_ok=True)
-
-    def sampled(self, token: str) -> bool:
-        got = self._sampled.get(token)
-        if got is None:
-            got = self._sampled[token] = sampled(token, self.share)
-        return got
 
     def late(self, token: str, minute: int, row: tuple[float, ...]) -> None:
         """A tick refused as late (called on the event loop; cheap)."""

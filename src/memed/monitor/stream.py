@@ -4,7 +4,6 @@ labels they resolve scored, a snapshot of the scores every ``every_minutes`` min
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ import polars as pl
 from memed.decision.result import Decisions, member_column
 from memed.monitor.drift import Alarm, DriftAlarms
 from memed.monitor.labels import DelayedLabels
+from memed.monitor.sampling import Sample
 from memed.monitor.scores import ScoreBoard
 from memed.signals.policy import ACTIONS, SIDES
 
@@ -40,7 +40,7 @@ class ScoreStream:
         """The ensemble's members scored on their own (the model families served)."""
         self.labels = DelayedLabels(horizons, interval_minutes, ties, len(members))
         self.sample_share = sample_share
-        self._sampled: dict[str, bool] = {}
+        self._sample = Sample(sample_share)
         self.board = ScoreBoard(horizons, window_minutes, every_minutes, members)
         self.drift = DriftAlarms(horizons, interval_minutes)
         self.every = every_minutes
@@ -81,17 +81,9 @@ class ScoreStream:
                 out[:, :, j] = members[name]
         return out
 
-    def _sample(self, token: str) -> bool:
-        """Whether ``token`` is scored: a hash of its name below the share (the same tokens everywhere)."""
-        got = self._sampled.get(token)
-        if got is None:
-            got = self._sampled[token] = zlib.crc32(token.encode()) < self.sample_share * 2**32
-        return got
-
     def forget(self, tokens: list[str]) -> None:
         self.labels.forget(tokens)
-        for t in tokens:
-            self._sampled.pop(t, None)
+        self._sample.forget(tokens)
 
     def snapshot(self) -> bytes:
         """Everything needed to go on exactly (part of the daemon's checkpoint)."""

@@ -98,6 +98,14 @@ def test_the_log_keeps_every_bar_of_a_hash_sampled_share(tiny_registry: Path, tm
     assert frame.height == market.filter(pl.col("token").is_in(list(kept))).height  # every bar of theirs
     hours = {p.name.split("-")[1] for p in (tmp_path / "log").glob("served-*.parquet")}
     assert len(hours) >= 8  # rolled by hour: 500 minutes span nine clock hours
+    # a learner that learns from every token cannot be recomputed from a share: features only, and said
+    on = MemedConfig().signals
+    on = msgspec.structs.replace(on, models=MODELS, online=msgspec.structs.replace(on.online, enabled=True))
+    partial = check_parity(
+        tmp_path / "log", tiny_registry, msgspec.structs.replace(MemedConfig(), signals=on)
+    )
+    assert partial.not_compared.startswith("probabilities")
+    assert partial.ok
     # and the CLI: exit 0 and "ok" on the clean log; exit 1 naming the cause on a faulted one
     conf = tmp_path / "models.toml"
     conf.write_text(f"[signals]\nmodels = {list(MODELS)}\n".replace("'", '"'))

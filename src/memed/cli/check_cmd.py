@@ -124,6 +124,8 @@ def parity_cmd(log: Path, registry: Path | None, as_json: bool, config_path: Pat
             click.echo(f"  MISMATCH {name:<24} {n:>9,} rows  {shown}")
         for cause, n in report.causes.items():
             click.echo(f"  cause {cause:<12} {n:>9,} rows")
+        if report.not_compared:
+            click.echo(f"not compared: {report.not_compared}")
     if not report.ok:
         raise DataError(
             f"parity check failed: {report.mismatched_rows:,} of {report.rows:,} served rows differ"

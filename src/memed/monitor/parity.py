@@ -54,7 +54,9 @@ class ParityReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     model_sets: list[str] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
-    """The first mismatching rows: token, minute, cause, the columns that differ."""
+    """The first mismatching rows: token, minute, cause."""
+    not_compared: str = ""
+    """What could not be compared, and why ('' when everything was)."""
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,13 @@ def check_parity(log: Path, registry: Path, cfg: MemedConfig, examples: int = 10
     offline = _bars(pl.concat([served.select("token", "minute", *BAR_FIELDS),
                                late.select("token", "minute", *BAR_FIELDS)]))  # fmt: skip
     events = _events(served, late)
+    if (
+        cfg.signals.online.enabled
+        and "log_share" in served.columns
+        and bool((served["log_share"] < 1.0).any())
+    ):
+        report.not_compared = ("probabilities: the online learner learned from every token's labels and "
+                               "the log holds a share of the tokens (monitor.log_share < 1)")  # fmt: skip
     mismatched = np.zeros(served.height, dtype=np.bool_)
     report.model_sets = sorted(served["model_set"].unique().to_list())
     for set_id in report.model_sets:
@@ -84,7 +93,8 @@ def check_parity(log: Path, registry: Path, cfg: MemedConfig, examples: int = 10
         got = rows.join(want, on=["token", "minute"], how="left", suffix="_off")
         idx = got["_i"].to_numpy()
         names = [feature_column(f) for f in ms.manifest.feature_names]
-        names += [f"p_{h}" for h in ms.manifest.horizons]
+        if not report.not_compared:
+            names += [f"p_{h}" for h in ms.manifest.horizons]
         for name in names:
             live = got[name].fill_nan(None).to_numpy().astype(np.float64)
             off = got[f"{name}_off"].fill_nan(None).to_numpy().astype(np.float64)

@@ -74,6 +74,7 @@ class ServedLog:
         cols: dict[str, Any] = {
             "kind": [KIND_SERVED] * m,
             "run": [self.run] * m,
+            "log_share": np.full(m, self.share),
             "token": [served[i] for i in keep],
             "minute": np.full(m, minute, dtype=np.int64),
             **{f: bars[j, at] for j, f in enumerate(BAR_FIELDS)},

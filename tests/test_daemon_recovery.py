@@ -82,13 +82,19 @@ async def test_kills_and_restarts_change_no_signal(
     # a wait long enough that a busy CI machine does not close a minute before its second token's tick
     # with the served-feature log on for every token, the online learner on in one of the two runs (it
     # learns through every restart; river's import makes each start a second slower, so a slower feed),
-    # and holes in the feed (5 % of the bars missing)
+    # and holes in the feed: 8 % of one token's bars missing. (Of the token sorted first: a token that
+    # returns from a hole is not expected in its minute, which closes as soon as the expected tokens
+    # have ticked, so a returning token published after them would arrive late — a real divergence that
+    # memed check parity names, as test_parity shows, but not what this test is about.)
     served_log = tmp_path / "served"
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000, wait_seconds=1.0,
                         extra=f'checkpoint_every_minutes = 3\n[monitor]\nlog_dir = "{served_log}"\n'
                               "log_share = 1.0\n[signals.online]\nhorizons = [15, 60]\nmin_labels = 200\n"
                               f"enabled = {'true' if batch else 'false'}\n")  # fmt: skip
-    keep = np.random.default_rng(3).random(real_minutes.height) > 0.05
+    first = real_minutes["token"].min()
+    keep = (np.random.default_rng(3).random(real_minutes.height) > 0.08) | (
+        real_minutes["token"] != first
+    ).to_numpy()
     real_minutes = real_minutes.filter(pl.Series(keep))
     conf = tmp_path / "run.toml"
     conf.write_text(to_toml(cfg))

@@ -7,11 +7,16 @@ import time
 from pathlib import Path
 
 import click
+import polars as pl
 
 from memed.cli.common import config_option, setup
 from memed.cli.progress import progress_bar
 from memed.data import infer_interval_minutes, load_dataset, write_dataset
-from memed.features import build_spec, compute_features, stream_features
+from memed.data.loaders import validate_file_frame
+from memed.data.schema import Rejections
+from memed.data.select import Selection
+from memed.features import build_spec, stream_features
+from memed.features.export import GROUP_ROWS, export_features, frame_groups, parquet_groups
 
 
 @click.group("features")
@@ -50,27 +55,67 @@ def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
     type=click.Choice(["batch", "stream"]),
     default="batch",
     show_default=True,
-    help="batch: compiled loop over histories; stream: minute by minute, exactly as the daemon.",
+    help="batch: compiled loop over histories, token groups streamed to the file; stream: minute by "
+    "minute, exactly as the daemon (whole dataset in memory).",
 )
+@click.option("--float32", is_flag=True, help="Write the features as float32 (half the file; batch mode).")
+@click.option("--group-rows", type=click.IntRange(1000), default=GROUP_ROWS, show_default=True,
+              help="Bars per token group in batch mode (two groups are in memory at most).")  # fmt: skip
 @config_option
-def compute_cmd(dataset: Path, out: Path, mode: str, config_path: Path | None) -> None:
-    """Compute every feature of DATASET and write token, ts and the features to OUT."""
+def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: int, config_path: Path | None
+                ) -> None:  # fmt: skip
+    """Compute every feature of DATASET and write token, ts and the features to OUT.
+
+    In batch mode a Parquet DATASET is read a token group at a time and the features are written as they
+    are computed, so memory stays flat whatever its size; other inputs are loaded whole first."""
     cfg = setup(config_path)
-    bars, rejections = load_dataset([dataset], cfg.data.selection())
-    spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
-    start = time.perf_counter()
-    if mode == "batch":
-        feats = compute_features(bars, spec)
+    select = cfg.data.selection()
+    if mode == "stream":
+        _compute_stream(dataset, out, cfg.data.spec_args(), select)
+        return
+    streamed = dataset.is_file() and dataset.suffix == ".parquet"
+    rejections = Rejections()
+    if streamed:
+        head = pl.scan_parquet(dataset).head(10_000).collect()
+        bars = validate_file_frame(head, dataset)[0]
     else:
-        with progress_bar("streaming minutes") as bar:
-            task = bar.task_ids[0]
-            feats = stream_features(
-                bars, spec, lambda done, total: bar.update(task, completed=done, total=total)
-            )
+        bars, rejections = load_dataset([dataset], select)
+    spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
+    if spec.market:  # cross-sectional features need every token of a minute at once
+        group_rows = 2**62
+        click.echo("data.market_context is on: every token in one group (memory grows with the data)")
+    groups = (
+        parquet_groups(dataset, select, group_rows, lambda f: validate_file_frame(f, dataset))
+        if streamed
+        else frame_groups(bars, group_rows)
+    )
+    with progress_bar("computing features") as bar:
+        task = bar.task_ids[0]
+        stats = export_features(groups, spec, out, float32=float32,
+                                on_group=lambda rows: bar.update(task, completed=rows))  # fmt: skip
+    click.echo(
+        f"wrote {out}: {stats.rows:,} rows x {len(spec.names)} features (batch, {stats.groups} token "
+        f"groups{', float32' if float32 else ''}, spec {spec.hash}) in {stats.seconds:.2f}s = "
+        f"{stats.rows / max(stats.seconds, 1e-9) / 1e6:.2f} M token-minutes/s"
+    )
+    if stats.rejections is not None:
+        rejections.merge(stats.rejections)
+    if rejections.total:
+        click.echo(f"dropped {rejections.total:,} invalid rows: {rejections.as_dict()}")
+
+
+def _compute_stream(dataset: Path, out: Path, spec_args: tuple[int, bool], select: Selection) -> None:
+    """``--mode stream``: the daemon's minute driver over the whole dataset."""
+    bars, rejections = load_dataset([dataset], select)
+    spec = build_spec(infer_interval_minutes(bars), *spec_args)
+    start = time.perf_counter()
+    with progress_bar("streaming minutes") as bar:
+        task = bar.task_ids[0]
+        feats = stream_features(bars, spec, lambda done, total: bar.update(task, completed=done, total=total))
     elapsed = time.perf_counter() - start
     write_dataset(feats, out)
     click.echo(
-        f"wrote {out}: {feats.height:,} rows x {len(spec.names)} features ({mode}, spec {spec.hash}) "
+        f"wrote {out}: {feats.height:,} rows x {len(spec.names)} features (stream, spec {spec.hash}) "
         f"in {elapsed:.2f}s = {feats.height / max(elapsed, 1e-9) / 1e6:.2f} M token-minutes/s"
     )
     if rejections.total:

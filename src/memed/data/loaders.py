@@ -129,10 +129,15 @@ def read_bars(path: str | Path) -> tuple[pl.DataFrame, Rejections]:
         raise DataError(
             f"{p}: cannot read {p.suffix.lstrip('.')} file: {type(exc).__name__}: {exc}"
         ) from None
+    return validate_file_frame(raw, p)
+
+
+def validate_file_frame(raw: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, Rejections]:
+    """Rows read from ``path`` (all of it, or a part) as canonical bars, the invalid ones rejected."""
     try:
-        return validate_bars(_normalise(raw, p))
+        return validate_bars(_normalise(raw, path))
     except (pl.exceptions.PolarsError, ValueError) as exc:
-        raise DataError(f"{p}: {exc}") from None
+        raise DataError(f"{path}: {exc}") from None
 
 
 def expand_sources(sources: Iterable[str | Path]) -> list[Path]:

@@ -1,0 +1,120 @@
+"""`memed features compute` end to end: throughput and peak memory, the streaming export (token groups
+through the kernel into Parquet row groups, float64 and float32) beside the whole-frame way it used to
+work (load everything, compute one frame, write it), each in a fresh process, in one run.
+
+Inputs: the real binance-spot-5m-universe (2.51 M bars) imported to one Parquet file, and synthetic
+markets of 2 M and 20 M bars (written token group by token group, so making them needs little memory).
+Throughput excludes start-up (imports, compiled-kernel load): from reading the first bar to the file
+closed. Peak RSS is the process's (``ru_maxrss``).
+
+    python benchmarks/features_export.py [--sizes 2 20] [--skip-old-above 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-5m-universe"
+
+
+def worker(mode: str, src: Path, out: Path) -> None:
+    """One measurement, in this (fresh) process: prints a JSON line."""
+    from memed.data import load_dataset, write_dataset
+    from memed.data.loaders import validate_file_frame
+    from memed.data.select import Selection
+    from memed.features import build_spec, compute_features
+    from memed.features.export import export_features, parquet_groups
+
+    spec = build_spec(5 if "universe" in src.name else 1)
+    # the compiled kernel loaded before the clock starts (start-up is excluded from the figures)
+    from memed.data import synth_market
+
+    compute_features(synth_market(2, 300, seed=0), build_spec(1))
+    t0 = time.perf_counter()
+    if mode == "old":
+        bars, _ = load_dataset([src])
+        rows = bars.height
+        write_dataset(compute_features(bars, spec), out)
+    else:
+        groups = parquet_groups(src, Selection(), 1_000_000, lambda f: validate_file_frame(f, src))
+        rows = export_features(groups, spec, out, float32=mode == "float32").rows
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "seconds": seconds, "rss_mb": rss, "mb_out": out.stat().st_size / 1e6}))
+
+
+def synthetic(rows: int, path: Path) -> None:
+    """A 1-minute market of ``rows`` bars (2,000-minute tokens), written 200 tokens at a time."""
+    from memed.data import synth_market
+
+    minutes, per = 2_000, 200
+    writer = None
+    for k in range(rows // (minutes * per)):
+        frame = synth_market(per, minutes, seed=k).with_columns(
+            token=(f"G{k:04d}_" + __import__("polars").col("token"))
+        )
+        table = frame.to_arrow()
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+
+
+def measure(mode: str, src: Path, tmp: Path) -> dict[str, float]:
+    res = subprocess.run([sys.executable, __file__, "--worker", mode, str(src), str(tmp / f"{mode}.parquet")],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=float, nargs="*", default=[2, 20], help="Synthetic sizes, M bars.")
+    ap.add_argument("--skip-old-above", type=float, default=5, help="No whole-frame run above this, M bars.")
+    ap.add_argument("--worker", nargs=3, metavar=("MODE", "SRC", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]))
+        return
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        cases: list[tuple[str, Path]] = []
+        if DATA.exists():
+            from memed.data import load_dataset, write_dataset
+
+            bars, _ = load_dataset([DATA])
+            write_dataset(bars, tmp / "universe.parquet")
+            cases.append(
+                (f"binance-spot-5m-universe, {bars.height / 1e6:.2f} M bars", tmp / "universe.parquet")
+            )
+            del bars
+        else:
+            print(f"(the shared data is not here: {DATA}; synthetic cases only)")
+        for size in args.sizes:
+            path = tmp / f"synth-{size:g}M.parquet"
+            synthetic(int(size * 1e6), path)
+            cases.append((f"synthetic, {pq.ParquetFile(path).metadata.num_rows / 1e6:.1f} M bars", path))
+        print(f"{'input':<40}{'way':<22}{'M token-min/s':>14}{'seconds':>9}{'peak RSS MB':>13}{'out MB':>8}")
+        for name, src in cases:
+            rows = pq.ParquetFile(src).metadata.num_rows
+            modes = ["stream", "float32"] + (["old"] if rows <= args.skip_old_above * 1e6 else [])
+            for mode in modes:
+                r = measure(mode, src, tmp)
+                way = {"stream": "streaming, float64", "float32": "streaming, float32", "old": "whole frame"}[
+                    mode
+                ]
+                print(f"{name:<40}{way:<22}{r['rows'] / r['seconds'] / 1e6:>14.2f}{r['seconds']:>9.2f}"
+                      f"{r['rss_mb']:>13.0f}{r['mb_out']:>8.0f}")  # fmt: skip
+                (tmp / f"{mode}.parquet").unlink()
+
+
+if __name__ == "__main__":
+    main()

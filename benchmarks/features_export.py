@@ -21,23 +21,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
+
+from memed.data import load_dataset, synth_market, write_dataset
+from memed.data.loaders import validate_file_frame
+from memed.data.select import Selection
+from memed.features import build_spec, compute_features
+from memed.features.export import export_features, parquet_groups
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-5m-universe"
 
 
 def worker(mode: str, src: Path, out: Path) -> None:
     """One measurement, in this (fresh) process: prints a JSON line."""
-    from memed.data import load_dataset, write_dataset
-    from memed.data.loaders import validate_file_frame
-    from memed.data.select import Selection
-    from memed.features import build_spec, compute_features
-    from memed.features.export import export_features, parquet_groups
-
     spec = build_spec(5 if "universe" in src.name else 1)
     # the compiled kernel loaded before the clock starts (start-up is excluded from the figures)
-    from memed.data import synth_market
-
     compute_features(synth_market(2, 300, seed=0), build_spec(1))
     t0 = time.perf_counter()
     if mode == "old":
@@ -54,14 +53,10 @@ def worker(mode: str, src: Path, out: Path) -> None:
 
 def synthetic(rows: int, path: Path) -> None:
     """A 1-minute market of ``rows`` bars (2,000-minute tokens), written 200 tokens at a time."""
-    from memed.data import synth_market
-
     minutes, per = 2_000, 200
     writer = None
     for k in range(rows // (minutes * per)):
-        frame = synth_market(per, minutes, seed=k).with_columns(
-            token=(f"G{k:04d}_" + __import__("polars").col("token"))
-        )
+        frame = synth_market(per, minutes, seed=k).with_columns(token=pl.lit(f"G{k:04d}_") + pl.col("token"))
         table = frame.to_arrow()
         writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
         writer.write_table(table)
@@ -88,8 +83,6 @@ def main() -> None:
         tmp = Path(t)
         cases: list[tuple[str, Path]] = []
         if DATA.exists():
-            from memed.data import load_dataset, write_dataset
-
             bars, _ = load_dataset([DATA])
             write_dataset(bars, tmp / "universe.parquet")
             cases.append(

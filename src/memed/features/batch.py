@@ -70,11 +70,18 @@ def compute_raw(
 
 
 def run_kernel(
-    starts: np.ndarray, ts: np.ndarray, x: np.ndarray, spec: FeatureSpec, threads: int | None = None
+    starts: np.ndarray,
+    ts: np.ndarray,
+    x: np.ndarray,
+    spec: FeatureSpec,
+    threads: int | None = None,
+    buffer: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`compute_raw` on prepared arrays: token offsets, epoch minutes and the (9, rows) bar matrix."""
+    """:func:`compute_raw` on prepared arrays: token offsets, epoch minutes and the (9, rows) bar matrix.
+    ``buffer``: a C-ordered float64 array of at least (rows, ``spec.width``) to write the values into
+    (reused memory is much faster to fill than fresh pages, on a loop over many groups)."""
     n = len(ts)
-    out = np.empty((n, spec.width))
+    out = buffer[:n] if buffer is not None and buffer.shape[0] >= n else np.empty((n, spec.width))
     status = np.zeros(n, dtype=np.int8)
     nbars = np.zeros(n)
     if n == 0:

@@ -119,15 +119,15 @@ def signal_minute(ts: str) -> int:
     return int(np.datetime64(ts[:-1], "m").astype(np.int64))
 
 
-async def serve_market(daemon: Any, market: pl.DataFrame, broker_url: str) -> None:
-    """Run ``daemon``, publish ``market`` (one array per minute), wait until its last minute has closed,
-    stop it."""
+async def serve_market(daemon: Any, market: pl.DataFrame, broker_url: str, *, columns: bool = False) -> None:
+    """Run ``daemon``, publish ``market`` (one array per minute, or one column batch with ``columns``),
+    wait until its last minute has closed, stop it."""
     from memed.daemon.publish_dataset import publish_dataset
 
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
         await daemon.subscribed.wait()
-        await publish_dataset(market, broker_url, batch=True)
+        await publish_dataset(market, broker_url, batch=True, columns=columns)
         last = last_minute(market)
         await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
         daemon.stop()

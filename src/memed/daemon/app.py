@@ -31,6 +31,7 @@ from memed.config import MemedConfig
 from memed.daemon import mqtt
 from memed.daemon.batcher import Batch, MinuteBatcher
 from memed.daemon.checkpoint import Checkpoint, OutboxMinute, read_checkpoint, write_checkpoint
+from memed.daemon.columns import decode_payload
 from memed.daemon.http import serve_http
 from memed.daemon.interval import FeedIntervalCheck
 from memed.daemon.journal import TickJournal, journal_files, prune, replay
@@ -48,7 +49,7 @@ from memed.daemon.sinks import (
     hummingbot_topic,
     signal_topic,
 )
-from memed.daemon.ticks import Rejected, decode_message
+from memed.daemon.ticks import Rejected
 from memed.daemon.wire import to_signals
 from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
@@ -425,7 +426,7 @@ class Daemon:
         self.metrics.messages_in.inc()
         data = _bytes(payload)
         now = self.clock() if now is None else now
-        items = decode_message(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
+        items = decode_payload(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
                                self.d.max_message_bytes)  # fmt: skip
         for item in items:
             if isinstance(item, Rejected):

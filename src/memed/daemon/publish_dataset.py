@@ -2,7 +2,8 @@
 tests and benchmarks; not the backtester's replay, which never touches MQTT).
 
 One message per tick (``<prefix>/<token>``) or, with ``batch``, one JSON array per minute
-(``<prefix>/batch``) — batches matter: one subscriber decodes only ~10k messages/s. QoS 1 publishes go
+(``<prefix>/batch``; with ``columns``, one column batch per minute, :mod:`memed.daemon.columns`) —
+batches matter: one subscriber decodes only ~10k messages/s. QoS 1 publishes go
 out in windows of at most ``window`` unacknowledged messages (MQTT packet ids are 16-bit). A lost
 connection is re-established with backoff and the interrupted minute is sent again (the daemon counts
 the resent ticks as duplicates).
@@ -28,7 +29,7 @@ log = get_logger("memed.publish_dataset")
 
 
 def minute_payloads(
-    frame: pl.DataFrame, prefix: str, batch: bool
+    frame: pl.DataFrame, prefix: str, batch: bool, columns: bool = False
 ) -> Iterator[tuple[int, list[tuple[str, bytes]]]]:
     """(epoch minute, [(topic, payload)]) for each minute of a canonical frame, in time order."""
     cols = [c for c in BAR_COLUMNS if c in frame.columns and c not in ("token", "ts")]
@@ -43,7 +44,11 @@ def minute_payloads(
                     tick[c] = v
             ticks.append(tick)
         minute = int(secs) // 60
-        if batch:
+        if columns:
+            body = {"token": [t["token"] for t in ticks], "ts": [t["ts"] for t in ticks]}
+            body |= {c: [t.get(c) for t in ticks] for c in cols if any(c in t for t in ticks)}
+            yield minute, [(f"{prefix}/batch", msgspec.json.encode(body))]
+        elif batch:
             yield minute, [(f"{prefix}/batch", msgspec.json.encode(ticks))]
         else:
             yield minute, [(f"{prefix}/{t['token']}", msgspec.json.encode(t)) for t in ticks]
@@ -55,6 +60,7 @@ async def publish_dataset(
     *,
     prefix: str = "memed/ticks",
     batch: bool = False,
+    columns: bool = False,
     speed: float = 0.0,
     qos: int = 1,
     window: int = 20_000,
@@ -66,7 +72,7 @@ async def publish_dataset(
 ) -> dict[str, float]:
     """Publish every minute of ``frame``; ``speed`` x real time (0: as fast as the broker takes it)."""
     host, port, tls = mqtt.broker_address(broker_url)
-    minutes = list(minute_payloads(frame, prefix, batch))
+    minutes = list(minute_payloads(frame, prefix, batch, columns))
     sent = 0
     reconnects = 0
     t0 = time.perf_counter()

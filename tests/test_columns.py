@@ -1,0 +1,107 @@
+"""Column batches (the fast path for batched feeds): exactly the ticks and the rejections the row form
+gives for the same ticks, whole-message refusals with one clear reason, and a daemon fed column batches
+over Mosquitto serving what the direct decision path decides."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+import pytest
+
+from broker import Mosquitto
+from daemon_helpers import assert_same_signals, daemon_config, direct_signals, read_jsonl, serve_market
+from memed.daemon.app import Daemon
+from memed.daemon.columns import decode_columns, decode_payload, is_columnar
+from memed.daemon.ticks import Rejected, Tick, decode_message
+from memed.data import synth_market
+
+NOW = 1_767_225_600.0
+
+
+def corpus() -> list[dict[str, Any]]:
+    """Valid ticks and one of every row-level fault, with optional fields present, absent and null."""
+    ok = {"ts": NOW - 60, "close": 1.5, "open": 1.4, "high": 1.9, "low": 1.3, "volume": 10.0}
+    rows: list[dict[str, Any]] = [{"token": f"T{i}", **ok, "close": 1.5 + i / 100} for i in range(20)]
+    rows += [
+        {"token": "MS", **ok, "ts": (NOW - 60) * 1000},  # milliseconds
+        {"token": "LIQ", **ok, "liquidity": 5e4, "buys": None, "sells": 3.0},  # a null optional field
+        {"token": "BARE", "ts": NOW - 60, "close": 2.0},  # open/high/low default to close, volume to 0
+        {"token": "a/b", **ok},  # bad_token
+        {"token": "", **ok},  # bad_token
+        {"token": "ZERO", **ok, "ts": 0},  # bad_ts
+        {"token": "FUT", **ok, "ts": NOW + 3600},  # future_ts
+        {"token": "HL", **ok, "high": 1.0, "low": 2.0},  # high_below_low
+        {"token": "OUT", **ok, "close": 9.0},  # price_outside_range
+        {"token": "NEG", **ok, "volume": -1.0},  # bad_volume
+        {"token": "TINY", **ok, "close": 1e-30, "open": 1e-30, "low": 1e-30},  # bad_price
+        {"token": "BIG", **ok, "liquidity": 1e30},  # bad_optional
+        {"token": "NULLC", **ok, "close": None},  # close null: not a price
+    ]
+    return rows
+
+
+def as_columns(rows: list[dict[str, Any]]) -> bytes:
+    keys = ["token", "ts", "close", "open", "high", "low", "volume", "liquidity", "buys", "sells"]
+    return msgspec.json.encode({k: [r.get(k) for r in rows] for k in keys})
+
+
+def test_a_column_batch_gives_what_the_row_form_gives() -> None:
+    rows = corpus()
+    columnar = as_columns(rows)
+    assert is_columnar(columnar)
+    assert not is_columnar(msgspec.json.encode(rows))
+    assert not is_columnar(msgspec.json.encode(rows[0]))
+    got = decode_payload(columnar, NOW, 120.0)
+    # the row form cannot carry a null close as "absent": it says bad_type; the column form, bad_price
+    want = decode_message(msgspec.json.encode([r for r in rows if r["token"] != "NULLC"]), NOW, 120.0)
+    got_ticks = [t for t in got if isinstance(t, Tick)]
+    want_ticks = [t for t in want if isinstance(t, Tick)]
+    assert [repr(t) for t in got_ticks] == [repr(t) for t in want_ticks]  # every field; NaN where absent
+    assert len(got_ticks) == 23
+    bare = next(t for t in got_ticks if t.token == "BARE")
+    assert (bare.open, bare.high, bare.low, bare.volume) == (2.0, 2.0, 2.0, 0.0)
+    assert math.isnan(next(t for t in got_ticks if t.token == "LIQ").buys)
+    got_reasons = Counter(r.reason for r in got if isinstance(r, Rejected))
+    want_reasons = Counter(r.reason for r in want if isinstance(r, Rejected))
+    assert got_reasons == want_reasons + Counter({"bad_price": 1})
+    assert set(got_reasons) == {"bad_token", "bad_ts", "future_ts", "high_below_low", "price_outside_range",
+                                "bad_volume", "bad_price", "bad_optional"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"token": ["A", "B"], "ts": [NOW], "close": [1.0, 2.0]}, "not_a_tick"),  # lengths differ
+        ({"token": [], "ts": [], "close": []}, "not_a_tick"),
+        ({"token": ["A"], "ts": [NOW], "close": ["1.0"]}, "bad_type"),
+        ({"token": ["A"], "ts": ["2026-01-01T00:00:00Z"], "close": [1.0]}, "bad_type"),  # seconds or ms
+        ({"token": ["A"], "ts": [NOW], "close": [1.0], "colour": ["red"]}, "unknown_field"),
+        ({"token": ["A"], "close": [1.0]}, "bad_type"),  # ts missing
+    ],
+)
+def test_a_bad_column_batch_is_refused_whole_with_one_reason(body: dict[str, Any], reason: str) -> None:
+    got = decode_columns(msgspec.json.encode(body), NOW, 120.0)
+    assert isinstance(got, Rejected)
+    assert got.reason == reason
+    assert len(decode_payload(msgspec.json.encode(body), NOW, 120.0)) == 1
+    if reason == "unknown_field":  # lenient mode takes the known columns
+        lenient = decode_columns(msgspec.json.encode(body), NOW, 120.0, strict=False)
+        assert not isinstance(lenient, Rejected)
+        assert lenient.tokens == ["A"]
+
+
+@pytest.mark.broker
+async def test_a_daemon_fed_column_batches_serves_the_direct_path(
+    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    market = synth_market(5, 300, seed=9).with_columns(liquidity=pl.lit(1e5))
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, policy="bands")
+    await serve_market(Daemon(cfg), market, mosquitto.url, columns=True)
+    got = read_jsonl(Path(cfg.daemon.jsonl_path))
+    want = direct_signals(market, cfg, tiny_registry)
+    assert_same_signals(got, want)

@@ -1,11 +1,14 @@
 """Daemon latency and throughput with Mosquitto on loopback and the default (packaged) model set.
 
 For each token count: the daemon's state is warmed up by running history through its decision path,
-then a publisher *process* sends each minute's ticks (JSON arrays of 500 ticks, QoS 1) at a fixed pace,
-and the daemon records, per minute, the time from the minute's last tick arriving to its last signal
-published (QoS 1). A second phase publishes minutes back to back to measure sustained ticks/s.
+then a publisher *process* sends each minute's ticks (``--payload rows``: JSON arrays of 500 tick
+objects; ``columns``: column batches of 5,000 ticks; QoS 1) at a fixed pace, and the daemon records, per
+minute, the time from the minute's last tick arriving to its last signal published (QoS 1; ``--signals
+per-token``: one message per token on ``memed/signals/<token>``, ``batch``: one array a minute on
+``daemon.signal_batch_topic``). A second phase publishes minutes back to back to measure sustained
+ticks/s.
 
-    python benchmarks/daemon.py --tokens 1000 10000
+    python benchmarks/daemon.py --tokens 1000 10000 [--payload rows|columns] [--signals per-token|batch]
 """
 
 from __future__ import annotations
@@ -77,10 +80,22 @@ def market(tokens: int, minutes: int, seed: int = 0) -> np.ndarray:
     return np.stack([open_, high, low, close, volume], axis=-1)
 
 
-def payloads(bars: np.ndarray, names: list[str], first_minute: int, chunk: int = 500) -> list[list[str]]:
+def payloads(bars: np.ndarray, names: list[str], first_minute: int, columns: bool) -> list[list[str]]:
     out = []
     for k in range(bars.shape[0]):
         ts = (first_minute + k) * 60
+        if columns:
+            chunk = 5000
+            fields = dict(zip(("open", "high", "low", "close", "volume"), bars[k].T.tolist(), strict=True))
+            parts = []
+            for i in range(0, len(names), chunk):
+                body = {"token": names[i : i + chunk], "ts": [ts] * len(names[i : i + chunk])}
+                parts.append(
+                    msgspec.json.encode(body | {f: v[i : i + chunk] for f, v in fields.items()}).decode()
+                )
+            out.append(parts)
+            continue
+        chunk = 500
         ticks = [
             {"token": t, "ts": ts, "open": b[0], "high": b[1], "low": b[2], "close": b[3], "volume": b[4]}
             for t, b in zip(names, bars[k].tolist(), strict=True)
@@ -89,15 +104,16 @@ def payloads(bars: np.ndarray, names: list[str], first_minute: int, chunk: int =
     return out
 
 
-async def one_size(
-    tokens: int, warmup: int, minutes: int, flood: int, pace: float, broker: Mosquitto
-) -> dict[str, float]:
+async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: float, broker: Mosquitto,
+                   columns: bool, batch_signals: bool) -> dict[str, float]:  # fmt: skip
     bars = market(tokens, warmup + minutes + flood)
     names = [f"TOK{i:05d}" for i in range(tokens)]
     cfg = MemedConfig()
     d = msgspec.structs.replace(
         cfg.daemon, registry=str(DEMO_MODELS), broker_url=broker.url, http_port=0, checkpoint_path="",
         batch_wait_seconds=10.0, client_id=f"bench-{tokens}",
+        signal_topic_prefix="" if batch_signals else "memed/signals",
+        signal_batch_topic="memed/signals_batch" if batch_signals else "",
     )  # fmt: skip
     daemon = Daemon(msgspec.structs.replace(cfg, daemon=d))
     warm_times = []
@@ -112,7 +128,7 @@ async def one_size(
         paced, floods = Path(tmp) / "paced.jsonl", Path(tmp) / "flood.jsonl"
         for path, part, first in ((paced, bars[warmup : warmup + minutes], T0_MIN + warmup),
                                   (floods, bars[warmup + minutes :], T0_MIN + warmup + minutes)):  # fmt: skip
-            path.write_text("\n".join(json.dumps(m) for m in payloads(part, names, first)) + "\n")
+            path.write_text("\n".join(json.dumps(m) for m in payloads(part, names, first, columns)) + "\n")
         async with asyncio.TaskGroup() as tg:
             run = tg.create_task(daemon.run())
             await daemon.subscribed.wait()
@@ -148,15 +164,19 @@ def main() -> None:
     ap.add_argument(
         "--pace", type=float, default=0.0, help="seconds between paced minutes (0: 1 s + 0.2 s per 1k tokens)"
     )
+    ap.add_argument("--payload", choices=["rows", "columns"], default="rows")
+    ap.add_argument("--signals", choices=["per-token", "batch"], default="per-token")
     args = ap.parse_args()
     configure_logging("warning", "console")
+    print(f"ticks as {args.payload}, signals {args.signals}")
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp))
         broker.start()
         try:
             for n in args.tokens:
                 pace = args.pace or 1.0 + 0.2 * n / 1000
-                r = asyncio.run(one_size(n, args.warmup, args.minutes, args.flood, pace, broker))
+                r = asyncio.run(one_size(n, args.warmup, args.minutes, args.flood, pace, broker,
+                                         args.payload == "columns", args.signals == "batch"))  # fmt: skip
                 print(f"{n:>6} tokens: tick->signal p50 {r['latency_p50_ms']:7.1f} ms  "
                       f"p99 {r['latency_p99_ms']:7.1f} ms"
                       f"  max {r['latency_max_ms']:7.1f} ms  over {int(r['minutes_measured'])} minutes | "

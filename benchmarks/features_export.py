@@ -28,7 +28,7 @@ from memed.data import load_dataset, synth_market, write_dataset
 from memed.data.loaders import validate_file_frame
 from memed.data.select import Selection
 from memed.features import build_spec, compute_features
-from memed.features.export import export_features, parquet_groups
+from memed.features.export import GROUP_ROWS, export_features, parquet_groups
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-5m-universe"
 
@@ -44,7 +44,7 @@ def worker(mode: str, src: Path, out: Path) -> None:
         rows = bars.height
         write_dataset(compute_features(bars, spec), out)
     else:
-        groups = parquet_groups(src, Selection(), 1_000_000, lambda f: validate_file_frame(f, src))
+        groups = parquet_groups(src, Selection(), GROUP_ROWS, lambda f: validate_file_frame(f, src))
         rows = export_features(groups, spec, out, float32=mode == "float32").rows
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -251,6 +251,10 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     client_id: str = "memed-daemon"
     tick_topic: str = "memed/ticks/#"
     signal_topic_prefix: str = "memed/signals"
+    """Each signal on ``<prefix>/<token>`` (QoS 1): what bots subscribe to; empty: no per-token topics."""
+    signal_batch_topic: str = ""
+    """Every signal of a minute in one JSON array on this topic (QoS 1), for high-volume consumers: one
+    message a minute instead of one per token; empty: off."""
     dead_letter_topic: str = "memed/deadletter"
     hummingbot_topic_prefix: str = ""
     """Non-empty (the controller's default topic is ``hbot/predictions``): also publish each signal in the

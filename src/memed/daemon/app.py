@@ -42,6 +42,7 @@ from memed.daemon.sinks import (
     FanOut,
     HoldFilter,
     JsonlSink,
+    MqttBatchSink,
     MqttSink,
     Outgoing,
     Sink,
@@ -185,7 +186,11 @@ class Daemon:
             raise
 
     def _sinks(self) -> list[Sink]:
-        sinks: list[Sink] = [MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix))]
+        sinks: list[Sink] = []
+        if self.d.signal_topic_prefix:
+            sinks.append(MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix)))
+        if self.d.signal_batch_topic:
+            sinks.append(MqttBatchSink("mqtt_batch", self.link, self.d.signal_batch_topic))
         if self.d.hummingbot_topic_prefix:
             to_hbot = hummingbot_topic(self.d.hummingbot_topic_prefix, self.d.pairs, self.cfg.risk.stop_atr)
             sinks.append(MqttSink("hummingbot", self.link, to_hbot))
@@ -589,8 +594,9 @@ class Daemon:
                     tokens_restarted=len(reset))  # fmt: skip
 
     def _sent(self, sink: Sink, out: Outgoing) -> None:
-        """A sink delivered a minute: for the MQTT signal topics, that is the tick-to-signal latency."""
-        if sink.name == "mqtt":
+        """A sink delivered a minute: for the MQTT signal topics (the per-token ones, else the batch
+        topic), that is the tick-to-signal latency."""
+        if sink.name == ("mqtt" if self.d.signal_topic_prefix else "mqtt_batch"):
             latency = max(0.0, self.clock() - out.last_arrival)
             self.metrics.latency.observe(latency)
             self.recent_latencies.append(latency)

@@ -120,6 +120,24 @@ class MqttSink:
         return None
 
 
+class MqttBatchSink(MqttSink):
+    """The minute's published signals as one JSON array on one topic (``daemon.signal_batch_topic``)."""
+
+    def __init__(self, name: str, link: Link, topic: str) -> None:
+        super().__init__(name, link, lambda sig: (topic, b""))
+        self.topic = topic
+
+    async def send(self, out: Outgoing) -> None:
+        if not out.published:
+            return
+        body = msgspec.json.encode(out.published)
+        while True:
+            client = await self.link.wait()
+            if not await publish_many(client, [(self.topic, body)], qos=1):
+                return
+            await asyncio.sleep(RETRY_AFTER_LOSS)
+
+
 def signal_topic(prefix: str) -> Callable[[Signal], tuple[str, bytes]]:
     """``<prefix>/<token>``: the signal as versioned JSON."""
     return lambda sig: (f"{prefix}/{sig.token}", msgspec.json.encode(sig))

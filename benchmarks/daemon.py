@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from broker import Mosquitto
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
+from memed.daemon.checkpoint import BatcherState
 from memed.daemon.demo import DEMO_MODELS
 from memed.logs import configure_logging
 
@@ -123,7 +124,7 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
         t = time.perf_counter()
         daemon.path.process(names, float(T0_MIN + k), x)
         warm_times.append(time.perf_counter() - t)
-    daemon.batcher.load_state({"last_closed": T0_MIN + warmup - 1, "newest": {}, "expected": names})
+    daemon.batcher.load_state(BatcherState(T0_MIN + warmup - 1, {}, names))
     with tempfile.TemporaryDirectory() as tmp:
         paced, floods = Path(tmp) / "paced.jsonl", Path(tmp) / "flood.jsonl"
         for path, part, first in ((paced, bars[warmup : warmup + minutes], T0_MIN + warmup),

@@ -4,6 +4,7 @@ over Mosquitto serving what the direct decision path decides."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,15 @@ import polars as pl
 import pytest
 
 from broker import Mosquitto
-from daemon_helpers import assert_same_signals, daemon_config, direct_signals, read_jsonl, serve_market
+from daemon_helpers import (
+    assert_same_signals,
+    collect,
+    daemon_config,
+    direct_signals,
+    read_jsonl,
+    serve_market,
+    wait_until,
+)
 from memed.daemon.app import Daemon
 from memed.daemon.columns import decode_columns, decode_payload, is_columnar
 from memed.daemon.ticks import Rejected, Tick, decode_message
@@ -99,9 +108,28 @@ def test_a_bad_column_batch_is_refused_whole_with_one_reason(body: dict[str, Any
 async def test_a_daemon_fed_column_batches_serves_the_direct_path(
     tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
+    """Column batches in; out, the per-token topics off and every minute's signals in one message."""
     market = synth_market(5, 300, seed=9).with_columns(liquidity=pl.lit(1e5))
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, policy="bands")
-    await serve_market(Daemon(cfg), market, mosquitto.url, columns=True)
-    got = read_jsonl(Path(cfg.daemon.jsonl_path))
-    want = direct_signals(market, cfg, tiny_registry)
+    d = msgspec.structs.replace(cfg.daemon, signal_topic_prefix="", signal_batch_topic="memed/all")
+    cfg = msgspec.structs.replace(cfg, daemon=d)
+    batches: list[bytes] = []
+    per_token: list[bytes] = []
+    ready, ready2 = asyncio.Event(), asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        sub = tg.create_task(collect(mosquitto.port, "memed/all", batches, ready))
+        sub2 = tg.create_task(collect(mosquitto.port, "memed/signals/#", per_token, ready2))
+        await ready.wait()
+        await ready2.wait()
+        daemon = Daemon(cfg)
+        await serve_market(daemon, market, mosquitto.url, columns=True)
+        want = direct_signals(market, cfg, tiny_registry)
+        await wait_until(lambda: sum(len(msgspec.json.decode(b)) for b in batches) >= len(want))
+        sub.cancel()
+        sub2.cancel()
+    assert_same_signals(read_jsonl(Path(cfg.daemon.jsonl_path)), want)
+    got = {(d["token"], d["ts"]): d for b in batches for d in msgspec.json.decode(b)}
     assert_same_signals(got, want)
+    assert len(batches) == len({k[1] for k in want})  # one message a minute
+    assert per_token == []
+    assert len(daemon.recent_latencies) > 0  # the batch topic is the latency reference

@@ -252,6 +252,8 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     tick_topic: str = "memed/ticks/#"
     signal_topic_prefix: str = "memed/signals"
     """Each signal on ``<prefix>/<token>`` (QoS 1): what bots subscribe to; empty: no per-token topics."""
+    gc_freeze: bool = True
+    """Keep the garbage collector's full scans out of the minutes (:mod:`memed.daemon.gc_policy`)."""
     signal_batch_topic: str = ""
     """Every signal of a minute in one JSON array on this topic (QoS 1), for high-volume consumers: one
     message a minute instead of one per token; empty: off."""

@@ -32,6 +32,7 @@ from memed.daemon import mqtt
 from memed.daemon.batcher import Batch, MinuteBatcher
 from memed.daemon.checkpoint import Checkpoint, OutboxMinute, read_checkpoint, write_checkpoint
 from memed.daemon.columns import decode_payload
+from memed.daemon.gc_policy import GcPolicy
 from memed.daemon.http import serve_http
 from memed.daemon.interval import FeedIntervalCheck
 from memed.daemon.journal import TickJournal, journal_files, prune, replay
@@ -153,6 +154,7 @@ class Daemon:
         self._prev_minute: int | None = None
         """The last minute processed since the start."""
         self.quarantine = Quarantine(self.d.quarantine_minutes)
+        self.gc = GcPolicy(self.d.gc_freeze)
         self._lock_fd = self._take_lock()
         try:
             restored = self._read_checkpoint()
@@ -277,6 +279,7 @@ class Daemon:
         t0 = time.perf_counter()
         await asyncio.to_thread(self.path.warm_up)
         log.info("warmed_up", seconds=round(time.perf_counter() - t0, 3))
+        self.gc.started()
         log.info("daemon_start", broker=f"{self.host}:{self.port}", tls=self.tls, topic=self.d.tick_topic,
                  model_set=self.path.model_set.id, config_hash=self.cfg.hash(),
                  user=self.d.username or None)  # fmt: skip
@@ -433,6 +436,7 @@ class Daemon:
         now = self.clock() if now is None else now
         items = decode_payload(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
                                self.d.max_message_bytes)  # fmt: skip
+        accepted = 0
         for item in items:
             if isinstance(item, Rejected):
                 self.metrics.reject(item.reason)
@@ -453,12 +457,13 @@ class Daemon:
             if self.quarantine.holds(item.token, item.minute):
                 self.metrics.reject("quarantined")
                 continue
-            self.metrics.ticks_in.inc()
+            accepted += 1
             ignored = self.batcher.add(item, now)
             if ignored is not None:
                 self.metrics.reject(ignored)
                 if ignored == "late":
                     self.monitoring.late(item.token, item.minute, item.row())
+        self.metrics.ticks_in.inc(accepted)
 
     async def _dead_letter_loop(self) -> None:
         while True:
@@ -527,6 +532,7 @@ class Daemon:
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
         self._evict(batch.minute)
+        self.gc.minute_done()
 
     def _admit(self, batch: Batch) -> tuple[list[str], np.ndarray]:
         """The minute's tokens and bars, less the quarantined ones; the feed's interval, a recovery gap

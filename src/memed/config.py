@@ -340,6 +340,15 @@ class BacktestConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=
     workers: NonNegInt = 0
     """Processes training and replaying fold groups side by side; 0: as many as cores, groups and free
     memory allow, 1: in this process."""
+    executor: Literal["process", "ray"] = "process"
+    """``process``: a local process pool (``workers``); ``ray``: each fold group a Ray task, retried on
+    another worker if its worker or node dies (``pip install 'memed[ray]'``; ``out`` must be a folder
+    every node can write)."""
+    ray_address: str = ""
+    """The Ray cluster to join (``auto``, ``ray://host:10001``); empty: a local Ray started for the run,
+    unless the calling process already joined one."""
+    ray_retries: NonNegInt = 3
+    """Times a fold group is retried after its worker died."""
     fee_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
     slippage_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 5.0
     impact_bps: Annotated[float, msgspec.Meta(ge=0.0)] = 100.0

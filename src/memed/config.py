@@ -368,7 +368,8 @@ class MonitorConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=T
     """Each snapshot is published here (QoS 1, retained); empty: not published."""
     sample_share: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 1.0
     """The share of tokens scored, chosen by a hash of the name (the same tokens in the daemon and the
-    backtest): pending labels take about 32 KB a token, so 0.1 at 50,000 tokens keeps them to 160 MB."""
+    backtest): pending labels take about 57 KB a token with one ensemble member, so 0.1 at 50,000 tokens
+    keeps them to 285 MB."""
     challenger: str = ""
     """A model set (its folder) served in shadow: scored on the same delayed labels, never published, and
     promoted to champion when it beats it (``promote_margin``, ``promote_min_labels``)."""

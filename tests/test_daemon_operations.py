@@ -200,3 +200,33 @@ async def test_a_one_minute_set_fed_hourly_bars_exits_2(
     await publish_dataset(market, mosquitto.url, batch=True)
     with pytest.raises(FeedIntervalError, match=r"60 minute\(s\) apart .* for 1-minute bars"):
         await asyncio.wait_for(run, 120)
+
+
+def test_the_gc_policy_freezes_each_minute_and_collects_fully_only_when_idle() -> None:
+    """A full collection stalls the event loop: never while a later minute is half received."""
+    import gc
+
+    from memed.daemon.gc_policy import GcPolicy
+
+    policy = GcPolicy(True, full_every_minutes=3)
+    full: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(seen)
+    try:
+        policy.started()
+        assert gc.get_freeze_count() > 0
+        full.clear()
+        for _ in range(5):  # due after three minutes, but a later minute is always arriving
+            policy.minute_done(idle=False)
+        assert full == []
+        policy.minute_done(idle=True)
+        assert full == [1]
+        policy.minute_done(idle=True)  # and then not again until three more minutes
+        assert full == [1]
+    finally:
+        gc.callbacks.remove(seen)
+        gc.unfreeze()

@@ -163,10 +163,6 @@ def run_groups(
     models: Path | None,
     progress: ProgressSink,
 ) -> list[GroupResult]:
-    if cfg.backtest.executor == "ray":
-        from memed.backtest.ray_pool import run_groups_on_ray  # noqa: PLC0415 - the ray extra
-
-        return run_groups_on_ray(groups, bars, cfg, out, models, progress)
     workers = choose_workers(cfg.backtest.workers, len(groups), int(bars.estimated_size()))
     log.info("fold_groups", groups=len(groups), workers=workers, requested=cfg.backtest.workers)
     if workers <= 1:

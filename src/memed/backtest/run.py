@@ -178,7 +178,12 @@ def run_backtest(
     out.mkdir(parents=True, exist_ok=True)
     groups = fold_groups(folds, fixed_models=fixed is not None)
     progress.start("folds", f"backtest: {len(folds)} folds", len(folds))
-    results = run_groups(groups, bars, cfg, out, models, progress)
+    if cfg.backtest.executor == "ray":
+        from memed.backtest.ray_pool import run_groups_on_ray  # noqa: PLC0415 - the ray extra
+
+        results = run_groups_on_ray(groups, bars, cfg, out, models, progress)
+    else:
+        results = run_groups(groups, bars, cfg, out, models, progress)
     progress.finish("folds")
     timings = {"features": 0.0, "inference": 0.0, "decision": 0.0, "training": 0.0, "replay": 0.0}
     for r in results:

@@ -532,7 +532,7 @@ class Daemon:
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
         self._evict(batch.minute)
-        self.gc.minute_done()
+        self.gc.minute_done(idle=self.batcher.idle)
 
     def _admit(self, batch: Batch) -> tuple[list[str], np.ndarray]:
         """The minute's tokens and bars, less the quarantined ones; the feed's interval, a recovery gap

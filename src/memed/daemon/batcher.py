@@ -72,6 +72,11 @@ class MinuteBatcher:
     """Wall clock of the newest tick deferred."""
 
     @property
+    def idle(self) -> bool:
+        """No tick of an unclosed minute is held."""
+        return not self._pending
+
+    @property
     def watermark(self) -> int | None:
         """The newest closed minute (event time), once one has closed."""
         w = max(self.last_closed, self._floor)

@@ -6,8 +6,10 @@ state, the latest signals and a minute's ticks alive, a full collection in the m
 and 18 ms with this policy). So, after start-up and after every processed minute, what is alive is
 moved to the permanent generation (``gc.freeze``: O(1)); automatic collections then only scan what one
 minute made. Nearly everything memed makes is acyclic and freed by reference counting anyway; the rare
-cycle frozen alive is collected every ``full_every_minutes`` by a full collection run right after a
-minute's signals are out, when the next minute's ticks are not due for a while.
+cycle frozen alive is collected every ``full_every_minutes`` by a full collection, run right after a
+minute's signals are out and only when no later minute has begun to arrive: the collection stalls the
+event loop (a second in a large process), and a stall while a minute is half received would let its
+wait expire and refuse the rest of its ticks as late. A replay that never pauses defers it.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ class GcPolicy:
             gc.collect()
             gc.freeze()
 
-    def minute_done(self) -> None:
-        """After a minute's signals are on their way."""
+    def minute_done(self, idle: bool) -> None:
+        """After a minute's signals are on their way; ``idle``: no tick of a later minute is waiting."""
         if not self.enabled:
             return
         self._minutes += 1
-        if self._minutes % self.full_every == 0:
+        if self._minutes >= self.full_every and idle:
+            self._minutes = 0
             t0 = time.perf_counter()
             gc.unfreeze()
             found = gc.collect()

@@ -10,6 +10,7 @@ need every token of a minute at once: with them the dataset is one group.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,36 +46,35 @@ class ExportStats:
 Validate = Callable[[pl.DataFrame], tuple[pl.DataFrame, Rejections]]
 
 
+def token_spans(sizes: list[int], group_rows: int) -> Iterator[tuple[int, int]]:
+    """Consecutive tokens (``[first, stop)`` indices into ``sizes``, their bar counts) in groups of at
+    most ``group_rows`` bars — or one token, when a token alone has more."""
+    start = 0
+    while start < len(sizes):
+        stop, rows = start, 0
+        while stop < len(sizes) and (rows == 0 or rows + sizes[stop] <= group_rows):
+            rows += sizes[stop]
+            stop += 1
+        yield start, stop
+        start = stop
+
+
 def parquet_groups(path: Path, select: Selection, group_rows: int, validate: Validate
                    ) -> Iterator[tuple[pl.DataFrame, Rejections]]:  # fmt: skip
     """A canonical Parquet dataset in token groups: each group's rows only, validated and selected."""
     scan = pl.scan_parquet(path)
     counts = scan.group_by("token").len().sort("token").collect()
-    tokens, sizes = counts["token"].to_list(), counts["len"].to_numpy()
-    start = 0
-    while start < len(tokens):
-        stop, rows = start, 0
-        while stop < len(tokens) and (rows == 0 or rows + sizes[stop] <= group_rows):
-            rows += int(sizes[stop])
-            stop += 1
-        group = scan.filter(pl.col("token").is_in(tokens[start:stop])).collect()
-        frame, rej = validate(group)
+    tokens = counts["token"].to_list()
+    for a, b in token_spans(counts["len"].to_list(), group_rows):
+        frame, rej = validate(scan.filter(pl.col("token").is_in(tokens[a:b])).collect())
         yield select.filter(frame).sort("token", "ts"), rej
-        start = stop
 
 
 def frame_groups(bars: pl.DataFrame, group_rows: int) -> Iterator[tuple[pl.DataFrame, Rejections]]:
     """An in-memory canonical frame (sorted by token, ts) in token groups."""
-    token = bars["token"].to_numpy()
-    ends = [*(np.flatnonzero(token[1:] != token[:-1]) + 1).tolist(), bars.height]
-    start, i = 0, 0
-    while start < bars.height:
-        stop = start
-        while i < len(ends) and (stop == start or ends[i] - start <= group_rows):
-            stop = ends[i]
-            i += 1
-        yield bars.slice(start, stop - start), Rejections()
-        start = stop
+    starts = token_starts(bars["token"]).tolist()
+    for a, b in token_spans([e - s for s, e in itertools.pairwise(starts)], group_rows):
+        yield bars.slice(starts[a], starts[b] - starts[a]), Rejections()
 
 
 class _Columns:

@@ -43,8 +43,7 @@ class ServedLog:
         self.feature_names = tuple(feature_names)
         self.horizons = tuple(horizons)
         self.run = run
-        self.rows_written = 0
-        self.files: list[Path] = []
+        self._written = 0
         self._hour: int | None = None
         self._parts: list[pl.DataFrame] = []
         self._late: list[dict[str, Any]] = []
@@ -96,12 +95,11 @@ class ServedLog:
             return None
         frame = pl.concat(parts, how="diagonal_relaxed")
         stamp = datetime.fromtimestamp(self._hour * 3600, UTC).strftime("%Y%m%dT%H")
-        path = self.folder / f"served-{stamp}-{self.run}-{len(self.files)}.parquet"
+        path = self.folder / f"served-{stamp}-{self.run}-{self._written}.parquet"
         tmp = path.with_suffix(".tmp")
         frame.write_parquet(tmp)
         tmp.replace(path)
-        self.files.append(path)
-        self.rows_written += frame.height
+        self._written += 1
         return path
 
 

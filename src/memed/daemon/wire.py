@@ -26,42 +26,67 @@ def _iso_minute(ts_minutes: float) -> str:
 
 
 def to_signals(d: Decisions) -> list[Signal]:
-    """One :class:`Signal` per row of ``d``, in its order."""
+    """One :class:`Signal` per row of ``d``, in its order (every per-row value prepared as a list first:
+    this runs for every token every minute)."""
     if not len(d):
         return []
     stamps = {m: _iso_minute(m) for m in np.unique(d.ts_minutes).tolist()}
     names = [str(h) for h in d.horizons]
-    hp = _nan_to_none(d.horizon_p)
-    p_list = _nan_to_none(d.p)
-    strength = d.strength.tolist()
-    actions = [ACTIONS[a] for a in d.action.tolist()]
-    reasons = [REASONS[x] for x in d.reason.tolist()]
-    sides = [SIDES[x] for x in d.side.tolist()]
-    caps = [CAPS[c] for c in d.risk.cap.tolist()]
-    has_risk = np.isfinite(d.risk.notional).tolist()
-    plan = np.column_stack([getattr(d.risk, c) for c in PLAN_COLUMNS]).tolist()
-    out = []
-    for i, (token, minute) in enumerate(zip(d.tokens.to_list(), d.ts_minutes.tolist(), strict=True)):
-        ts = stamps[minute]
-        risk = None
-        if has_risk[i]:
-            e, sl, tp, units, notional, rr = plan[i]
-            risk = Risk(entry=e, stop_loss=sl, take_profit=tp, position_size=units, notional=notional,
-                        risk_reward=rr, capped_by=caps[i], hold_minutes=d.hold_minutes)  # fmt: skip
-        out.append(
-            Signal(
-                key=idempotency_key(token, ts, d.model_set),
-                token=token,
-                ts=ts,
-                action=actions[i],
-                strength=strength[i],
-                p_up=p_list[i],
-                horizons=dict(zip(names, hp[i], strict=True)),
-                reason=reasons[i],
-                side=sides[i],
-                risk=risk,
-                model_set=d.model_set,
-                feature_spec=d.feature_spec,
-            )
+    tokens = d.tokens.to_list()
+    ts = [stamps[m] for m in d.ts_minutes.tolist()]
+    model_set, spec = d.model_set, d.feature_spec
+    keys = [idempotency_key(t, s, model_set) for t, s in zip(tokens, ts, strict=True)]
+    horizons = [dict(zip(names, row, strict=True)) for row in _nan_to_none(d.horizon_p)]
+    risks = _risks(d)
+    return [
+        Signal(
+            key=k,
+            token=t,
+            ts=s,
+            action=ACTIONS[a],
+            strength=st,
+            p_up=p,
+            horizons=h,
+            reason=REASONS[r],
+            side=SIDES[sd],
+            risk=rk,
+            model_set=model_set,
+            feature_spec=spec,
+        )
+        for k, t, s, a, st, p, h, r, sd, rk in zip(
+            keys,
+            tokens,
+            ts,
+            d.action.tolist(),
+            d.strength.tolist(),
+            _nan_to_none(d.p),
+            horizons,
+            d.reason.tolist(),
+            d.side.tolist(),
+            risks,
+            strict=True,
+        )
+    ]
+
+
+def _risks(d: Decisions) -> list[Risk | None]:
+    """Each row's risk plan (None without a trade)."""
+    out: list[Risk | None] = [None] * len(d)
+    rows = np.flatnonzero(np.isfinite(d.risk.notional))
+    if not len(rows):
+        return out
+    plan = np.column_stack([getattr(d.risk, c)[rows] for c in PLAN_COLUMNS]).tolist()
+    for i, (e, sl, tp, units, notional, rr), cap in zip(
+        rows.tolist(), plan, d.risk.cap[rows].tolist(), strict=True
+    ):
+        out[i] = Risk(
+            entry=e,
+            stop_loss=sl,
+            take_profit=tp,
+            position_size=units,
+            notional=notional,
+            risk_reward=rr,
+            capped_by=CAPS[cap],
+            hold_minutes=d.hold_minutes,
         )
     return out

@@ -202,16 +202,21 @@ def test_memed_run_drains_and_checkpoints_on_sigterm(
     proc = subprocess.Popen([sys.executable, "-m", "memed.cli", "run", "--config", str(conf)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)  # fmt: skip
     assert proc.stderr is not None
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline().decode()
-        lines.append(line)
-        if "broker_connected" in line:
-            break
-    assert any("broker_connected" in line for line in lines), lines
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    try:  # a failing assertion must not leave a daemon running
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline().decode()
+            lines.append(line)
+            if "broker_connected" in line:
+                break
+        assert any("broker_connected" in line for line in lines), lines
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert "checkpoint_written" in err.decode()
     assert (tmp_path / "ckpt.bin").exists()

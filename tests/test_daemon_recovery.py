@@ -103,27 +103,30 @@ async def test_kills_and_restarts_change_no_signal(
     kinds = [signal.SIGKILL, signal.SIGTERM] * 5
     rng.shuffle(kinds)
     proc = _start(conf, log)
-    await wait_until(lambda: log.read_text().count("broker_connected") >= 1, timeout=60)
-    feed = asyncio.create_task(
-        publish_dataset(real_minutes, mosquitto.url, batch=batch, speed=1_600 if batch else 2_400)
-    )  # fmt: skip)
-    for n, kind in enumerate(kinds, start=1):
-        # a random moment while it serves (a signal during start-up can only end it before any state)
-        await asyncio.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(kind)
-        code = await asyncio.to_thread(proc.wait, 60)
-        assert code == (0 if kind == signal.SIGTERM else -signal.SIGKILL), log.read_text()[-3000:]
-        proc = _start(conf, log)
-        await wait_until(lambda n=n: log.read_text().count("broker_connected") >= n + 1, timeout=60)
-    assert not feed.done()  # every kill fell inside the feed
-    await feed
-    want = direct_signals(real_minutes, cfg, tiny_registry)
-    jsonl = Path(cfg.daemon.jsonl_path)
-    try:
+    try:  # a failing assertion must not leave a daemon running
+        await wait_until(lambda: log.read_text().count("broker_connected") >= 1, timeout=60)
+        feed = asyncio.create_task(
+            publish_dataset(real_minutes, mosquitto.url, batch=batch, speed=1_600 if batch else 2_400)
+        )
+        for n, kind in enumerate(kinds, start=1):
+            # a random moment while it serves (a signal during start-up can only end it before any state)
+            await asyncio.sleep(rng.uniform(0.0, 1.5))
+            proc.send_signal(kind)
+            code = await asyncio.to_thread(proc.wait, 60)
+            assert code == (0 if kind == signal.SIGTERM else -signal.SIGKILL), log.read_text()[-3000:]
+            proc = _start(conf, log)
+            await wait_until(lambda n=n: log.read_text().count("broker_connected") >= n + 1, timeout=60)
+        assert not feed.done()  # every kill fell inside the feed
+        await feed
+        want = direct_signals(real_minutes, cfg, tiny_registry)
+        jsonl = Path(cfg.daemon.jsonl_path)
         await wait_until(lambda: len(_read_signals(jsonl)) >= len(want), timeout=90, interval=0.5)
-    finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     text = log.read_text()
     assert text.count("checkpoint_restored") == 10, text[-3000:]
     got = _read_signals(jsonl)

@@ -98,8 +98,7 @@ def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: 
         f"groups{', float32' if float32 else ''}, spec {spec.hash}) in {stats.seconds:.2f}s = "
         f"{stats.rows / max(stats.seconds, 1e-9) / 1e6:.2f} M token-minutes/s"
     )
-    if stats.rejections is not None:
-        rejections.merge(stats.rejections)
+    rejections.merge(stats.rejections)
     if rejections.total:
         click.echo(f"dropped {rejections.total:,} invalid rows: {rejections.as_dict()}")
 

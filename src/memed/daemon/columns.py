@@ -124,7 +124,7 @@ def decode_columns(payload: bytes, now_seconds: float, max_future_seconds: float
     with np.errstate(invalid="ignore", over="ignore"):
         seconds = np.where(ts > MS_ABOVE, ts / 1000.0, ts)
         bad_ts = ~np.isfinite(ts) | (ts <= 0)
-        minutes = np.where(bad_ts, 0, np.floor(np.where(bad_ts, 0.0, seconds) / 60.0)).astype(np.int64)
+        minutes = np.floor(np.where(bad_ts, 0.0, seconds) / 60.0).astype(np.int64)  # bad: 0, unused
     future = ~bad_ts & (minutes * 60 > now_seconds + max_future_seconds)
     codes = bar_verdicts(bars)
     problems = _token_problems(doc.token)

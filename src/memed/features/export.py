@@ -14,7 +14,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ class ExportStats:
     groups: int = 0
     seconds: float = 0.0
     """From the first group read to the file closed (start-up and the scan of the tokens excluded)."""
-    rejections: Rejections | None = None
+    rejections: Rejections = field(default_factory=Rejections)
 
 
 Validate = Callable[[pl.DataFrame], tuple[pl.DataFrame, Rejections]]
@@ -126,7 +126,7 @@ def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: Fea
     next group is read in one helper thread and the last one written in another while this one is
     computed. ``threads``: the kernel's (1 by default: the pipeline keeps the other cores busy; on 2
     cores a second kernel thread only contends with the reader and the writer)."""
-    stats = ExportStats(rejections=Rejections())
+    stats = ExportStats()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     writer: pq.ParquetWriter | None = None
@@ -137,7 +137,6 @@ def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: Fea
             ThreadPoolExecutor(1, thread_name_prefix="memed-write") as pool:  # fmt: skip
         try:
             for group, rej in _prefetched(groups, reader):
-                assert stats.rejections is not None
                 stats.rejections.merge(rej)
                 if not group.height:
                     continue

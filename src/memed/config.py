@@ -326,6 +326,42 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         return "DaemonConfig(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 
+class NatsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``memed run --source nats``: several daemons share a JetStream tick stream partitioned by token
+    (:mod:`memed.daemon.nats`)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    tick_subject: str = "memed.ticks"
+    """Feeds publish each token's ticks on ``<tick_subject>.<token>`` (MQTT feeds through nats-server's
+    MQTT listener: ``memed/ticks/<token>``)."""
+    partition_subject: str = "memed.part"
+    """The server maps ``<tick_subject>.<token>`` to ``<partition_subject>.<n>.<token>`` (subject mapping,
+    ``memed nats server-config``); the stream stores those subjects."""
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
+    """Must equal the mapping's ``partition()`` count (checked at start against the stream)."""
+    stream: str = "MEMED_TICKS"
+    stream_max_age_hours: Positive = 48.0
+    """Ticks the stream keeps: a partition's snapshot must be younger (snapshots come every few minutes)."""
+    group: str = "memed"
+    """The consumers' priority group (pinned client): the server pins each partition to one daemon."""
+    pinned_ttl_seconds: Positive = 5.0
+    """A partition whose daemon has not pulled for this long is unpinned and given to another daemon:
+    the bulk of the takeover time after a crash."""
+    snapshot_bucket: str = "memed_snapshots"
+    """JetStream object store holding each partition's state and the stream sequence it covers."""
+    snapshot_every_minutes: PositiveInt = 5
+    """Processed minutes between a partition's snapshots (a takeover replays the stream since the last)."""
+    member_bucket: str = "memed_members"
+    """JetStream key-value bucket of live daemons (a heartbeat each), for each daemon's fair share."""
+    heartbeat_seconds: Positive = 1.0
+    signal_subject: str = "memed.signals"
+    """Each signal on ``<signal_subject>.<token>`` with header ``Nats-Msg-Id`` = its key (MQTT clients of
+    nats-server: ``memed/signals/<token>``)."""
+    signal_stream: str = "MEMED_SIGNALS"
+    """The stream keeping the signals; its duplicate window drops a replayed minute's copies."""
+    duplicate_window_minutes: PositiveInt = 120
+
+
 class BacktestConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True):
     train_minutes: PositiveInt = 14 * 1440
     test_minutes: PositiveInt = 3 * 1440
@@ -393,6 +429,7 @@ class MemedConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     risk: RiskConfig = RiskConfig()
     daemon: DaemonConfig = DaemonConfig()
     monitor: MonitorConfig = MonitorConfig()
+    nats: NatsConfig = NatsConfig()
     backtest: BacktestConfig = BacktestConfig()
 
     def hash(self) -> str:

@@ -14,6 +14,7 @@ from memed.cli.config_cmd import config_group
 from memed.cli.data_cmd import data_group
 from memed.cli.features_cmd import features_group
 from memed.cli.feed_cmd import feed_cmd
+from memed.cli.nats_cmd import nats_group
 from memed.cli.run_cmd import demo_cmd, replay_cmd, run_cmd
 from memed.cli.train_cmd import models_group, train_cmd
 from memed.cli.tune_cmd import tune_cmd
@@ -49,6 +50,7 @@ cli.add_command(tune_cmd)
 cli.add_command(models_group)
 cli.add_command(check_group)
 cli.add_command(run_cmd)
+cli.add_command(nats_group)
 cli.add_command(replay_cmd)
 cli.add_command(feed_cmd)
 cli.add_command(demo_cmd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,10 +17,17 @@ from memed.cli.common import config_option, selection_options, setup
 @click.option("--registry", type=click.Path(path_type=Path), default=None,
               help="Override daemon.registry (a registry folder or one model-set folder).")  # fmt: skip
 @click.option("--broker", default=None, help="Override daemon.broker_url, e.g. mqtt://127.0.0.1:1883.")
-def run_cmd(config_path: Path | None, registry: Path | None, broker: str | None) -> None:
+@click.option("--source", type=click.Choice(["mqtt", "nats"]), default="mqtt", show_default=True,
+              help="mqtt: one daemon reads the MQTT feed; nats: one of several daemons sharing a JetStream "
+                   "stream by partition ([nats] in the config; pip install 'memed[scale]').")  # fmt: skip
+@click.option("--nats-url", default=None, help="Override nats.url, e.g. nats://127.0.0.1:4222.")
+def run_cmd(
+    config_path: Path | None, registry: Path | None, broker: str | None, source: str, nats_url: str | None
+) -> None:
     """Serve signals: subscribe to the tick feed, publish risk-sized signals, until SIGTERM/SIGINT.
 
-    On SIGTERM or SIGINT the daemon drains the current batch, publishes it and writes its checkpoint.
+    On SIGTERM or SIGINT the daemon drains the current batch, publishes it and writes its checkpoint
+    (with --source nats: snapshots its partitions and hands them to the other daemons).
     """
     early: list[int] = []  # a SIGTERM/SIGINT during start-up (loading models, replaying the journal)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -36,15 +44,19 @@ def run_cmd(config_path: Path | None, registry: Path | None, broker: str | None)
         changes["broker_url"] = broker
     if changes:
         cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, **changes))
-    asyncio.run(_serve(Daemon(cfg), early))
+    if nats_url is not None:
+        cfg = msgspec.structs.replace(cfg, nats=msgspec.structs.replace(cfg.nats, url=nats_url))
+    if source == "nats":
+        from memed.daemon.nats.app import NatsDaemon  # noqa: PLC0415
+
+        asyncio.run(_serve(NatsDaemon(cfg), early))
+    else:
+        asyncio.run(_serve(Daemon(cfg), early))
 
 
-async def _serve(daemon: object, early: list[int]) -> None:
+async def _serve(daemon: Any, early: list[int]) -> None:
     """Run until SIGTERM/SIGINT; one received during start-up stops the daemon as soon as it runs (it
     then writes its checkpoint like any stop)."""
-    from memed.daemon.app import Daemon  # noqa: PLC0415
-
-    assert isinstance(daemon, Daemon)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)

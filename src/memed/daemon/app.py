@@ -141,11 +141,7 @@ class Daemon:
         self.host, self.port, url_tls = mqtt.broker_address(self.d.broker_url)
         self.tls = url_tls or self.d.tls
         self.metrics = DaemonMetrics()
-        # live, the wall clock admits ticks up to max_future_seconds ahead, while the newest closed minute
-        # trails it by up to two: nothing the clock admits is deferred (replayed history can be)
-        max_ahead = -(-self.d.max_future_seconds // 60) + 2
-        self.batcher = MinuteBatcher(self.d.batch_wait_seconds, close_on_expected=self.d.close_on_expected,
-                                     quorum=self.d.close_quorum, max_ahead=max_ahead)  # fmt: skip
+        self.batcher = MinuteBatcher.for_daemon(self.d)
         self.registry = Path(self.d.registry)
         model_set = load_model_set(self.registry, threads=self.d.inference_threads)
         self.checkpoint = Path(self.d.checkpoint_path) if self.d.checkpoint_path else None

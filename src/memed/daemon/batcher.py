@@ -31,6 +31,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from memed.config import DaemonConfig
 from memed.daemon.checkpoint import BatcherState, PendingMinute
 from memed.daemon.ticks import Tick
 
@@ -70,6 +71,14 @@ class MinuteBatcher:
     """Wall clock of the newest tick batched near the watermark."""
     _deferred_at: float = -math.inf
     """Wall clock of the newest tick deferred."""
+
+    @classmethod
+    def for_daemon(cls, d: DaemonConfig) -> MinuteBatcher:
+        """As ``memed run`` batches: live, the wall clock admits ticks up to ``max_future_seconds`` ahead,
+        while the newest closed minute trails it by up to two; nothing the clock admits is deferred
+        (replayed history can be)."""
+        return cls(d.batch_wait_seconds, close_on_expected=d.close_on_expected, quorum=d.close_quorum,
+                   max_ahead=-(-d.max_future_seconds // 60) + 2)  # fmt: skip
 
     @property
     def idle(self) -> bool:

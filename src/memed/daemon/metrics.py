@@ -97,6 +97,21 @@ class DaemonMetrics:
             )
             for name, text in (("auc", "Rolling ROC AUC"), ("log_loss", "Rolling log loss"))
         }
+        self.partitions = Gauge(
+            "memed_nats_partitions_owned", "Partitions this daemon serves (--source nats)", registry=r
+        )
+        self.partition_moves = Counter(
+            "memed_nats_partition_moves_total",
+            "Partitions taken over, released or lost (pinned to another daemon), by event",
+            ["event"],
+            registry=r,
+        )
+        self.snapshots = Counter(
+            "memed_nats_snapshots_total",
+            "Partition snapshots by result: written, failed, corrupt (found corrupt at a takeover)",
+            ["result"],
+            registry=r,
+        )
         self.logs_suppressed = Counter(
             "memed_log_lines_suppressed_total", "Rejection log lines left out by the rate limit (every "
             "rejection is still counted)", registry=r,

@@ -1,0 +1,2 @@
+"""Scale-out on NATS JetStream: ``memed run --source nats`` (:mod:`memed.daemon.nats.app`), one lane per
+partition (:mod:`.lane`), what lives on the server (:mod:`.layout`), signals out (:mod:`.sink`)."""

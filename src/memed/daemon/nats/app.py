@@ -1,0 +1,427 @@
+"""``memed run --source nats``: one of several daemons sharing a JetStream tick stream by partition.
+
+The server decides who serves what. Each partition has a pull consumer in a priority group with the
+``pinned_client`` policy: the first daemon whose pull the server answers is pinned to it, and only a
+pull carrying that pin gets its messages; when the pinned daemon stops pulling for
+``nats.pinned_ttl_seconds`` (it died, or hung), the server pins the partition to another daemon's
+waiting pull. memed only decides how many partitions a daemon asks for: its fair share,
+``ceil(partitions / live daemons)``, the live daemons being the keys of a heartbeat bucket whose entries
+expire. A daemon above its share (another one joined) snapshots the excess partitions and unpins them,
+so the server hands them to one that is below.
+
+Each partition a daemon serves is a :class:`~memed.daemon.nats.lane.Lane` (its own minute batcher and
+decision path). Every ``nats.snapshot_every_minutes`` processed minutes, and when the partition is
+released or the daemon stops, the lane's state and the stream sequence it covers go to the object store.
+A daemon that is pinned to a partition restores that snapshot and replays the partition's subjects from
+the next sequence before it takes the consumer's messages (those at or below its sequence are skipped),
+so its state, and every signal it publishes, is what one uninterrupted daemon's would be. Signals it
+publishes again for minutes the old owner had already served carry the same key, which the signal
+stream's duplicate window drops and consumers de-duplicate on.
+
+Any snapshot is a consistent pair of state and sequence, so a stale one (written by a daemon that hung
+past its pin and has not noticed yet) costs a longer replay, never a wrong state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memed.config import MemedConfig
+from memed.daemon.app import batch_arrays
+from memed.daemon.batcher import Batch
+from memed.daemon.metrics import DaemonMetrics
+from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
+from memed.daemon.nats.layout import NS, Layout, NatsSetupError, api, ensure
+from memed.daemon.nats.sink import NatsSink
+from memed.daemon.sinks import FanOut, HoldFilter, JsonlSink, Outgoing, Sink, WebhookSink
+from memed.daemon.wire import to_signals
+from memed.errors import ConfigError, MemedError, SnapshotError
+from memed.logs import get_logger
+from memed.models.registry import load_model_set
+from memed.signals.policy import ACTIONS
+
+log = get_logger("memed.daemon.nats")
+
+PULL_BATCH = 1_000
+PULL_SECONDS = 1.0
+"""A pull waits this long for messages; the pin is kept as long as pulls keep coming (well inside the
+pinned TTL)."""
+
+
+class NatsDaemon:
+    def __init__(self, cfg: MemedConfig, *, clock: Any = time.time) -> None:
+        if cfg.signals.online.enabled:
+            raise ConfigError("signals.online learns from every token's labels at once; it does not run "
+                              "with --source nats, where each partition is decided on its own")  # fmt: skip
+        if cfg.monitor.challenger:
+            raise ConfigError("monitor.challenger is not supported with --source nats")
+        self.cfg = cfg
+        self.d = cfg.daemon
+        self.n = cfg.nats
+        self.clock = clock
+        self.lay = Layout(self.n)
+        self.model_set = load_model_set(Path(self.d.registry), threads=self.d.inference_threads)
+        if getattr(self.model_set.manifest, "market_context", None):
+            raise ConfigError(f"model set {self.model_set.id} uses market context (features across "
+                              "tokens), which a partitioned daemon cannot compute; serve it with one "
+                              "process (--source mqtt)")  # fmt: skip
+        self.metrics = DaemonMetrics()
+        self.metrics.serving(self.model_set)
+        self.member = uuid.uuid4().hex[:16]
+        self.lanes: dict[int, Lane] = {}
+        self.live_members = 1
+        self._released: dict[int, float] = {}
+        """Partition → monotonic time until which this daemon does not ask for it again."""
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self.holds = HoldFilter(self.d.publish_hold)
+        self.recent_latencies: deque[float] = deque(maxlen=10_000)
+        self.processed_minutes = 0
+        self.nc: Any = None
+        self.js: Any = None
+        self.fanout: FanOut | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def share(self) -> int:
+        """Partitions this daemon asks for: its fair share of the live daemons'."""
+        return math.ceil(self.n.partitions / max(1, self.live_members))
+
+    async def run(self) -> None:
+        import nats  # noqa: PLC0415 - the scale extra
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats_error", error=str(exc)[:300])
+
+        self.nc = await nats.connect(self.n.url, name=f"memed-{self.member}", max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.5, error_cb=on_error)  # fmt: skip
+        try:
+            self.js = self.nc.jetstream()
+            await ensure(self.nc, self.n)
+            self.store = await self.js.create_object_store(self.n.snapshot_bucket)
+            from nats.js.api import KeyValueConfig  # noqa: PLC0415
+
+            ttl = max(3 * self.n.heartbeat_seconds, 1.0)
+            self.members = await self.js.create_key_value(KeyValueConfig(self.n.member_bucket, ttl=ttl))
+            await self._beat()
+            await asyncio.to_thread(self.model_set_warm_up)
+            self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
+            log.info("daemon_start", source="nats", url=self.n.url, member=self.member,
+                     partitions=self.n.partitions, model_set=self.model_set.id,
+                     config_hash=self.cfg.hash())  # fmt: skip
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._partition_loop(p), name=f"partition-{p}")
+                         for p in range(self.n.partitions)]  # fmt: skip
+                tasks += [
+                    tg.create_task(self._batch_loop(), name="batches"),
+                    tg.create_task(self._member_loop(), name="members"),
+                ]
+                tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
+                await self._stop.wait()
+                for task in tasks[: self.n.partitions]:
+                    task.cancel()
+                await self._hand_back()
+                await self.fanout.drain(self.d.sink_drain_seconds)
+                for task in tasks:
+                    task.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.members.delete(self.member)
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            if self.fanout is not None:
+                await self.fanout.close()
+
+    def model_set_warm_up(self) -> None:
+        Lane.fresh(-1, self.model_set, self.cfg).path.warm_up()
+
+    def _sinks(self) -> list[Sink]:
+        sinks: list[Sink] = [NatsSink("nats", self.js, self.n.signal_subject)]
+        if self.d.jsonl_path:
+            sinks.append(JsonlSink(Path(self.d.jsonl_path)))
+        if self.d.webhook_url:
+            sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries, fmt=self.d.webhook_format,
+                                     chat_id=self.d.telegram_chat_id))  # fmt: skip
+        return sinks
+
+    def _sent(self, sink: Sink, out: Outgoing) -> None:
+        if sink.name == "nats":
+            latency = max(0.0, self.clock() - out.last_arrival)
+            self.metrics.latency.observe(latency)
+            self.recent_latencies.append(latency)
+
+    async def _hand_back(self) -> None:
+        """On stop: every partition's minutes the clock has closed are processed, then each partition is
+        snapshotted and unpinned, so another daemon takes it over at once and exactly."""
+        async with self._lock:
+            for lane in list(self.lanes.values()):
+                for batch in lane.batcher.due(self.clock()):
+                    await self._process(lane, batch)
+        for p in sorted(self.lanes):
+            await self._release(p, "stop")
+
+    # ------------------------------------------------------------------ membership
+    async def _beat(self) -> None:
+        await self.members.put(self.member, b"%d" % len(self.lanes))
+        try:
+            keys = await self.members.keys()
+        except Exception:  # nats-py raises NoKeysError when the bucket is empty
+            keys = []
+        self.live_members = max(1, len(keys))
+
+    async def _member_loop(self) -> None:
+        """Heartbeat, and give back what is above the fair share (highest partitions first)."""
+        while True:
+            await asyncio.sleep(self.n.heartbeat_seconds)
+            try:
+                await self._beat()
+            except Exception as exc:  # the server away: the pins decide meanwhile
+                log.warning("heartbeat_failed", error=str(exc)[:200])
+                continue
+            for p in sorted(self.lanes, reverse=True)[: max(0, len(self.lanes) - self.share)]:
+                await self._release(p, "rebalance")
+            self.metrics.partitions.set(len(self.lanes))
+
+    def _may_take(self, p: int) -> bool:
+        until = self._released.get(p)
+        if until is not None and time.monotonic() < until:
+            return False
+        return len(self.lanes) < self.share
+
+    # ------------------------------------------------------------------ partitions in
+    async def _partition_loop(self, p: int) -> None:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def received(msg: Any) -> None:
+            queue.put_nowait(msg)
+
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=received)
+        try:
+            while True:
+                lane = self.lanes.get(p)
+                if lane is None and not self._may_take(p):
+                    await asyncio.sleep(PULL_SECONDS / 4)
+                    continue
+                body: dict[str, Any] = {"batch": PULL_BATCH, "expires": int(PULL_SECONDS * NS),
+                                        "group": self.n.group}  # fmt: skip
+                if lane is not None:
+                    body["id"] = lane.pin
+                try:
+                    await self.nc.publish(self.lay.next_subject(p), json.dumps(body).encode(), reply=inbox)
+                except Exception as exc:  # reconnecting
+                    log.warning("pull_failed", partition=p, error=str(exc)[:200])
+                    await asyncio.sleep(PULL_SECONDS)
+                    continue
+                await self._read_pull(p, queue)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _read_pull(self, p: int, queue: asyncio.Queue[Any]) -> None:
+        """The answer to one pull: messages until the batch is full or a status ends it."""
+        got = 0
+        while got < PULL_BATCH:
+            try:
+                msg = await asyncio.wait_for(queue.get(), PULL_SECONDS + 2.0)
+            except TimeoutError:
+                return
+            status = (msg.headers or {}).get("Status")
+            if status is not None:
+                if status == "423":  # the pin moved to another daemon
+                    await self._lose(p)
+                if status in ("404", "408", "409", "423"):
+                    return
+                continue
+            got += 1
+            await self._take(p, msg)
+
+    async def _take(self, p: int, msg: Any) -> None:
+        pin = (msg.headers or {}).get("Nats-Pin-Id", "")
+        meta = msg.metadata
+        seq, arrival = int(meta.sequence.stream), meta.timestamp.timestamp()
+        lane = self.lanes.get(p)
+        if lane is None or lane.pin != pin:
+            if lane is None and time.monotonic() < self._released.get(p, 0.0):
+                return  # just released: its snapshot is older than this message, which the next owner replays
+            if lane is not None:
+                await self._lose(p)
+            lane = await self._take_over(p, pin)  # above the fair share, it is given back in a moment
+        self.metrics.messages_in.inc()
+        self.metrics.ticks_in.inc(lane.feed(seq, msg.data, arrival, msg.subject.rsplit(".", 1)[-1], self.cfg))
+        self._count(lane)
+        with contextlib.suppress(Exception):  # the stream, not the acknowledgement, is what a takeover reads
+            await msg.ack()
+
+    async def _take_over(self, p: int, pin: str) -> Lane:
+        """The server pinned ``p`` to this daemon: its snapshot restored and the stream replayed from the
+        sequence after it. A partition without a snapshot was never served (a first owner writes one
+        before it takes a message, and acknowledges none before): it starts empty at the consumer's
+        acknowledgement floor (where the consumer began), and says so in a first snapshot."""
+        t0 = time.monotonic()
+        lane = None
+        blob = await self._get_snapshot(p)
+        if blob is not None:
+            try:
+                where = f"{self.n.snapshot_bucket}/{self.lay.snapshot_name(p)}"
+                lane = Lane.restore(decode_snapshot(blob, where), self.model_set, self.cfg)
+            except (SnapshotError, MemedError) as exc:
+                self.metrics.snapshots.labels(result="corrupt").inc()
+                log.error("partition_snapshot_refused", partition=p, error=str(exc)[:300],
+                          note="the partition's tokens start afresh from this message")  # fmt: skip
+        if lane is None:
+            lane = Lane.fresh(p, self.model_set, self.cfg)
+            info = await api(self.nc, f"$JS.API.CONSUMER.INFO.{self.n.stream}.{self.lay.consumer(p)}")
+            lane.seq = int(info["ack_floor"]["stream_seq"])
+            await self._put_snapshot(lane)
+        replayed = await self._replay(lane)
+        lane.pin = pin
+        lane.batcher.resume(self.clock())
+        self.lanes[p] = lane
+        self._count(lane)
+        self.metrics.partitions.set(len(self.lanes))
+        self.metrics.partition_moves.labels(event="taken").inc()
+        log.info("partition_taken", partition=p, seq=lane.seq, replayed=replayed, tokens=lane.path.tokens,
+                 seconds=round(time.monotonic() - t0, 3), at=round(time.time(), 3),
+                 member=self.member)  # fmt: skip
+        return lane
+
+    async def _replay(self, lane: Lane) -> int:
+        """Feed ``lane`` every message of its partition after its sequence, up to the stream's end."""
+        from nats.errors import TimeoutError as NatsTimeout  # noqa: PLC0415
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: PLC0415
+
+        info = await api(self.nc, f"$JS.API.STREAM.INFO.{self.n.stream}")
+        if int(info["state"]["last_seq"]) <= lane.seq:
+            return 0
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=lane.seq + 1,
+                                ack_policy=AckPolicy.NONE, mem_storage=True,
+                                inactive_threshold=30.0)  # fmt: skip
+        sub = await self.js.pull_subscribe(self.lay.part_filter(lane.partition), stream=self.n.stream,
+                                           config=config)  # fmt: skip
+        n = 0
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(PULL_BATCH, timeout=PULL_SECONDS)
+                except NatsTimeout:
+                    break
+                for m in msgs:
+                    meta = m.metadata
+                    lane.feed(int(meta.sequence.stream), m.data, meta.timestamp.timestamp(),
+                              m.subject.rsplit(".", 1)[-1], self.cfg)  # fmt: skip
+                n += len(msgs)
+                if not msgs or msgs[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return n
+
+    async def _release(self, p: int, why: str) -> None:
+        """Snapshot ``p`` as it is now and unpin it (another daemon's waiting pull gets it)."""
+        async with self._lock:  # not while one of its minutes is being decided
+            lane = self.lanes.pop(p, None)
+            if lane is None:
+                return
+            self._released[p] = time.monotonic() + 2 * self.n.pinned_ttl_seconds
+        await self._put_snapshot(lane)
+        with contextlib.suppress(NatsSetupError, Exception):
+            await api(self.nc, self.lay.unpin_subject(p), {"group": self.n.group})
+        self.metrics.partitions.set(len(self.lanes))
+        self.metrics.partition_moves.labels(event="released").inc()
+        log.info("partition_released", partition=p, seq=lane.seq, why=why, member=self.member)
+
+    async def _lose(self, p: int) -> None:
+        """The server pinned ``p`` to another daemon (this one did not pull in time): its state is
+        dropped unsaved; the new owner's snapshot and replay carry on."""
+        async with self._lock:
+            lane = self.lanes.pop(p, None)
+        if lane is not None:
+            self.holds.forget(lane.path.stream.tokens)
+            self.metrics.partitions.set(len(self.lanes))
+            self.metrics.partition_moves.labels(event="lost").inc()
+            log.warning("partition_lost", partition=p, seq=lane.seq, member=self.member)
+
+    # ------------------------------------------------------------------ snapshots
+    async def _get_snapshot(self, p: int) -> bytes | None:
+        from nats.js.errors import NotFoundError  # noqa: PLC0415
+
+        try:
+            result = await self.store.get(self.lay.snapshot_name(p))
+        except NotFoundError:
+            return None
+        data: bytes = result.data or b""
+        return data
+
+    async def _put_snapshot(self, lane: Lane) -> None:
+        blob = encode_snapshot(lane.snapshot())
+        try:
+            await self.store.put(self.lay.snapshot_name(lane.partition), blob)
+        except Exception as exc:  # the next one covers it; a takeover meanwhile replays further back
+            self.metrics.snapshots.labels(result="failed").inc()
+            log.error("partition_snapshot_failed", partition=lane.partition, error=str(exc)[:300])
+            return
+        self.metrics.snapshots.labels(result="written").inc()
+
+    # ------------------------------------------------------------------ minutes
+    async def _batch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.005)
+            due: list[Lane] = []
+            async with self._lock:
+                for lane in list(self.lanes.values()):
+                    for batch in lane.batcher.due(self.clock()):
+                        await self._process(lane, batch)
+                    if lane.minutes - lane.snapped_at >= self.n.snapshot_every_minutes:
+                        due.append(lane)
+                for lane in due:  # taken here, between two messages; written below
+                    await self._put_snapshot(lane)
+
+    async def _process(self, lane: Lane, batch: Batch) -> None:
+        tokens, bars = batch_arrays(batch)
+        try:
+            result = await asyncio.to_thread(lane.path.process, tokens, float(batch.minute), bars)
+        except Exception as exc:  # no minute may stop the daemon: its tokens start afresh
+            self.metrics.minutes_failed.inc()
+            log.exception("minute_failed", minute=batch.minute, partition=lane.partition, tokens=len(tokens),
+                          error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
+            lane.path.forget(tokens)
+            return
+        lane.minutes += 1
+        self.processed_minutes += 1
+        signals = to_signals(result)
+        for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
+            if n:
+                self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
+        assert self.fanout is not None
+        self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
+        gone = lane.path.evict_idle(float(batch.minute), self.d.evict_ttl_minutes)
+        if gone:
+            lane.batcher.forget(gone)
+            self.holds.forget(gone)
+        self.metrics.tokens.set(sum(ln.path.tokens for ln in self.lanes.values()))
+
+    def _count(self, lane: Lane) -> None:
+        for reason, n in lane.rejected.items():
+            self.metrics.reject(reason, n)
+        lane.rejected.clear()
+        for reason, n in lane.batcher.ignored_later.items():
+            self.metrics.reject(reason, n)
+        lane.batcher.ignored_later.clear()
+
+
+__all__ = ["NatsDaemon"]

@@ -1,0 +1,114 @@
+"""One partition's share of the daemon: its minute batcher, its decision path, and the stream sequence
+of the last message it took; and the snapshot that carries all three to another daemon.
+
+A lane is fed the partition's messages in stream order (:meth:`Lane.feed`); a message at or below the
+lane's sequence was taken already (a redelivery after a takeover, or a replayed one) and is skipped. The
+snapshot (:meth:`Lane.snapshot`) is taken between two messages, so the state it holds is exactly that of
+every message up to :attr:`Lane.seq`: a daemon that restores it and feeds the stream from ``seq + 1``
+continues bit for bit where the old owner was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import msgspec
+
+from memed.config import MemedConfig
+from memed.daemon.batcher import MinuteBatcher
+from memed.daemon.checkpoint import BatcherState
+from memed.daemon.columns import decode_payload
+from memed.daemon.ticks import Rejected
+from memed.decision import DecisionPath
+from memed.errors import SnapshotError
+from memed.models.registry import ModelSet
+
+_MAGIC = b"MEMEDPS1"
+
+
+class PartitionSnapshot(msgspec.Struct, frozen=True):
+    partition: int
+    seq: int
+    """The stream sequence of the last message this state covers (0: none yet)."""
+    pipeline: bytes
+    batcher: BatcherState
+    minutes: int = 0
+    """Minutes processed by the partition's owners, all of them together."""
+
+
+def encode_snapshot(snap: PartitionSnapshot) -> bytes:
+    body = msgspec.msgpack.encode(snap)
+    return _MAGIC + hashlib.sha256(body).digest() + body
+
+
+def decode_snapshot(blob: bytes, where: str) -> PartitionSnapshot:
+    """The snapshot in ``blob``; :class:`SnapshotError` naming ``where`` for anything else."""
+    if blob[:8] != _MAGIC:
+        raise SnapshotError(f"{where}: not a memed partition snapshot")
+    digest, body = blob[8:40], blob[40:]
+    if hashlib.sha256(body).digest() != digest:
+        raise SnapshotError(f"{where}: corrupt partition snapshot (checksum mismatch)")
+    try:
+        return msgspec.msgpack.decode(body, type=PartitionSnapshot)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise SnapshotError(f"{where}: corrupt partition snapshot: {exc}") from None
+
+
+@dataclass
+class Lane:
+    partition: int
+    path: DecisionPath
+    batcher: MinuteBatcher
+    seq: int = 0
+    minutes: int = 0
+    snapped_at: int = 0
+    """:attr:`minutes` at the last snapshot."""
+    pin: str = ""
+    """The server's pin id for this daemon on the partition's consumer."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Rejections since the daemon last took them (it counts them on /metrics)."""
+    late: int = 0
+
+    @classmethod
+    def fresh(cls, partition: int, model_set: ModelSet, cfg: MemedConfig) -> Lane:
+        path = DecisionPath(model_set, cfg.signals, cfg.risk)
+        return cls(partition, path, MinuteBatcher.for_daemon(cfg.daemon))
+
+    @classmethod
+    def restore(cls, snap: PartitionSnapshot, model_set: ModelSet, cfg: MemedConfig) -> Lane:
+        path = DecisionPath.restore(model_set, cfg.signals, cfg.risk, snap.pipeline)
+        b = MinuteBatcher.for_daemon(cfg.daemon)
+        b.load_state(snap.batcher)
+        return cls(snap.partition, path, b, seq=snap.seq, minutes=snap.minutes, snapped_at=snap.minutes)
+
+    def feed(self, seq: int, payload: bytes, arrival: float, key: str, cfg: MemedConfig) -> int:
+        """Take the message at stream sequence ``seq`` (published on the subject whose last token is
+        ``key``); returns the ticks accepted. Ticks of another token than ``key`` are rejected
+        (``wrong_partition``): the partition owns the tokens the subject mapping sends it, nothing else."""
+        if seq <= self.seq:
+            return 0
+        self.seq = seq
+        d = cfg.daemon
+        accepted = 0
+        for item in decode_payload(payload, arrival, d.max_future_seconds, d.reject_unknown_fields,
+                                   d.max_message_bytes):  # fmt: skip
+            if isinstance(item, Rejected):
+                self.rejected[item.reason] += 1
+                continue
+            if item.token != key:
+                self.rejected["wrong_partition"] += 1
+                continue
+            ignored = self.batcher.add(item, arrival)
+            if ignored is not None:
+                self.rejected[ignored] += 1
+            else:
+                accepted += 1
+        return accepted
+
+    def snapshot(self) -> PartitionSnapshot:
+        """The lane's state now (call between two :meth:`feed` calls, with no minute in progress)."""
+        self.snapped_at = self.minutes
+        return PartitionSnapshot(self.partition, self.seq, self.path.snapshot(), self.batcher.state(),
+                                 self.minutes)  # fmt: skip

@@ -1,0 +1,187 @@
+"""Scale-out on NATS JetStream: real `memed run --source nats` processes sharing a real nats-server's
+partitioned tick stream. Three daemons over 16 partitions; one SIGKILLed mid-run, a fourth added later;
+every (token, minute) must get exactly one distinct signal key, every signal must equal the one-process
+decision path's over the same ticks, and the takeover is timed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+import pytest
+
+from broker import NatsServer
+from daemon_helpers import assert_same_signals, daemon_config, direct_signals, wait_until
+from memed.config import MemedConfig, to_toml
+from memed.daemon.nats.layout import server_config
+from memed.daemon.publish_dataset import minute_payloads
+from memed.data import synth_market
+
+nats = pytest.importorskip("nats", reason="the scale extra: pip install 'memed[scale]'")
+pytestmark = pytest.mark.slow
+
+PARTITIONS = 16
+TTL = 2.0
+
+
+def _config(registry: Path, tmp: Path) -> MemedConfig:
+    cfg = daemon_config(registry, "mqtt://127.0.0.1:9", tmp, close_on_expected=False, wait_seconds=1.0,
+                        extra=f"\n[nats]\npartitions = {PARTITIONS}\npinned_ttl_seconds = {TTL}\n"
+                              "heartbeat_seconds = 0.5\nsnapshot_every_minutes = 3\n")  # fmt: skip
+    daemon = msgspec.structs.replace(cfg.daemon, jsonl_path="", http_port=0)
+    return msgspec.structs.replace(cfg, daemon=daemon)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from memed.config import NatsConfig
+
+    (tmp_path / "nats").mkdir()
+    server = NatsServer(tmp_path / "nats", server_config(NatsConfig(partitions=PARTITIONS)))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _start(conf: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as err:
+        command = ["run", "--source", "nats", "--nats-url", url, "--config", str(conf)]
+        return subprocess.Popen([sys.executable, "-m", "memed.cli", *command], stdout=subprocess.DEVNULL,
+                                stderr=err, env=env)  # fmt: skip
+
+
+def _events(log: Path, event: str) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_text().splitlines():
+        if event in line:
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if doc.get("event") == event:
+                out.append(doc)
+    return out
+
+
+def _owned(log: Path) -> set[int]:
+    """The partitions a daemon holds by its log (taken, less released and lost, in order)."""
+    owned: set[int] = set()
+    for line in log.read_text().splitlines():
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if doc.get("event") == "partition_taken":
+            owned.add(doc["partition"])
+        elif doc.get("event") in ("partition_released", "partition_lost"):
+            owned.discard(doc["partition"])
+    return owned
+
+
+@dataclass
+class Run:
+    copies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    """Every signal message seen on memed.signals.* (replayed copies included)."""
+    victim_held: set[int] = field(default_factory=set)
+    killed_at: float = 0.0
+    stored: int = 0
+    """Messages the signal stream kept."""
+
+
+async def _serve(market: pl.DataFrame, want: set[tuple[str, str]], conf: Path, url: str, logs: list[Path]
+                 ) -> Run:  # fmt: skip
+    """Three daemons, the feed published minute by minute; at minute 20 the second daemon is SIGKILLed,
+    at minute 40 a fourth starts; when every signal is out, the rest are stopped with SIGTERM."""
+    run = Run()
+    procs = [_start(conf, url, logs[i]) for i in range(3)]
+    nc = await nats.connect(url)
+
+    async def on_signal(msg: Any) -> None:
+        doc = msgspec.json.decode(msg.data)
+        run.copies[(doc["token"], doc["ts"])].append(doc)
+
+    try:
+        await nc.subscribe("memed.signals.*", cb=on_signal)
+        await wait_until(lambda: all(_events(log, "daemon_start") for log in logs[:3]), timeout=90)
+        await asyncio.sleep(1.5)  # every daemon has a heartbeat in: each asks for its share, 6 of 16
+        js = nc.jetstream()
+        for i, (_minute, messages) in enumerate(minute_payloads(market, "memed/ticks", batch=False)):
+            await asyncio.gather(*(js.publish(topic.replace("/", "."), body) for topic, body in messages))
+            await asyncio.sleep(0.25)
+            if i == 20:
+                run.victim_held = _owned(logs[1])
+                procs[1].send_signal(signal.SIGKILL)
+                run.killed_at = time.time()
+                assert await asyncio.to_thread(procs[1].wait, 30) == -signal.SIGKILL
+            if i == 40:
+                procs.append(_start(conf, url, logs[3]))
+                await wait_until(lambda: bool(_events(logs[3], "daemon_start")), timeout=60)
+        try:
+            await wait_until(lambda: want <= run.copies.keys(), timeout=60, interval=0.2)
+        except TimeoutError:
+            missing = sorted(want - run.copies.keys())
+            raise AssertionError(
+                f"{len(missing)} of {len(want)} signals missing, e.g. {missing[:8]}"
+            ) from None
+        for proc in (procs[0], procs[2], procs[3]):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (procs[0], procs[2], procs[3]):
+            assert await asyncio.to_thread(proc.wait, 60) == 0
+        run.stored = (await js.stream_info("MEMED_SIGNALS")).state.messages
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        await nc.close()
+    return run
+
+
+async def test_three_daemons_share_partitions_survive_a_kill_and_take_a_fourth(
+    tiny_registry: Path, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    market = synth_market(32, 70, seed=11)
+    cfg = _config(tiny_registry, tmp_path)
+    conf = tmp_path / "run.toml"
+    conf.write_text(to_toml(cfg))
+    want = direct_signals(market, cfg, tiny_registry)
+    assert len(want) == market.height
+    logs = [tmp_path / f"daemon{i}.log" for i in range(4)]
+    run = await _serve(market, set(want), conf, nats_server.url, logs)
+
+    # every (token, minute) got exactly one distinct signal key, and every copy equals the one-process path's
+    copies = run.copies
+    assert copies.keys() == want.keys(), (len(copies), len(want))
+    assert all(len({c["key"] for c in cs}) == 1 for cs in copies.values())
+    assert all(all(c == cs[0] for c in cs) for cs in copies.values())
+    assert_same_signals({k: cs[0] for k, cs in copies.items()}, want)
+    assert sum(len(cs) - 1 for cs in copies.values()) > 0  # the takeover's replay published minutes again ...
+    assert run.stored == len(want)  # ... which the signal stream's duplicate window dropped
+
+    # the partitions were shared, the killed daemon's taken over, and the fourth daemon got its share
+    assert all(_events(log, "partition_taken") for log in logs), [log.read_text()[-2000:] for log in logs]
+    assert len(run.victim_held) >= 3, run.victim_held
+    retaken = [e for log in (logs[0], logs[2], logs[3]) for e in _events(log, "partition_taken")
+               if e["partition"] in run.victim_held and e["at"] > run.killed_at]  # fmt: skip
+    assert {e["partition"] for e in retaken} == run.victim_held, (retaken, run.victim_held)
+    first = {p: min(e["at"] for e in retaken if e["partition"] == p) for p in run.victim_held}
+    takeover = max(first.values()) - run.killed_at
+    assert any(e["replayed"] > 0 for e in retaken)  # from a snapshot, the stream replayed since
+    assert takeover < TTL + 8.0, takeover
+    print(f"takeover: {takeover:.2f} s after SIGKILL for {len(first)} partitions (pinned TTL {TTL} s)")
+    assert any(
+        e["why"] == "rebalance" for log in (logs[0], logs[2]) for e in _events(log, "partition_released")
+    )
+    assert not any(_events(log, "minute_failed") for log in logs)

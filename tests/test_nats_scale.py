@@ -21,7 +21,7 @@ import msgspec
 import polars as pl
 import pytest
 
-from broker import NatsServer
+from broker import NatsServer, free_port
 from daemon_helpers import assert_same_signals, daemon_config, direct_signals, wait_until
 from memed.config import MemedConfig, to_toml
 from memed.daemon.nats.layout import server_config
@@ -185,3 +185,67 @@ async def test_three_daemons_share_partitions_survive_a_kill_and_take_a_fourth(
         e["why"] == "rebalance" for log in (logs[0], logs[2]) for e in _events(log, "partition_released")
     )
     assert not any(_events(log, "minute_failed") for log in logs)
+
+
+async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener(
+    tiny_registry: Path, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Feeds and bots that speak MQTT use nats-server's MQTT listener: ticks on memed/ticks/<token> are
+    mapped to the partitions, signals come back on memed/signals/<token>. A lone daemon serves every
+    partition that has a token; a malformed message and a tick on another token's subject are counted,
+    not fatal."""
+    import aiohttp
+
+    from memed.daemon import mqtt
+    from memed.daemon.publish_dataset import publish_dataset
+
+    market = synth_market(6, 40, seed=4)
+    cfg = _config(tiny_registry, tmp_path)
+    port = free_port()
+    cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, http_port=port))
+    conf = tmp_path / "run.toml"
+    conf.write_text(to_toml(cfg))
+    want = direct_signals(market, cfg, tiny_registry)
+    log = tmp_path / "daemon.log"
+    proc = _start(conf, nats_server.url, log)
+    got: dict[tuple[str, str], dict[str, Any]] = {}
+    mqtt_url = f"mqtt://127.0.0.1:{nats_server.mqtt_port}"
+    try:
+        await wait_until(lambda: bool(_events(log, "daemon_start")), timeout=90)
+        async with mqtt.client("127.0.0.1", nats_server.mqtt_port, identifier="bot") as bot:
+            await bot.subscribe("memed/signals/#", qos=1)
+
+            async def listen() -> None:
+                async for message in bot.messages:
+                    doc = msgspec.json.decode(bytes(message.payload))  # type: ignore[arg-type]
+                    got[(doc["token"], doc["ts"])] = doc
+
+            listener = asyncio.create_task(listen())
+            async with mqtt.client("127.0.0.1", nats_server.mqtt_port, identifier="vandal") as vandal:
+                await vandal.publish("memed/ticks/SYN00000", b"{not json", qos=1)
+                await vandal.publish(
+                    "memed/ticks/SYN00000", b'{"token": "SYN00001", "ts": 60, "close": 1.0}', qos=1
+                )
+            await publish_dataset(market, mqtt_url, speed=600)
+            await wait_until(lambda: want.keys() <= got.keys(), timeout=60, interval=0.2)
+            listener.cancel()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                health = await resp.json()
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                metrics = await resp.text()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert_same_signals(got, want)
+    taken = {e["partition"] for e in _events(log, "partition_taken")}  # the partitions its 6 tokens map to
+    assert set(health["partitions"]) == taken
+    assert len(taken) >= 3
+    assert health["live_daemons"] == 1
+    assert f"memed_nats_partitions_owned {len(taken)}.0" in metrics
+    assert 'memed_ticks_rejected_total{reason="wrong_partition"} 1.0' in metrics
+    assert 'memed_ticks_rejected_total{reason="malformed_json"} 1.0' in metrics, metrics
+    assert {e["partition"] for e in _events(log, "partition_released")} == taken  # handed back on SIGTERM

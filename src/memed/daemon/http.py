@@ -95,8 +95,10 @@ def build_app(daemon: Served) -> web.Application:
     return app
 
 
-async def serve_http(daemon: Served) -> None:
-    runner = web.AppRunner(build_app(daemon), access_log=None)
+async def serve_http(daemon: Any, build: Any = build_app) -> None:
+    """Serve ``build(daemon)`` on ``daemon.d.http_host``/``http_port`` (0: a free port, set on the daemon
+    as ``http_port``) until cancelled."""
+    runner = web.AppRunner(build(daemon), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, daemon.d.http_host, daemon.d.http_port)
     await site.start()

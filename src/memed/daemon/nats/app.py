@@ -39,7 +39,9 @@ import numpy as np
 from memed.config import MemedConfig
 from memed.daemon.app import batch_arrays
 from memed.daemon.batcher import Batch
+from memed.daemon.http import serve_http
 from memed.daemon.metrics import DaemonMetrics
+from memed.daemon.nats.http import build_nats_app
 from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
 from memed.daemon.nats.layout import NS, Layout, NatsSetupError, api, ensure
 from memed.daemon.nats.sink import NatsSink
@@ -90,6 +92,7 @@ class NatsDaemon:
         self.nc: Any = None
         self.js: Any = None
         self.fanout: FanOut | None = None
+        self.http_port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -130,6 +133,8 @@ class NatsDaemon:
                     tg.create_task(self._member_loop(), name="members"),
                 ]
                 tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
+                if self.d.http_port:
+                    tasks.append(tg.create_task(serve_http(self, build_nats_app), name="http"))
                 await self._stop.wait()
                 for task in tasks[: self.n.partitions]:
                     task.cancel()

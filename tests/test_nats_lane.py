@@ -1,0 +1,118 @@
+"""A partition's lane without a server: stream-ordered feeding, the snapshot that carries it to another
+daemon (exact continuation, refused when corrupt), and what a partitioned daemon refuses to serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from conftest import TINY_TOML
+from daemon_helpers import daemon_config
+from memed.config import MemedConfig, parse_config
+from memed.daemon.nats.app import NatsDaemon
+from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
+from memed.daemon.nats.layout import server_config
+from memed.daemon.publish_dataset import minute_payloads
+from memed.daemon.wire import to_signals
+from memed.data import synth_market
+from memed.errors import ConfigError, SnapshotError
+from memed.models.registry import load_model_set
+
+
+def _cfg(registry: Path, tmp: Path) -> MemedConfig:
+    return daemon_config(registry, "mqtt://127.0.0.1:9", tmp, close_on_expected=False)
+
+
+def _messages() -> list[tuple[int, bytes, str]]:
+    """(sequence, payload, subject key) of one token's ticks, a message a minute, in stream order."""
+    market = synth_market(1, 90, seed=2)
+    out = []
+    for _minute, messages in minute_payloads(market, "memed/ticks", batch=False):
+        for topic, body in messages:
+            out.append((len(out) + 1, body, topic.rsplit("/", 1)[-1]))
+    return out
+
+
+def _run(lane: Lane, messages: list[tuple[int, bytes, str]], cfg: MemedConfig) -> list[bytes]:
+    """Feed the lane and decide every minute it closes; the signals as JSON."""
+    out = []
+    for seq, body, key in messages:
+        arrival = msgspec.json.decode(body)["ts"] + 61.0  # just after the tick's minute ended
+        lane.feed(seq, body, arrival, key, cfg)
+        for batch in lane.batcher.due(arrival):
+            tokens = [t.token for t in batch.ticks]
+            import numpy as np
+
+            bars = np.array([t.row() for t in batch.ticks], dtype=np.float64).T.reshape(9, len(tokens))
+            out += [
+                msgspec.json.encode(s)
+                for s in to_signals(lane.path.process(tokens, float(batch.minute), bars))
+            ]
+            lane.minutes += 1
+    return out
+
+
+def test_a_lane_restored_from_its_snapshot_continues_exactly(tiny_registry: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_registry, tmp_path)
+    ms = load_model_set(tiny_registry)
+    messages = _messages()
+    whole = _run(Lane.fresh(0, ms, cfg), messages, cfg)
+    first = Lane.fresh(0, ms, cfg)
+    cut = 55
+    before = _run(first, messages[:cut], cfg)
+    snap = decode_snapshot(encode_snapshot(first.snapshot()), "test")
+    assert snap.seq == cut
+    assert snap.batcher.pending  # a minute in progress travels with the snapshot
+    second = Lane.restore(snap, ms, cfg)
+    # the new owner is handed the whole partition again: what the snapshot covers is skipped
+    after = _run(second, messages, cfg)
+    assert before + after == whole
+    assert len(whole) > 60
+
+
+def test_a_lane_skips_what_it_has_and_refuses_other_tokens(tiny_registry: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_registry, tmp_path)
+    lane = Lane.fresh(3, load_model_set(tiny_registry), cfg)
+    tick = b'{"token": "PEPE", "ts": 1767225600, "close": 0.5}'
+    assert lane.feed(5, tick, 1767225601.0, "PEPE", cfg) == 1
+    assert lane.feed(5, tick, 1767225601.0, "PEPE", cfg) == 0  # a redelivery
+    assert lane.feed(4, tick, 1767225601.0, "PEPE", cfg) == 0  # older than the lane
+    assert lane.feed(6, tick, 1767225601.0, "WIF", cfg) == 0  # on another token's subject
+    assert lane.feed(7, b"[1, 2", 1767225601.0, "PEPE", cfg) == 0
+    assert dict(lane.rejected) == {"wrong_partition": 1, "malformed_json": 1}
+    assert lane.seq == 7
+
+
+def test_a_corrupt_snapshot_is_a_clear_error(tiny_registry: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_registry, tmp_path)
+    blob = encode_snapshot(Lane.fresh(1, load_model_set(tiny_registry), cfg).snapshot())
+    for at in (0, 20, len(blob) // 2, len(blob) - 1):
+        bad = bytearray(blob)
+        bad[at] ^= 0x01
+        with pytest.raises(SnapshotError, match="bucket/partition-0001"):
+            decode_snapshot(bytes(bad), "bucket/partition-0001")
+    with pytest.raises(SnapshotError, match="not a memed partition snapshot"):
+        decode_snapshot(b"", "x")
+
+
+def test_what_a_partitioned_daemon_refuses(tiny_registry: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_registry, tmp_path)
+    online = parse_config(
+        TINY_TOML + f'[daemon]\nregistry = "{tiny_registry}"\n[signals.online]\nenabled = true\n'
+    )
+    with pytest.raises(ConfigError, match=r"signals\.online"):
+        NatsDaemon(online)
+    challenger = msgspec.structs.replace(cfg, monitor=msgspec.structs.replace(cfg.monitor, challenger="x"))
+    with pytest.raises(ConfigError, match="challenger"):
+        NatsDaemon(challenger)
+    assert NatsDaemon(cfg).share == 16  # alone: every partition
+
+
+def test_the_server_mapping_names_the_partition_count() -> None:
+    cfg = parse_config("[nats]\npartitions = 64\ntick_subject = 'feed.t'\npartition_subject = 'feed.p'\n")
+    assert (
+        server_config(cfg.nats)
+        == 'mappings {\n  "feed.t.*": "feed.p.{{partition(64,1)}}.{{wildcard(1)}}"\n}\n'
+    )

@@ -24,7 +24,7 @@ import pytest
 from broker import NatsServer, free_port
 from daemon_helpers import assert_same_signals, daemon_config, direct_signals, wait_until
 from memed.config import MemedConfig, to_toml
-from memed.daemon.nats.layout import server_config
+from memed.daemon.nats.layout import partition_of, server_config
 from memed.daemon.publish_dataset import minute_payloads
 from memed.data import synth_market
 
@@ -187,6 +187,13 @@ async def test_three_daemons_share_partitions_survive_a_kill_and_take_a_fourth(
     assert not any(_events(log, "minute_failed") for log in logs)
 
 
+async def _get(port: int, path: str) -> bytes:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as resp:
+        return await resp.read()
+
+
 async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener(
     tiny_registry: Path, nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -194,8 +201,6 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
     mapped to the partitions, signals come back on memed/signals/<token>. A lone daemon serves every
     partition that has a token; a malformed message and a tick on another token's subject are counted,
     not fatal."""
-    import aiohttp
-
     from memed.daemon import mqtt
     from memed.daemon.publish_dataset import publish_dataset
 
@@ -229,11 +234,8 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
             await publish_dataset(market, mqtt_url, speed=600)
             await wait_until(lambda: want.keys() <= got.keys(), timeout=60, interval=0.2)
             listener.cancel()
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                health = await resp.json()
-            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                metrics = await resp.text()
+        health = msgspec.json.decode(await _get(port, "/healthz"))
+        metrics = (await _get(port, "/metrics")).decode()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0
     finally:
@@ -242,7 +244,8 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
             proc.wait(10)
     assert_same_signals(got, want)
     taken = {e["partition"] for e in _events(log, "partition_taken")}  # the partitions its 6 tokens map to
-    assert set(health["partitions"]) == taken
+    mapped = {partition_of(t, PARTITIONS) for t in market["token"].unique()}  # memed's hash is the server's
+    assert set(health["partitions"]) == taken == mapped
     assert len(taken) >= 3
     assert health["live_daemons"] == 1
     assert f"memed_nats_partitions_owned {len(taken)}.0" in metrics

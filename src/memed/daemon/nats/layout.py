@@ -49,6 +49,15 @@ class Layout:
         return f"partition-{p:04d}"
 
 
+def partition_of(token: str, partitions: int) -> int:
+    """The partition nats-server's ``partition()`` mapping sends ``token`` to: FNV-1a (32 bit) of the
+    token's bytes modulo the partition count (a test checks it against a real server)."""
+    h = 0x811C9DC5
+    for b in token.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h % partitions
+
+
 def server_config(cfg: NatsConfig) -> str:
     """The subject mapping block for nats-server's configuration: ``<tick_subject>.<token>`` to
     ``<partition_subject>.<n>.<token>``, ``n`` a hash of the token over ``partitions``."""

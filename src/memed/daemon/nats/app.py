@@ -143,10 +143,12 @@ class NatsDaemon:
                 for task in tasks:
                     task.cancel()
         finally:
+            with contextlib.suppress(Exception):  # bounded: a stop must not hang on a server gone away
+                await asyncio.wait_for(self.members.delete(self.member), 2.0)
             with contextlib.suppress(Exception):
-                await self.members.delete(self.member)
+                await asyncio.wait_for(self.nc.flush(), 2.0)
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.close(), 5.0)
             if self.fanout is not None:
                 await self.fanout.close()
 

@@ -14,6 +14,7 @@ from memed.signals.schema import Signal
 CHUNK = 256
 """Publishes awaiting their acknowledgement at once."""
 ATTEMPTS = 5
+PUBLISH_TIMEOUT = 2.0
 
 
 class NatsSink:
@@ -26,7 +27,7 @@ class NatsSink:
 
     async def _one(self, sig: Signal) -> None:
         await self.js.publish(f"{self.subject}.{sig.token}", msgspec.json.encode(sig),
-                              headers={"Nats-Msg-Id": sig.key})  # fmt: skip
+                              timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": sig.key})  # fmt: skip
 
     async def send(self, out: Outgoing) -> None:
         pending = list(out.published)

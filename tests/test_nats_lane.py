@@ -116,3 +116,14 @@ def test_the_server_mapping_names_the_partition_count() -> None:
         server_config(cfg.nats)
         == 'mappings {\n  "feed.t.*": "feed.p.{{partition(64,1)}}.{{wildcard(1)}}"\n}\n'
     )
+
+
+def test_the_stream_position_is_read_off_both_acknowledgement_forms() -> None:
+    from memed.daemon.nats.app import stream_position
+
+    v1 = "$JS.ACK.MEMED_TICKS.memed_p0003.1.4077.12.1796279448219631097.0"
+    v2 = "$JS.ACK.hub.ACCHASH.MEMED_TICKS.memed_p0003.1.4077.12.1796279448219631097.0.token"
+    for reply in (v1, v2):
+        seq, at = stream_position(reply)
+        assert seq == 4077
+        assert abs(at - 1796279448.219631) < 1e-6

@@ -9,10 +9,12 @@ from typing import Any
 import msgspec
 
 from memed.daemon.sinks import Outgoing, SinkError
+from memed.logs import get_logger
 from memed.signals.schema import Signal
 
-CHUNK = 256
-"""Publishes awaiting their acknowledgement at once."""
+log = get_logger("memed.daemon.nats")
+CHUNK = 2_000
+"""Publishes awaiting their acknowledgement at once (under nats-py's 4,000 pending asynchronous ones)."""
 ATTEMPTS = 5
 PUBLISH_TIMEOUT = 2.0
 
@@ -25,20 +27,31 @@ class NatsSink:
         self.js = js
         self.subject = subject
 
-    async def _one(self, sig: Signal) -> None:
-        await self.js.publish(f"{self.subject}.{sig.token}", msgspec.json.encode(sig),
-                              timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": sig.key})  # fmt: skip
+    async def _chunk(self, chunk: list[Signal]) -> list[Signal]:
+        """Publish ``chunk`` without waiting between messages, then wait for every acknowledgement; the
+        signals not acknowledged in time."""
+        futures = []
+        for sig in chunk:
+            subject, body = f"{self.subject}.{sig.token}", msgspec.json.encode(sig)
+            futures.append(await self.js.publish_async(subject, body, headers={"Nats-Msg-Id": sig.key}))
+        done, _ = await asyncio.wait(futures, timeout=PUBLISH_TIMEOUT)
+        failed = []
+        for sig, fut in zip(chunk, futures, strict=True):
+            if fut not in done or fut.exception() is not None:
+                fut.cancel()
+                failed.append(sig)
+        return failed
 
     async def send(self, out: Outgoing) -> None:
         pending = list(out.published)
         for attempt in range(ATTEMPTS):
             failed: list[Signal] = []
             for at in range(0, len(pending), CHUNK):
-                chunk = pending[at : at + CHUNK]
-                results = await asyncio.gather(*(self._one(s) for s in chunk), return_exceptions=True)
-                failed += [s for s, r in zip(chunk, results, strict=True) if isinstance(r, Exception)]
+                failed += await self._chunk(pending[at : at + CHUNK])
             if not failed:
                 return
+            log.warning("signals_unacknowledged", sink=self.name, minute=out.minute, signals=len(failed),
+                        attempt=attempt + 1, of=ATTEMPTS)  # fmt: skip
             pending = failed
             await asyncio.sleep(0.2 * 2**attempt)
         raise SinkError(f"{len(pending)} signals of minute {out.minute} not acknowledged by JetStream")

@@ -1,0 +1,222 @@
+"""``memed run --source nats``: tick-to-signal latency and sustained throughput with N daemon processes
+sharing a real nats-server's partitioned stream, the packaged model set, and warm state.
+
+For each (daemons, tokens): a fresh nats-server (JetStream, the partition mapping); each partition's
+state is warmed by running ``--warmup`` minutes of history through a lane of its tokens and stored as
+the partition's snapshot, so the daemons start from it exactly as a takeover would; then the daemons
+start, and this process publishes each minute's ticks (one message per token on
+``memed.ticks.<token>``, core NATS) at a fixed pace and times, per minute, from its last tick published
+to the last of its signals received on ``memed.signals.*`` (published by the daemons to JetStream and
+acknowledged, one message per token). The first two minutes (the takeovers) are left out. Then
+``--flood`` minutes back to back give the sustained ticks/s. Publisher, subscriber, server and daemons
+share this machine's cores.
+
+    python benchmarks/nats_scale.py --daemons 1 2 --tokens 1000 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import calendar
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+import nats
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from broker import NatsServer
+from daemon import T0_MIN, market
+from memed.config import MemedConfig, to_toml
+from memed.daemon.checkpoint import BatcherState
+from memed.daemon.demo import DEMO_MODELS
+from memed.daemon.nats.lane import Lane, encode_snapshot
+from memed.daemon.nats.layout import Layout, ensure, partition_of, server_config
+from memed.models.registry import load_model_set
+
+SKIP = 2
+
+
+def config(url: str, partitions: int) -> MemedConfig:
+    cfg = MemedConfig()
+    d = msgspec.structs.replace(cfg.daemon, registry=str(DEMO_MODELS), http_port=0, checkpoint_path="",
+                                publish_hold="always", batch_wait_seconds=10.0)  # fmt: skip
+    n = msgspec.structs.replace(cfg.nats, url=url, partitions=partitions, snapshot_every_minutes=1_000)
+    return msgspec.structs.replace(cfg, daemon=d, nats=n)
+
+
+async def seed(cfg: MemedConfig, bars: np.ndarray, names: list[str], warmup: int) -> float:
+    """Every partition's warm snapshot in the object store; returns the decision path's median seconds a
+    minute for all tokens (the floor: one process, one call)."""
+    ms = load_model_set(DEMO_MODELS)
+    parts: dict[int, list[int]] = defaultdict(list)
+    for i, t in enumerate(names):
+        parts[partition_of(t, cfg.nats.partitions)].append(i)
+    nc = await nats.connect(cfg.nats.url)
+    await ensure(nc, cfg.nats)
+    store = await nc.jetstream().create_object_store(cfg.nats.snapshot_bucket)
+    times = np.zeros(warmup)
+    for p, idx in sorted(parts.items()):
+        lane = Lane.fresh(p, ms, cfg)
+        tokens = [names[i] for i in idx]
+        for k in range(warmup):
+            x = np.full((9, len(idx)), np.nan)
+            x[:5] = bars[k, idx].T
+            t = time.perf_counter()
+            lane.path.process(tokens, float(T0_MIN + k), x)
+            times[k] += time.perf_counter() - t
+        lane.batcher.load_state(BatcherState(T0_MIN + warmup - 1, {}, tokens))
+        await store.put(Layout(cfg.nats).snapshot_name(p), encode_snapshot(lane.snapshot()))
+    await nc.close()
+    whole = Lane.fresh(0, ms, cfg).path
+    floor = []
+    for k in range(warmup):
+        x = np.full((9, len(names)), np.nan)
+        x[:5] = bars[k].T
+        t = time.perf_counter()
+        whole.process(names, float(T0_MIN + k), x)
+        floor.append(time.perf_counter() - t)
+    return float(np.median(floor[warmup // 2 :])), float(np.median(times[warmup // 2 :]))
+
+
+async def drive(url: str, bars: np.ndarray, names: list[str], first: int, minutes: int, flood: int,
+                pace: float) -> dict[str, float]:  # fmt: skip
+    nc = await nats.connect(url)
+    seen: dict[int, int] = defaultdict(int)
+    last: dict[int, float] = {}
+    n = len(names)
+
+    minute_of: dict[str, int] = {}
+
+    async def on_signal(msg: object) -> None:
+        ts = msgspec.json.decode(msg.data)["ts"]  # type: ignore[attr-defined]
+        m = minute_of.get(ts)
+        if m is None:
+            m = minute_of[ts] = int(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))) // 60
+        seen[m] += 1
+        if seen[m] == n:
+            last[m] = time.perf_counter()
+
+    await nc.subscribe("memed.signals.*", cb=on_signal)
+    sent: dict[int, float] = {}
+
+    async def publish(k: int) -> None:
+        m = first + k
+        for t, b in zip(names, bars[k].tolist(), strict=True):
+            body = {
+                "token": t,
+                "ts": m * 60,
+                "open": b[0],
+                "high": b[1],
+                "low": b[2],
+                "close": b[3],
+                "volume": b[4],
+            }
+            await nc.publish(f"memed.ticks.{t}", msgspec.json.encode(body))
+        await nc.flush()
+        sent[m] = time.perf_counter()
+
+    start = time.perf_counter()
+    for k in range(minutes):
+        await publish(k)
+        await asyncio.sleep(max(0.0, start + (k + 1) * pace - time.perf_counter()))
+    while len(last) < minutes - 1:  # the last paced minute closes with the flood's first
+        await asyncio.sleep(0.01)
+    t0 = time.perf_counter()
+    for k in range(minutes, minutes + flood):
+        await publish(k)
+    while len(last) < minutes + flood - 1:
+        await asyncio.sleep(0.005)
+    flood_s = time.perf_counter() - t0
+    await nc.close()
+    lat = np.array([last[m] - sent[m] for m in sorted(last)[SKIP : minutes - 1]])
+    return {
+        "p50": 1e3 * float(np.percentile(lat, 50)),
+        "p99": 1e3 * float(np.percentile(lat, 99)),
+        "max": 1e3 * float(lat.max()),
+        "measured": float(len(lat)),
+        "sustained": n * (flood - 1) / flood_s,
+    }
+
+
+def one(daemons: int, tokens: int, args: argparse.Namespace) -> None:
+    bars = market(tokens, args.warmup + args.minutes + args.flood)
+    names = [f"TOK{i:05d}" for i in range(tokens)]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "nats").mkdir()
+        cfg = config("", args.partitions)
+        server = NatsServer(root / "nats", server_config(cfg.nats))
+        server.start()
+        procs = []
+        try:
+            cfg = config(server.url, args.partitions)
+            floor, lanes = asyncio.run(seed(cfg, bars, names, args.warmup))
+            conf = root / "run.toml"
+            conf.write_text(to_toml(cfg))
+            logs = [root / f"d{i}.log" for i in range(daemons)]
+            for log in logs:
+                command = [
+                    sys.executable,
+                    "-m",
+                    "memed.cli",
+                    "run",
+                    "--source",
+                    "nats",
+                    "--config",
+                    str(conf),
+                ]
+                with open(log, "wb") as fh:
+                    procs.append(subprocess.Popen(command, stdout=fh, stderr=fh))
+            deadline = time.monotonic() + 120
+            while not all("daemon_start" in log.read_text() for log in logs):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("daemons did not start: " + logs[0].read_text()[-2000:])
+                time.sleep(0.2)
+            time.sleep(2.0)  # heartbeats in: each daemon asks for its share
+            pace = args.pace or 1.0 + 0.25 * tokens / 1000
+            r = asyncio.run(drive(server.url, bars[args.warmup :], names, T0_MIN + args.warmup, args.minutes,
+                                  args.flood, pace))  # fmt: skip
+            owned = [log.read_text().count('"partition_taken"') for log in logs]
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            server.stop()
+    print(f"{daemons} daemon(s) {tokens:>6} tokens: tick->signal p50 {r['p50']:7.1f} ms  "
+          f"p99 {r['p99']:7.1f} ms  max {r['max']:7.1f} ms over {int(r['measured'])} minutes | "
+          f"decision path alone {1e3 * floor:5.1f} ms (one call), {1e3 * lanes:5.1f} ms (a call per "
+          f"partition) | sustained {r['sustained']:,.0f} ticks/s | partitions per daemon {owned}",
+          flush=True)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--daemons", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[1000, 5000])
+    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=80)
+    ap.add_argument("--minutes", type=int, default=12)
+    ap.add_argument("--flood", type=int, default=6)
+    ap.add_argument(
+        "--pace", type=float, default=0.0, help="seconds between minutes (0: 1 s + 0.25 s per 1k)"
+    )
+    args = ap.parse_args()
+    for tokens in args.tokens:
+        for daemons in args.daemons:
+            one(daemons, tokens, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,10 @@ pull carrying that pin gets its messages; when the pinned daemon stops pulling f
 waiting pull. memed only decides how many partitions a daemon asks for: its fair share,
 ``ceil(partitions / live daemons)``, the live daemons being the keys of a heartbeat bucket whose entries
 expire. A daemon above its share (another one joined) snapshots the excess partitions and unpins them,
-so the server hands them to one that is below.
+so the server hands them to one that is below. Every daemon below its share pulls on every partition it
+does not serve, so an orphaned partition goes to a waiting pull as soon as its pin expires; at a cold
+start that means the first daemon the server answers may be pinned to more than its share, and hands
+the excess back within a heartbeat (an exact handover, like any other).
 
 Each partition a daemon serves is a :class:`~memed.daemon.nats.lane.Lane` (its own minute batcher and
 decision path). Every ``nats.snapshot_every_minutes`` processed minutes, and when the partition is

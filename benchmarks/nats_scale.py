@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats
@@ -89,7 +90,7 @@ async def seed(cfg: MemedConfig, bars: np.ndarray, names: list[str], warmup: int
 
 
 async def drive(url: str, bars: np.ndarray, names: list[str], first: int, minutes: int, flood: int,
-                pace: float) -> dict[str, float]:  # fmt: skip
+                columns: bool, partitions: int, pace: float) -> dict[str, Any]:  # fmt: skip
     nc = await nats.connect(url)
     seen: dict[int, int] = defaultdict(int)
     last: dict[int, float] = {}
@@ -110,8 +111,22 @@ async def drive(url: str, bars: np.ndarray, names: list[str], first: int, minute
     sent: dict[int, float] = {}
     sent_wall: dict[int, float] = {}
 
+    parts: dict[int, list[int]] = defaultdict(list)
+    for i, t in enumerate(names):
+        parts[partition_of(t, partitions)].append(i)
+
     async def publish(k: int) -> None:
         m = first + k
+        if columns:  # one column batch per partition, on its own subject
+            fields = dict(zip(("open", "high", "low", "close", "volume"), bars[k].T.tolist(), strict=True))
+            for p, idx in parts.items():
+                body = {"token": [names[i] for i in idx], "ts": [m * 60] * len(idx)}
+                body |= {f: [v[i] for i in idx] for f, v in fields.items()}
+                await nc.publish(f"memed.part.{p}.batch", msgspec.json.encode(body))
+            await nc.flush()
+            sent[m] = time.perf_counter()
+            sent_wall[m] = time.time()
+            return
         for t, b in zip(names, bars[k].tolist(), strict=True):
             body = {
                 "token": t,
@@ -185,7 +200,7 @@ def one(daemons: int, tokens: int, args: argparse.Namespace) -> None:
             time.sleep(2.0)  # heartbeats in: each daemon asks for its share
             pace = args.pace or 1.0 + 0.25 * tokens / 1000
             r = asyncio.run(drive(server.url, bars[args.warmup :], names, T0_MIN + args.warmup, args.minutes,
-                                  args.flood, pace))  # fmt: skip
+                                  args.flood, args.payload == "columns", args.partitions, pace))  # fmt: skip
             owned = [log.read_text().count('"partition_taken"') for log in logs]
             moves = [json.loads(line)["at"] for log in logs for line in log.read_text().splitlines()
                      if '"partition_taken"' in line]  # fmt: skip
@@ -217,10 +232,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=80)
     ap.add_argument("--minutes", type=int, default=12)
     ap.add_argument("--flood", type=int, default=6)
+    ap.add_argument("--payload", choices=["rows", "columns"], default="rows",
+                    help="rows: a message per tick on memed.ticks.<token>; columns: a column batch a minute "
+                         "per partition on memed.part.<n>.batch")  # fmt: skip
     ap.add_argument(
         "--pace", type=float, default=0.0, help="seconds between minutes (0: 1 s + 0.25 s per 1k)"
     )
     args = ap.parse_args()
+    print(f"ticks as {args.payload}, {args.partitions} partitions, signals a message per token", flush=True)
     for tokens in args.tokens:
         for daemons in args.daemons:
             one(daemons, tokens, args)

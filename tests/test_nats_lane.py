@@ -13,7 +13,7 @@ from daemon_helpers import daemon_config
 from memed.config import MemedConfig, parse_config
 from memed.daemon.nats.app import NatsDaemon
 from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
-from memed.daemon.nats.layout import server_config
+from memed.daemon.nats.layout import partition_of, server_config
 from memed.daemon.publish_dataset import minute_payloads
 from memed.daemon.wire import to_signals
 from memed.data import synth_market
@@ -25,22 +25,21 @@ def _cfg(registry: Path, tmp: Path) -> MemedConfig:
     return daemon_config(registry, "mqtt://127.0.0.1:9", tmp, close_on_expected=False)
 
 
-def _messages() -> list[tuple[int, bytes, str]]:
-    """(sequence, payload, subject key) of one token's ticks, a message a minute, in stream order."""
+def _messages() -> list[tuple[int, bytes]]:
+    """(sequence, payload) of one token's ticks (SYN00000, partition 7 of 16), a message a minute."""
     market = synth_market(1, 90, seed=2)
-    out = []
+    out: list[tuple[int, bytes]] = []
     for _minute, messages in minute_payloads(market, "memed/ticks", batch=False):
-        for topic, body in messages:
-            out.append((len(out) + 1, body, topic.rsplit("/", 1)[-1]))
+        out += [(len(out) + 1, body) for _topic, body in messages]
     return out
 
 
-def _run(lane: Lane, messages: list[tuple[int, bytes, str]], cfg: MemedConfig) -> list[bytes]:
+def _run(lane: Lane, messages: list[tuple[int, bytes]], cfg: MemedConfig) -> list[bytes]:
     """Feed the lane and decide every minute it closes; the signals as JSON."""
     out = []
-    for seq, body, key in messages:
+    for seq, body in messages:
         arrival = msgspec.json.decode(body)["ts"] + 61.0  # just after the tick's minute ended
-        lane.feed(seq, body, arrival, key, cfg)
+        lane.feed(seq, body, arrival, cfg)
         for batch in lane.batcher.due(arrival):
             tokens = [t.token for t in batch.ticks]
             import numpy as np
@@ -58,8 +57,9 @@ def test_a_lane_restored_from_its_snapshot_continues_exactly(tiny_registry: Path
     cfg = _cfg(tiny_registry, tmp_path)
     ms = load_model_set(tiny_registry)
     messages = _messages()
-    whole = _run(Lane.fresh(0, ms, cfg), messages, cfg)
-    first = Lane.fresh(0, ms, cfg)
+    p = partition_of("SYN00000", cfg.nats.partitions)
+    whole = _run(Lane.fresh(p, ms, cfg), messages, cfg)
+    first = Lane.fresh(p, ms, cfg)
     cut = 55
     before = _run(first, messages[:cut], cfg)
     snap = decode_snapshot(encode_snapshot(first.snapshot()), "test")
@@ -74,15 +74,20 @@ def test_a_lane_restored_from_its_snapshot_continues_exactly(tiny_registry: Path
 
 def test_a_lane_skips_what_it_has_and_refuses_other_tokens(tiny_registry: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_registry, tmp_path)
-    lane = Lane.fresh(3, load_model_set(tiny_registry), cfg)
+    assert partition_of("PEPE", 16) == 13
+    assert partition_of("WIF", 16) == partition_of("BONK", 16) == 1
+    lane = Lane.fresh(13, load_model_set(tiny_registry), cfg)
     tick = b'{"token": "PEPE", "ts": 1767225600, "close": 0.5}'
-    assert lane.feed(5, tick, 1767225601.0, "PEPE", cfg) == 1
-    assert lane.feed(5, tick, 1767225601.0, "PEPE", cfg) == 0  # a redelivery
-    assert lane.feed(4, tick, 1767225601.0, "PEPE", cfg) == 0  # older than the lane
-    assert lane.feed(6, tick, 1767225601.0, "WIF", cfg) == 0  # on another token's subject
-    assert lane.feed(7, b"[1, 2", 1767225601.0, "PEPE", cfg) == 0
-    assert dict(lane.rejected) == {"wrong_partition": 1, "malformed_json": 1}
-    assert lane.seq == 7
+    assert lane.feed(5, tick, 1767225601.0, cfg) == 1
+    assert lane.feed(5, tick, 1767225601.0, cfg) == 0  # a redelivery
+    assert lane.feed(4, tick, 1767225601.0, cfg) == 0  # older than the lane
+    assert lane.feed(6, b'{"token": "WIF", "ts": 1767225600, "close": 0.5}', 1767225601.0, cfg) == 0
+    assert lane.feed(7, b"[1, 2", 1767225601.0, cfg) == 0
+    # a column batch of the partition's tokens (one here) on <partition_subject>.13.batch
+    batch = b'{"token": ["PEPE", "WIF"], "ts": [1767225660, 1767225660], "close": [0.6, 0.1]}'
+    assert lane.feed(8, batch, 1767225661.0, cfg) == 1
+    assert dict(lane.rejected) == {"wrong_partition": 2, "malformed_json": 1}
+    assert lane.seq == 8
 
 
 def test_a_corrupt_snapshot_is_a_clear_error(tiny_registry: Path, tmp_path: Path) -> None:

@@ -228,6 +228,7 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
             listener = asyncio.create_task(listen())
             async with mqtt.client("127.0.0.1", nats_server.mqtt_port, identifier="vandal") as vandal:
                 await vandal.publish("memed/ticks/SYN00000", b"{not json", qos=1)
+                # SYN00001 belongs to partition 4, SYN00000's subject is mapped to partition 7
                 await vandal.publish(
                     "memed/ticks/SYN00000", b'{"token": "SYN00001", "ts": 60, "close": 1.0}', qos=1
                 )

@@ -287,7 +287,7 @@ class NatsDaemon:
                 await self._lose(p)
             lane = await self._take_over(p, pin)  # above the fair share, it is given back in a moment
         self.metrics.messages_in.inc()
-        self.metrics.ticks_in.inc(lane.feed(seq, msg.data, arrival, msg.subject.rsplit(".", 1)[-1], self.cfg))
+        self.metrics.ticks_in.inc(lane.feed(seq, msg.data, arrival, self.cfg))
         self._count(lane)
         with contextlib.suppress(Exception):  # the stream, not the acknowledgement, is what a takeover reads
             await msg.ack()
@@ -347,7 +347,7 @@ class NatsDaemon:
                     break
                 for m in msgs:
                     seq, arrival = stream_position(m.reply)
-                    lane.feed(seq, m.data, arrival, m.subject.rsplit(".", 1)[-1], self.cfg)
+                    lane.feed(seq, m.data, arrival, self.cfg)
                 n += len(msgs)
                 if not msgs or msgs[-1].metadata.num_pending == 0:
                     break

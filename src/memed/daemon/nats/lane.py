@@ -20,6 +20,7 @@ from memed.config import MemedConfig
 from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.checkpoint import BatcherState
 from memed.daemon.columns import decode_payload
+from memed.daemon.nats.layout import partition_of
 from memed.daemon.ticks import Rejected
 from memed.decision import DecisionPath
 from memed.errors import SnapshotError
@@ -83,10 +84,12 @@ class Lane:
         b.load_state(snap.batcher)
         return cls(snap.partition, path, b, seq=snap.seq, minutes=snap.minutes, snapped_at=snap.minutes)
 
-    def feed(self, seq: int, payload: bytes, arrival: float, key: str, cfg: MemedConfig) -> int:
-        """Take the message at stream sequence ``seq`` (published on the subject whose last token is
-        ``key``); returns the ticks accepted. Ticks of another token than ``key`` are rejected
-        (``wrong_partition``): the partition owns the tokens the subject mapping sends it, nothing else."""
+    def feed(self, seq: int, payload: bytes, arrival: float, cfg: MemedConfig) -> int:
+        """Take the message at stream sequence ``seq``; returns the ticks accepted. A tick of a token the
+        server's mapping sends to another partition is rejected (``wrong_partition``): a token is served
+        by one partition only. So a feed may publish one token's ticks on ``<tick_subject>.<token>`` (the
+        mapping picks the partition) or, knowing :func:`~memed.daemon.nats.layout.partition_of`, a
+        column batch of every token of partition ``n`` on ``<partition_subject>.<n>.batch``."""
         if seq <= self.seq:
             return 0
         self.seq = seq
@@ -97,7 +100,7 @@ class Lane:
             if isinstance(item, Rejected):
                 self.rejected[item.reason] += 1
                 continue
-            if item.token != key:
+            if partition_of(item.token, cfg.nats.partitions) != self.partition:
                 self.rejected["wrong_partition"] += 1
                 continue
             ignored = self.batcher.add(item, arrival)

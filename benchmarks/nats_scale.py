@@ -45,13 +45,16 @@ from memed.daemon.nats.layout import Layout, ensure, partition_of, server_config
 from memed.models.registry import load_model_set
 
 SKIP = 2
+BATCH_SUBJECT = "memed.signals_batch"
 
 
-def config(url: str, partitions: int) -> MemedConfig:
+def config(url: str, partitions: int, batch_signals: bool = False) -> MemedConfig:
     cfg = MemedConfig()
     d = msgspec.structs.replace(cfg.daemon, registry=str(DEMO_MODELS), http_port=0, checkpoint_path="",
                                 publish_hold="always", batch_wait_seconds=10.0)  # fmt: skip
-    n = msgspec.structs.replace(cfg.nats, url=url, partitions=partitions, snapshot_every_minutes=1_000)
+    n = msgspec.structs.replace(cfg.nats, url=url, partitions=partitions, snapshot_every_minutes=1_000,
+                                signal_subject="" if batch_signals else "memed.signals",
+                                signal_batch_subject=BATCH_SUBJECT if batch_signals else "")  # fmt: skip
     return msgspec.structs.replace(cfg, daemon=d, nats=n)
 
 
@@ -89,77 +92,79 @@ async def seed(cfg: MemedConfig, bars: np.ndarray, names: list[str], warmup: int
     return float(np.median(floor[warmup // 2 :])), float(np.median(times[warmup // 2 :]))
 
 
-async def drive(url: str, bars: np.ndarray, names: list[str], first: int, minutes: int, flood: int,
-                columns: bool, partitions: int, pace: float) -> dict[str, Any]:  # fmt: skip
-    nc = await nats.connect(url)
-    seen: dict[int, int] = defaultdict(int)
-    last: dict[int, float] = {}
-    n = len(names)
+class Arrivals:
+    """When the last signal of each minute arrived (per-token messages or per-partition arrays)."""
 
-    minute_of: dict[str, int] = {}
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.seen: dict[int, int] = defaultdict(int)
+        self.last: dict[int, float] = {}
+        self._minute: dict[str, int] = {}
 
-    async def on_signal(msg: object) -> None:
-        ts = msgspec.json.decode(msg.data)["ts"]  # type: ignore[attr-defined]
-        m = minute_of.get(ts)
+    def count(self, ts: str, k: int) -> None:
+        m = self._minute.get(ts)
         if m is None:
-            m = minute_of[ts] = int(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))) // 60
-        seen[m] += 1
-        if seen[m] == n:
-            last[m] = time.perf_counter()
+            m = self._minute[ts] = int(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))) // 60
+        self.seen[m] += k
+        if self.seen[m] == self.tokens:
+            self.last[m] = time.perf_counter()
 
-    await nc.subscribe("memed.signals.*", cb=on_signal)
+    async def on_signal(self, msg: Any) -> None:
+        self.count(msgspec.json.decode(msg.data)["ts"], 1)
+
+    async def on_batch(self, msg: Any) -> None:
+        docs = msgspec.json.decode(msg.data)
+        self.count(docs[0]["ts"], len(docs))
+
+
+async def drive(url: str, bars: np.ndarray, names: list[str], first: int, args: argparse.Namespace,
+                pace: float) -> dict[str, Any]:  # fmt: skip
+    nc = await nats.connect(url)
+    got = Arrivals(len(names))
+    if args.signals == "batch":
+        await nc.subscribe(BATCH_SUBJECT, cb=got.on_batch)
+    else:
+        await nc.subscribe("memed.signals.*", cb=got.on_signal)
     sent: dict[int, float] = {}
     sent_wall: dict[int, float] = {}
-
     parts: dict[int, list[int]] = defaultdict(list)
     for i, t in enumerate(names):
-        parts[partition_of(t, partitions)].append(i)
+        parts[partition_of(t, args.partitions)].append(i)
 
     async def publish(k: int) -> None:
         m = first + k
-        if columns:  # one column batch per partition, on its own subject
+        if args.payload == "columns":  # one column batch per partition, on its own subject
             fields = dict(zip(("open", "high", "low", "close", "volume"), bars[k].T.tolist(), strict=True))
             for p, idx in parts.items():
                 body = {"token": [names[i] for i in idx], "ts": [m * 60] * len(idx)}
                 body |= {f: [v[i] for i in idx] for f, v in fields.items()}
                 await nc.publish(f"memed.part.{p}.batch", msgspec.json.encode(body))
-            await nc.flush()
-            sent[m] = time.perf_counter()
-            sent_wall[m] = time.time()
-            return
-        for t, b in zip(names, bars[k].tolist(), strict=True):
-            body = {
-                "token": t,
-                "ts": m * 60,
-                "open": b[0],
-                "high": b[1],
-                "low": b[2],
-                "close": b[3],
-                "volume": b[4],
-            }
-            await nc.publish(f"memed.ticks.{t}", msgspec.json.encode(body))
+        else:
+            for t, b in zip(names, bars[k].tolist(), strict=True):
+                tick = dict(zip(("open", "high", "low", "close", "volume"), b, strict=True))
+                await nc.publish(f"memed.ticks.{t}", msgspec.json.encode({"token": t, "ts": m * 60, **tick}))
         await nc.flush()
         sent[m] = time.perf_counter()
         sent_wall[m] = time.time()
 
     start = time.perf_counter()
-    for k in range(minutes):
+    for k in range(args.minutes):
         await publish(k)
         await asyncio.sleep(max(0.0, start + (k + 1) * pace - time.perf_counter()))
-    while len(last) < minutes - 1:  # the last paced minute closes with the flood's first
+    while len(got.last) < args.minutes - 1:  # the last paced minute closes with the flood's first
         await asyncio.sleep(0.01)
     t0 = time.perf_counter()
-    for k in range(minutes, minutes + flood):
+    for k in range(args.minutes, args.minutes + args.flood):
         await publish(k)
-    while len(last) < minutes + flood - 1:
+    while len(got.last) < args.minutes + args.flood - 1:
         await asyncio.sleep(0.005)
     flood_s = time.perf_counter() - t0
     await nc.close()
-    paced = sorted(last)[: minutes - 1]
+    paced = sorted(got.last)[: args.minutes - 1]
     return {
         "sent_wall": [sent_wall[m] for m in paced],
-        "latency": [last[m] - sent[m] for m in paced],
-        "sustained": n * (flood - 1) / flood_s,
+        "latency": [got.last[m] - sent[m] for m in paced],
+        "sustained": len(names) * (args.flood - 1) / flood_s,
     }
 
 
@@ -174,7 +179,7 @@ def one(daemons: int, tokens: int, args: argparse.Namespace) -> None:
         server.start()
         procs = []
         try:
-            cfg = config(server.url, args.partitions)
+            cfg = config(server.url, args.partitions, args.signals == "batch")
             floor, lanes = asyncio.run(seed(cfg, bars, names, args.warmup))
             conf = root / "run.toml"
             conf.write_text(to_toml(cfg))
@@ -199,8 +204,7 @@ def one(daemons: int, tokens: int, args: argparse.Namespace) -> None:
                 time.sleep(0.2)
             time.sleep(2.0)  # heartbeats in: each daemon asks for its share
             pace = args.pace or 1.0 + 0.25 * tokens / 1000
-            r = asyncio.run(drive(server.url, bars[args.warmup :], names, T0_MIN + args.warmup, args.minutes,
-                                  args.flood, args.payload == "columns", args.partitions, pace))  # fmt: skip
+            r = asyncio.run(drive(server.url, bars[args.warmup :], names, T0_MIN + args.warmup, args, pace))
             owned = [log.read_text().count('"partition_taken"') for log in logs]
             moves = [json.loads(line)["at"] for log in logs for line in log.read_text().splitlines()
                      if '"partition_taken"' in line]  # fmt: skip
@@ -235,11 +239,14 @@ def main() -> None:
     ap.add_argument("--payload", choices=["rows", "columns"], default="rows",
                     help="rows: a message per tick on memed.ticks.<token>; columns: a column batch a minute "
                          "per partition on memed.part.<n>.batch")  # fmt: skip
+    ap.add_argument("--signals", choices=["per-token", "batch"], default="per-token",
+                    help="per-token: a message per signal on memed.signals.<token>; batch: a partition's "
+                         "minute as one array on nats.signal_batch_subject")  # fmt: skip
     ap.add_argument(
         "--pace", type=float, default=0.0, help="seconds between minutes (0: 1 s + 0.25 s per 1k)"
     )
     args = ap.parse_args()
-    print(f"ticks as {args.payload}, {args.partitions} partitions, signals a message per token", flush=True)
+    print(f"ticks as {args.payload}, {args.partitions} partitions, signals {args.signals}", flush=True)
     for tokens in args.tokens:
         for daemons in args.daemons:
             one(daemons, tokens, args)

@@ -187,6 +187,17 @@ async def test_three_daemons_share_partitions_survive_a_kill_and_take_a_fourth(
     assert not any(_events(log, "minute_failed") for log in logs)
 
 
+async def _collect_batches(url: str, subject: str, into: dict[tuple[str, str], dict[str, Any]]) -> Any:
+    nc = await nats.connect(url)
+
+    async def on_batch(msg: Any) -> None:
+        for doc in msgspec.json.decode(msg.data):
+            into[(doc["token"], doc["ts"])] = doc
+
+    await nc.subscribe(subject, cb=on_batch)
+    return nc
+
+
 async def _get(port: int, path: str) -> bytes:
     import aiohttp
 
@@ -207,14 +218,19 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
     market = synth_market(6, 40, seed=4)
     cfg = _config(tiny_registry, tmp_path)
     port = free_port()
-    cfg = msgspec.structs.replace(cfg, daemon=msgspec.structs.replace(cfg.daemon, http_port=port))
+    cfg = msgspec.structs.replace(
+        cfg,
+        daemon=msgspec.structs.replace(cfg.daemon, http_port=port),
+        nats=msgspec.structs.replace(cfg.nats, signal_batch_subject="memed.batch"),
+    )
     conf = tmp_path / "run.toml"
     conf.write_text(to_toml(cfg))
     want = direct_signals(market, cfg, tiny_registry)
     log = tmp_path / "daemon.log"
     proc = _start(conf, nats_server.url, log)
     got: dict[tuple[str, str], dict[str, Any]] = {}
-    mqtt_url = f"mqtt://127.0.0.1:{nats_server.mqtt_port}"
+    batched: dict[tuple[str, str], dict[str, Any]] = {}  # from the partitions' arrays on memed.batch
+    nc = await _collect_batches(nats_server.url, "memed.batch", batched)
     try:
         await wait_until(lambda: bool(_events(log, "daemon_start")), timeout=90)
         async with mqtt.client("127.0.0.1", nats_server.mqtt_port, identifier="bot") as bot:
@@ -232,18 +248,20 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
                 await vandal.publish(
                     "memed/ticks/SYN00000", b'{"token": "SYN00001", "ts": 60, "close": 1.0}', qos=1
                 )
-            await publish_dataset(market, mqtt_url, speed=600)
-            await wait_until(lambda: want.keys() <= got.keys(), timeout=60, interval=0.2)
+            await publish_dataset(market, f"mqtt://127.0.0.1:{nats_server.mqtt_port}", speed=600)
+            await wait_until(lambda: want.keys() <= got.keys() & batched.keys(), timeout=60, interval=0.2)
             listener.cancel()
         health = msgspec.json.decode(await _get(port, "/healthz"))
         metrics = (await _get(port, "/metrics")).decode()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0
     finally:
+        await nc.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
     assert_same_signals(got, want)
+    assert_same_signals(batched, want)
     taken = {e["partition"] for e in _events(log, "partition_taken")}  # the partitions its 6 tokens map to
     mapped = {partition_of(t, PARTITIONS) for t in market["token"].unique()}  # memed's hash is the server's
     assert set(health["partitions"]) == taken == mapped

@@ -357,6 +357,9 @@ class NatsConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=True
     signal_subject: str = "memed.signals"
     """Each signal on ``<signal_subject>.<token>`` with header ``Nats-Msg-Id`` = its key (MQTT clients of
     nats-server: ``memed/signals/<token>``)."""
+    signal_batch_subject: str = ""
+    """Non-empty: also each partition's signals of a minute as one JSON array on this subject, for
+    high-volume consumers (``signal_subject = ""`` then drops the per-token messages)."""
     signal_stream: str = "MEMED_SIGNALS"
     """The stream keeping the signals; its duplicate window drops a replayed minute's copies."""
     duplicate_window_minutes: PositiveInt = 120

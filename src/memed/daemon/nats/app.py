@@ -47,7 +47,7 @@ from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.nats.http import build_nats_app
 from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
 from memed.daemon.nats.layout import NS, Layout, NatsSetupError, api, ensure
-from memed.daemon.nats.sink import NatsSink
+from memed.daemon.nats.sink import NatsBatchSink, NatsSink
 from memed.daemon.sinks import FanOut, HoldFilter, JsonlSink, Outgoing, Sink, WebhookSink
 from memed.daemon.wire import to_signals
 from memed.errors import ConfigError, MemedError, SnapshotError
@@ -172,7 +172,11 @@ class NatsDaemon:
         Lane.fresh(-1, self.model_set, self.cfg).path.warm_up()
 
     def _sinks(self) -> list[Sink]:
-        sinks: list[Sink] = [NatsSink("nats", self.js, self.n.signal_subject)]
+        sinks: list[Sink] = []
+        if self.n.signal_subject:
+            sinks.append(NatsSink("nats", self.js, self.n.signal_subject))
+        if self.n.signal_batch_subject:
+            sinks.append(NatsBatchSink("nats_batch", self.js, self.n.signal_batch_subject))
         if self.d.jsonl_path:
             sinks.append(JsonlSink(Path(self.d.jsonl_path)))
         if self.d.webhook_url:
@@ -181,7 +185,7 @@ class NatsDaemon:
         return sinks
 
     def _sent(self, sink: Sink, out: Outgoing) -> None:
-        if sink.name == "nats":
+        if sink.name == ("nats" if self.n.signal_subject else "nats_batch"):
             latency = max(0.0, self.clock() - out.last_arrival)
             self.metrics.latency.observe(latency)
             self.recent_latencies.append(latency)

@@ -128,14 +128,21 @@ async def ensure(nc: Any, cfg: NatsConfig) -> None:
         }
         await api(nc, f"$JS.API.CONSUMER.CREATE.{cfg.stream}.{lay.consumer(p)}",
                   {"stream_name": cfg.stream, "config": consumer})  # fmt: skip
+    subjects = [f"{cfg.signal_subject}.*"] if cfg.signal_subject else []
+    subjects += [cfg.signal_batch_subject] if cfg.signal_batch_subject else []
+    if not subjects:
+        raise ConfigError("nats.signal_subject and nats.signal_batch_subject are both empty: no signal out")
     signals = {
         "name": cfg.signal_stream,
-        "subjects": [f"{cfg.signal_subject}.*"],
+        "subjects": subjects,
         "storage": "file",
         "max_age": int(cfg.stream_max_age_hours * 3600 * NS),
         "duplicate_window": int(cfg.duplicate_window_minutes * 60 * NS),
     }
     try:
-        await api(nc, f"$JS.API.STREAM.INFO.{cfg.signal_stream}")
+        info = await api(nc, f"$JS.API.STREAM.INFO.{cfg.signal_stream}")
     except NatsSetupError:
         await api(nc, f"$JS.API.STREAM.CREATE.{cfg.signal_stream}", signals)
+        return
+    if sorted(info["config"].get("subjects", [])) != sorted(subjects):  # the signal subjects changed
+        await api(nc, f"$JS.API.STREAM.UPDATE.{cfg.signal_stream}", {**info["config"], "subjects": subjects})

@@ -1,5 +1,6 @@
-"""Signals onto JetStream: each on ``<signal_subject>.<token>`` with ``Nats-Msg-Id`` = the signal's key,
-so the signal stream keeps one copy of a minute a takeover published twice."""
+"""Signals onto JetStream: each on ``<signal_subject>.<token>`` with ``Nats-Msg-Id`` = the signal's key
+(:class:`NatsSink`), and/or a partition's minute as one array (:class:`NatsBatchSink`), so the signal
+stream keeps one copy of a minute a takeover published twice."""
 
 from __future__ import annotations
 
@@ -55,6 +56,38 @@ class NatsSink:
             pending = failed
             await asyncio.sleep(0.2 * 2**attempt)
         raise SinkError(f"{len(pending)} signals of minute {out.minute} not acknowledged by JetStream")
+
+    async def close(self) -> None:
+        return None
+
+
+class NatsBatchSink:
+    """A partition's signals of a minute as one JSON array on one subject (``nats.signal_batch_subject``),
+    de-duplicated by the stream on its first signal's key and count."""
+
+    published_only = True
+
+    def __init__(self, name: str, js: Any, subject: str) -> None:
+        self.name = name
+        self.js = js
+        self.subject = subject
+
+    async def send(self, out: Outgoing) -> None:
+        if not out.published:
+            return
+        body = msgspec.json.encode(out.published)
+        msg_id = f"{out.published[0].key}:{len(out.published)}"
+        for attempt in range(ATTEMPTS):
+            try:
+                await self.js.publish(
+                    self.subject, body, timeout=PUBLISH_TIMEOUT, headers={"Nats-Msg-Id": msg_id}
+                )
+                return
+            except Exception as exc:  # timeouts, no responders while the server restarts
+                log.warning("signal_batch_unacknowledged", sink=self.name, minute=out.minute,
+                            error=str(exc)[:200], attempt=attempt + 1, of=ATTEMPTS)  # fmt: skip
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise SinkError(f"minute {out.minute}'s signal batch not acknowledged by JetStream")
 
     async def close(self) -> None:
         return None

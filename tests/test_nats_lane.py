@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 
 from conftest import TINY_TOML
@@ -132,3 +133,22 @@ def test_the_stream_position_is_read_off_both_acknowledgement_forms() -> None:
         seq, at = stream_position(reply)
         assert seq == 4077
         assert abs(at - 1796279448.219631) < 1e-6
+
+
+def test_a_minute_of_signals_larger_than_the_servers_limit_goes_out_in_several_arrays(
+    tiny_registry: Path, tmp_path: Path
+) -> None:
+    from memed.daemon.nats.sink import NatsBatchSink
+
+    cfg = _cfg(tiny_registry, tmp_path)
+    lane = Lane.fresh(7, load_model_set(tiny_registry), cfg)
+    tokens = [f"T{i:04d}" for i in range(300)]
+    bars = np.tile(np.array([[1.0], [1.1], [0.9], [1.0], [5.0], [np.nan], [np.nan], [np.nan], [np.nan]]), 300)
+    signals = to_signals(lane.path.process(tokens, 29_000_000.0, bars))
+    whole = len(msgspec.json.encode(signals))
+    sink = NatsBatchSink("nats_batch", None, "memed.batch", max_payload=whole // 5)
+    bodies = sink.bodies(signals)
+    assert len(bodies) >= 5
+    assert all(len(body) <= whole // 5 for _, body in bodies)
+    assert [s for _, body in bodies for s in msgspec.json.decode(body)] == msgspec.to_builtins(signals)
+    assert len({msg_id for msg_id, _ in bodies}) == len(bodies)  # each array its own de-duplication id

@@ -24,8 +24,9 @@ import pytest
 from broker import NatsServer, free_port
 from daemon_helpers import assert_same_signals, daemon_config, direct_signals, wait_until
 from memed.config import MemedConfig, to_toml
+from memed.daemon import mqtt
 from memed.daemon.nats.layout import partition_of, server_config
-from memed.daemon.publish_dataset import minute_payloads
+from memed.daemon.publish_dataset import minute_payloads, publish_dataset
 from memed.data import synth_market
 
 nats = pytest.importorskip("nats", reason="the scale extra: pip install 'memed[scale]'")
@@ -198,6 +199,20 @@ async def _collect_batches(url: str, subject: str, into: dict[tuple[str, str], d
     return nc
 
 
+async def _plant_corrupt_snapshot(nc: Any, cfg: MemedConfig, token: str) -> None:
+    """A corrupt snapshot waiting for ``token``'s partition: it must be refused, counted, and the
+    partition started afresh from the consumer's start (so the signals do not change)."""
+    store = await nc.jetstream().create_object_store(cfg.nats.snapshot_bucket)
+    await store.put(f"partition-{partition_of(token, PARTITIONS):04d}", b"MEMEDPS1" + b"\x00" * 64)
+
+
+def _assert_counted(metrics: str) -> None:
+    """The vandal's two messages and the planted snapshot, each counted under its reason."""
+    assert 'memed_ticks_rejected_total{reason="wrong_partition"} 1.0' in metrics
+    assert 'memed_ticks_rejected_total{reason="malformed_json"} 1.0' in metrics, metrics
+    assert 'memed_nats_snapshots_total{result="corrupt"} 1.0' in metrics
+
+
 async def _get(port: int, path: str) -> bytes:
     import aiohttp
 
@@ -211,9 +226,7 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
     """Feeds and bots that speak MQTT use nats-server's MQTT listener: ticks on memed/ticks/<token> are
     mapped to the partitions, signals come back on memed/signals/<token>. A lone daemon serves every
     partition that has a token; a malformed message and a tick on another token's subject are counted,
-    not fatal."""
-    from memed.daemon import mqtt
-    from memed.daemon.publish_dataset import publish_dataset
+    not fatal; so is a corrupt snapshot."""
 
     market = synth_market(6, 40, seed=4)
     cfg = _config(tiny_registry, tmp_path)
@@ -231,6 +244,7 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
     got: dict[tuple[str, str], dict[str, Any]] = {}
     batched: dict[tuple[str, str], dict[str, Any]] = {}  # from the partitions' arrays on memed.batch
     nc = await _collect_batches(nats_server.url, "memed.batch", batched)
+    await _plant_corrupt_snapshot(nc, cfg, "SYN00000")
     try:
         await wait_until(lambda: bool(_events(log, "daemon_start")), timeout=90)
         async with mqtt.client("127.0.0.1", nats_server.mqtt_port, identifier="bot") as bot:
@@ -268,6 +282,6 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
     assert len(taken) >= 3
     assert health["live_daemons"] == 1
     assert f"memed_nats_partitions_owned {len(taken)}.0" in metrics
-    assert 'memed_ticks_rejected_total{reason="wrong_partition"} 1.0' in metrics
-    assert 'memed_ticks_rejected_total{reason="malformed_json"} 1.0' in metrics, metrics
+    _assert_counted(metrics)
+    assert _events(log, "partition_snapshot_refused")
     assert {e["partition"] for e in _events(log, "partition_released")} == taken  # handed back on SIGTERM

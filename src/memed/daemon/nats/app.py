@@ -45,7 +45,7 @@ from memed.daemon.batcher import Batch
 from memed.daemon.http import serve_http
 from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.nats.http import build_nats_app
-from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
+from memed.daemon.nats.lane import Lane, decode_snapshot
 from memed.daemon.nats.layout import NS, Layout, NatsSetupError, api, ensure
 from memed.daemon.nats.sink import NatsBatchSink, NatsSink
 from memed.daemon.sinks import FanOut, HoldFilter, JsonlSink, Outgoing, Sink, WebhookSink
@@ -176,7 +176,9 @@ class NatsDaemon:
         if self.n.signal_subject:
             sinks.append(NatsSink("nats", self.js, self.n.signal_subject))
         if self.n.signal_batch_subject:
-            sinks.append(NatsBatchSink("nats_batch", self.js, self.n.signal_batch_subject))
+            sinks.append(
+                NatsBatchSink("nats_batch", self.js, self.n.signal_batch_subject, self.nc.max_payload)
+            )
         if self.d.jsonl_path:
             sinks.append(JsonlSink(Path(self.d.jsonl_path)))
         if self.d.webhook_url:
@@ -253,7 +255,13 @@ class NatsDaemon:
                     log.warning("pull_failed", partition=p, error=str(exc)[:200])
                     await asyncio.sleep(PULL_SECONDS)
                     continue
-                await self._read_pull(p, queue)
+                try:
+                    await self._read_pull(p, queue)
+                except Exception as exc:  # a takeover or a message that failed: this partition only
+                    log.exception("partition_failed", partition=p, error=f"{type(exc).__name__}: {exc}"[:300])
+                    self.metrics.partition_moves.labels(event="failed").inc()
+                    await self._lose(p)  # unsaved: its snapshot and the stream have everything
+                    await asyncio.sleep(PULL_SECONDS)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -307,7 +315,8 @@ class NatsDaemon:
         if blob is not None:
             try:
                 where = f"{self.n.snapshot_bucket}/{self.lay.snapshot_name(p)}"
-                lane = Lane.restore(decode_snapshot(blob, where), self.model_set, self.cfg)
+                snap = await asyncio.to_thread(decode_snapshot, blob, where)  # seconds for many tokens
+                lane = await asyncio.to_thread(Lane.restore, snap, self.model_set, self.cfg)
             except (SnapshotError, MemedError) as exc:
                 self.metrics.snapshots.labels(result="corrupt").inc()
                 log.error("partition_snapshot_refused", partition=p, error=str(exc)[:300],
@@ -397,7 +406,7 @@ class NatsDaemon:
         return data
 
     async def _put_snapshot(self, lane: Lane) -> None:
-        blob = encode_snapshot(lane.snapshot())
+        blob = await lane.snapshot_blob()
         try:
             await self.store.put(self.lay.snapshot_name(lane.partition), blob)
         except Exception as exc:  # the next one covers it; a takeover meanwhile replays further back

@@ -10,6 +10,7 @@ continues bit for bit where the old owner was.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -115,3 +116,18 @@ class Lane:
         self.snapped_at = self.minutes
         return PartitionSnapshot(self.partition, self.seq, self.path.snapshot(), self.batcher.state(),
                                  self.minutes)  # fmt: skip
+
+    async def snapshot_blob(self) -> bytes:
+        """:meth:`snapshot`, encoded, without holding the event loop: the position (sequence, batcher) is
+        taken at once, between two messages; the decision path's state, which only a minute changes
+        (the caller sees that none is decided meanwhile), is encoded in a worker thread — thousands of
+        tokens take seconds, and a loop held that long would miss its pulls and lose its pins."""
+        self.snapped_at = self.minutes
+        seq, minutes, state = self.seq, self.minutes, self.batcher.state()
+
+        def encode() -> bytes:
+            return encode_snapshot(
+                PartitionSnapshot(self.partition, seq, self.path.snapshot(), state, minutes)
+            )
+
+        return await asyncio.to_thread(encode)

@@ -67,16 +67,26 @@ class NatsBatchSink:
 
     published_only = True
 
-    def __init__(self, name: str, js: Any, subject: str) -> None:
+    def __init__(self, name: str, js: Any, subject: str, max_payload: int) -> None:
         self.name = name
         self.js = js
         self.subject = subject
+        self.max_payload = max_payload
+        """The server's message size limit (1 MB by default): a larger minute goes out in several arrays."""
+
+    def bodies(self, signals: list[Signal]) -> list[tuple[str, bytes]]:
+        """(message id, JSON array) of ``signals``, halved until each fits the server's limit."""
+        body = msgspec.json.encode(signals)
+        if len(body) <= self.max_payload - 1024 or len(signals) == 1:
+            return [(f"{signals[0].key}:{len(signals)}", body)]
+        half = len(signals) // 2
+        return self.bodies(signals[:half]) + self.bodies(signals[half:])
 
     async def send(self, out: Outgoing) -> None:
-        if not out.published:
-            return
-        body = msgspec.json.encode(out.published)
-        msg_id = f"{out.published[0].key}:{len(out.published)}"
+        for msg_id, body in self.bodies(out.published) if out.published else []:
+            await self._publish(out.minute, msg_id, body)
+
+    async def _publish(self, minute: int, msg_id: str, body: bytes) -> None:
         for attempt in range(ATTEMPTS):
             try:
                 await self.js.publish(
@@ -84,10 +94,10 @@ class NatsBatchSink:
                 )
                 return
             except Exception as exc:  # timeouts, no responders while the server restarts
-                log.warning("signal_batch_unacknowledged", sink=self.name, minute=out.minute,
+                log.warning("signal_batch_unacknowledged", sink=self.name, minute=minute,
                             error=str(exc)[:200], attempt=attempt + 1, of=ATTEMPTS)  # fmt: skip
                 await asyncio.sleep(0.2 * 2**attempt)
-        raise SinkError(f"minute {out.minute}'s signal batch not acknowledged by JetStream")
+        raise SinkError(f"minute {minute}'s signal batch not acknowledged by JetStream")
 
     async def close(self) -> None:
         return None

@@ -99,6 +99,10 @@ class NatsDaemon:
         self._released: dict[int, float] = {}
         """Partition → monotonic time until which this daemon does not ask for it again."""
         self._lock = asyncio.Lock()
+        self._transfers = asyncio.Semaphore(1)
+        """One snapshot to or from the object store at a time: at 3,000 tokens a partition's is 20 MB, and
+        sixteen fetched at once (a cold start) overran the server's 64 MB of pending data for this
+        connection, which it then cut as a slow consumer."""
         self._stop = asyncio.Event()
         self.holds = HoldFilter(self.d.publish_hold)
         self.recent_latencies: deque[float] = deque(maxlen=10_000)
@@ -399,7 +403,8 @@ class NatsDaemon:
         from nats.js.errors import NotFoundError  # noqa: PLC0415
 
         try:
-            result = await self.store.get(self.lay.snapshot_name(p))
+            async with self._transfers:
+                result = await self.store.get(self.lay.snapshot_name(p))
         except NotFoundError:
             return None
         data: bytes = result.data or b""
@@ -408,7 +413,8 @@ class NatsDaemon:
     async def _put_snapshot(self, lane: Lane) -> None:
         blob = await lane.snapshot_blob()
         try:
-            await self.store.put(self.lay.snapshot_name(lane.partition), blob)
+            async with self._transfers:
+                await self.store.put(self.lay.snapshot_name(lane.partition), blob)
         except Exception as exc:  # the next one covers it; a takeover meanwhile replays further back
             self.metrics.snapshots.labels(result="failed").inc()
             log.error("partition_snapshot_failed", partition=lane.partition, error=str(exc)[:300])

@@ -152,3 +152,16 @@ def test_a_minute_of_signals_larger_than_the_servers_limit_goes_out_in_several_a
     assert all(len(body) <= whole // 5 for _, body in bodies)
     assert [s for _, body in bodies for s in msgspec.json.decode(body)] == msgspec.to_builtins(signals)
     assert len({msg_id for msg_id, _ in bodies}) == len(bodies)  # each array its own de-duplication id
+
+
+async def test_no_server_is_one_clear_error(
+    tiny_registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memed.daemon.nats import app
+    from memed.daemon.nats.layout import NatsSetupError
+
+    monkeypatch.setattr(app, "CONNECT_SECONDS", 0.5)
+    cfg = _cfg(tiny_registry, tmp_path)
+    cfg = msgspec.structs.replace(cfg, nats=msgspec.structs.replace(cfg.nats, url="nats://127.0.0.1:1"))
+    with pytest.raises(NatsSetupError, match=r"nats://127\.0\.0\.1:1: no server answered within 0\.5 s"):
+        await NatsDaemon(cfg).run()

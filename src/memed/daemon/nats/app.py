@@ -58,6 +58,7 @@ from memed.signals.policy import ACTIONS
 log = get_logger("memed.daemon.nats")
 
 ACK_V1_TOKENS = 9
+CONNECT_SECONDS = 15.0
 PULL_BATCH = 1_000
 PULL_SECONDS = 1.0
 """A pull waits this long for messages; the pin is kept as long as pulls keep coming (well inside the
@@ -127,8 +128,16 @@ class NatsDaemon:
         async def on_error(exc: Exception) -> None:
             log.warning("nats_error", error=str(exc)[:300])
 
-        self.nc = await nats.connect(self.n.url, name=f"memed-{self.member}", max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.5, error_cb=on_error)  # fmt: skip
+        try:  # a server that does not answer at start: one clear line (exit 2); a supervisor restarts
+            self.nc = await asyncio.wait_for(
+                nats.connect(self.n.url, name=f"memed-{self.member}", max_reconnect_attempts=-1,
+                             reconnect_time_wait=0.5, error_cb=on_error),
+                CONNECT_SECONDS,
+            )  # fmt: skip
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise NatsSetupError(f"nats.url {self.n.url}: no server answered within {CONNECT_SECONDS:g} s "
+                                 f"({why})") from None  # fmt: skip
         try:
             self.js = self.nc.jetstream()
             await ensure(self.nc, self.n)

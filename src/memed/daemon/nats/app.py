@@ -269,7 +269,7 @@ class NatsDaemon:
                     await asyncio.sleep(PULL_SECONDS)
                     continue
                 try:
-                    await self._read_pull(p, queue)
+                    await self._read_pull(p, queue, inbox)
                 except Exception as exc:  # a takeover or a message that failed: this partition only
                     log.exception("partition_failed", partition=p, error=f"{type(exc).__name__}: {exc}"[:300])
                     self.metrics.partition_moves.labels(event="failed").inc()
@@ -279,7 +279,7 @@ class NatsDaemon:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _read_pull(self, p: int, queue: asyncio.Queue[Any]) -> None:
+    async def _read_pull(self, p: int, queue: asyncio.Queue[Any], inbox: str) -> None:
         """The answer to one pull: messages until the batch is full or a status ends it."""
         got = 0
         while got < PULL_BATCH:
@@ -299,9 +299,9 @@ class NatsDaemon:
                     return
                 continue
             got += 1
-            await self._take(p, msg)
+            await self._take(p, msg, inbox)
 
-    async def _take(self, p: int, msg: Any) -> None:
+    async def _take(self, p: int, msg: Any, inbox: str) -> None:
         pin = (msg.headers or {}).get("Nats-Pin-Id", "")
         seq, arrival = stream_position(msg.reply)
         lane = self.lanes.get(p)
@@ -310,12 +310,27 @@ class NatsDaemon:
                 return  # just released: its snapshot is older than this message, which the next owner replays
             if lane is not None:
                 await self._lose(p)
-            lane = await self._take_over(p, pin)  # above the fair share, it is given back in a moment
+            keep = asyncio.create_task(self._keep_pin(p, pin, inbox))
+            try:
+                lane = await self._take_over(p, pin)  # above the fair share, it is given back in a moment
+            finally:
+                keep.cancel()
         self.metrics.messages_in.inc()
         self.metrics.ticks_in.inc(lane.feed(seq, msg.data, arrival, self.cfg))
         self._count(lane)
         with contextlib.suppress(Exception):  # the stream, not the acknowledgement, is what a takeover reads
             await msg.ack()
+
+    async def _keep_pin(self, p: int, pin: str, inbox: str) -> None:
+        """While ``p`` is taken over (a snapshot of thousands of tokens takes a while to fetch and restore,
+        and several wait their turn), pull with the new pin so the server keeps it here: its messages
+        queue up and are taken, in order, once the partition is ready."""
+        body = json.dumps({"batch": PULL_BATCH, "expires": int(PULL_SECONDS * NS), "group": self.n.group,
+                           "id": pin}).encode()  # fmt: skip
+        while True:
+            await asyncio.sleep(min(PULL_SECONDS, self.n.pinned_ttl_seconds / 3))
+            with contextlib.suppress(Exception):
+                await self.nc.publish(self.lay.next_subject(p), body, reply=inbox)
 
     async def _take_over(self, p: int, pin: str) -> Lane:
         """The server pinned ``p`` to this daemon: its snapshot restored and the stream replayed from the

@@ -93,28 +93,31 @@ async def seed(cfg: MemedConfig, bars: np.ndarray, names: list[str], warmup: int
 
 
 class Arrivals:
-    """When the last signal of each minute arrived (per-token messages or per-partition arrays)."""
+    """When the last signal of each minute arrived (per-token messages or per-partition arrays); a
+    minute a takeover published again is counted once."""
 
     def __init__(self, tokens: int) -> None:
         self.tokens = tokens
-        self.seen: dict[int, int] = defaultdict(int)
+        self.seen: dict[int, set[str]] = defaultdict(set)
         self.last: dict[int, float] = {}
         self._minute: dict[str, int] = {}
 
-    def count(self, ts: str, k: int) -> None:
+    def count(self, ts: str, tokens: list[str]) -> None:
         m = self._minute.get(ts)
         if m is None:
             m = self._minute[ts] = int(calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))) // 60
-        self.seen[m] += k
-        if self.seen[m] == self.tokens:
+        seen = self.seen[m]
+        seen.update(tokens)
+        if len(seen) == self.tokens and m not in self.last:
             self.last[m] = time.perf_counter()
 
     async def on_signal(self, msg: Any) -> None:
-        self.count(msgspec.json.decode(msg.data)["ts"], 1)
+        doc = msgspec.json.decode(msg.data)
+        self.count(doc["ts"], [doc["token"]])
 
     async def on_batch(self, msg: Any) -> None:
         docs = msgspec.json.decode(msg.data)
-        self.count(docs[0]["ts"], len(docs))
+        self.count(docs[0]["ts"], [d["token"] for d in docs])
 
 
 async def drive(url: str, bars: np.ndarray, names: list[str], first: int, args: argparse.Namespace,

@@ -18,6 +18,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int, seconds: float = 10.0) -> bool:
+    """Whether something accepts connections on the loopback ``port`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 class Mosquitto:
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
@@ -45,13 +56,8 @@ class Mosquitto:
     def start(self) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start on port {self.port}")
+        if not listening(self.port):
+            raise RuntimeError(f"mosquitto did not start on port {self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -90,13 +96,10 @@ class NatsServer:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"nats-server did not start on port {self.port}: {self.log.read_text()[-2000:]}")
+        if not listening(self.port):
+            raise RuntimeError(
+                f"nats-server did not start on port {self.port}: {self.log.read_text()[-2000:]}"
+            )
 
     def stop(self) -> None:
         if self.proc is not None:

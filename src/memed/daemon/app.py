@@ -42,12 +42,11 @@ from memed.daemon.quarantine import Quarantine, bisect_minute
 from memed.daemon.sinks import (
     FanOut,
     HoldFilter,
-    JsonlSink,
     MqttBatchSink,
     MqttSink,
     Outgoing,
     Sink,
-    WebhookSink,
+    file_and_webhook_sinks,
     hummingbot_topic,
     signal_topic,
 )
@@ -192,12 +191,7 @@ class Daemon:
         if self.d.hummingbot_topic_prefix:
             to_hbot = hummingbot_topic(self.d.hummingbot_topic_prefix, self.d.pairs, self.cfg.risk.stop_atr)
             sinks.append(MqttSink("hummingbot", self.link, to_hbot))
-        if self.d.jsonl_path:
-            sinks.append(JsonlSink(Path(self.d.jsonl_path)))
-        if self.d.webhook_url:
-            sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries, fmt=self.d.webhook_format,
-                                     chat_id=self.d.telegram_chat_id))  # fmt: skip
-        return sinks
+        return sinks + file_and_webhook_sinks(self.d)
 
     def _take_lock(self) -> int | None:
         """One daemon per checkpoint: an exclusive lock on ``<checkpoint>.lock`` for the process's life."""

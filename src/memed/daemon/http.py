@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -46,6 +47,17 @@ def recent_alarms(daemon: Served) -> list[dict[str, object]]:
             for a in alarms if a.minute > since]  # fmt: skip
 
 
+def metrics_handler(metrics: DaemonMetrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """/metrics: the daemon's counters in Prometheus's text format."""
+
+    async def handle(_: web.Request) -> web.Response:
+        resp = web.Response(body=metrics.render())
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    return handle
+
+
 def build_app(daemon: Served) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         connected = daemon.subscribed.is_set()
@@ -60,11 +72,6 @@ def build_app(daemon: Served) -> web.Application:
         }
         return web.Response(body=msgspec.json.encode(body), content_type="application/json",
                             status=200 if connected else 503)  # fmt: skip
-
-    async def metrics(_: web.Request) -> web.Response:
-        resp = web.Response(body=daemon.metrics.render())
-        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return resp
 
     async def latest(request: web.Request) -> web.Response:
         token = request.query.get("token")
@@ -90,7 +97,7 @@ def build_app(daemon: Served) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/monitor", monitor)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler(daemon.metrics))
     app.router.add_get("/signals/latest", latest)
     return app
 

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Protocol
 import aiohttp
 import msgspec
 
+from memed.config import DaemonConfig
 from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.mqtt import Link, publish_many
 from memed.errors import MemedError
@@ -352,3 +353,15 @@ class FanOut:
     async def close(self) -> None:
         for sink in self.queues:
             await sink.close()
+
+
+def file_and_webhook_sinks(d: DaemonConfig) -> list[Sink]:
+    """The sinks any daemon adds beside its broker's: ``daemon.jsonl_path`` and ``daemon.webhook_url``."""
+    sinks: list[Sink] = []
+    if d.jsonl_path:
+        sinks.append(JsonlSink(Path(d.jsonl_path)))
+    if d.webhook_url:
+        sinks.append(
+            WebhookSink(d.webhook_url, d.webhook_retries, fmt=d.webhook_format, chat_id=d.telegram_chat_id)
+        )
+    return sinks

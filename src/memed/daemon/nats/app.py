@@ -48,7 +48,7 @@ from memed.daemon.nats.http import build_nats_app
 from memed.daemon.nats.lane import Lane, decode_snapshot
 from memed.daemon.nats.layout import NS, Layout, NatsSetupError, api, ensure
 from memed.daemon.nats.sink import NatsBatchSink, NatsSink
-from memed.daemon.sinks import FanOut, HoldFilter, JsonlSink, Outgoing, Sink, WebhookSink
+from memed.daemon.sinks import FanOut, HoldFilter, Outgoing, Sink, file_and_webhook_sinks
 from memed.daemon.wire import to_signals
 from memed.errors import ConfigError, MemedError, SnapshotError
 from memed.logs import get_logger
@@ -192,12 +192,7 @@ class NatsDaemon:
             sinks.append(
                 NatsBatchSink("nats_batch", self.js, self.n.signal_batch_subject, self.nc.max_payload)
             )
-        if self.d.jsonl_path:
-            sinks.append(JsonlSink(Path(self.d.jsonl_path)))
-        if self.d.webhook_url:
-            sinks.append(WebhookSink(self.d.webhook_url, self.d.webhook_retries, fmt=self.d.webhook_format,
-                                     chat_id=self.d.telegram_chat_id))  # fmt: skip
-        return sinks
+        return sinks + file_and_webhook_sinks(self.d)
 
     def _sent(self, sink: Sink, out: Outgoing) -> None:
         if sink.name == ("nats" if self.n.signal_subject else "nats_batch"):

@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
+
+from memed.daemon.http import metrics_handler
 
 
 def build_nats_app(daemon: Any) -> web.Application:
@@ -27,12 +28,7 @@ def build_nats_app(daemon: Any) -> web.Application:
         return web.Response(body=msgspec.json.encode(body), content_type="application/json",
                             status=200 if connected else 503)  # fmt: skip
 
-    async def metrics(_: web.Request) -> web.Response:
-        resp = web.Response(body=daemon.metrics.render())
-        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return resp
-
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler(daemon.metrics))
     return app

@@ -94,6 +94,13 @@ class HoldFilter:
         for token in tokens:
             self._last.pop(token, None)
 
+    def state(self) -> dict[str, tuple[str, str]]:
+        """Each token's last published (action, reason): what a snapshot carries."""
+        return dict(self._last)
+
+    def load(self, state: dict[str, tuple[str, str]]) -> None:
+        self._last = {t: (a, r) for t, (a, r) in state.items()}
+
 
 class MqttSink:
     """Publishes the minute's published signals with QoS 1 on the daemon's connection, in order. While

@@ -48,7 +48,7 @@ from memed.daemon.nats.http import build_nats_app
 from memed.daemon.nats.lane import Lane, decode_snapshot
 from memed.daemon.nats.layout import NS, Layout, NatsSetupError, api, ensure
 from memed.daemon.nats.sink import NatsBatchSink, NatsSink
-from memed.daemon.sinks import FanOut, HoldFilter, Outgoing, Sink, file_and_webhook_sinks
+from memed.daemon.sinks import FanOut, Outgoing, Sink, file_and_webhook_sinks
 from memed.daemon.wire import to_signals
 from memed.errors import ConfigError, MemedError, SnapshotError
 from memed.logs import get_logger
@@ -105,7 +105,6 @@ class NatsDaemon:
         sixteen fetched at once (a cold start) overran the server's 64 MB of pending data for this
         connection, which it then cut as a slow consumer."""
         self._stop = asyncio.Event()
-        self.holds = HoldFilter(self.d.publish_hold)
         self.recent_latencies: deque[float] = deque(maxlen=10_000)
         self.processed_minutes = 0
         self.nc: Any = None
@@ -412,7 +411,6 @@ class NatsDaemon:
         async with self._lock:
             lane = self.lanes.pop(p, None)
         if lane is not None:
-            self.holds.forget(lane.path.stream.tokens)
             self.metrics.partitions.set(len(self.lanes))
             self.metrics.partition_moves.labels(event="lost").inc()
             log.warning("partition_lost", partition=p, seq=lane.seq, member=self.member)
@@ -471,11 +469,11 @@ class NatsDaemon:
             if n:
                 self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
         assert self.fanout is not None
-        self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
+        self.fanout.offer(Outgoing(batch.minute, signals, lane.holds.select(signals), batch.last_arrival))
         gone = lane.path.evict_idle(float(batch.minute), self.d.evict_ttl_minutes)
         if gone:
             lane.batcher.forget(gone)
-            self.holds.forget(gone)
+            lane.holds.forget(gone)
         self.metrics.tokens.set(sum(ln.path.tokens for ln in self.lanes.values()))
 
     def _count(self, lane: Lane) -> None:

@@ -22,6 +22,7 @@ from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.checkpoint import BatcherState
 from memed.daemon.columns import decode_payload
 from memed.daemon.nats.layout import partition_of
+from memed.daemon.sinks import HoldFilter
 from memed.daemon.ticks import Rejected
 from memed.decision import DecisionPath
 from memed.errors import SnapshotError
@@ -38,6 +39,9 @@ class PartitionSnapshot(msgspec.Struct, frozen=True):
     batcher: BatcherState
     minutes: int = 0
     """Minutes processed by the partition's owners, all of them together."""
+    holds: dict[str, tuple[str, str]] = {}
+    """``daemon.publish_hold``'s last published (action, reason) per token, so that the next owner
+    publishes the HOLDs the old one would have."""
 
 
 def encode_snapshot(snap: PartitionSnapshot) -> bytes:
@@ -69,6 +73,7 @@ class Lane:
     """:attr:`minutes` at the last snapshot."""
     pin: str = ""
     """The server's pin id for this daemon on the partition's consumer."""
+    holds: HoldFilter = field(default_factory=lambda: HoldFilter("always"))
     rejected: Counter[str] = field(default_factory=Counter)
     """Rejections since the daemon last took them (it counts them on /metrics)."""
     late: int = 0
@@ -76,14 +81,19 @@ class Lane:
     @classmethod
     def fresh(cls, partition: int, model_set: ModelSet, cfg: MemedConfig) -> Lane:
         path = DecisionPath(model_set, cfg.signals, cfg.risk)
-        return cls(partition, path, MinuteBatcher.for_daemon(cfg.daemon))
+        return cls(
+            partition, path, MinuteBatcher.for_daemon(cfg.daemon), holds=HoldFilter(cfg.daemon.publish_hold)
+        )
 
     @classmethod
     def restore(cls, snap: PartitionSnapshot, model_set: ModelSet, cfg: MemedConfig) -> Lane:
         path = DecisionPath.restore(model_set, cfg.signals, cfg.risk, snap.pipeline)
         b = MinuteBatcher.for_daemon(cfg.daemon)
         b.load_state(snap.batcher)
-        return cls(snap.partition, path, b, seq=snap.seq, minutes=snap.minutes, snapped_at=snap.minutes)
+        holds = HoldFilter(cfg.daemon.publish_hold)
+        holds.load(snap.holds)
+        return cls(snap.partition, path, b, seq=snap.seq, minutes=snap.minutes, snapped_at=snap.minutes,
+                   holds=holds)  # fmt: skip
 
     def feed(self, seq: int, payload: bytes, arrival: float, cfg: MemedConfig) -> int:
         """Take the message at stream sequence ``seq``; returns the ticks accepted. A tick of a token the
@@ -115,7 +125,7 @@ class Lane:
         """The lane's state now (call between two :meth:`feed` calls, with no minute in progress)."""
         self.snapped_at = self.minutes
         return PartitionSnapshot(self.partition, self.seq, self.path.snapshot(), self.batcher.state(),
-                                 self.minutes)  # fmt: skip
+                                 self.minutes, self.holds.state())  # fmt: skip
 
     async def snapshot_blob(self) -> bytes:
         """:meth:`snapshot`, encoded, without holding the event loop: the position (sequence, batcher) is
@@ -123,11 +133,11 @@ class Lane:
         (the caller sees that none is decided meanwhile), is encoded in a worker thread — thousands of
         tokens take seconds, and a loop held that long would miss its pulls and lose its pins."""
         self.snapped_at = self.minutes
-        seq, minutes, state = self.seq, self.minutes, self.batcher.state()
+        seq, minutes, state, holds = self.seq, self.minutes, self.batcher.state(), self.holds.state()
 
         def encode() -> bytes:
             return encode_snapshot(
-                PartitionSnapshot(self.partition, seq, self.path.snapshot(), state, minutes)
+                PartitionSnapshot(self.partition, seq, self.path.snapshot(), state, minutes, holds)
             )
 
         return await asyncio.to_thread(encode)

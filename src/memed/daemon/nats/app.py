@@ -122,7 +122,10 @@ class NatsDaemon:
         return math.ceil(self.n.partitions / max(1, self.live_members))
 
     async def run(self) -> None:
-        import nats  # noqa: PLC0415 - the scale extra
+        try:
+            import nats  # noqa: PLC0415 - the scale extra
+        except ImportError:
+            raise ConfigError("--source nats needs nats-py: pip install 'memed[scale]'") from None
 
         async def on_error(exc: Exception) -> None:
             log.warning("nats_error", error=str(exc)[:300])

@@ -33,7 +33,6 @@ import json
 import math
 import time
 import uuid
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,6 @@ class NatsDaemon:
         sixteen fetched at once (a cold start) overran the server's 64 MB of pending data for this
         connection, which it then cut as a slow consumer."""
         self._stop = asyncio.Event()
-        self.recent_latencies: deque[float] = deque(maxlen=10_000)
         self.processed_minutes = 0
         self.nc: Any = None
         self.js: Any = None
@@ -198,9 +196,7 @@ class NatsDaemon:
 
     def _sent(self, sink: Sink, out: Outgoing) -> None:
         if sink.name == ("nats" if self.n.signal_subject else "nats_batch"):
-            latency = max(0.0, self.clock() - out.last_arrival)
-            self.metrics.latency.observe(latency)
-            self.recent_latencies.append(latency)
+            self.metrics.latency.observe(max(0.0, self.clock() - out.last_arrival))
 
     async def _hand_back(self) -> None:
         """On stop: every partition's minutes the clock has closed are processed, then each partition is

@@ -76,7 +76,6 @@ class Lane:
     holds: HoldFilter = field(default_factory=lambda: HoldFilter("always"))
     rejected: Counter[str] = field(default_factory=Counter)
     """Rejections since the daemon last took them (it counts them on /metrics)."""
-    late: int = 0
 
     @classmethod
     def fresh(cls, partition: int, model_set: ModelSet, cfg: MemedConfig) -> Lane:

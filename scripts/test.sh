@@ -14,7 +14,8 @@ ruff check src tests benchmarks examples
 ruff format --check src tests benchmarks examples
 mypy
 set +e
-python -m pytest "$@"
+# a bound below CI's 90 minutes: a stuck run still ends with pytest's summary (SIGINT), not a silent kill
+timeout --signal=INT --kill-after=60 "${MEMED_TEST_TIMEOUT:-4200}" python -m pytest "$@"
 status=$?
 set -e
 if [ "$status" = 5 ]; then echo "no tests ran: failing" >&2; exit 1; fi

@@ -78,8 +78,9 @@ def run_kernel(
     buffer: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`compute_raw` on prepared arrays: token offsets, epoch minutes and the (9, rows) bar matrix.
-    ``buffer``: a C-ordered float64 array of at least (rows, ``spec.width``) to write the values into
-    (reused memory is much faster to fill than fresh pages, on a loop over many groups)."""
+    ``buffer``: a float64 array of at least (rows, ``spec.width``) to write the values into, row- or
+    column-major (reused memory is much faster to fill than fresh pages, on a loop over many groups;
+    column-major gives each feature as one contiguous column)."""
     n = len(ts)
     out = buffer[:n] if buffer is not None and buffer.shape[0] >= n else np.empty((n, spec.width))
     status = np.zeros(n, dtype=np.int8)

@@ -78,29 +78,32 @@ def frame_groups(bars: pl.DataFrame, group_rows: int) -> Iterator[tuple[pl.DataF
 
 
 class _Columns:
-    """Two alternating sets of reused buffers (the kernel's output and the features column by column):
-    a group is computed into one set while the other is being written."""
+    """Two alternating sets of reused buffers (the kernel's output, column-major, and with ``float32``
+    its float32 copy): a group is computed into one set while the other is being written. The kernel
+    writes each feature as one contiguous column, so a float64 column goes to Arrow without a copy."""
 
     def __init__(self, spec: FeatureSpec, float32: bool) -> None:
         self.spec = spec
-        self.dtype = np.float32 if float32 else np.float64
-        self.values: list[np.ndarray] = [np.empty((0, spec.width)), np.empty((0, spec.width))]
-        self.columns: list[np.ndarray] = [np.empty((len(spec.names), 0), self.dtype)] * 2
+        self.float32 = float32
+        self.values: list[np.ndarray] = [np.empty((spec.width, 0)).T] * 2
+        self.narrow: list[np.ndarray] = [np.empty((len(spec.names), 0), np.float32)] * 2
 
     def table(self, k: int, group: pl.DataFrame, threads: int | None) -> pa.Table:
         n, spec = group.height, self.spec
         if self.values[k].shape[0] < n:
-            self.values[k] = np.empty((n, spec.width))
-            self.columns[k] = np.empty((len(spec.names), n), self.dtype)
+            self.values[k] = np.empty((spec.width, n)).T  # (n, width), each column contiguous
+            self.narrow[k] = np.empty((len(spec.names), n if self.float32 else 0), np.float32)
         values, _, _ = run_kernel(token_starts(group["token"]), epoch_minutes(group["ts"]), bar_matrix(group),
                                   spec, threads, self.values[k])  # fmt: skip
         arrays = [group["token"].to_arrow(), group["ts"].to_arrow()]
-        kind = pa.float32() if self.dtype is np.float32 else pa.float64()
+        kind = pa.float32() if self.float32 else pa.float64()
         for j, c in enumerate(spec.columns):  # NaN (warming up) as null, as the in-memory frame has it
-            col = self.columns[k][j, :n]
-            np.copyto(col, values[:, c], casting="same_kind")
+            col = values[:, c]
+            if self.float32:
+                col = self.narrow[k][j, :n]
+                np.copyto(col, values[:, c], casting="same_kind")
             valid = ~np.isnan(col)
-            nulls = n - int(valid.sum())
+            nulls = n - int(np.count_nonzero(valid))
             bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
             arrays.append(pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(col)], null_count=nulls))
         return pa.Table.from_arrays(arrays, names=["token", "ts", *spec.names])

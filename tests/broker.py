@@ -34,6 +34,13 @@ class Mosquitto:
         self.port = free_port()
         self.dir = workdir
         self.conf = workdir / "mosquitto.conf"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _write_conf(self) -> None:
         self.conf.write_text(
             # run as root, mosquitto drops to user "mosquitto", which cannot write its persistence file
             # into a private temporary folder: stay the current user (no effect when not root)
@@ -41,23 +48,32 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
-            f"persistence_location {workdir}/\n"
+            f"persistence_location {self.dir}/\n"
             "autosave_interval 1\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
+            f"log_dest file {self.dir}/mosquitto.log\n"
         )
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
-        if not listening(self.port):
-            raise RuntimeError(f"mosquitto did not start on port {self.port}")
+    def start(self, *, new_port: bool = True) -> None:
+        """Start it; the port is free when chosen but may be taken before mosquitto binds it (another
+        test's process, a Ray worker): then mosquitto exits while the other process answers. It counts
+        as started only while alive and answering MQTT itself; on a lost race, a new port (unless
+        ``new_port`` is False: a restart keeps the port its clients know)."""
+        for attempt in range(5):
+            if attempt and new_port:
+                self.port = free_port()
+            self._write_conf()
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)  # fmt: skip
+            if answers_mqtt(self.port, self.proc):
+                return
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        log = self.dir / "mosquitto.log"
+        tail = log.read_text(errors="replace")[-1000:] if log.exists() else ""
+        raise RuntimeError(f"mosquitto did not start on port {self.port}: {tail}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -67,7 +83,31 @@ class Mosquitto:
 
     def restart(self) -> None:
         self.stop()
-        self.start()
+        self.start(new_port=False)
+
+
+CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+"""An MQTT 3.1.1 CONNECT: clean session, empty client id (the broker assigns one)."""
+
+
+def answers_mqtt(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> bool:
+    """Whether ``proc`` is alive and an MQTT broker accepts a connection on the loopback ``port``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with socket.socket() as s:
+            s.settimeout(2.0)
+            try:
+                s.connect(("127.0.0.1", port))
+                s.sendall(CONNECT)
+                if s.recv(4)[:1] == b"\x20" and proc.poll() is None:  # CONNACK, from a live mosquitto
+                    s.sendall(b"\xe0\x00")  # DISCONNECT
+                    return True
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return False
 
 
 class NatsServer:
@@ -78,14 +118,9 @@ class NatsServer:
         from memed.daemon.nats.layout import server_binary
 
         self.binary = server_binary()
+        self.workdir, self.mapping = workdir, mapping
         self.port, self.mqtt_port = free_port(), free_port()
         self.conf = workdir / "nats.conf"
-        self.conf.write_text(
-            f"listen: 127.0.0.1:{self.port}\n"
-            "server_name: memed_test\n"
-            f"jetstream {{ store_dir: {workdir / 'js'} }}\n"
-            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n" + mapping
-        )
         self.log = workdir / "nats.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -94,15 +129,47 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
-        if not listening(self.port):
-            raise RuntimeError(
-                f"nats-server did not start on port {self.port}: {self.log.read_text()[-2000:]}"
+        """Start it (as :meth:`Mosquitto.start`: alive and answering as this server, or new ports)."""
+        for attempt in range(5):
+            if attempt:
+                self.port, self.mqtt_port = free_port(), free_port()
+            self.conf.write_text(
+                f"listen: 127.0.0.1:{self.port}\n"
+                "server_name: memed_test\n"
+                f"jetstream {{ store_dir: {self.workdir / 'js'} }}\n"
+                f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n" + self.mapping
             )
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
+            if answers_nats(self.port, self.proc) and listening(self.mqtt_port):
+                return
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        raise RuntimeError(f"nats-server did not start on port {self.port}: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+def answers_nats(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> bool:
+    """Whether ``proc`` is alive and the server answering on the loopback ``port`` is this test's (its
+    INFO names ``memed_test``; the machine's own nats-server does not)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with socket.socket() as s:
+            s.settimeout(2.0)
+            try:
+                s.connect(("127.0.0.1", port))
+                info = s.recv(4096)
+                if info.startswith(b"INFO") and b'"memed_test"' in info:
+                    return proc.poll() is None
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return False

@@ -126,12 +126,22 @@ async def serve_market(daemon: Any, market: pl.DataFrame, broker_url: str, *, co
 
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
         await publish_dataset(market, broker_url, batch=True, columns=columns)
         last = last_minute(market)
         await wait_until(lambda: daemon.batcher.last_closed >= last, timeout=120)
         daemon.stop()
         await run
+
+
+async def waited(event: asyncio.Event, what: str, timeout: float = 60.0) -> None:
+    """``event.wait()``, bounded: a broker that never answers fails the test, naming ``what``, instead
+    of hanging it."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        raise AssertionError(f"waited {timeout:g} s for {what}") from None
 
 
 async def wait_until(cond: Any, timeout: float = 30.0, interval: float = 0.05) -> None:

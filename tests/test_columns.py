@@ -23,6 +23,7 @@ from daemon_helpers import (
     read_jsonl,
     serve_market,
     wait_until,
+    waited,
 )
 from memed.daemon.app import Daemon
 from memed.daemon.columns import decode_columns, decode_payload, is_columnar
@@ -119,8 +120,8 @@ async def test_a_daemon_fed_column_batches_serves_the_direct_path(
     async with asyncio.TaskGroup() as tg:
         sub = tg.create_task(collect(mosquitto.port, "memed/all", batches, ready))
         sub2 = tg.create_task(collect(mosquitto.port, "memed/signals/#", per_token, ready2))
-        await ready.wait()
-        await ready2.wait()
+        await waited(ready, "the test's subscriber")
+        await waited(ready2, "the test's subscriber")
         daemon = Daemon(cfg)
         await serve_market(daemon, market, mosquitto.url, columns=True)
         want = direct_signals(market, cfg, tiny_registry)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker import Mosquitto
-from daemon_helpers import daemon_config, wait_until
+from daemon_helpers import daemon_config, wait_until, waited
 from memed.daemon.app import Daemon
 from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.ticks import Rejected, Tick, decode_message
@@ -162,7 +162,7 @@ async def _malformed(bad: list[tuple[bytes, str]], cfg: Any, mosquitto: Mosquitt
     dead_letters: list[bytes] = []
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
             await client.subscribe("memed/deadletter", qos=0)
 

@@ -26,6 +26,7 @@ from daemon_helpers import (
     serve_market,
     signal_minute,
     wait_until,
+    waited,
 )
 from memed.daemon.app import DEAD_LETTER_BYTES, Daemon, RateLimit, dead_letter
 from memed.daemon.publish_dataset import publish_dataset
@@ -130,8 +131,8 @@ async def test_a_poisoned_feed_leaves_the_real_signals_unchanged(
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
         sub = tg.create_task(collect(mosquitto.port, "memed/signals/#", received, ready))
-        await daemon.subscribed.wait()
-        await ready.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
+        await waited(ready, "the test's subscriber")
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
             for body in poison:
                 await client.publish("memed/ticks/x", body, qos=1)
@@ -290,7 +291,7 @@ async def test_an_attacker_ticking_ahead_changes_no_real_signal(
     minutes = market.sort("ts", "token").partition_by("ts", maintain_order=True)
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
             for part in minutes:
                 ts = int(part["ts"][0].timestamp())  # type: ignore[union-attr]

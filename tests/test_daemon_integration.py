@@ -23,6 +23,7 @@ from daemon_helpers import (
     read_jsonl,
     serve_webhook,
     wait_until,
+    waited,
 )
 from memed.daemon.app import Daemon
 from memed.daemon.publish_dataset import publish_dataset
@@ -51,8 +52,8 @@ async def test_ticks_in_signals_out_equal_the_direct_decision_path(
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
         sub = tg.create_task(collect(mosquitto.port, "memed/signals/#", received, ready))
-        await daemon.subscribed.wait()
-        await ready.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
+        await waited(ready, "the test's subscriber")
         await publish_dataset(market, mosquitto.url, batch=False)
         await wait_until(lambda: len(received) >= market.height)
         # the HTTP endpoints while it runs
@@ -88,7 +89,7 @@ async def test_broker_restart_mid_run_loses_no_minute(
     daemon = Daemon(cfg)
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
         feed = tg.create_task(
             publish_dataset(market, mosquitto.url, batch=True, speed=60 * 60)
         )  # a minute per second/60
@@ -113,7 +114,7 @@ async def test_stop_checkpoint_restart_continues_identically(
         daemon = Daemon(cfg)  # the second one restores the checkpoint the first wrote
         async with asyncio.TaskGroup() as tg:
             run = tg.create_task(daemon.run())
-            await daemon.subscribed.wait()
+            await waited(daemon.subscribed, "the daemon to subscribe")
             await publish_dataset(part, mosquitto.url, batch=True)
             await wait_until(lambda d=daemon, p=part: d.batcher.last_closed >= last_minute(p) - 1)
             daemon.stop()  # as SIGTERM does: drain, publish, checkpoint
@@ -135,7 +136,7 @@ async def test_hot_reload_refuses_a_bad_set_and_loads_a_good_one(
     daemon = Daemon(cfg)
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
         bad = registry / "bad-set"
         shutil.copytree(registry / good, bad)
         (bad / "lgbm.onnx").write_bytes(b"corrupt")
@@ -180,8 +181,8 @@ async def test_webhook_and_hummingbot_sinks(
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
         sub = tg.create_task(collect(mosquitto.port, "hbot/signals/#", hbot, ready))
-        await daemon.subscribed.wait()
-        await ready.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
+        await waited(ready, "the test's subscriber")
         await publish_dataset(part, mosquitto.url, batch=True)
         await wait_until(lambda: sum(len(p) for p in posted) >= part.height - 20)
         daemon.stop()

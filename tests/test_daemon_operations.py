@@ -17,7 +17,14 @@ import polars as pl
 import pytest
 
 from broker import Mosquitto, free_port
-from daemon_helpers import assert_same_signals, daemon_config, direct_signals, read_jsonl, serve_market
+from daemon_helpers import (
+    assert_same_signals,
+    daemon_config,
+    direct_signals,
+    read_jsonl,
+    serve_market,
+    waited,
+)
 from memed.config import to_toml
 from memed.daemon.app import CheckpointLockedError, ClientIdConflictError, Daemon
 from memed.data import synth_market
@@ -196,7 +203,7 @@ async def test_a_one_minute_set_fed_hourly_bars_exits_2(
     market = synth_market(5, 60 * 30, seed=2).filter(pl.col("ts").dt.minute() == 0)  # hourly bars
     daemon = Daemon(daemon_config(tiny_registry, mosquitto.url, tmp_path))
     run = asyncio.create_task(daemon.run())
-    await daemon.subscribed.wait()
+    await waited(daemon.subscribed, "the daemon to subscribe")
     await publish_dataset(market, mosquitto.url, batch=True)
     with pytest.raises(FeedIntervalError, match=r"60 minute\(s\) apart .* for 1-minute bars"):
         await asyncio.wait_for(run, 120)

@@ -28,6 +28,7 @@ from daemon_helpers import (
     read_jsonl,
     signal_minute,
     wait_until,
+    waited,
 )
 from memed.config import to_toml
 from memed.daemon.app import Daemon
@@ -147,7 +148,8 @@ async def test_kills_and_restarts_change_no_signal(
     assert read_log(served_log)["run"].n_unique() >= 6  # rows from many of the eleven processes
     report = check_parity(served_log, tiny_registry, cfg)
     assert report.rows == real_minutes.height
-    assert report.ok, (report.features, report.probabilities, report.causes, report.examples)
+    assert report.ok, (report.features, report.probabilities, report.causes, report.examples,
+                       report.max_abs_diff)  # fmt: skip
 
 
 def test_a_flipped_byte_anywhere_in_a_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
@@ -187,8 +189,8 @@ async def test_signals_queued_while_the_broker_is_down_survive_a_sigterm(
     ready = asyncio.Event()
     sub = asyncio.create_task(_collect_until_gone(mosquitto.port, before, ready))
     run = asyncio.create_task(first.run())
-    await first.subscribed.wait()
-    await ready.wait()
+    await waited(first.subscribed, "the daemon to subscribe")
+    await waited(ready, "the test's subscriber")
     await publish_dataset(market, mosquitto.url, batch=True)
     await wait_until(lambda: first.batcher.last_closed >= last - 1)
     mosquitto.stop()  # the last minute closes on its wait, with nowhere to publish
@@ -197,11 +199,11 @@ async def test_signals_queued_while_the_broker_is_down_survive_a_sigterm(
     first.stop()
     await run
     await sub
-    mosquitto.start()
+    mosquitto.start(new_port=False)
     after: list[bytes] = []
     ready = asyncio.Event()
     sub = asyncio.create_task(_collect_until_gone(mosquitto.port, after, ready))
-    await ready.wait()
+    await waited(ready, "the test's subscriber")
     second = Daemon(cfg)
     run = asyncio.create_task(second.run())
     want = {
@@ -233,7 +235,7 @@ async def test_minutes_lost_while_the_daemon_was_away_restart_the_tokens(
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000)
     first = Daemon(cfg)
     run = asyncio.create_task(first.run())
-    await first.subscribed.wait()
+    await waited(first.subscribed, "the daemon to subscribe")
     part1 = market.filter(pl.col("ts") < t0 + timedelta(minutes=500))  # type: ignore[operator]
     await publish_dataset(part1, mosquitto.url, batch=True)
     last1 = last_minute(part1)

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from broker import Mosquitto
-from daemon_helpers import collect, daemon_config, direct_signals, serve_webhook, wait_until
+from daemon_helpers import collect, daemon_config, direct_signals, serve_webhook, wait_until, waited
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
 from memed.daemon.checkpoint import read_checkpoint
@@ -69,8 +69,8 @@ async def test_a_bad_webhook_and_a_full_disk_stall_nothing_else(
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
         sub = tg.create_task(collect(mosquitto.port, "memed/signals/#", received, ready))
-        await daemon.subscribed.wait()
-        await ready.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
+        await waited(ready, "the test's subscriber")
         t0 = time.perf_counter()
         await publish_dataset(market, mosquitto.url, batch=True, speed=600)  # a minute every 0.1 s
         await wait_until(lambda: len(received) >= market.height, timeout=30)

@@ -22,6 +22,7 @@ from daemon_helpers import (
     read_jsonl,
     serve_app,
     wait_until,
+    waited,
 )
 from memed.daemon.app import Daemon
 from memed.data import synth_market
@@ -58,7 +59,7 @@ async def feed_and_serve(market: pl.DataFrame, cfg_dir: Path, registry: Path, br
     daemon = Daemon(cfg)
     async with asyncio.TaskGroup() as tg:
         run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
         feed = tg.create_task(start_feed())
         await wait_until(lambda: daemon.batcher.last_closed >= last_minute(market), timeout=120)
         feed.cancel()

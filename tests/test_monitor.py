@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from broker import Mosquitto
-from daemon_helpers import collect, daemon_config, last_minute, wait_until
+from daemon_helpers import collect, daemon_config, last_minute, wait_until, waited
 from memed.config import MemedConfig
 from memed.daemon.app import Daemon
 from memed.daemon.publish_dataset import publish_dataset
@@ -137,9 +137,9 @@ async def test_the_daemon_and_the_replay_score_alike(
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         sub = tg.create_task(collect(mosquitto.port, cfg.monitor.topic, published, ready))
-        await ready.wait()
+        await waited(ready, "the test's subscriber")
         run = tg.create_task(daemon.run())
-        await daemon.subscribed.wait()
+        await waited(daemon.subscribed, "the daemon to subscribe")
         await publish_dataset(market, mosquitto.url, batch=True)
         await wait_until(lambda: daemon.batcher.last_closed >= last_minute(market), timeout=120)
         async with (

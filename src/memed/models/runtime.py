@@ -94,11 +94,16 @@ class ModelRunner:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Tabular models: ``features`` [N, F] float64 → ``p_up`` [N, H]."""
+        if len(features) == 1:
+            return self.predict(_twice(features, 0))[:1]
         out: np.ndarray = self.session.run(None, {"features": features})[0]
         return out
 
     def step(self, features: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
         """Stateful models: one step for N tokens; ``h``/``c`` float32 [L, N, hidden]."""
+        if len(features) == 1:
+            p, h2, c2 = self.step(_twice(features, 0), _twice(h, 1), _twice(c, 1))
+            return p[:1], h2[:, :1], c2[:, :1]
         p, h2, c2 = self.session.run(None, {"features": features, "h": h, "c": c})
         return p, h2, c2
 
@@ -119,8 +124,18 @@ class ModelRunner:
 
     def predict_window(self, windows: np.ndarray) -> np.ndarray:
         """Window models: ``windows`` [N, W, F] float64 → ``p_up`` [N, H]."""
+        if len(windows) == 1:
+            return self.predict_window(_twice(windows, 0))[:1]
         out: np.ndarray = self.session.run(None, {"window": windows})[0]
         return out
+
+
+def _twice(x: np.ndarray, axis: int) -> np.ndarray:
+    """A one-row batch as two equal rows. ONNX Runtime takes other kernels for one row than for several
+    (tree ensembles sum their trees in another order, MatMul on x86 without AVX-512 another GEMV): the
+    same row's ``p_up`` could differ in its last bits between a minute with one token and a backtest's
+    block. Never asking for one row makes every row's result independent of its batch."""
+    return np.ascontiguousarray(np.repeat(x, 2, axis=axis))
 
 
 def _providers() -> list[str]:

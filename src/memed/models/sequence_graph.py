@@ -108,10 +108,16 @@ def _agrees(step: ort.InferenceSession, seq: ort.InferenceSession) -> bool:
     for k in range(t):
         p, h, c = step.run(None, {"features": np.ascontiguousarray(x[:, k]), "h": h, "c": c})
         want.append(p)
-    zero = np.zeros_like(h)
-    p1, h1, c1 = seq.run(None, {"features": np.ascontiguousarray(x[:, :10]), "h": zero, "c": zero})
-    p2, h2, c2 = seq.run(None, {"features": np.ascontiguousarray(x[:, 10:]), "h": h1, "c": c1})
-    got = np.concatenate([p1, p2], axis=1)
-    return bool(
-        np.array_equal(got, np.stack(want, axis=1)) and np.array_equal(h2, h) and np.array_equal(c2, c)
-    )
+    want_p = np.stack(want, axis=1)
+    # each sequence alone, as run_sequence runs it (one row per step), split in two calls, must equal
+    # stepping the three side by side, as the daemon does
+    for i in range(n):
+        zero = np.zeros((int(layers), 1, int(hidden)), dtype=np.float32)
+        one = np.ascontiguousarray(x[i : i + 1])
+        p1, h1, c1 = seq.run(None, {"features": np.ascontiguousarray(one[:, :10]), "h": zero, "c": zero})
+        p2, h2, c2 = seq.run(None, {"features": np.ascontiguousarray(one[:, 10:]), "h": h1, "c": c1})
+        got = np.concatenate([p1, p2], axis=1)
+        if not (np.array_equal(got[0], want_p[i]) and np.array_equal(h2[:, 0], h[:, i])
+                and np.array_equal(c2[:, 0], c[:, i])):  # fmt: skip
+            return False
+    return True

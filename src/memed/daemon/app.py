@@ -21,6 +21,8 @@ import os
 import random
 import time
 from collections import deque
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ from memed.daemon.sinks import (
 )
 from memed.daemon.ticks import Rejected
 from memed.daemon.wire import to_signals
+from memed.data.bars import BAR_FIELDS
 from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
 from memed.logs import get_logger
@@ -126,10 +129,15 @@ def _bytes(payload: Any) -> bytes:
     return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
 
 
+_BAR_ROW = attrgetter(*BAR_FIELDS)
+
+
 def batch_arrays(batch: Batch) -> tuple[list[str], np.ndarray]:
+    """The minute's tokens and its (9, n) bar matrix (one flat pass over the ticks' fields)."""
     tokens = [t.token for t in batch.ticks]
-    bars = np.array([t.row() for t in batch.ticks], dtype=np.float64).T.reshape(9, len(tokens))
-    return tokens, np.ascontiguousarray(bars)
+    n = len(tokens)
+    flat = np.fromiter(chain.from_iterable(map(_BAR_ROW, batch.ticks)), np.float64, count=len(BAR_FIELDS) * n)
+    return tokens, np.ascontiguousarray(flat.reshape(n, len(BAR_FIELDS)).T)
 
 
 class Daemon:
@@ -427,6 +435,8 @@ class Daemon:
         items = decode_payload(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
                                self.d.max_message_bytes)  # fmt: skip
         accepted = 0
+        batcher, quarantine, cap = self.batcher, self.quarantine, self.d.max_tokens
+        capped = batcher.tracked + len(items) > cap  # else no tick of this message can pass the cap
         for item in items:
             if isinstance(item, Rejected):
                 self.metrics.reject(item.reason)
@@ -439,16 +449,16 @@ class Daemon:
                 except asyncio.QueueFull:
                     self.metrics.dead_letters_dropped.inc()
                 continue
-            if self.batcher.tracked >= self.d.max_tokens and not self.batcher.knows(item.token):
+            if capped and batcher.tracked >= cap and not batcher.knows(item.token):
                 self.metrics.reject("too_many_tokens")
                 if self._log_limit.allow("too_many_tokens", now):
-                    log.warning("tick_rejected", reason="too_many_tokens", max_tokens=self.d.max_tokens)
+                    log.warning("tick_rejected", reason="too_many_tokens", max_tokens=cap)
                 continue
-            if self.quarantine.holds(item.token, item.minute):
+            if quarantine.until and quarantine.holds(item.token, item.minute):
                 self.metrics.reject("quarantined")
                 continue
             accepted += 1
-            ignored = self.batcher.add(item, now)
+            ignored = batcher.add(item, now)
             if ignored is not None:
                 self.metrics.reject(ignored)
                 if ignored == "late":

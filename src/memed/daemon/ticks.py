@@ -46,8 +46,10 @@ MS_ABOVE = 1e11
 _decoder = msgspec.json.Decoder()
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(msgspec.Struct, frozen=True):
+    """One accepted tick (a msgspec struct: built for every tick, at a tenth of a frozen dataclass's
+    cost; encoded as the same map of fields in checkpoints and snapshots)."""
+
     token: str
     minute: int  # epoch minutes
     open: float

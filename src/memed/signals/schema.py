@@ -48,5 +48,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     feature_spec: str
 
 
+KEY_CHARS = 32
+
+
 def idempotency_key(token: str, ts: str, model_set: str) -> str:
-    return hashlib.sha256(f"{token}|{ts}|{model_set}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{token}|{ts}|{model_set}".encode()).hexdigest()[:KEY_CHARS]

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -90,8 +91,22 @@ CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
 """An MQTT 3.1.1 CONNECT: clean session, empty client id (the broker assigns one)."""
 
 
-def answers_mqtt(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> bool:
+def answers_mqtt(port: int, proc: subprocess.Popen[bytes]) -> bool:
     """Whether ``proc`` is alive and an MQTT broker accepts a connection on the loopback ``port``."""
+    return serves(port, proc, CONNECT, lambda reply: reply[:1] == b"\x20")  # CONNACK
+
+
+def answers_nats(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``proc`` is alive and the server answering on the loopback ``port`` is this test's (its
+    INFO names ``memed_test``; the machine's own nats-server does not)."""
+    return serves(port, proc, b"", lambda reply: reply.startswith(b"INFO") and b'"memed_test"' in reply)
+
+
+def serves(port: int, proc: subprocess.Popen[bytes], hello: bytes, answered: Callable[[bytes], bool],
+           seconds: float = 10.0) -> bool:  # fmt: skip
+    """Whether, within ``seconds``, a connection to the loopback ``port`` (sending ``hello``) gets a first
+    reply that ``answered`` accepts while ``proc`` is alive: the server there is ``proc``, not a process
+    that took the port first."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -100,10 +115,10 @@ def answers_mqtt(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0
             s.settimeout(2.0)
             try:
                 s.connect(("127.0.0.1", port))
-                s.sendall(CONNECT)
-                if s.recv(4)[:1] == b"\x20" and proc.poll() is None:  # CONNACK, from a live mosquitto
-                    s.sendall(b"\xe0\x00")  # DISCONNECT
-                    return True
+                if hello:
+                    s.sendall(hello)
+                if answered(s.recv(4096)):
+                    return proc.poll() is None
             except OSError:
                 pass
         time.sleep(0.05)
@@ -153,23 +168,3 @@ class NatsServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
-
-
-def answers_nats(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> bool:
-    """Whether ``proc`` is alive and the server answering on the loopback ``port`` is this test's (its
-    INFO names ``memed_test``; the machine's own nats-server does not)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with socket.socket() as s:
-            s.settimeout(2.0)
-            try:
-                s.connect(("127.0.0.1", port))
-                info = s.recv(4096)
-                if info.startswith(b"INFO") and b'"memed_test"' in info:
-                    return proc.poll() is None
-            except OSError:
-                pass
-        time.sleep(0.05)
-    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hashlib import sha256
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,6 @@ from memed.config import parse_config
 from memed.daemon.wire import to_signals
 from memed.decision import DecisionPath
 from memed.models.registry import load_model_set
-from memed.signals.schema import idempotency_key
 
 
 def test_signals_carry_the_documented_key_and_every_horizon(tiny_registry: Path) -> None:
@@ -31,7 +31,8 @@ def test_signals_carry_the_documented_key_and_every_horizon(tiny_registry: Path)
         signals = to_signals(d)
         assert [s.token for s in signals] == tokens
         for k, s in enumerate(signals):
-            assert s.key == idempotency_key(s.token, s.ts, d.model_set)
+            documented = sha256(f"{s.token}|{s.ts}|{d.model_set}".encode()).hexdigest()[:32]
+            assert s.key == documented
             for j, h in enumerate(d.horizons):
                 want = d.horizon_p[k, j]
                 got = s.horizons[str(h)]

@@ -4,7 +4,6 @@ where they leave the process, never inside the decision path."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from hashlib import sha256
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from memed.decision.result import PLAN_COLUMNS, Decisions
 from memed.signals.policy import ACTIONS, REASONS, SIDES
 from memed.signals.risk import CAPS
-from memed.signals.schema import KEY_CHARS, Risk, Signal
+from memed.signals.schema import Risk, Signal, idempotency_keys
 
 
 def _nan_to_none(a: np.ndarray) -> list[Any]:
@@ -36,9 +35,7 @@ def to_signals(d: Decisions) -> list[Signal]:
     tokens = d.tokens.to_list()
     ts = [stamps[m] for m in d.ts_minutes.tolist()]
     model_set, spec = d.model_set, d.feature_spec
-    # idempotency_key's digest, its "|ts|model_set" tail made once per minute (10,000 tokens a minute)
-    tails = {s: f"|{s}|{model_set}" for s in stamps.values()}
-    keys = [sha256((t + tails[s]).encode()).hexdigest()[:KEY_CHARS] for t, s in zip(tokens, ts, strict=True)]
+    keys = idempotency_keys(tokens, ts, model_set)
     hp = d.horizon_p
     horizons = [
         dict(zip(names, row, strict=True))

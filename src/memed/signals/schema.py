@@ -48,8 +48,9 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     feature_spec: str
 
 
-KEY_CHARS = 32
-
-
-def idempotency_key(token: str, ts: str, model_set: str) -> str:
-    return hashlib.sha256(f"{token}|{ts}|{model_set}".encode()).hexdigest()[:KEY_CHARS]
+def idempotency_keys(tokens: list[str], stamps: list[str], model_set: str) -> list[str]:
+    """Each signal's key: the first 32 hex digits of sha256("token|ts|model_set") for each (token, ts)
+    pair, the "|ts|model_set" tail made once per distinct ts (this runs for every token every minute)."""
+    tails = {s: f"|{s}|{model_set}" for s in set(stamps)}
+    pairs = zip(tokens, stamps, strict=True)
+    return [hashlib.sha256((t + tails[s]).encode()).hexdigest()[:32] for t, s in pairs]

@@ -150,8 +150,13 @@ async def wait_until(cond: Any, timeout: float = 30.0, interval: float = 0.05) -
             await asyncio.sleep(interval)
 
 
-async def collect(url_port: int, topic: str, into: list[bytes], ready: asyncio.Event) -> None:
-    async with aiomqtt.Client("127.0.0.1", url_port) as client:
+async def collect(url_port: int, topic: str, into: list[bytes], ready: asyncio.Event,
+                  session: str | None = None) -> None:  # fmt: skip
+    """Subscribe to ``topic`` and collect every payload into ``into`` (``ready`` set once subscribed);
+    ``session``: a persistent session under that client id (what the broker queued for it while it was
+    away arrives after a reconnect), else a clean one."""
+    async with aiomqtt.Client("127.0.0.1", url_port, identifier=session, clean_session=session is None
+                              ) as client:  # fmt: skip
         await client.subscribe(topic, qos=1)
         ready.set()
         async for message in client.messages:

@@ -21,6 +21,7 @@ import pytest
 from broker import Mosquitto
 from daemon_helpers import (
     assert_same_signals,
+    collect,
     daemon_config,
     direct_signals,
     last_minute,
@@ -174,12 +175,7 @@ async def _collect_until_gone(port: int, into: list[bytes], ready: asyncio.Event
     import aiomqtt
 
     with contextlib.suppress(aiomqtt.MqttError):
-        async with aiomqtt.Client("127.0.0.1", port, identifier="memed-test-signals", clean_session=False
-                                  ) as client:  # fmt: skip
-            await client.subscribe("memed/signals/#", qos=1)
-            ready.set()
-            async for message in client.messages:
-                into.append(bytes(message.payload))  # type: ignore[arg-type]
+        await collect(port, "memed/signals/#", into, ready, session="memed-test-signals")
 
 
 async def test_signals_queued_while_the_broker_is_down_survive_a_sigterm(

@@ -5,10 +5,13 @@ then a publisher *process* sends each minute's ticks (``--payload rows``: JSON a
 objects; ``columns``: column batches of 5,000 ticks; QoS 1) at a fixed pace, and the daemon records, per
 minute, the time from the minute's last tick arriving to its last signal published (QoS 1; ``--signals
 per-token``: one message per token on ``memed/signals/<token>``, ``batch``: one array a minute on
-``daemon.signal_batch_topic``). A second phase publishes minutes back to back to measure sustained
-ticks/s.
+``daemon.signal_batch_topic``). Every signal is published (``daemon.publish_hold = "always"``, the
+most work; ``--publish-hold changes``, the default of ``memed run``, publishes a HOLD only when it changes
+something, which on this synthetic market is almost never). A second phase publishes minutes back to
+back to measure sustained ticks/s.
 
-    python benchmarks/daemon.py --tokens 1000 10000 [--payload rows|columns] [--signals per-token|batch]
+    python benchmarks/daemon.py --tokens 1000 10000 50000 [--payload rows|columns]
+                                [--signals per-token|batch] [--publish-hold always|changes]
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def payloads(bars: np.ndarray, names: list[str], first_minute: int, columns: boo
 
 
 async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: float, broker: Mosquitto,
-                   columns: bool, batch_signals: bool) -> dict[str, float]:  # fmt: skip
+                   columns: bool, batch_signals: bool, publish_hold: str) -> dict[str, float]:  # fmt: skip
     bars = market(tokens, warmup + minutes + flood)
     names = [f"TOK{i:05d}" for i in range(tokens)]
     cfg = MemedConfig()
@@ -114,7 +117,7 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
         cfg.daemon, registry=str(DEMO_MODELS), broker_url=broker.url, http_port=0, checkpoint_path="",
         batch_wait_seconds=10.0, client_id=f"bench-{tokens}",
         signal_topic_prefix="" if batch_signals else "memed/signals",
-        signal_batch_topic="memed/signals_batch" if batch_signals else "",
+        signal_batch_topic="memed/signals_batch" if batch_signals else "", publish_hold=publish_hold,
     )  # fmt: skip
     daemon = Daemon(msgspec.structs.replace(cfg, daemon=d))
     warm_times = []
@@ -143,6 +146,8 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
             flood_s = time.perf_counter() - t0
             daemon.stop()
             await run
+    sink = "mqtt_batch" if batch_signals else "mqtt"
+    sent = daemon.metrics.sink_counts().get((sink, "sent"), 0.0)
     return {
         "tokens": tokens,
         "direct_path_p50_ms": 1e3 * float(np.median(warm_times[warmup // 2 :])),
@@ -151,6 +156,7 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
         "latency_max_ms": 1e3 * float(latencies.max()),
         "sustained_ticks_per_s": tokens * flood / flood_s,
         "minutes_measured": float(len(latencies)),
+        "published_per_minute": sent / (minutes + flood),
     }
 
 
@@ -167,9 +173,10 @@ def main() -> None:
     )
     ap.add_argument("--payload", choices=["rows", "columns"], default="rows")
     ap.add_argument("--signals", choices=["per-token", "batch"], default="per-token")
+    ap.add_argument("--publish-hold", choices=["always", "changes"], default="always")
     args = ap.parse_args()
     configure_logging("warning", "console")
-    print(f"ticks as {args.payload}, signals {args.signals}")
+    print(f"ticks as {args.payload}, signals {args.signals}, publish_hold {args.publish_hold}")
     with tempfile.TemporaryDirectory() as tmp:
         broker = Mosquitto(Path(tmp))
         broker.start()
@@ -177,10 +184,12 @@ def main() -> None:
             for n in args.tokens:
                 pace = args.pace or 1.0 + 0.2 * n / 1000
                 r = asyncio.run(one_size(n, args.warmup, args.minutes, args.flood, pace, broker,
-                                         args.payload == "columns", args.signals == "batch"))  # fmt: skip
+                                         args.payload == "columns", args.signals == "batch",
+                                         args.publish_hold))  # fmt: skip
                 print(f"{n:>6} tokens: tick->signal p50 {r['latency_p50_ms']:7.1f} ms  "
                       f"p99 {r['latency_p99_ms']:7.1f} ms"
-                      f"  max {r['latency_max_ms']:7.1f} ms  over {int(r['minutes_measured'])} minutes | "
+                      f"  max {r['latency_max_ms']:7.1f} ms  over {int(r['minutes_measured'])} minutes"
+                      f" ({r['published_per_minute']:,.0f} signals published a minute) | "
                       f"decision path alone p50 {r['direct_path_p50_ms']:6.1f} ms | "
                       f"sustained {r['sustained_ticks_per_s']:,.0f} ticks/s")  # fmt: skip
         finally:

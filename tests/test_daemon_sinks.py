@@ -135,12 +135,14 @@ async def test_the_jsonl_sink_reopens_its_file_after_a_failed_write(tmp_path: Pa
     import os
 
     from memed.daemon.sinks import JsonlSink, Outgoing, SinkError
+    from memed.signals.frame import SignalFrame
     from memed.signals.schema import Signal
 
     def minute(m: int) -> Outgoing:
         sigs = [Signal(key=f"k{m}{t}", token=t, ts=f"m{m}", action="HOLD", strength=0.0, p_up=None,
                        horizons={}, model_set="s", feature_spec="f") for t in ("A", "B")]  # fmt: skip
-        return Outgoing(m, sigs, sigs, 0.0)
+        frame = SignalFrame.from_signals(sigs)
+        return Outgoing(m, frame, frame, 0.0)
 
     sink = JsonlSink(tmp_path / "signals.jsonl")
     await sink.send(minute(1))

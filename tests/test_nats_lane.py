@@ -17,7 +17,7 @@ from memed.daemon.nats.app import NatsDaemon
 from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
 from memed.daemon.nats.layout import partition_of, server_config
 from memed.daemon.publish_dataset import minute_payloads
-from memed.daemon.wire import to_signals
+from memed.daemon.wire import signal_frame
 from memed.data import synth_market
 from memed.errors import ConfigError, SnapshotError
 from memed.models.registry import load_model_set
@@ -45,9 +45,9 @@ def _run(lane: Lane, messages: list[tuple[int, bytes]], cfg: MemedConfig) -> lis
         lane.feed(seq, body, arrival, cfg)
         for batch in lane.batcher.due(arrival):
             tokens, bars = batch_arrays(batch)
-            signals = to_signals(lane.path.process(tokens, float(batch.minute), bars))
-            published = {s.key for s in lane.holds.select(signals)}
-            out += [msgspec.json.encode([s, s.key in published]) for s in signals]
+            frame = signal_frame(lane.path.process(tokens, float(batch.minute), bars))
+            published = {s.key for s in lane.holds.select(frame).signals()}
+            out += [msgspec.json.encode([s, s.key in published]) for s in frame.signals()]
             lane.minutes += 1
     return out
 
@@ -144,13 +144,15 @@ def test_a_minute_of_signals_larger_than_the_servers_limit_goes_out_in_several_a
     lane = Lane.fresh(7, load_model_set(tiny_registry), cfg)
     tokens = [f"T{i:04d}" for i in range(300)]
     bars = np.tile(np.array([[1.0], [1.1], [0.9], [1.0], [5.0], [np.nan], [np.nan], [np.nan], [np.nan]]), 300)
-    signals = to_signals(lane.path.process(tokens, 29_000_000.0, bars))
-    whole = len(msgspec.json.encode(signals))
+    signals = signal_frame(lane.path.process(tokens, 29_000_000.0, bars))
+    whole = len(signals.json())
     sink = NatsBatchSink("nats_batch", None, "memed.batch", max_payload=whole // 5)
     bodies = sink.bodies(signals)
     assert len(bodies) >= 5
     assert all(len(body) <= whole // 5 for _, body in bodies)
-    assert [s for _, body in bodies for s in msgspec.json.decode(body)] == msgspec.to_builtins(signals)
+    assert [s for _, body in bodies for s in msgspec.json.decode(body)] == msgspec.to_builtins(
+        signals.signals()
+    )
     assert len({msg_id for msg_id, _ in bodies}) == len(bodies)  # each array its own de-duplication id
 
 

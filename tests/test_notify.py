@@ -14,6 +14,7 @@ from daemon_helpers import daemon_config, direct_signals, serve_webhook
 from memed.daemon.sinks import Outgoing, WebhookSink
 from memed.data import synth_market
 from memed.signals import notify
+from memed.signals.frame import SignalFrame
 from memed.signals.schema import Signal
 
 KEYS = {
@@ -43,7 +44,9 @@ async def test_each_webhook_shape(fmt: str, signals: list[Signal]) -> None:
     opened = [s for s in signals if s.risk is not None][:3]
     held = [s for s in signals if s.action == "HOLD"][:2]
     assert len(opened) == 3
-    out = Outgoing(1, opened + held, opened, 0.0)  # the HOLDs changed nothing: not published
+    out = Outgoing(
+        1, SignalFrame.from_signals(opened + held), SignalFrame.from_signals(opened), 0.0
+    )  # the HOLDs changed nothing: not published
     await sink.send(out)
     await sink.close()
     await runner.cleanup()

@@ -38,6 +38,7 @@ from memed.daemon.gc_policy import GcPolicy
 from memed.daemon.http import serve_http
 from memed.daemon.interval import FeedIntervalCheck
 from memed.daemon.journal import TickJournal, journal_files, prune, replay
+from memed.daemon.latest import LatestSignals
 from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.monitoring import Monitoring
 from memed.daemon.quarantine import Quarantine, bisect_minute
@@ -53,14 +54,15 @@ from memed.daemon.sinks import (
     signal_topic,
 )
 from memed.daemon.ticks import Rejected
-from memed.daemon.wire import to_signals
+from memed.daemon.wire import iso_minute, signal_frame
 from memed.data.bars import BAR_FIELDS
 from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
 from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set, resolve
+from memed.signals.frame import SignalFrame
 from memed.signals.policy import ACTIONS
-from memed.signals.schema import Signal
+from memed.signals.schema import idempotency_keys
 
 log = get_logger("memed.daemon")
 
@@ -165,7 +167,7 @@ class Daemon:
             self.metrics.serving(model_set)
             self.interval_check = FeedIntervalCheck(model_set.manifest.interval_minutes, model_set.id)
             self.monitoring = Monitoring(cfg, self.metrics, self.path, restored, self.registry)
-            self.latest: dict[str, Signal] = {}
+            self.latest = LatestSignals()
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
             """Seconds from each minute's last tick to its signals published on MQTT (newest last)."""
@@ -254,7 +256,8 @@ class Daemon:
         assert self.checkpoint is not None
         start = ck.journal_seq if ck is not None else 0
         if ck is not None:
-            unsent = {name: [Outgoing(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
+            unsent = {name: [Outgoing(o.minute, SignalFrame.from_signals(o.signals),
+                                      SignalFrame.from_signals(o.published), o.last_arrival) for o in outs]
                       for name, outs in ck.outbox.items()}  # fmt: skip
             self.fanout.restore(unsent)
         replayed = 0
@@ -343,7 +346,8 @@ class Daemon:
             return False
         async with self._lock:  # no minute is processed meanwhile; ticks keep arriving and are journalled
             pipeline = await asyncio.to_thread(self.path.snapshot)
-            outbox = {name: [OutboxMinute(o.minute, o.signals, o.published, o.last_arrival) for o in outs]
+            outbox = {name: [OutboxMinute(o.minute, o.signals.signals(), o.published.signals(),
+                                          o.last_arrival) for o in outs]
                       for name, outs in self.fanout.unsent().items()}  # fmt: skip
             epoch = self.journal.rotate()
             monitor, challenger, challenger_monitor = await self.monitoring.snapshot()
@@ -507,21 +511,25 @@ class Daemon:
 
     async def _process(self, batch: Batch) -> None:
         tokens, bars = self._admit(batch)
+        minute = float(batch.minute)
+        deciding = asyncio.ensure_future(asyncio.to_thread(self.path.process, tokens, minute, bars))
+        # the signals' keys are hashed while the models run (inference releases the GIL)
+        keys = idempotency_keys(tokens, [iso_minute(batch.minute)] * len(tokens), self.path.model_set.id)
         try:
-            result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
+            result: Decisions = await deciding
         except Exception as exc:  # no minute may stop the daemon
             await self._contain(batch.minute, tokens, bars, exc)
             return
-        signals = to_signals(result)
+        signals = signal_frame(result, keys if len(result) == len(tokens) else None)
         self.processed_minutes += 1
-        for sig in signals:
-            self.latest[sig.token] = sig
+        self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
+        await asyncio.sleep(0)  # the sinks start sending before the rest of the minute's work
+        self.latest.update(signals)
         for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
             if n:
                 self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
         if result.stale:
             self.metrics.reject("stale", result.stale)
-        self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
         await self.monitoring.score(batch.minute, result)  # after the signals are on their way
         await self.monitoring.log_served(batch.minute, tokens, bars, result)
         promoted = await self.monitoring.shadow_step(batch.minute, tokens, bars)
@@ -577,8 +585,7 @@ class Daemon:
         if gone:
             self.batcher.forget(gone)
             self.holds.forget(gone)
-            for t in gone:
-                self.latest.pop(t, None)
+            self.latest.forget(gone)
         self.metrics.tokens.set(self.path.tokens)
 
     def _check_recovery_gap(self, minute: int, tokens: list[str]) -> None:

@@ -13,11 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from memed.config import DaemonConfig
 from memed.daemon.batcher import MinuteBatcher
+from memed.daemon.latest import LatestSignals
 from memed.daemon.metrics import DaemonMetrics
 from memed.daemon.monitoring import Monitoring
 from memed.decision import DecisionPath
 from memed.monitor.psi import PsiAlarm
-from memed.signals.schema import Signal
 
 
 class Served(Protocol):
@@ -29,7 +29,7 @@ class Served(Protocol):
     batcher: MinuteBatcher
     processed_minutes: int
     metrics: DaemonMetrics
-    latest: dict[str, Signal]
+    latest: LatestSignals
     http_port: int | None
     monitoring: Monitoring
 
@@ -80,7 +80,7 @@ def build_app(daemon: Served) -> web.Application:
             if sig is None:
                 raise web.HTTPNotFound(text=f"no signal for {token}")
             return web.Response(body=msgspec.json.encode(sig), content_type="application/json")
-        return web.Response(body=msgspec.json.encode(daemon.latest), content_type="application/json")
+        return web.Response(body=daemon.latest.json(), content_type="application/json")
 
     async def monitor(_: web.Request) -> web.Response:
         scoring = daemon.monitoring.scoring

@@ -31,6 +31,7 @@ from memed.daemon.mqtt import Link, publish_many
 from memed.errors import MemedError
 from memed.logs import get_logger
 from memed.signals import hummingbot, notify
+from memed.signals.frame import SignalFrame
 from memed.signals.schema import Signal
 
 log = get_logger("memed.daemon.sinks")
@@ -46,9 +47,9 @@ class Outgoing:
     """One minute's signals on their way out."""
 
     minute: int
-    signals: list[Signal]
+    signals: SignalFrame
     """Every signal of the minute (the JSONL file and the webhook get all of them)."""
-    published: list[Signal]
+    published: SignalFrame
     """The ones ``daemon.publish_hold`` publishes on MQTT (see :class:`HoldFilter`)."""
     last_arrival: float
     """Wall clock of the minute's last tick (for the tick-to-signal latency)."""
@@ -77,18 +78,19 @@ class HoldFilter:
         self.mode = mode
         self._last: dict[str, tuple[str, str]] = {}
 
-    def select(self, signals: list[Signal]) -> list[Signal]:
-        out = []
+    def select(self, signals: SignalFrame) -> SignalFrame:
+        frame = signals.frame
+        rows = []
         last = self._last
-        for sig in signals:
-            state = (sig.action, sig.reason)
-            if sig.action == "HOLD" and (
-                self.mode == "never" or (self.mode == "changes" and last.get(sig.token) == state)
-            ):
+        never, changes = self.mode == "never", self.mode == "changes"
+        columns = (frame.get_column(c).to_list() for c in ("token", "action", "reason"))
+        for i, (token, action, reason) in enumerate(zip(*columns, strict=True)):
+            state = (action, reason)
+            if action == "HOLD" and (never or (changes and last.get(token) == state)):
                 continue
-            last[sig.token] = state
-            out.append(sig)
-        return out
+            last[token] = state
+            rows.append(i)
+        return signals.take(rows)
 
     def forget(self, tokens: list[str]) -> None:
         for token in tokens:
@@ -115,7 +117,7 @@ class MqttSink:
         self.encode = encode
 
     async def send(self, out: Outgoing) -> None:
-        pending = [self.encode(sig) for sig in out.published]
+        pending = [self.encode(sig) for sig in out.published.signals()]
         while pending:
             client = await self.link.wait()
             chunk, pending = pending[:PUBLISH_CHUNK], pending[PUBLISH_CHUNK:]
@@ -136,9 +138,9 @@ class MqttBatchSink(MqttSink):
         self.topic = topic
 
     async def send(self, out: Outgoing) -> None:
-        if not out.published:
+        if not len(out.published):
             return
-        body = msgspec.json.encode(out.published)
+        body = out.published.json()
         while True:
             client = await self.link.wait()
             if not await publish_many(client, [(self.topic, body)], qos=1):
@@ -205,9 +207,9 @@ class JsonlSink:
             self._fh = None
 
     async def send(self, out: Outgoing) -> None:
-        if not out.signals:
+        if not len(out.signals):
             return
-        body = b"".join(msgspec.json.encode(s) + b"\n" for s in out.signals)
+        body = out.signals.ndjson()
         try:
             await asyncio.to_thread(self._write, body)
         except OSError:
@@ -240,10 +242,10 @@ class WebhookSink:
 
     async def send(self, out: Outgoing) -> None:
         if self.fmt == "batch":
-            if out.signals:
-                await self._post(msgspec.json.encode(out.signals))
+            if len(out.signals):
+                await self._post(out.signals.json())
             return
-        for sig in out.published:
+        for sig in out.published.signals():
             await self._post(msgspec.json.encode(notify.body(self.fmt, sig, self.chat_id)))  # type: ignore[arg-type]
 
     async def _post(self, body: bytes) -> None:

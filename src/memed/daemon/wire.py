@@ -1,96 +1,81 @@
-"""Decisions to wire signals (:class:`~memed.signals.schema.Signal`, versioned JSON): built at the edge,
-where they leave the process, never inside the decision path."""
+"""Decisions to wire signals (:class:`~memed.signals.frame.SignalFrame`, versioned JSON): built at the
+edge, where they leave the process, never inside the decision path."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
+import polars as pl
 
-from memed.decision.result import PLAN_COLUMNS, Decisions
+from memed.decision.result import Decisions
+from memed.signals.frame import SignalFrame, frame_schema
 from memed.signals.policy import ACTIONS, REASONS, SIDES
 from memed.signals.risk import CAPS
-from memed.signals.schema import Risk, Signal, idempotency_keys
+from memed.signals.schema import Signal, idempotency_keys
+
+_ACTIONS, _REASONS, _SIDES, _CAPS = (pl.Series(v, dtype=pl.String) for v in (ACTIONS, REASONS, SIDES, CAPS))
 
 
-def _nan_to_none(a: np.ndarray) -> list[Any]:
-    obj = a.astype(object)
-    obj[np.isnan(a)] = None
-    out: list[Any] = obj.tolist()
-    return out
-
-
-def _iso_minute(ts_minutes: float) -> str:
+def iso_minute(ts_minutes: float) -> str:
+    """A bar's event time as the signal's ``ts``: ISO 8601, UTC, ``Z``."""
     return datetime.fromtimestamp(ts_minutes * 60.0, UTC).isoformat().replace("+00:00", "Z")
 
 
-def to_signals(d: Decisions) -> list[Signal]:
-    """One :class:`Signal` per row of ``d``, in its order (every per-row value prepared as a list first:
-    this runs for every token every minute)."""
+def signal_frame(d: Decisions, keys: list[str] | None = None) -> SignalFrame:
+    """One signal per row of ``d``, in its order, as columns (no Python object per row: this runs for
+    every token every minute). ``keys``: the rows' idempotency keys when the caller has them already
+    (the daemon hashes them while the minute's models run)."""
     if not len(d):
-        return []
-    stamps = {m: _iso_minute(m) for m in np.unique(d.ts_minutes).tolist()}
-    names = [str(h) for h in d.horizons]
-    tokens = d.tokens.to_list()
-    ts = [stamps[m] for m in d.ts_minutes.tolist()]
-    model_set, spec = d.model_set, d.feature_spec
-    keys = idempotency_keys(tokens, ts, model_set)
-    hp = d.horizon_p
-    horizons = [
-        dict(zip(names, row, strict=True))
-        for row in (_nan_to_none(hp) if np.isnan(hp).any() else hp.tolist())
-    ]
-    risks = _risks(d)
-    return [
-        Signal(
-            key=k,
-            token=t,
-            ts=s,
-            action=ACTIONS[a],
-            strength=st,
-            p_up=p,
-            horizons=h,
-            reason=REASONS[r],
-            side=SIDES[sd],
-            risk=rk,
-            model_set=model_set,
-            feature_spec=spec,
-        )
-        for k, t, s, a, st, p, h, r, sd, rk in zip(
-            keys,
-            tokens,
-            ts,
-            d.action.tolist(),
-            d.strength.tolist(),
-            _nan_to_none(d.p),
-            horizons,
-            d.reason.tolist(),
-            d.side.tolist(),
-            risks,
-            strict=True,
-        )
-    ]
+        return SignalFrame(pl.DataFrame(schema=frame_schema([str(h) for h in d.horizons])))
+    minutes = np.unique(d.ts_minutes)
+    if len(minutes) == 1:  # a minute of the daemon
+        ts = pl.repeat(iso_minute(float(minutes[0])), len(d), dtype=pl.String, eager=True).alias("ts")
+    else:
+        stamps = {m: iso_minute(m) for m in minutes.tolist()}
+        ts = pl.Series("ts", [stamps[m] for m in d.ts_minutes.tolist()], dtype=pl.String)
+    if keys is None:
+        keys = idempotency_keys(d.tokens.to_list(), ts.to_list(), d.model_set)
+    risk = d.risk
+    cols = {
+        "key": pl.Series(keys, dtype=pl.String),
+        "token": d.tokens.cast(pl.String),
+        "ts": ts,
+        "action": _ACTIONS.gather(d.action),
+        "strength": d.strength,
+        "p_up": d.p,
+        **{f"h{h}": d.horizon_p[:, j] for j, h in enumerate(d.horizons)},
+        "reason": _REASONS.gather(d.reason),
+        "side": _SIDES.gather(d.side),
+        "entry": risk.entry,
+        "stop_loss": risk.stop_loss,
+        "take_profit": risk.take_profit,
+        "position_size": risk.units,
+        "notional": risk.notional,
+        "risk_reward": risk.risk_reward,
+        "capped_by": _CAPS.gather(risk.cap),
+    }
+    plan = ("entry", "stop_loss", "take_profit", "position_size", "notional", "risk_reward")
+    frame = pl.DataFrame(cols).select(
+        pl.lit(1, pl.Int64).alias("version"),
+        "key",
+        "token",
+        "ts",
+        "action",
+        "strength",
+        pl.col("p_up").fill_nan(None),
+        pl.struct(pl.col(f"h{h}").fill_nan(None).alias(str(h)) for h in d.horizons).alias("horizons"),
+        "reason",
+        "side",
+        pl.when(pl.col("notional").is_finite())
+        .then(pl.struct(*plan, "capped_by", pl.lit(d.hold_minutes, pl.Int64).alias("hold_minutes")))
+        .alias("risk"),
+        pl.lit(d.model_set, pl.String).alias("model_set"),
+        pl.lit(d.feature_spec, pl.String).alias("feature_spec"),
+    )
+    return SignalFrame(frame)
 
 
-def _risks(d: Decisions) -> list[Risk | None]:
-    """Each row's risk plan (None without a trade)."""
-    out: list[Risk | None] = [None] * len(d)
-    rows = np.flatnonzero(np.isfinite(d.risk.notional))
-    if not len(rows):
-        return out
-    plan = np.column_stack([getattr(d.risk, c)[rows] for c in PLAN_COLUMNS]).tolist()
-    for i, (e, sl, tp, units, notional, rr), cap in zip(
-        rows.tolist(), plan, d.risk.cap[rows].tolist(), strict=True
-    ):
-        out[i] = Risk(
-            entry=e,
-            stop_loss=sl,
-            take_profit=tp,
-            position_size=units,
-            notional=notional,
-            risk_reward=rr,
-            capped_by=CAPS[cap],
-            hold_minutes=d.hold_minutes,
-        )
-    return out
+def to_signals(d: Decisions) -> list[Signal]:
+    """One :class:`Signal` per row of ``d``, in its order."""
+    return signal_frame(d).signals()

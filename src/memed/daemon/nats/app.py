@@ -48,7 +48,7 @@ from memed.daemon.nats.lane import Lane, decode_snapshot
 from memed.daemon.nats.layout import NS, Layout, NatsSetupError, api, ensure
 from memed.daemon.nats.sink import NatsBatchSink, NatsSink
 from memed.daemon.sinks import FanOut, Outgoing, Sink, file_and_webhook_sinks
-from memed.daemon.wire import to_signals
+from memed.daemon.wire import signal_frame
 from memed.errors import ConfigError, MemedError, SnapshotError
 from memed.logs import get_logger
 from memed.models.registry import load_model_set
@@ -463,7 +463,7 @@ class NatsDaemon:
             return
         lane.minutes += 1
         self.processed_minutes += 1
-        signals = to_signals(result)
+        signals = signal_frame(result)
         for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
             if n:
                 self.metrics.signals.labels(action=ACTIONS[code]).inc(n)

@@ -11,6 +11,7 @@ import msgspec
 
 from memed.daemon.sinks import Outgoing, SinkError
 from memed.logs import get_logger
+from memed.signals.frame import SignalFrame
 from memed.signals.schema import Signal
 
 log = get_logger("memed.daemon.nats")
@@ -44,7 +45,7 @@ class NatsSink:
         return failed
 
     async def send(self, out: Outgoing) -> None:
-        pending = list(out.published)
+        pending = out.published.signals()
         for attempt in range(ATTEMPTS):
             failed: list[Signal] = []
             for at in range(0, len(pending), CHUNK):
@@ -74,16 +75,16 @@ class NatsBatchSink:
         self.max_payload = max_payload
         """The server's message size limit (1 MB by default): a larger minute goes out in several arrays."""
 
-    def bodies(self, signals: list[Signal]) -> list[tuple[str, bytes]]:
+    def bodies(self, signals: SignalFrame) -> list[tuple[str, bytes]]:
         """(message id, JSON array) of ``signals``, halved until each fits the server's limit."""
-        body = msgspec.json.encode(signals)
-        if len(body) <= self.max_payload - 1024 or len(signals) == 1:
-            return [(f"{signals[0].key}:{len(signals)}", body)]
-        half = len(signals) // 2
-        return self.bodies(signals[:half]) + self.bodies(signals[half:])
+        body = signals.json()
+        n = len(signals)
+        if len(body) <= self.max_payload - 1024 or n == 1:
+            return [(f"{signals.frame.item(0, 'key')}:{n}", body)]
+        return self.bodies(signals.take(range(n // 2))) + self.bodies(signals.take(range(n // 2, n)))
 
     async def send(self, out: Outgoing) -> None:
-        for msg_id, body in self.bodies(out.published) if out.published else []:
+        for msg_id, body in self.bodies(out.published) if len(out.published) else []:
             await self._publish(out.minute, msg_id, body)
 
     async def _publish(self, minute: int, msg_id: str, body: bytes) -> None:

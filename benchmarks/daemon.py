@@ -5,13 +5,13 @@ then a publisher *process* sends each minute's ticks (``--payload rows``: JSON a
 objects; ``columns``: column batches of 5,000 ticks; QoS 1) at a fixed pace, and the daemon records, per
 minute, the time from the minute's last tick arriving to its last signal published (QoS 1; ``--signals
 per-token``: one message per token on ``memed/signals/<token>``, ``batch``: one array a minute on
-``daemon.signal_batch_topic``). Every signal is published (``daemon.publish_hold = "always"``, the
-most work; ``--publish-hold changes``, the default of ``memed run``, publishes a HOLD only when it changes
-something, which on this synthetic market is almost never). A second phase publishes minutes back to
-back to measure sustained ticks/s.
+``daemon.signal_batch_topic``; ``batch-columns``: the same as one object of columns). Every signal is
+published (``daemon.publish_hold = "always"``, the most work; ``--publish-hold changes``, the default of
+``memed run``, publishes a HOLD only when it changes something: on this synthetic market, almost never).
+A second phase publishes minutes back to back to measure sustained ticks/s.
 
     python benchmarks/daemon.py --tokens 1000 10000 50000 [--payload rows|columns]
-                                [--signals per-token|batch] [--publish-hold always|changes]
+                                [--signals per-token|batch|batch-columns] [--publish-hold always|changes]
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def payloads(bars: np.ndarray, names: list[str], first_minute: int, columns: boo
 
 
 async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: float, broker: Mosquitto,
-                   columns: bool, batch_signals: bool, publish_hold: str) -> dict[str, float]:  # fmt: skip
+                   columns: bool, signals: str, publish_hold: str) -> dict[str, float]:  # fmt: skip
+    batch_signals = signals != "per-token"
     bars = market(tokens, warmup + minutes + flood)
     names = [f"TOK{i:05d}" for i in range(tokens)]
     cfg = MemedConfig()
@@ -118,6 +119,7 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
         batch_wait_seconds=10.0, client_id=f"bench-{tokens}",
         signal_topic_prefix="" if batch_signals else "memed/signals",
         signal_batch_topic="memed/signals_batch" if batch_signals else "", publish_hold=publish_hold,
+        signal_batch_format="columns" if signals == "batch-columns" else "rows",
     )  # fmt: skip
     daemon = Daemon(msgspec.structs.replace(cfg, daemon=d))
     warm_times = []
@@ -172,7 +174,7 @@ def main() -> None:
         "--pace", type=float, default=0.0, help="seconds between paced minutes (0: 1 s + 0.2 s per 1k tokens)"
     )
     ap.add_argument("--payload", choices=["rows", "columns"], default="rows")
-    ap.add_argument("--signals", choices=["per-token", "batch"], default="per-token")
+    ap.add_argument("--signals", choices=["per-token", "batch", "batch-columns"], default="per-token")
     ap.add_argument("--publish-hold", choices=["always", "changes"], default="always")
     args = ap.parse_args()
     configure_logging("warning", "console")
@@ -183,9 +185,9 @@ def main() -> None:
         try:
             for n in args.tokens:
                 pace = args.pace or 1.0 + 0.2 * n / 1000
-                r = asyncio.run(one_size(n, args.warmup, args.minutes, args.flood, pace, broker,
-                                         args.payload == "columns", args.signals == "batch",
-                                         args.publish_hold))  # fmt: skip
+                columns = args.payload == "columns"
+                r = asyncio.run(one_size(n, args.warmup, args.minutes, args.flood, pace, broker, columns,
+                                         args.signals, args.publish_hold))  # fmt: skip
                 print(f"{n:>6} tokens: tick->signal p50 {r['latency_p50_ms']:7.1f} ms  "
                       f"p99 {r['latency_p99_ms']:7.1f} ms"
                       f"  max {r['latency_max_ms']:7.1f} ms  over {int(r['minutes_measured'])} minutes"

@@ -14,7 +14,7 @@ import numpy as np
 from conftest import TINY_TOML
 from memed.config import parse_config
 from memed.daemon.latest import LatestSignals
-from memed.daemon.wire import signal_frame
+from memed.daemon.wire import KeyCache, iso_minute, signal_frame
 from memed.decision import DecisionPath, Decisions
 from memed.decision.result import PLAN_COLUMNS
 from memed.models.registry import load_model_set
@@ -80,6 +80,16 @@ def test_signals_carry_the_documented_key_and_every_value(tiny_registry: Path) -
     for field, value in zip(PLAN_COLUMNS, (1.25, 1.0, 1.75, 3.5e-7, 4.375e-7, 2.0), strict=True):
         getattr(d.risk, field)[0] = value
     assert _same_values(d)[2]
+
+
+def test_keys_hashed_ahead_are_the_documented_keys() -> None:
+    cache = KeyCache()
+    cache.prepare(["A", "B", "C"], 29_000_001, "set1")
+    for tokens, minute, model_set in ((["C", "A", "NEW"], 29_000_001, "set1"), (["A"], 29_000_002, "set1"),
+                                      (["B"], 29_000_001, "set2")):  # fmt: skip
+        stamp = iso_minute(minute)
+        documented = [sha256(f"{t}|{stamp}|{model_set}".encode()).hexdigest()[:32] for t in tokens]
+        assert cache.keys(tokens, minute, model_set) == documented
 
 
 EDGES = [

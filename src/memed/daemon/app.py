@@ -54,7 +54,7 @@ from memed.daemon.sinks import (
     signal_topic,
 )
 from memed.daemon.ticks import Rejected
-from memed.daemon.wire import iso_minute, signal_frame
+from memed.daemon.wire import KeyCache, signal_frame
 from memed.data.bars import BAR_FIELDS
 from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
@@ -62,7 +62,6 @@ from memed.logs import get_logger
 from memed.models.registry import ModelSet, load_model_set, resolve
 from memed.signals.frame import SignalFrame
 from memed.signals.policy import ACTIONS
-from memed.signals.schema import idempotency_keys
 
 log = get_logger("memed.daemon")
 
@@ -71,6 +70,9 @@ LOG_LINES_PER_REASON = 10
 """Rejection log lines per reason per minute at most (every rejection is counted; the rest of the lines
 are counted in ``memed_log_lines_suppressed_total``)."""
 DEAD_LETTER_BYTES = 2048
+SIGNALS_FIRST_SECONDS = 1.0
+"""How long a minute's monitoring and eviction wait for its signals to be on the broker: the signals go
+out without sharing the event loop or the cores (tick-to-signal p99 at 10,000 tokens: see the README)."""
 """A dead letter carries at most this much of the rejected tick (or message)."""
 
 
@@ -168,6 +170,7 @@ class Daemon:
             self.interval_check = FeedIntervalCheck(model_set.manifest.interval_minutes, model_set.id)
             self.monitoring = Monitoring(cfg, self.metrics, self.path, restored, self.registry)
             self.latest = LatestSignals()
+            self._keys = KeyCache()
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
             """Seconds from each minute's last tick to its signals published on MQTT (newest last)."""
@@ -181,6 +184,7 @@ class Daemon:
             self._refused: set[str] = set()
             self.holds = HoldFilter(self.d.publish_hold)
             self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
+            self._on_broker: list[Sink] = [s for s in self.fanout.queues if isinstance(s, MqttSink)]
             self.http_port: int | None = None
             self.journal: TickJournal | None = None
             self._resumed = False
@@ -197,7 +201,9 @@ class Daemon:
         if self.d.signal_topic_prefix:
             sinks.append(MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix)))
         if self.d.signal_batch_topic:
-            sinks.append(MqttBatchSink("mqtt_batch", self.link, self.d.signal_batch_topic))
+            sinks.append(
+                MqttBatchSink("mqtt_batch", self.link, self.d.signal_batch_topic, self.d.signal_batch_format)
+            )
         if self.d.hummingbot_topic_prefix:
             to_hbot = hummingbot_topic(self.d.hummingbot_topic_prefix, self.d.pairs, self.cfg.risk.stop_atr)
             sinks.append(MqttSink("hummingbot", self.link, to_hbot))
@@ -511,26 +517,25 @@ class Daemon:
 
     async def _process(self, batch: Batch) -> None:
         tokens, bars = self._admit(batch)
-        minute = float(batch.minute)
-        deciding = asyncio.ensure_future(asyncio.to_thread(self.path.process, tokens, minute, bars))
-        # the signals' keys are hashed while the models run (inference releases the GIL)
-        keys = idempotency_keys(tokens, [iso_minute(batch.minute)] * len(tokens), self.path.model_set.id)
         try:
-            result: Decisions = await deciding
+            result: Decisions = await asyncio.to_thread(self.path.process, tokens, float(batch.minute), bars)
         except Exception as exc:  # no minute may stop the daemon
             await self._contain(batch.minute, tokens, bars, exc)
             return
-        signals = signal_frame(result, keys if len(result) == len(tokens) else None)
+        model_set = result.model_set
+        keys = self._keys.keys(tokens, batch.minute, model_set) if len(result) == len(tokens) else None
+        signals = signal_frame(result, keys)
         self.processed_minutes += 1
         self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
-        await asyncio.sleep(0)  # the sinks start sending before the rest of the minute's work
+        # the rest of the minute's work (monitoring, eviction) yields to its signals on the broker
+        await self.fanout.sent(self._on_broker if self.link.client is not None else [], SIGNALS_FIRST_SECONDS)
         self.latest.update(signals)
         for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
             if n:
                 self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
         if result.stale:
             self.metrics.reject("stale", result.stale)
-        await self.monitoring.score(batch.minute, result)  # after the signals are on their way
+        await self.monitoring.score(batch.minute, result)
         await self.monitoring.log_served(batch.minute, tokens, bars, result)
         promoted = await self.monitoring.shadow_step(batch.minute, tokens, bars)
         if promoted is not None:  # the challenger serves from the next minute; the old set is not reloaded
@@ -540,6 +545,7 @@ class Daemon:
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
         self._evict(batch.minute)
+        self._keys.prepare(tokens, batch.minute + self.path.model_set.manifest.interval_minutes, model_set)
         self.gc.minute_done(idle=self.batcher.idle)
 
     def _admit(self, batch: Batch) -> tuple[list[str], np.ndarray]:

@@ -17,8 +17,14 @@ windows of 500, and 180 ms here; 10,000 take 0.72 s here. The client must be cre
 ``max_inflight_messages=0``: paho's in-flight window rescans every queued message on each PUBACK
 (quadratic; 10,000 messages took 6.7 s).
 
+A large message (a minute's signals on the batch topic: 4.6 MB at 10,000 tokens) is written as a
+``memoryview`` of its packet: paho writes ``packet[pos:]`` on every partial socket write, which copies the
+rest of a ``bytes`` packet each time (quadratic in its size). Measured on loopback: 4.6 MB published and
+acknowledged in 13.2 → 8.0 ms, 20 MB in 56 → 28 ms.
+
 This reaches into two private attributes of aiomqtt 2.x (``Client._client``, the paho client, and
-``Client._queue``, the received messages) and relies on paho 2.x's ``MQTTMessageInfo``;
+``Client._queue``, the received messages), paho 2.x's queue of outgoing packets
+(``Client._out_packet``) and its ``MQTTMessageInfo``;
 :func:`check_private_api` says clearly which one a new release took away (a test runs it against a real
 broker, and the daemon at every connection), and ``pyproject.toml`` pins both to their major version.
 """
@@ -26,6 +32,7 @@ broker, and the daemon at every connection), and ``pyproject.toml`` pins both to
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 from urllib.parse import urlparse
 
@@ -37,6 +44,8 @@ from memed.errors import ConfigError, MemedError
 
 MqttError = aiomqtt.MqttError
 """What a lost or refused connection raises."""
+LARGE_MESSAGE = 256 * 1024
+"""Bytes from which a message is written as a memoryview (see the module's description)."""
 
 
 def broker_address(url: str) -> tuple[str, int, bool]:
@@ -114,6 +123,8 @@ def check_private_api(c: aiomqtt.Client) -> None:
     else:
         methods = ("publish", "is_connected", "ack", "manual_ack_set")
         missing += [f"paho.Client.{m}" for m in methods if not callable(getattr(transport, m, None))]
+        if not isinstance(getattr(transport, "_out_packet", None), deque):
+            missing.append("paho.Client._out_packet (the outgoing packets)")
     queue = getattr(c, "_queue", None)
     if not (callable(getattr(queue, "get_nowait", None)) and callable(getattr(queue, "empty", None))):
         missing.append("aiomqtt.Client._queue (received messages)")
@@ -134,11 +145,15 @@ async def publish_many(
     (the connection was lost or the wait timed out) so the caller can send them again."""
     transport: paho.Client = c._client
     infos: list[paho.MQTTMessageInfo] = []
+    large = False
     for topic, body in messages:
         info = transport.publish(topic, body, qos)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             break
         infos.append(info)
+        large = large or len(body) >= LARGE_MESSAGE
+    if large:
+        _zero_copy_writes(transport)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     k = 0
@@ -151,6 +166,13 @@ async def publish_many(
         await asyncio.sleep(0.001)
     unconfirmed = [i for i in range(k, len(infos)) if not infos[i].is_published()]
     return unconfirmed + list(range(len(infos), len(messages)))
+
+
+def _zero_copy_writes(transport: paho.Client) -> None:
+    """Queued packets not yet begun, as memoryviews: paho's partial writes then slice without copying."""
+    for packet in transport._out_packet:
+        if packet["pos"] == 0 and len(packet["packet"]) >= LARGE_MESSAGE:
+            packet["packet"] = memoryview(packet["packet"])  # type: ignore[typeddict-item]
 
 
 def received_before_disconnect(c: aiomqtt.Client) -> list[Any]:

@@ -80,13 +80,16 @@ class HoldFilter:
 
     def select(self, signals: SignalFrame) -> SignalFrame:
         frame = signals.frame
-        rows = []
+        tokens, actions, reasons = (frame.get_column(c).to_list() for c in ("token", "action", "reason"))
+        states = zip(actions, reasons, strict=True)
         last = self._last
-        never, changes = self.mode == "never", self.mode == "changes"
-        columns = (frame.get_column(c).to_list() for c in ("token", "action", "reason"))
-        for i, (token, action, reason) in enumerate(zip(*columns, strict=True)):
-            state = (action, reason)
-            if action == "HOLD" and (never or (changes and last.get(token) == state)):
+        if self.mode == "always":
+            last.update(zip(tokens, states, strict=True))
+            return signals
+        rows = []
+        changes = self.mode == "changes"
+        for i, (token, state) in enumerate(zip(tokens, states, strict=True)):
+            if state[0] == "HOLD" and (not changes or last.get(token) == state):
                 continue
             last[token] = state
             rows.append(i)
@@ -131,16 +134,18 @@ class MqttSink:
 
 
 class MqttBatchSink(MqttSink):
-    """The minute's published signals as one JSON array on one topic (``daemon.signal_batch_topic``)."""
+    """The minute's published signals as one message on one topic (``daemon.signal_batch_topic``): a JSON
+    array (``rows``) or an object of columns (``columns``, :meth:`SignalFrame.columns_json`)."""
 
-    def __init__(self, name: str, link: Link, topic: str) -> None:
+    def __init__(self, name: str, link: Link, topic: str, fmt: str = "rows") -> None:
         super().__init__(name, link, lambda sig: (topic, b""))
         self.topic = topic
+        self.columns = fmt == "columns"
 
     async def send(self, out: Outgoing) -> None:
         if not len(out.published):
             return
-        body = out.published.json()
+        body = out.published.columns_json() if self.columns else out.published.json()
         while True:
             client = await self.link.wait()
             if not await publish_many(client, [(self.topic, body)], qos=1):
@@ -346,6 +351,13 @@ class FanOut:
                 self._sending.pop(sink, None)
                 queue.task_done()
                 self.metrics.sink_queue.labels(sink=sink.name).set(queue.qsize())
+
+    async def sent(self, sinks: list[Sink], timeout: float) -> None:
+        """Wait until ``sinks`` have handled every minute offered so far, at most ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for sink in sinks:
+                    await self.queues[sink].join()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every queued minute has been handled, at most ``timeout`` seconds; whether all were."""

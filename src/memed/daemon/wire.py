@@ -25,7 +25,7 @@ def iso_minute(ts_minutes: float) -> str:
 def signal_frame(d: Decisions, keys: list[str] | None = None) -> SignalFrame:
     """One signal per row of ``d``, in its order, as columns (no Python object per row: this runs for
     every token every minute). ``keys``: the rows' idempotency keys when the caller has them already
-    (the daemon hashes them while the minute's models run)."""
+    (:class:`KeyCache`)."""
     if not len(d):
         return SignalFrame(pl.DataFrame(schema=frame_schema([str(h) for h in d.horizons])))
     minutes = np.unique(d.ts_minutes)
@@ -74,6 +74,34 @@ def signal_frame(d: Decisions, keys: list[str] | None = None) -> SignalFrame:
         pl.lit(d.feature_spec, pl.String).alias("feature_spec"),
     )
     return SignalFrame(frame)
+
+
+class KeyCache:
+    """The idempotency keys of a minute's signals, hashed ahead: after minute ``m`` is sent, the keys of
+    its tokens at the next bar are hashed (9 ms at 10,000 tokens), so that the next minute finds them ready
+    instead of hashing them between its last tick and its signals. A token or minute not prepared is
+    hashed when asked for."""
+
+    def __init__(self) -> None:
+        self._at: tuple[int, str] | None = None
+        self._keys: dict[str, str] = {}
+
+    def prepare(self, tokens: list[str], minute: int, model_set: str) -> None:
+        self._keys = dict(zip(tokens, idempotency_keys(tokens, [iso_minute(minute)] * len(tokens), model_set),
+                              strict=True))  # fmt: skip
+        self._at = (minute, model_set)
+
+    def keys(self, tokens: list[str], minute: int, model_set: str) -> list[str]:
+        """Each token's key at ``minute`` (``ts`` = :func:`iso_minute`), in order."""
+        ready = self._keys if self._at == (minute, model_set) else {}
+        out = [ready.get(t, "") for t in tokens]
+        missing = [i for i, k in enumerate(out) if not k]
+        if missing:
+            stamp = iso_minute(minute)
+            fresh = idempotency_keys([tokens[i] for i in missing], [stamp] * len(missing), model_set)
+            for i, k in zip(missing, fresh, strict=True):
+                out[i] = k
+        return out
 
 
 def to_signals(d: Decisions) -> list[Signal]:

@@ -54,7 +54,7 @@ from memed.daemon.sinks import (
     signal_topic,
 )
 from memed.daemon.ticks import Rejected
-from memed.daemon.wire import KeyCache, signal_frame
+from memed.daemon.wire import KeyCache, signal_frame, warm_up
 from memed.data.bars import BAR_FIELDS
 from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
@@ -171,6 +171,7 @@ class Daemon:
             self.monitoring = Monitoring(cfg, self.metrics, self.path, restored, self.registry)
             self.latest = LatestSignals()
             self._keys = KeyCache()
+            warm_up(tuple(model_set.manifest.horizons))
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
             """Seconds from each minute's last tick to its signals published on MQTT (newest last)."""

@@ -70,6 +70,8 @@ LOG_LINES_PER_REASON = 10
 """Rejection log lines per reason per minute at most (every rejection is counted; the rest of the lines
 are counted in ``memed_log_lines_suppressed_total``)."""
 DEAD_LETTER_BYTES = 2048
+CLOCK_POLL_SECONDS = 0.005
+"""How often the batch loop looks for minutes the wall clock closed (no tick needs to arrive)."""
 SIGNALS_FIRST_SECONDS = 1.0
 """How long a minute's monitoring and eviction wait for its signals to be on the broker: the signals go
 out without sharing the event loop or the cores (tick-to-signal p99 at 10,000 tokens: see the README)."""
@@ -169,13 +171,12 @@ class Daemon:
             self.metrics.serving(model_set)
             self.interval_check = FeedIntervalCheck(model_set.manifest.interval_minutes, model_set.id)
             self.monitoring = Monitoring(cfg, self.metrics, self.path, restored, self.registry)
-            self.latest = LatestSignals()
-            self._keys = KeyCache()
-            warm_up(tuple(model_set.manifest.horizons))
             self.processed_minutes = 0
             self.recent_latencies: deque[float] = deque(maxlen=10_000)
             """Seconds from each minute's last tick to its signals published on MQTT (newest last)."""
             self.subscribed = asyncio.Event()
+            self._arrived = asyncio.Event()
+            """Set by every message: the batch loop looks for closed minutes at once."""
             self._stop = asyncio.Event()
             self._lock = asyncio.Lock()
             self.link = mqtt.Link()
@@ -183,9 +184,7 @@ class Daemon:
             self._log_limit = RateLimit(LOG_LINES_PER_REASON, 60.0)
             self._swap: ModelSet | None = None
             self._refused: set[str] = set()
-            self.holds = HoldFilter(self.d.publish_hold)
-            self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
-            self._on_broker: list[Sink] = [s for s in self.fanout.queues if isinstance(s, MqttSink)]
+            self._signal_edges(model_set)
             self.http_port: int | None = None
             self.journal: TickJournal | None = None
             self._resumed = False
@@ -196,6 +195,16 @@ class Daemon:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
             raise
+
+    def _signal_edges(self, model_set: ModelSet) -> None:
+        """Where the signals go: the hold filter, the sinks, the latest signal per token, the keys hashed
+        ahead; the encoders warmed up."""
+        self.holds = HoldFilter(self.d.publish_hold)
+        self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
+        self._on_broker: list[Sink] = [s for s in self.fanout.queues if isinstance(s, MqttSink)]
+        self.latest = LatestSignals()
+        self._keys = KeyCache()
+        warm_up(tuple(model_set.manifest.horizons))
 
     def _sinks(self) -> list[Sink]:
         sinks: list[Sink] = []
@@ -475,6 +484,7 @@ class Daemon:
                 if ignored == "late":
                     self.monitoring.late(item.token, item.minute, item.row())
         self.metrics.ticks_in.inc(accepted)
+        self._arrived.set()
 
     async def _dead_letter_loop(self) -> None:
         while True:
@@ -487,8 +497,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ batches
     async def _batch_loop(self) -> None:
+        """Closes minutes as ticks arrive (a minute whose expected tokens have all ticked is processed at
+        once), and every few milliseconds for the ones the clock closes."""
         while True:
-            await asyncio.sleep(0.005)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), CLOCK_POLL_SECONDS)
+            self._arrived.clear()
             if not self._resumed:  # until the first connection, the broker may still hold a minute's ticks
                 continue
             async with self._lock:

@@ -157,3 +157,26 @@ async def test_the_jsonl_sink_reopens_its_file_after_a_failed_write(tmp_path: Pa
     with pytest.raises(SinkError, match="/dev/full"):
         await full.send(minute(4))
     await full.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "want"),
+    [("always", [["A", "B", "C"], ["A", "B", "C"]]), ("changes", [["A", "B", "C"], ["A", "C"]]),
+     ("never", [["A"], []])],
+)  # fmt: skip
+def test_the_hold_filter_publishes_what_each_mode_promises(mode: str, want: list[list[str]]) -> None:
+    """A BUY always; a HOLD every minute, when its (action, reason) changed (a HOLD after a BUY revokes
+    it; a new reason is news), or never."""
+    from memed.daemon.sinks import HoldFilter
+    from memed.signals.frame import SignalFrame
+    from memed.signals.schema import Signal
+
+    def minute(*rows: tuple[str, str, str]) -> SignalFrame:
+        return SignalFrame.from_signals([
+            Signal(key=t, token=t, ts="m", action=a, strength=0.0, p_up=None, horizons={}, reason=r,
+                   model_set="s", feature_spec="f") for t, a, r in rows])  # fmt: skip
+
+    holds = HoldFilter(mode)
+    first = minute(("A", "BUY", ""), ("B", "HOLD", "no_edge"), ("C", "HOLD", "no_edge"))
+    second = minute(("A", "HOLD", "no_edge"), ("B", "HOLD", "no_edge"), ("C", "HOLD", "warming_up"))
+    assert [holds.select(first).tokens(), holds.select(second).tokens()] == want

@@ -79,13 +79,12 @@ class HoldFilter:
         self._last: dict[str, tuple[str, str]] = {}
 
     def select(self, signals: SignalFrame) -> SignalFrame:
+        if self.mode == "always":  # nothing to remember (a restart with "changes" re-sends one HOLD each)
+            return signals
         frame = signals.frame
         tokens, actions, reasons = (frame.get_column(c).to_list() for c in ("token", "action", "reason"))
         states = zip(actions, reasons, strict=True)
         last = self._last
-        if self.mode == "always":
-            last.update(zip(tokens, states, strict=True))
-            return signals
         rows = []
         changes = self.mode == "changes"
         for i, (token, state) in enumerate(zip(tokens, states, strict=True)):

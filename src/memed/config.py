@@ -255,11 +255,8 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     gc_freeze: bool = True
     """Keep the garbage collector's full scans out of the minutes (:mod:`memed.daemon.gc_policy`)."""
     signal_batch_topic: str = ""
-    """Every signal of a minute in one message on this topic (QoS 1), for high-volume consumers: one
+    """Every signal of a minute in one JSON array on this topic (QoS 1), for high-volume consumers: one
     message a minute instead of one per token; empty: off."""
-    signal_batch_format: Literal["rows", "columns"] = "rows"
-    """The batch topic's message: a JSON array of signals (``rows``), or one JSON object of arrays, one
-    value per signal for each field (``columns``: a third smaller, written twice as fast; the README)."""
     dead_letter_topic: str = "memed/deadletter"
     hummingbot_topic_prefix: str = ""
     """Non-empty (the controller's default topic is ``hbot/predictions``): also publish each signal in the

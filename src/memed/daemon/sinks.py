@@ -133,18 +133,16 @@ class MqttSink:
 
 
 class MqttBatchSink(MqttSink):
-    """The minute's published signals as one message on one topic (``daemon.signal_batch_topic``): a JSON
-    array (``rows``) or an object of columns (``columns``, :meth:`SignalFrame.columns_json`)."""
+    """The minute's published signals as one JSON array on one topic (``daemon.signal_batch_topic``)."""
 
-    def __init__(self, name: str, link: Link, topic: str, fmt: str = "rows") -> None:
+    def __init__(self, name: str, link: Link, topic: str) -> None:
         super().__init__(name, link, lambda sig: (topic, b""))
         self.topic = topic
-        self.columns = fmt == "columns"
 
     async def send(self, out: Outgoing) -> None:
         if not len(out.published):
             return
-        body = out.published.columns_json() if self.columns else out.published.json()
+        body = out.published.json()
         while True:
             client = await self.link.wait()
             if not await publish_many(client, [(self.topic, body)], qos=1):

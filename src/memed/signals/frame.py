@@ -7,11 +7,6 @@ no Python object per signal; the per-token topics and the chat webhooks take :me
 which decodes that same JSON into :class:`Signal` structs, so a consumer reads the same values on every
 edge. Floats are written as the shortest text that reads back to the same double (checked in the tests).
 
-The batch topic can also carry the minute as columns (:meth:`SignalFrame.columns_json`,
-``daemon.signal_batch_format = "columns"``): one JSON object whose every field of the signal is an array
-with one value per signal (``horizons`` and ``risk``: an object of such arrays; a HOLD's risk values are
-null), a third smaller and about twice as fast to write as the rows; :meth:`SignalFrame.from_columns_json`
-reads it back.
 """
 
 from __future__ import annotations
@@ -98,41 +93,9 @@ class SignalFrame:
         """One JSON line per signal (the JSONL file)."""
         return self.frame.write_ndjson().encode() if len(self) else b""
 
-    def columns_json(self) -> bytes:
-        """All the signals as one JSON object of columns (see the module's description)."""
-        doc: dict[str, Any] = {}
-        for name, dtype in self.frame.schema.items():
-            col = self.frame.get_column(name)
-            if isinstance(dtype, pl.Struct):
-                doc[name] = {f.name: _values(col.struct.field(f.name)) for f in dtype.fields}
-            else:
-                doc[name] = _values(col)
-        return msgspec.json.encode(doc)
-
-    @classmethod
-    def from_columns_json(cls, body: bytes) -> SignalFrame:
-        """The frame of a :meth:`columns_json` message."""
-        doc = msgspec.json.decode(body)
-        schema = frame_schema(list(doc["horizons"]))
-        columns = {
-            name: pl.DataFrame(doc[name], schema=dtype.to_schema()).to_struct(name)
-            if isinstance(dtype, pl.Struct)
-            else pl.Series(name, doc[name], dtype=dtype)
-            for name, dtype in schema.items()
-        }
-        frame = pl.DataFrame(columns)
-        traded = frame.get_column("risk").struct.field("notional").is_not_null()
-        return cls(frame.with_columns(pl.when(traded).then(pl.col("risk")).alias("risk")))
-
     def signals(self) -> list[Signal]:
         """Each signal as a :class:`Signal`, decoded from :meth:`json` (the per-token edges)."""
         return _SIGNALS.decode(self.json())
-
-
-def _values(col: pl.Series) -> list[Any]:
-    """A column's values for msgspec (floats through numpy, fastest; msgspec writes NaN as null)."""
-    out: list[Any] = col.to_numpy().tolist() if col.dtype == pl.Float64 else col.to_list()
-    return out
 
 
 __all__ = ["RISK_SCHEMA", "SignalFrame", "frame_schema"]

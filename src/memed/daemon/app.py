@@ -70,12 +70,12 @@ LOG_LINES_PER_REASON = 10
 """Rejection log lines per reason per minute at most (every rejection is counted; the rest of the lines
 are counted in ``memed_log_lines_suppressed_total``)."""
 DEAD_LETTER_BYTES = 2048
+"""A dead letter carries at most this much of the rejected tick (or message)."""
 CLOCK_POLL_SECONDS = 0.005
 """How often the batch loop looks for minutes the wall clock closed (no tick needs to arrive)."""
 SIGNALS_FIRST_SECONDS = 1.0
 """How long a minute's monitoring and eviction wait for its signals to be on the broker: the signals go
 out without sharing the event loop or the cores (tick-to-signal p99 at 10,000 tokens: see the README)."""
-"""A dead letter carries at most this much of the rejected tick (or message)."""
 
 
 class RateLimit:

@@ -12,7 +12,7 @@ from memed.decision.result import Decisions
 from memed.signals.frame import SignalFrame, frame_schema
 from memed.signals.policy import ACTIONS, REASONS, SIDES
 from memed.signals.risk import CAPS, RiskPlan
-from memed.signals.schema import Signal, idempotency_keys
+from memed.signals.schema import SIGNAL_VERSION, Signal, idempotency_keys
 
 _ACTIONS, _REASONS, _SIDES, _CAPS = (pl.Series(v, dtype=pl.String) for v in (ACTIONS, REASONS, SIDES, CAPS))
 
@@ -57,7 +57,7 @@ def signal_frame(d: Decisions, keys: list[str] | None = None) -> SignalFrame:
     }
     plan = ("entry", "stop_loss", "take_profit", "position_size", "notional", "risk_reward")
     frame = pl.DataFrame(cols).select(
-        pl.lit(1, pl.Int64).alias("version"),
+        pl.lit(SIGNAL_VERSION, pl.Int64).alias("version"),
         "key",
         "token",
         "ts",

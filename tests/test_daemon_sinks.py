@@ -4,6 +4,7 @@ and every drop and failure is counted by sink; MQTT's private parts are checked 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -127,6 +128,26 @@ async def test_the_bulk_publisher_finds_the_private_parts_it_relies_on(mosquitto
 
         with pytest.raises(PrivateApiError, match=r"lacks aiomqtt.Client._client .*, aiomqtt.Client._queue"):
             check_private_api(Stripped())  # type: ignore[arg-type]
+
+
+async def test_large_messages_arrive_whole_and_in_order(mosquitto: Mosquitto) -> None:
+    """Messages past LARGE_MESSAGE are written as memoryviews of their packets (paho copies the rest of a
+    bytes packet on every partial write): each arrives byte for byte, in order, beside small ones."""
+    from memed.daemon.mqtt import LARGE_MESSAGE, publish_many
+
+    rng = random.Random(5)
+    bodies = [rng.randbytes(n) for n in (3 * LARGE_MESSAGE + 17, 12, 20 * LARGE_MESSAGE, 1, LARGE_MESSAGE)]
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        await sub.subscribe("big/#", qos=1)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, max_inflight_messages=0) as pub:
+            assert not await publish_many(pub, [(f"big/{i}", b) for i, b in enumerate(bodies)])
+        got = []
+        async with asyncio.timeout(30):
+            async for message in sub.messages:
+                got.append((str(message.topic), bytes(message.payload)))  # type: ignore[arg-type]
+                if len(got) == len(bodies):
+                    break
+    assert got == [(f"big/{i}", b) for i, b in enumerate(bodies)]
 
 
 async def test_the_jsonl_sink_reopens_its_file_after_a_failed_write(tmp_path: Path) -> None:

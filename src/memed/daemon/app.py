@@ -73,9 +73,6 @@ DEAD_LETTER_BYTES = 2048
 """A dead letter carries at most this much of the rejected tick (or message)."""
 CLOCK_POLL_SECONDS = 0.005
 """How often the batch loop looks for minutes the wall clock closed (no tick needs to arrive)."""
-SIGNALS_FIRST_SECONDS = 1.0
-"""How long a minute's monitoring and eviction wait for its signals to be on the broker: the signals go
-out without sharing the event loop or the cores (tick-to-signal p99 at 10,000 tokens: see the README)."""
 
 
 class RateLimit:
@@ -201,7 +198,6 @@ class Daemon:
         ahead; the encoders warmed up."""
         self.holds = HoldFilter(self.d.publish_hold)
         self.fanout = FanOut(self._sinks(), self.metrics, self.d.sink_queue_minutes, on_sent=self._sent)
-        self._on_broker: list[Sink] = [s for s in self.fanout.queues if isinstance(s, MqttSink)]
         self.latest = LatestSignals()
         self._keys = KeyCache()
         warm_up(tuple(model_set.manifest.horizons))
@@ -540,8 +536,7 @@ class Daemon:
         signals = signal_frame(result, keys)
         self.processed_minutes += 1
         self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
-        # the rest of the minute's work (monitoring, eviction) yields to its signals on the broker
-        await self.fanout.sent(self._on_broker if self.link.client is not None else [], SIGNALS_FIRST_SECONDS)
+        await asyncio.sleep(0)  # the sinks start sending before the rest of the minute's work
         self.latest.update(signals)
         for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
             if n:

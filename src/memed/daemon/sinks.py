@@ -349,13 +349,6 @@ class FanOut:
                 queue.task_done()
                 self.metrics.sink_queue.labels(sink=sink.name).set(queue.qsize())
 
-    async def sent(self, sinks: list[Sink], timeout: float) -> None:
-        """Wait until ``sinks`` have handled every minute offered so far, at most ``timeout`` seconds."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                for sink in sinks:
-                    await self.queues[sink].join()
-
     async def drain(self, timeout: float) -> bool:
         """Wait until every queued minute has been handled, at most ``timeout`` seconds; whether all were."""
         try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,3 +180,24 @@ async def serve_app(routes: Callable[[web.Application], None]) -> tuple[web.AppR
 async def serve_webhook(handler: Any) -> tuple[web.AppRunner, int]:
     """A real HTTP server on a free loopback port, POST /hook answered by ``handler``."""
     return await serve_app(lambda app: app.router.add_post("/hook", handler))
+
+
+async def exit_code(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> int:
+    """The daemon process's exit code; one that has not ended within ``timeout`` fails the test with
+    where it is: its own stack dump (SIGUSR1, written to its log) and, where py-spy is installed, its
+    threads as py-spy sees them (a blocked event loop cannot answer the signal)."""
+    try:
+        return await asyncio.to_thread(proc.wait, timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(3.0)
+        spy = shutil.which("py-spy")
+        threads = (subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True,
+                                  timeout=30, check=False).stdout if spy else "")  # fmt: skip
+        lines = log.read_text().splitlines()
+        dumps = [msgspec.json.decode(x)["stacks"] for x in lines if '"event": "stacks"' in x]
+        raise AssertionError(
+            f"the daemon did not end within {timeout:g} s\n--- its log ---\n"
+            + "\n".join(lines[-30:])
+            + f"\n--- its stacks ---\n{dumps[-1] if dumps else '(none)'}\n--- py-spy ---\n{threads}"
+        ) from None

@@ -211,6 +211,16 @@ def test_memed_run_drains_and_checkpoints_on_sigterm(
             if "broker_connected" in line:
                 break
         assert any("broker_connected" in line for line in lines), lines
+        # SIGUSR1: where every task waits and what every thread runs, in the log; the daemon goes on
+        proc.send_signal(signal.SIGUSR1)
+        while time.monotonic() < deadline and '"event": "stacks"' not in (
+            line := proc.stderr.readline().decode()
+        ):
+            pass
+        stacks = json.loads(line)["stacks"]
+        for where in ("task mqtt:", "task batches:", "in _batch_loop", "thread MainThread:"):
+            assert where in stacks, stacks
+        assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -24,6 +24,7 @@ from daemon_helpers import (
     collect,
     daemon_config,
     direct_signals,
+    exit_code,
     last_minute,
     read_jsonl,
     signal_minute,
@@ -114,7 +115,7 @@ async def test_kills_and_restarts_change_no_signal(
             # a random moment while it serves (a signal during start-up can only end it before any state)
             await asyncio.sleep(rng.uniform(0.0, 1.5))
             proc.send_signal(kind)
-            code = await asyncio.to_thread(proc.wait, 60)
+            code = await exit_code(proc, log)
             assert code == (0 if kind == signal.SIGTERM else -signal.SIGKILL), log.read_text()[-3000:]
             proc = _start(conf, log)
             await wait_until(lambda n=n: log.read_text().count("broker_connected") >= n + 1, timeout=60)
@@ -124,7 +125,7 @@ async def test_kills_and_restarts_change_no_signal(
         jsonl = Path(cfg.daemon.jsonl_path)
         await wait_until(lambda: len(_read_signals(jsonl)) >= len(want), timeout=90, interval=0.5)
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 60) == 0
+        assert await exit_code(proc, log) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -56,10 +56,13 @@ def run_cmd(
 
 async def _serve(daemon: Any, early: list[int]) -> None:
     """Run until SIGTERM/SIGINT; one received during start-up stops the daemon as soon as it runs (it
-    then writes its checkpoint like any stop)."""
+    then writes its checkpoint like any stop). SIGUSR1 logs every task's and thread's stack."""
+    from memed.daemon.stacks import log_stacks  # noqa: PLC0415
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
+    loop.add_signal_handler(signal.SIGUSR1, log_stacks)
     if early:
         daemon.stop()
     await daemon.run()

@@ -169,6 +169,30 @@ def test_a_flipped_byte_anywhere_in_a_checkpoint_is_one_clear_error(tmp_path: Pa
             read_checkpoint(path)
 
 
+async def test_checkpoints_asked_for_together_are_written_one_after_another(
+    tiny_registry: Path, tmp_path: Path
+) -> None:
+    """The periodic checkpoint and the stop's can be asked for at once (a SIGTERM while the batch loop
+    writes one). They share one file: two written at once once left a torn file, refused at the next
+    start (seen in the kill test above). Now every write succeeds and the file holds the newest."""
+    from structlog.testing import capture_logs
+
+    cfg = daemon_config(tiny_registry, "mqtt://127.0.0.1:9", tmp_path)
+    daemon = Daemon(cfg)
+    try:
+        with capture_logs() as logs:
+            done = await asyncio.gather(*(daemon.save_checkpoint() for _ in range(12)))
+        assert done == [True] * 12, [e for e in logs if e["event"] == "checkpoint_failed"]
+        assert daemon.journal is not None
+        newest = daemon.journal.seq
+    finally:
+        await daemon.close()
+    assert read_checkpoint(Path(cfg.daemon.checkpoint_path)).journal_seq == newest
+    assert [e["epoch"] for e in logs if e["event"] == "checkpoint_written"] == list(
+        range(newest - 11, newest + 1)
+    )
+
+
 async def _collect_until_gone(port: int, into: list[bytes], ready: asyncio.Event) -> None:
     """Collect signals until the broker goes away (then return quietly), in a persistent session: a
     signal the broker acknowledged to the daemon just before it was stopped, but had not yet sent on,

@@ -21,6 +21,7 @@ import os
 import random
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -162,6 +163,9 @@ class Daemon:
         self.quarantine = Quarantine(self.d.quarantine_minutes)
         self.gc = GcPolicy(self.d.gc_freeze)
         self._lock_fd = self._take_lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="memed-checkpoint")
+        """Checkpoint writes, one at a time in the order taken: the periodic one and the stop's share one
+        file, and a writer whose caller was cancelled still finishes before the next begins."""
         try:
             restored = self._read_checkpoint()
             self.path = self._initial_path(model_set, restored)
@@ -334,6 +338,7 @@ class Daemon:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        await asyncio.to_thread(self._writer.shutdown)  # the last checkpoint is on disk before the lock goes
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -368,7 +373,7 @@ class Daemon:
             self._checkpointed_at = self.processed_minutes
         t0 = time.perf_counter()
         try:
-            await asyncio.to_thread(write_checkpoint, self.checkpoint, ck)
+            await asyncio.get_running_loop().run_in_executor(self._writer, write_checkpoint, self.checkpoint, ck)
         except OSError as exc:
             self.metrics.checkpoints.labels(result="failed").inc()
             log.error("checkpoint_failed", path=str(self.checkpoint), error=exc.strerror or str(exc))

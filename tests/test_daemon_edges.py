@@ -232,6 +232,25 @@ def test_memed_run_drains_and_checkpoints_on_sigterm(
     assert (tmp_path / "ckpt.bin").exists()
 
 
+async def test_a_stop_that_comes_with_a_tick_still_ends_the_batch_loop(
+    tiny_registry: Path, tmp_path: Path
+) -> None:
+    """The batch loop waits for a tick or the clock's next look. A cancel (the stop) in the same loop turn
+    as a tick must end it: Python 3.11's ``wait_for`` returned the tick instead, the loop went on, and a
+    SIGTERM during a busy feed left the daemon running forever (the kill test's hang on CI)."""
+    daemon = Daemon(daemon_config(tiny_registry, "mqtt://127.0.0.1:9", tmp_path))
+    try:
+        for _ in range(20):
+            loop = asyncio.create_task(daemon._batch_loop())
+            await asyncio.sleep(0.002)  # it waits for a tick
+            daemon._arrived.set()
+            loop.cancel()
+            await asyncio.wait({loop}, timeout=5)
+            assert loop.cancelled()
+    finally:
+        await daemon.close()
+
+
 def test_shipped_demo_model_set_matches_the_running_feature_engine() -> None:
     from memed.daemon.demo import DEMO_MODELS
     from memed.features import build_spec

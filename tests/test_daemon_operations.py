@@ -206,7 +206,8 @@ async def test_a_one_minute_set_fed_hourly_bars_exits_2(
     await waited(daemon.subscribed, "the daemon to subscribe")
     await publish_dataset(market, mosquitto.url, batch=True)
     with pytest.raises(FeedIntervalError, match=r"60 minute\(s\) apart .* for 1-minute bars"):
-        await asyncio.wait_for(run, 120)
+        async with asyncio.timeout(120):
+            await run
 
 
 def test_the_gc_policy_freezes_each_minute_and_collects_fully_only_when_idle() -> None:

@@ -373,7 +373,9 @@ class Daemon:
             self._checkpointed_at = self.processed_minutes
         t0 = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, write_checkpoint, self.checkpoint, ck)
+            await asyncio.get_running_loop().run_in_executor(
+                self._writer, write_checkpoint, self.checkpoint, ck
+            )
         except OSError as exc:
             self.metrics.checkpoints.labels(result="failed").inc()
             log.error("checkpoint_failed", path=str(self.checkpoint), error=exc.strerror or str(exc))
@@ -500,7 +502,8 @@ class Daemon:
         once), and every few milliseconds for the ones the clock closes."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), CLOCK_POLL_SECONDS)
+                async with asyncio.timeout(CLOCK_POLL_SECONDS):
+                    await self._arrived.wait()
             self._arrived.clear()
             if not self._resumed:  # until the first connection, the broker may still hold a minute's ticks
                 continue

@@ -129,11 +129,9 @@ class NatsDaemon:
             log.warning("nats_error", error=str(exc)[:300])
 
         try:  # a server that does not answer at start: one clear line (exit 2); a supervisor restarts
-            self.nc = await asyncio.wait_for(
-                nats.connect(self.n.url, name=f"memed-{self.member}", max_reconnect_attempts=-1,
-                             reconnect_time_wait=0.5, error_cb=on_error),
-                CONNECT_SECONDS,
-            )  # fmt: skip
+            async with asyncio.timeout(CONNECT_SECONDS):
+                self.nc = await nats.connect(self.n.url, name=f"memed-{self.member}", error_cb=on_error,
+                                             max_reconnect_attempts=-1, reconnect_time_wait=0.5)  # fmt: skip
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise NatsSetupError(f"nats.url {self.n.url}: no server answered within {CONNECT_SECONDS:g} s "
@@ -173,11 +171,14 @@ class NatsDaemon:
                     task.cancel()
         finally:
             with contextlib.suppress(Exception):  # bounded: a stop must not hang on a server gone away
-                await asyncio.wait_for(self.members.delete(self.member), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.members.delete(self.member)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.flush(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.nc.flush()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self.nc.close()
             if self.fanout is not None:
                 await self.fanout.close()
 
@@ -277,11 +278,11 @@ class NatsDaemon:
         got = 0
         while got < PULL_BATCH:
             try:
-                msg = (
-                    queue.get_nowait()
-                    if not queue.empty()
-                    else await asyncio.wait_for(queue.get(), PULL_SECONDS + 2)
-                )
+                if queue.empty():
+                    async with asyncio.timeout(PULL_SECONDS + 2):
+                        msg = await queue.get()
+                else:
+                    msg = queue.get_nowait()
             except TimeoutError:
                 return
             status = (msg.headers or {}).get("Status")

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import polars as pl
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from broker import Mosquitto
 from daemon_helpers import (
@@ -26,9 +29,11 @@ from daemon_helpers import (
     waited,
 )
 from memed.daemon.app import Daemon
-from memed.daemon.columns import decode_columns, decode_payload, is_columnar
+from memed.daemon.batcher import Batch, MinuteBatcher
+from memed.daemon.columns import ColumnTicks, decode_columns, decode_payload, is_columnar
 from memed.daemon.ticks import Rejected, Tick, decode_message
 from memed.data import synth_market
+from memed.data.bars import BAR_FIELDS
 
 NOW = 1_767_225_600.0
 
@@ -134,3 +139,64 @@ async def test_a_daemon_fed_column_batches_serves_the_direct_path(
     assert len(batches) == len({k[1] for k in want})  # one message a minute
     assert per_token == []
     assert len(daemon.recent_latencies) > 0  # the batch topic is the latency reference
+
+
+def _same_batches(a: list[Batch], b: list[Batch]) -> None:
+    assert [(x.minute, x.tokens, x.last_arrival) for x in a] == [
+        (x.minute, x.tokens, x.last_arrival) for x in b
+    ]
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.bars, y.bars, equal_nan=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(["A", "B", "C", "D", "E", "F"]), min_size=1, max_size=6, unique=True),
+            st.one_of(  # minute offsets, cycled over the tokens: mostly one minute a message (a feed's)
+                st.integers(0, 3).map(lambda k: [k]), st.lists(st.integers(0, 3), min_size=1, max_size=6)
+            ),
+            st.floats(1.0, 2.0),  # close
+            st.floats(0.0, 3.0),  # seconds until the next message
+            st.booleans(),  # look for closed minutes after it
+            st.booleans(),  # the message names its first token twice
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    ahead=st.sampled_from([None, 1, 2]),
+    expected=st.booleans(),
+)
+def test_a_column_batch_taken_whole_batches_as_its_ticks_one_by_one(
+    steps: list[tuple[list[str], list[int], float, float, bool, bool]], ahead: int | None, expected: bool
+) -> None:
+    """The batcher takes a column batch whole only where that is exactly what adding its ticks one by
+    one does: the same batches (tokens, order, bars, arrival), counts and state, whatever the mix of
+    minutes, repeated tokens, late, out-of-order and far-ahead ticks."""
+    whole, single = (MinuteBatcher(2.0, close_on_expected=expected, max_ahead=ahead) for _ in range(2))
+    now, base, taken = 29_000_000 * 60.0, 29_000_000, 0
+    for names, offsets, close, pause, look, twice in steps:
+        tokens = [*names, names[0]] if twice else names
+        minutes = np.array([base + offsets[i % len(offsets)] for i in range(len(tokens))], np.int64)
+        bars = np.full((len(BAR_FIELDS), len(tokens)), np.nan)
+        bars[:4] = close + np.arange(len(tokens)) / 100
+        bars[4] = 1.0
+        ticks = ColumnTicks(tokens, minutes, bars, []).ticks()
+        if whole.add_columns(tokens, minutes, bars, now):
+            taken += 1
+        else:
+            for t in ticks:
+                whole.add(t, now)
+        for t in ticks:
+            single.add(t, now)
+        now += pause
+        if look:
+            _same_batches(whole.due(now), single.due(now))
+        # the state a checkpoint keeps, byte for byte (msgpack: an absent field's NaN compares as bytes)
+        assert msgspec.msgpack.encode(whole.state()) == msgspec.msgpack.encode(single.state())
+        if offsets[0] == 3:  # the feed moves on
+            base += 1
+    _same_batches(whole.due(now, flush=True), single.due(now, flush=True))
+    assert whole.counts == single.counts
+    event(f"batches taken whole: {'none' if not taken else 'some'}")

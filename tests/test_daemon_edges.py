@@ -281,7 +281,7 @@ for name in ("torch", "lightgbm", "xgboost", "onnx", "onnxmltools", "skl2onnx", 
     sys.modules[name] = None  # any import of them raises ImportError
 import numpy as np
 from memed.config import MemedConfig
-from memed.daemon.app import Daemon, batch_arrays
+from memed.daemon.app import Daemon
 from memed.daemon.demo import DEMO_MODELS
 from memed.daemon.ticks import decode_message
 from memed.daemon.batcher import MinuteBatcher
@@ -297,8 +297,7 @@ for k in range(3):
     for t in decode_message(msgspec.json.encode(ticks), 1.8e9, 120):
         b.add(t, 0.0)
 for batch in b.due(1.0, flush=True):
-    tokens, bars = batch_arrays(batch)
-    sigs = to_signals(daemon.path.process(tokens, float(batch.minute), bars))
+    sigs = to_signals(daemon.path.process(batch.tokens, float(batch.minute), batch.bars))
 print(len(sigs), sigs[0].reason)
 """
 

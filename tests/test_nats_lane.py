@@ -12,7 +12,6 @@ import pytest
 from conftest import TINY_TOML
 from daemon_helpers import daemon_config
 from memed.config import MemedConfig, parse_config
-from memed.daemon.app import batch_arrays
 from memed.daemon.nats.app import NatsDaemon
 from memed.daemon.nats.lane import Lane, decode_snapshot, encode_snapshot
 from memed.daemon.nats.layout import partition_of, server_config
@@ -44,8 +43,7 @@ def _run(lane: Lane, messages: list[tuple[int, bytes]], cfg: MemedConfig) -> lis
         arrival = msgspec.json.decode(body)["ts"] + 61.0  # just after the tick's minute ended
         lane.feed(seq, body, arrival, cfg)
         for batch in lane.batcher.due(arrival):
-            tokens, bars = batch_arrays(batch)
-            frame = signal_frame(lane.path.process(tokens, float(batch.minute), bars))
+            frame = signal_frame(lane.path.process(batch.tokens, float(batch.minute), batch.bars))
             published = {s.key for s in lane.holds.select(frame).signals()}
             out += [msgspec.json.encode([s, s.key in published]) for s in frame.signals()]
             lane.minutes += 1

@@ -22,8 +22,6 @@ import random
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from memed.config import MemedConfig
 from memed.daemon import mqtt
 from memed.daemon.batcher import Batch, MinuteBatcher
 from memed.daemon.checkpoint import Checkpoint, OutboxMinute, read_checkpoint, write_checkpoint
-from memed.daemon.columns import decode_payload
+from memed.daemon.columns import ColumnTicks, decode_any
 from memed.daemon.gc_policy import GcPolicy
 from memed.daemon.http import serve_http
 from memed.daemon.interval import FeedIntervalCheck
@@ -54,9 +52,8 @@ from memed.daemon.sinks import (
     hummingbot_topic,
     signal_topic,
 )
-from memed.daemon.ticks import Rejected
+from memed.daemon.ticks import Rejected, Tick
 from memed.daemon.wire import KeyCache, signal_frame, warm_up
-from memed.data.bars import BAR_FIELDS
 from memed.decision import DecisionPath, Decisions
 from memed.errors import MemedError, SnapshotError
 from memed.logs import get_logger
@@ -131,17 +128,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 def _bytes(payload: Any) -> bytes:
     return bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
-
-
-_BAR_ROW = attrgetter(*BAR_FIELDS)
-
-
-def batch_arrays(batch: Batch) -> tuple[list[str], np.ndarray]:
-    """The minute's tokens and its (9, n) bar matrix (one flat pass over the ticks' fields)."""
-    tokens = [t.token for t in batch.ticks]
-    n = len(tokens)
-    flat = np.fromiter(chain.from_iterable(map(_BAR_ROW, batch.ticks)), np.float64, count=len(BAR_FIELDS) * n)
-    return tokens, np.ascontiguousarray(flat.reshape(n, len(BAR_FIELDS)).T)
 
 
 class Daemon:
@@ -453,11 +439,19 @@ class Daemon:
         self.metrics.messages_in.inc()
         data = _bytes(payload)
         now = self.clock() if now is None else now
-        items = decode_payload(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
-                               self.d.max_message_bytes)  # fmt: skip
+        got = decode_any(bytes(data), now, self.d.max_future_seconds, self.d.reject_unknown_fields,
+                         self.d.max_message_bytes)  # fmt: skip
         accepted = 0
         batcher, quarantine, cap = self.batcher, self.quarantine, self.d.max_tokens
-        capped = batcher.tracked + len(items) > cap  # else no tick of this message can pass the cap
+        capped = batcher.tracked + len(got) > cap  # else no tick of this message can pass the cap
+        items: list[Tick | Rejected]
+        if isinstance(got, ColumnTicks):  # whole, when the batcher can take it so (no object per tick)
+            whole = not capped and not quarantine.until and batcher.add_columns(got.tokens, got.minutes,
+                                                                                got.bars, now)  # fmt: skip
+            items = [*got.rejected] if whole else [*got.rejected, *got.ticks()]
+            accepted = len(got) if whole else 0
+        else:
+            items = got
         for item in items:
             if isinstance(item, Rejected):
                 self.metrics.reject(item.reason)
@@ -567,12 +561,12 @@ class Daemon:
     def _admit(self, batch: Batch) -> tuple[list[str], np.ndarray]:
         """The minute's tokens and bars, less the quarantined ones; the feed's interval, a recovery gap
         and minutes no token ticked in are checked on the way."""
+        tokens, bars = batch.tokens, batch.bars
         if self.quarantine.until:  # closed with this minute's predecessor, before its bisection
-            kept = [t for t in batch.ticks if not self.quarantine.holds(t.token, batch.minute)]
-            if len(kept) < len(batch.ticks):
-                self.metrics.reject("quarantined", len(batch.ticks) - len(kept))
-                batch = Batch(batch.minute, kept, batch.last_arrival)
-        tokens, bars = batch_arrays(batch)
+            kept = [i for i, t in enumerate(tokens) if not self.quarantine.holds(t, batch.minute)]
+            if len(kept) < len(tokens):
+                self.metrics.reject("quarantined", len(tokens) - len(kept))
+                tokens, bars = [tokens[i] for i in kept], bars[:, kept]
         if not self.interval_check.done:  # a feed on another interval than the set's is fatal
             self.interval_check.observe(batch.minute, self.path.last_minutes(tokens))
         if self._restored_last is not None:
@@ -673,4 +667,4 @@ class Daemon:
         log.info("model_set_loaded", model_set=ms.id)
 
 
-__all__ = ["Daemon", "batch_arrays"]
+__all__ = ["Daemon"]

@@ -30,17 +30,83 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
+
+import numpy as np
 
 from memed.config import DaemonConfig
 from memed.daemon.checkpoint import BatcherState, PendingMinute
 from memed.daemon.ticks import Tick
+from memed.data.bars import BAR_FIELDS
 
 
 @dataclass
 class Batch:
     minute: int
-    ticks: list[Tick]
+    tokens: list[str]
+    bars: np.ndarray  # (9, n) float64 in BAR_FIELDS order, row i is tokens[i]'s bar
     last_arrival: float  # wall clock of the batch's last accepted tick (latency metric)
+
+    @property
+    def ticks(self) -> list[Tick]:
+        """The batch as ticks (for tests and the rare paths; the minute loop takes the arrays)."""
+        return _ticks(self.tokens, self.minute, self.bars)
+
+
+def _ticks(tokens: list[str], minute: int, bars: np.ndarray) -> list[Tick]:
+    return [Tick(t, minute, *row) for t, row in zip(tokens, bars.T.tolist(), strict=True)]
+
+
+class _Minute:
+    """One unclosed minute, latest bar per token: token -> its column of a (9, capacity) matrix, in first
+    arrival order (a replaced bar keeps its token's place)."""
+
+    __slots__ = ("bars", "index", "n")
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.bars = np.empty((len(BAR_FIELDS), 64))
+        self.n = 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _room(self, k: int) -> None:
+        if self.n + k > self.bars.shape[1]:
+            grown = np.empty((len(BAR_FIELDS), max(2 * self.bars.shape[1], self.n + k)))
+            grown[:, : self.n] = self.bars[:, : self.n]
+            self.bars = grown
+
+    def put(self, token: str, row: tuple[float, ...]) -> None:
+        """Set the token's bar (a new token takes the next column; a known one keeps its column)."""
+        r = self.index.get(token)
+        if r is None:
+            self._room(1)
+            r = self.index[token] = self.n
+            self.n += 1
+        self.bars[:, r] = row
+
+    def same(self, token: str, row: tuple[float, ...]) -> bool:
+        """Whether the token's bar equals ``row`` field by field (an absent field, NaN, equals absent)."""
+        return bool(np.array_equal(self.bars[:, self.index[token]], row, equal_nan=True))
+
+    def extend(self, tokens: list[str], bars: np.ndarray) -> None:
+        """Tokens new to this minute, with their bars, at once."""
+        k = len(tokens)
+        self._room(k)
+        self.bars[:, self.n : self.n + k] = bars
+        self.index.update(zip(tokens, range(self.n, self.n + k), strict=True))
+        self.n += k
+
+    def arrays(self) -> tuple[list[str], np.ndarray]:
+        tokens = list(self.index)
+        if len(tokens) == self.n:  # no token withdrawn: the columns in order
+            return tokens, self.bars[:, : self.n].copy()
+        return tokens, self.bars[:, np.fromiter(self.index.values(), np.intp, len(tokens))]
+
+    def ticks(self, minute: int) -> list[Tick]:
+        tokens, bars = self.arrays()
+        return _ticks(tokens, minute, bars)
 
 
 @dataclass
@@ -53,7 +119,7 @@ class MinuteBatcher:
     max_deferred: int = 100_000
     counts: Counter[str] = field(default_factory=Counter)
     last_closed: int = -1
-    _pending: dict[int, dict[str, Tick]] = field(default_factory=dict)
+    _pending: dict[int, _Minute] = field(default_factory=dict)
     _first: dict[int, float] = field(default_factory=dict)
     _last: dict[int, float] = field(default_factory=dict)
     _newest: dict[str, int] = field(default_factory=dict)
@@ -115,14 +181,14 @@ class MinuteBatcher:
             return self._count("out_of_order")
         bucket = self._pending.get(m)
         if bucket is None:
-            bucket = self._pending[m] = {}
+            bucket = self._pending[m] = _Minute()
             self._moved[m] = self._later(m)
-        prev = bucket.get(tick.token)
-        if prev is not None:
-            if prev == tick:
+        row = tick.row()
+        if tick.token in bucket.index:
+            if bucket.same(tick.token, row):
                 return self._count("duplicate")
             self.counts["replaced"] += 1
-        bucket[tick.token] = tick
+        bucket.put(tick.token, row)
         if m > newest:  # this token moves on past the unclosed minutes in [newest, m)
             for p in self._moved:
                 if newest <= p < m:
@@ -131,6 +197,40 @@ class MinuteBatcher:
         self._first.setdefault(m, now)
         self._last[m] = now
         return None
+
+    def add_columns(self, tokens: list[str], minutes: np.ndarray, bars: np.ndarray, now: float) -> bool:
+        """A column batch's ticks at once — when that is exactly what adding them one by one would do: all
+        of one open minute within reach, nothing deferred, each token once, none already in that minute
+        and none ahead of it. Otherwise nothing is added and False returned (the caller adds them one by
+        one). ``bars``: (9, n) in BAR_FIELDS order."""
+        n = len(tokens)
+        if not n or self._deferred:
+            return False
+        m = int(minutes[0])
+        w = self.watermark
+        if m <= self.last_closed or (self.max_ahead is not None and w is not None and m > w + self.max_ahead):
+            return False
+        if not (minutes == m).all():
+            return False
+        bucket = self._pending.get(m)
+        if bucket is not None and not bucket.index.keys().isdisjoint(tokens):
+            return False
+        get = self._newest.get
+        newest = np.fromiter(map(get, tokens, repeat(-1)), np.int64, n)
+        if (newest > m).any() or len(set(tokens)) != n:
+            return False
+        if bucket is None:
+            bucket = self._pending[m] = _Minute()
+            self._moved[m] = self._later(m)
+        bucket.extend(tokens, bars)
+        for p in self._moved:  # each token moves on past the unclosed minutes in [its newest, m)
+            if p < m:
+                self._moved[p] += int(np.count_nonzero(newest <= p))
+        self._newest.update(zip(tokens, repeat(m)))
+        self._near_at = now
+        self._first.setdefault(m, now)
+        self._last[m] = now
+        return True
 
     def _count(self, reason: str) -> str:
         self.counts[reason] += 1
@@ -148,7 +248,7 @@ class MinuteBatcher:
                 break
             bucket = self._pending[m]
             expected = self._expected
-            complete = self.close_on_expected and bool(expected) and expected <= bucket.keys()
+            complete = self.close_on_expected and bool(expected) and expected <= bucket.index.keys()
             moved_on = self._moved[m] >= self._quorum(max(len(expected), len(bucket), 1))
             # the wait starts at the minute's first tick, and never before the minute has ended on the
             # wall clock: a tick stamped ahead cannot start it early (live); history is long past (replay)
@@ -158,9 +258,9 @@ class MinuteBatcher:
             self._pending.pop(m)
             self._first.pop(m)
             self._moved.pop(m)
-            out.append(Batch(m, list(bucket.values()), self._last.pop(m)))
+            out.append(Batch(m, *bucket.arrays(), self._last.pop(m)))
             self.last_closed = m
-            self._expected = frozenset(bucket)
+            self._expected = frozenset(bucket.index)
         return out
 
     def _quorum(self, n: int) -> int:
@@ -174,7 +274,7 @@ class MinuteBatcher:
     def _recount_moved(self) -> None:
         self._moved = {m: self._later(m) for m in self._pending}
 
-    def _drop_minute(self, m: int) -> dict[str, Tick]:
+    def _drop_minute(self, m: int) -> _Minute:
         """Take an unclosed minute out (its ticks, returned, go nowhere else)."""
         del self._first[m], self._last[m], self._moved[m]
         return self._pending.pop(m)
@@ -184,10 +284,10 @@ class MinuteBatcher:
         tokens: set[str] = set()
         for m in sorted(k for k in self._pending if k >= first):
             bucket = self._drop_minute(m)
-            self._deferred.extend(bucket.values())
-            tokens |= bucket.keys()
+            self._deferred.extend(bucket.ticks(m))
+            tokens |= bucket.index.keys()
         for t in tokens:  # a token's newest minute is what it still has batched
-            newest = max((m for m, b in self._pending.items() if t in b), default=None)
+            newest = max((m for m, b in self._pending.items() if t in b.index), default=None)
             if newest is None:
                 self._newest.pop(t, None)
             else:
@@ -236,7 +336,7 @@ class MinuteBatcher:
     def state(self) -> BatcherState:
         """Everything needed to go on exactly: the position, each token's newest minute, the expected
         tokens, and the unclosed minutes with their ticks and arrival times."""
-        pending = [PendingMinute(m, self._first[m], self._last[m], list(bucket.values()))
+        pending = [PendingMinute(m, self._first[m], self._last[m], bucket.ticks(m))
                    for m, bucket in sorted(self._pending.items())]  # fmt: skip
         return BatcherState(self.last_closed, dict(self._newest), sorted(self._expected), pending,
                             list(self._deferred))  # fmt: skip
@@ -245,7 +345,11 @@ class MinuteBatcher:
         self.last_closed = state.last_closed
         self._newest = dict(state.newest)
         self._expected = frozenset(state.expected)
-        self._pending = {p.minute: {t.token: t for t in p.ticks} for p in state.pending}
+        self._pending = {}
+        for p in state.pending:
+            bucket = self._pending[p.minute] = _Minute()
+            for t in p.ticks:
+                bucket.put(t.token, t.row())
         self._first = {p.minute: p.first for p in state.pending}
         self._last = {p.minute: p.last for p in state.pending}
         self._recount_moved()
@@ -276,10 +380,10 @@ class MinuteBatcher:
         taken = 0
         for m in list(self._pending):
             bucket = self._pending[m]
-            for t in drop & bucket.keys():
-                del bucket[t]
+            for t in drop & bucket.index.keys():
+                del bucket.index[t]
                 taken += 1
-            if not bucket:
+            if not bucket.index:
                 self._drop_minute(m)
         kept = [t for t in self._deferred if t.token not in drop]
         taken += len(self._deferred) - len(kept)

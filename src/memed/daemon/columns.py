@@ -73,6 +73,11 @@ class ColumnTicks:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def ticks(self) -> list[Tick]:
+        """The accepted ticks one by one (the path of a batch the batcher cannot take whole)."""
+        rows = zip(self.tokens, self.minutes.tolist(), self.bars.T.tolist(), strict=True)
+        return [Tick(t, m, *row) for t, m, row in rows]
+
 
 _verdicts: dict[str, str] = {}
 
@@ -150,18 +155,19 @@ def _rejected(doc: _Columns, i: int, token_problem: str, bad_ts: bool, future: b
     return Rejected(BAR_REASONS[code], BAR_PROBLEMS[code], raw)
 
 
-def decode_payload(payload: bytes, now_seconds: float, max_future_seconds: float, strict: bool = True,
-                   max_bytes: int = MAX_MESSAGE_BYTES) -> list[Tick | Rejected]:  # fmt: skip
-    """Any tick message (a column batch, one tick, or an array of ticks) as the daemon's ticks and
-    rejections: column batches through :func:`decode_columns`, the rest through
-    :func:`~memed.daemon.ticks.decode_message`."""
+def decode_any(payload: bytes, now_seconds: float, max_future_seconds: float, strict: bool = True,
+               max_bytes: int = MAX_MESSAGE_BYTES) -> ColumnTicks | list[Tick | Rejected]:  # fmt: skip
+    """Any tick message: a column batch as :class:`ColumnTicks` (through :func:`decode_columns`; a batch
+    refused whole as its one rejection), one tick or an array of ticks as ticks and rejections (through
+    :func:`~memed.daemon.ticks.decode_message`)."""
     if len(payload) > max_bytes or not is_columnar(payload):
         return decode_message(payload, now_seconds, max_future_seconds, strict, max_bytes)
     got = decode_columns(payload, now_seconds, max_future_seconds, strict)
-    if isinstance(got, Rejected):
-        return [got]
-    ticks: list[Tick | Rejected] = [
-        Tick(t, m, *row)
-        for t, m, row in zip(got.tokens, got.minutes.tolist(), got.bars.T.tolist(), strict=True)
-    ]
-    return [*got.rejected, *ticks]
+    return [got] if isinstance(got, Rejected) else got
+
+
+def decode_payload(payload: bytes, now_seconds: float, max_future_seconds: float, strict: bool = True,
+                   max_bytes: int = MAX_MESSAGE_BYTES) -> list[Tick | Rejected]:  # fmt: skip
+    """Any tick message as the daemon's ticks and rejections (:func:`decode_any`, one tick at a time)."""
+    got = decode_any(payload, now_seconds, max_future_seconds, strict, max_bytes)
+    return [*got.rejected, *got.ticks()] if isinstance(got, ColumnTicks) else got

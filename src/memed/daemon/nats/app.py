@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from memed.config import MemedConfig
-from memed.daemon.app import batch_arrays
 from memed.daemon.batcher import Batch
 from memed.daemon.http import serve_http
 from memed.daemon.metrics import DaemonMetrics
@@ -453,7 +452,7 @@ class NatsDaemon:
                     await self._put_snapshot(lane)
 
     async def _process(self, lane: Lane, batch: Batch) -> None:
-        tokens, bars = batch_arrays(batch)
+        tokens, bars = batch.tokens, batch.bars
         try:
             result = await asyncio.to_thread(lane.path.process, tokens, float(batch.minute), bars)
         except Exception as exc:  # no minute may stop the daemon: its tokens start afresh

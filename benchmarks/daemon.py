@@ -4,14 +4,14 @@ For each token count: the daemon's state is warmed up by running history through
 then a publisher *process* sends each minute's ticks (``--payload rows``: JSON arrays of 500 tick
 objects; ``columns``: column batches of 5,000 ticks; QoS 1) at a fixed pace, and the daemon records, per
 minute, the time from the minute's last tick arriving to its last signal published (QoS 1; ``--signals
-per-token``: one message per token on ``memed/signals/<token>``, ``batch``: one array a minute on
-``daemon.signal_batch_topic``). Every signal is published (``daemon.publish_hold = "always"``, the most
+per-token``: one message per token on ``memed/signals/<token>``, ``batch``: one JSON array a minute on
+``daemon.signal_batch_topic``, ``batch-arrow``: one Arrow IPC file a minute there). Every signal is published (``daemon.publish_hold = "always"``, the most
 work; ``--publish-hold changes``, the default of ``memed run``, publishes a HOLD only when it changes
 something: on this synthetic market, almost never).
 A second phase publishes minutes back to back to measure sustained ticks/s.
 
     python benchmarks/daemon.py --tokens 1000 10000 50000 [--payload rows|columns]
-                                [--signals per-token|batch] [--publish-hold always|changes]
+                                [--signals per-token|batch|batch-arrow] [--publish-hold always|changes]
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
         batch_wait_seconds=10.0, client_id=f"bench-{tokens}",
         signal_topic_prefix="" if batch_signals else "memed/signals",
         signal_batch_topic="memed/signals_batch" if batch_signals else "", publish_hold=publish_hold,
+        signal_batch_format="arrow" if signals == "batch-arrow" else "json",
     )  # fmt: skip
     daemon = Daemon(msgspec.structs.replace(cfg, daemon=d))
     warm_times = []
@@ -173,7 +174,7 @@ def main() -> None:
         "--pace", type=float, default=0.0, help="seconds between paced minutes (0: 1 s + 0.2 s per 1k tokens)"
     )
     ap.add_argument("--payload", choices=["rows", "columns"], default="rows")
-    ap.add_argument("--signals", choices=["per-token", "batch"], default="per-token")
+    ap.add_argument("--signals", choices=["per-token", "batch", "batch-arrow"], default="per-token")
     ap.add_argument("--publish-hold", choices=["always", "changes"], default="always")
     args = ap.parse_args()
     configure_logging("warning", "console")

@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as pa_ipc
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -110,14 +112,26 @@ def test_a_bad_column_batch_is_refused_whole_with_one_reason(body: dict[str, Any
         assert lenient.tokens == ["A"]
 
 
+def _batch_rows(body: bytes, fmt: str) -> list[dict[str, Any]]:
+    """A batch message's signals as the consumer reads them: the JSON array, or the Arrow file through
+    pyarrow (not polars, which wrote it)."""
+    if fmt == "json":
+        rows: list[dict[str, Any]] = msgspec.json.decode(body)
+        return rows
+    return pa_ipc.open_file(pa.py_buffer(body)).read_all().to_pylist()
+
+
 @pytest.mark.broker
+@pytest.mark.parametrize("fmt", ["json", "arrow"])
 async def test_a_daemon_fed_column_batches_serves_the_direct_path(
-    tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
+    fmt: str, tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    """Column batches in; out, the per-token topics off and every minute's signals in one message."""
+    """Column batches in; out, the per-token topics off and every minute's signals in one message (a
+    JSON array, or an Arrow file), equal to the direct path's."""
     market = synth_market(5, 300, seed=9).with_columns(liquidity=pl.lit(1e5))
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, policy="bands")
-    d = msgspec.structs.replace(cfg.daemon, signal_topic_prefix="", signal_batch_topic="memed/all")
+    d = msgspec.structs.replace(cfg.daemon, signal_topic_prefix="", signal_batch_topic="memed/all",
+                                signal_batch_format=fmt)  # fmt: skip
     cfg = msgspec.structs.replace(cfg, daemon=d)
     batches: list[bytes] = []
     per_token: list[bytes] = []
@@ -130,11 +144,11 @@ async def test_a_daemon_fed_column_batches_serves_the_direct_path(
         daemon = Daemon(cfg)
         await serve_market(daemon, market, mosquitto.url, columns=True)
         want = direct_signals(market, cfg, tiny_registry)
-        await wait_until(lambda: sum(len(msgspec.json.decode(b)) for b in batches) >= len(want))
+        await wait_until(lambda: sum(len(_batch_rows(b, fmt)) for b in batches) >= len(want))
         sub.cancel()
         sub2.cancel()
     assert_same_signals(read_jsonl(Path(cfg.daemon.jsonl_path)), want)
-    got = {(d["token"], d["ts"]): d for b in batches for d in msgspec.json.decode(b)}
+    got = {(d["token"], d["ts"]): d for b in batches for d in _batch_rows(b, fmt)}
     assert_same_signals(got, want)
     assert len(batches) == len({k[1] for k in want})  # one message a minute
     assert per_token == []

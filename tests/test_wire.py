@@ -10,6 +10,8 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as pa_ipc
 
 from conftest import TINY_TOML
 from memed.config import parse_config
@@ -35,6 +37,8 @@ def _same_values(d: Decisions) -> tuple[bool, bool, bool]:
     assert [msgspec.json.decode(line, type=Signal) for line in frame.ndjson().splitlines()] == signals
     # the batch topic's array and the per-token messages, read by another parser
     assert json.loads(frame.json()) == [json.loads(msgspec.json.encode(sig)) for sig in signals]
+    # the batch topic's Arrow file, read by pyarrow: the same rows as the JSON array
+    assert pa_ipc.open_file(pa.py_buffer(frame.arrow())).read_all().to_pylist() == json.loads(frame.json())
     seen = [False, False, False]
     r = d.risk
     for k, s in enumerate(signals):
@@ -124,6 +128,11 @@ def test_every_double_reads_back_bit_for_bit_from_the_frames_json() -> None:
     assert back == signals
     assert [math.copysign(1, a.strength) for a in back] == [math.copysign(1, b.strength) for b in signals]
     assert [msgspec.json.decode(line, type=Signal) for line in frame.ndjson().splitlines()] == signals
+    arrow = pa_ipc.open_file(pa.py_buffer(frame.arrow())).read_all().to_pylist()
+    assert [msgspec.convert(row, Signal) for row in arrow] == signals  # the Arrow file's doubles too
+    assert [math.copysign(1, row["strength"]) for row in arrow] == [
+        math.copysign(1, b.strength) for b in signals
+    ]
     assert frame.take([1, 3]).signals() == [signals[1], signals[3]]
     assert SignalFrame.from_signals([]).json() == b"[]"
 

@@ -255,8 +255,12 @@ class DaemonConfig(_Section, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     gc_freeze: bool = True
     """Keep the garbage collector's full scans out of the minutes (:mod:`memed.daemon.gc_policy`)."""
     signal_batch_topic: str = ""
-    """Every signal of a minute in one JSON array on this topic (QoS 1), for high-volume consumers: one
+    """Every signal of a minute in one message on this topic (QoS 1), for high-volume consumers: one
     message a minute instead of one per token; empty: off."""
+    signal_batch_format: Literal["json", "arrow"] = "json"
+    """The batch topic's message: a JSON array of the signals, or an Arrow IPC file (the same columns,
+    horizons and risk as structs, LZ4-compressed; ``pyarrow.ipc.open_file`` or ``polars.read_ipc`` reads
+    it): a fifth of the bytes, and a minute's signals out several milliseconds sooner at 10,000 tokens."""
     dead_letter_topic: str = "memed/deadletter"
     hummingbot_topic_prefix: str = ""
     """Non-empty (the controller's default topic is ``hbot/predictions``): also publish each signal in the

@@ -197,7 +197,9 @@ class Daemon:
         if self.d.signal_topic_prefix:
             sinks.append(MqttSink("mqtt", self.link, signal_topic(self.d.signal_topic_prefix)))
         if self.d.signal_batch_topic:
-            sinks.append(MqttBatchSink("mqtt_batch", self.link, self.d.signal_batch_topic))
+            sinks.append(
+                MqttBatchSink("mqtt_batch", self.link, self.d.signal_batch_topic, self.d.signal_batch_format)
+            )
         if self.d.hummingbot_topic_prefix:
             to_hbot = hummingbot_topic(self.d.hummingbot_topic_prefix, self.d.pairs, self.cfg.risk.stop_atr)
             sinks.append(MqttSink("hummingbot", self.link, to_hbot))

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import aiohttp
 import msgspec
@@ -133,16 +133,18 @@ class MqttSink:
 
 
 class MqttBatchSink(MqttSink):
-    """The minute's published signals as one JSON array on one topic (``daemon.signal_batch_topic``)."""
+    """The minute's published signals as one message on one topic (``daemon.signal_batch_topic``): a JSON
+    array, or an Arrow IPC file (``daemon.signal_batch_format``)."""
 
-    def __init__(self, name: str, link: Link, topic: str) -> None:
+    def __init__(self, name: str, link: Link, topic: str, fmt: Literal["json", "arrow"] = "json") -> None:
         super().__init__(name, link, lambda sig: (topic, b""))
         self.topic = topic
+        self.fmt = fmt
 
     async def send(self, out: Outgoing) -> None:
         if not len(out.published):
             return
-        body = out.published.json()
+        body = out.published.arrow() if self.fmt == "arrow" else out.published.json()
         while True:
             client = await self.link.wait()
             if not await publish_many(client, [(self.topic, body)], qos=1):

@@ -115,7 +115,7 @@ def warm_up(horizons: tuple[int, ...]) -> None:
                   close=two, atr=two, recent_notional=two, horizons=horizons, model_set="",
                   feature_spec="")  # fmt: skip
     frame = signal_frame(d)
-    frame.json(), frame.ndjson(), frame.signals()
+    frame.json(), frame.ndjson(), frame.arrow(), frame.signals()
 
 
 def to_signals(d: Decisions) -> list[Signal]:

@@ -11,6 +11,7 @@ edge. Floats are written as the shortest text that reads back to the same double
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +89,13 @@ class SignalFrame:
     def json(self) -> bytes:
         """All the signals as one JSON array (the batch topic, the webhook's ``batch`` body)."""
         return self.frame.write_json().encode() if len(self) else b"[]"
+
+    def arrow(self) -> bytes:
+        """All the signals as one Arrow IPC file (LZ4 frames; the oldest Arrow types, so any Arrow reader
+        of the last years reads it)."""
+        out = io.BytesIO()
+        self.frame.write_ipc(out, compression="lz4", compat_level=pl.CompatLevel.oldest())
+        return out.getvalue()
 
     def ndjson(self) -> bytes:
         """One JSON line per signal (the JSONL file)."""

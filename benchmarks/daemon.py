@@ -5,9 +5,9 @@ then a publisher *process* sends each minute's ticks (``--payload rows``: JSON a
 objects; ``columns``: column batches of 5,000 ticks; QoS 1) at a fixed pace, and the daemon records, per
 minute, the time from the minute's last tick arriving to its last signal published (QoS 1; ``--signals
 per-token``: one message per token on ``memed/signals/<token>``, ``batch``: one JSON array a minute on
-``daemon.signal_batch_topic``, ``batch-arrow``: one Arrow IPC file a minute there). Every signal is published (``daemon.publish_hold = "always"``, the most
-work; ``--publish-hold changes``, the default of ``memed run``, publishes a HOLD only when it changes
-something: on this synthetic market, almost never).
+``daemon.signal_batch_topic``, ``batch-arrow``: one Arrow IPC file a minute there). Every signal is
+published (``daemon.publish_hold = "always"``, the most work; ``--publish-hold changes``, the default of
+``memed run``, publishes a HOLD only when it changes something: on this synthetic market, almost never).
 A second phase publishes minutes back to back to measure sustained ticks/s.
 
     python benchmarks/daemon.py --tokens 1000 10000 50000 [--payload rows|columns]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from memed.config import MemedConfig
 from memed.daemon.app import Daemon
 from memed.daemon.checkpoint import BatcherState
 from memed.daemon.demo import DEMO_MODELS
+from memed.daemon.stacks import log_stacks
 from memed.logs import configure_logging
 
 T0_MIN = 29_000_000  # epoch minutes, 2025-02
@@ -135,6 +137,8 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
         for path, part, first in ((paced, bars[warmup : warmup + minutes], T0_MIN + warmup),
                                   (floods, bars[warmup + minutes :], T0_MIN + warmup + minutes)):  # fmt: skip
             path.write_text("\n".join(json.dumps(m) for m in payloads(part, names, first, columns)) + "\n")
+        # kill -USR1 <pid>: where every task waits (a run that stops making progress)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_stacks)
         async with asyncio.TaskGroup() as tg:
             run = tg.create_task(daemon.run())
             await daemon.subscribed.wait()

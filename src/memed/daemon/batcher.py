@@ -22,7 +22,10 @@
   ``max_deferred`` ticks they are rejected as ``future_ts``. Live, ``max_ahead`` lies past what the
   wall clock admits, so nothing is deferred.
 
-The wall clock is used only to time the wait; what leaves the batcher is event time.
+The wall clock is used only to time the wait; what leaves the batcher is event time. A minute's bars are
+held as columns of one matrix (a batch leaves as its tokens and a (9, n) bar matrix), and a column batch
+is taken whole (:meth:`MinuteBatcher.add_columns`) when that is exactly what its ticks one by one would
+do — a feed's normal message: no object per tick on the way in or out.
 """
 
 from __future__ import annotations

@@ -214,3 +214,22 @@ def test_a_column_batch_taken_whole_batches_as_its_ticks_one_by_one(
     _same_batches(whole.due(now, flush=True), single.due(now, flush=True))
     assert whole.counts == single.counts
     event(f"batches taken whole: {'none' if not taken else 'some'}")
+
+
+def test_a_column_batch_sent_twice_is_counted_duplicate_tick_by_tick() -> None:
+    """A resend is a duplicate however it came — absent fields (NaN) equal absent ones (a column batch's
+    resend used to count as `replaced`: its NaNs were new objects); a changed bar is `replaced`."""
+    b = MinuteBatcher(2.0)
+    m = 29_000_000
+    bars = np.full((len(BAR_FIELDS), 3), np.nan)
+    bars[:4], bars[4] = [[1.0, 2.0, 3.0]] * 4, 0.0
+    got = ColumnTicks(["A", "B", "C"], np.full(3, m), bars, [])
+    assert b.add_columns(got.tokens, got.minutes, got.bars.copy(), 0.0)
+    assert not b.add_columns(got.tokens, got.minutes, got.bars.copy(), 0.0)  # all already in the minute
+    assert [b.add(t, 0.0) for t in got.ticks()] == ["duplicate"] * 3
+    changed = msgspec.structs.replace(got.ticks()[1], close=2.5)
+    assert b.add(changed, 0.0) is None
+    assert b.counts == {"duplicate": 3, "replaced": 1}
+    (batch,) = b.due(0.0, flush=True)
+    assert batch.tokens == ["A", "B", "C"]
+    assert batch.bars[3].tolist() == [1.0, 2.5, 3.0]

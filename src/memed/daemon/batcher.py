@@ -33,7 +33,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
+from operator import attrgetter
 
 import numpy as np
 
@@ -60,54 +61,78 @@ def _ticks(tokens: list[str], minute: int, bars: np.ndarray) -> list[Tick]:
     return [Tick(t, minute, *row) for t, row in zip(tokens, bars.T.tolist(), strict=True)]
 
 
-class _Minute:
-    """One unclosed minute, latest bar per token: token -> its column of a (9, capacity) matrix, in first
-    arrival order (a replaced bar keeps its token's place)."""
+_BAR_ROW = attrgetter(*BAR_FIELDS)
 
-    __slots__ = ("bars", "index", "n")
+
+class _Minute:
+    """One unclosed minute, latest bar per token, in first-arrival order (a replaced bar keeps its token's
+    place): the ticks added one by one (as cheap as the dict they are), and column batches as whole
+    blocks (their arrays are the minute's from then on). The (9, n) matrix is built once, when the
+    minute closes."""
+
+    __slots__ = ("blocks", "index", "n", "ticks")
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-        self.bars = np.empty((len(BAR_FIELDS), 64))
+        self.index: dict[str, int] = {}  # token -> position (a withdrawn token leaves a hole)
         self.n = 0
+        self.ticks: dict[str, Tick] = {}  # the tokens added one by one
+        self.blocks: list[tuple[int, np.ndarray]] = []  # (first position, (9, k) bars)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _room(self, k: int) -> None:
-        if self.n + k > self.bars.shape[1]:
-            grown = np.empty((len(BAR_FIELDS), max(2 * self.bars.shape[1], self.n + k)))
-            grown[:, : self.n] = self.bars[:, : self.n]
-            self.bars = grown
+    def _block_bar(self, token: str) -> np.ndarray:
+        p = self.index[token]
+        first, block = next((f, b) for f, b in reversed(self.blocks) if f <= p)
+        bar: np.ndarray = block[:, p - first]
+        return bar
 
-    def put(self, token: str, row: tuple[float, ...]) -> None:
-        """Set the token's bar (a new token takes the next column; a known one keeps its column)."""
-        r = self.index.get(token)
-        if r is None:
-            self._room(1)
-            r = self.index[token] = self.n
+    def same(self, tick: Tick) -> bool:
+        """Whether the token's bar equals the tick's field by field, an absent field (NaN) equal to an
+        absent one: a resend, however it came (a tick or a column batch)."""
+        prev = self.ticks.get(tick.token)
+        bar = prev.row() if prev is not None else self._block_bar(tick.token)
+        return bool(np.array_equal(bar, tick.row(), equal_nan=True))
+
+    def put(self, tick: Tick) -> None:
+        """Set the token's bar (a new token takes the next position; a known one keeps its own)."""
+        token = tick.token
+        if token not in self.index:
+            self.index[token] = self.n
             self.n += 1
-        self.bars[:, r] = row
+            self.ticks[token] = tick
+        elif token in self.ticks:
+            self.ticks[token] = tick
+        else:  # a bar that came in a column batch, replaced
+            self._block_bar(token)[:] = tick.row()
 
-    def same(self, token: str, row: tuple[float, ...]) -> bool:
-        """Whether the token's bar equals ``row`` field by field (an absent field, NaN, equals absent)."""
-        return bool(np.array_equal(self.bars[:, self.index[token]], row, equal_nan=True))
+    def drop(self, token: str) -> None:
+        del self.index[token]
+        self.ticks.pop(token, None)
 
     def extend(self, tokens: list[str], bars: np.ndarray) -> None:
-        """Tokens new to this minute, with their bars, at once."""
+        """Tokens new to this minute, with their (9, k) bars."""
         k = len(tokens)
-        self._room(k)
-        self.bars[:, self.n : self.n + k] = bars
+        self.blocks.append((self.n, bars))
         self.index.update(zip(tokens, range(self.n, self.n + k), strict=True))
         self.n += k
 
     def arrays(self) -> tuple[list[str], np.ndarray]:
         tokens = list(self.index)
-        if len(tokens) == self.n:  # no token withdrawn: the columns in order
-            return tokens, self.bars[:, : self.n].copy()
-        return tokens, self.bars[:, np.fromiter(self.index.values(), np.intp, len(tokens))]
+        if not self.ticks and len(self.blocks) == 1 and len(tokens) == self.n:
+            return tokens, self.blocks[0][1]  # one column batch: its own array
+        out = np.empty((len(BAR_FIELDS), self.n))
+        for first, block in self.blocks:
+            out[:, first : first + block.shape[1]] = block
+        if k := len(self.ticks):
+            at = np.fromiter(map(self.index.__getitem__, self.ticks), np.intp, k)
+            flat = np.fromiter(chain.from_iterable(map(_BAR_ROW, self.ticks.values())), np.float64, k * 9)
+            out[:, at] = flat.reshape(k, len(BAR_FIELDS)).T
+        if len(tokens) == self.n:  # no token withdrawn: the positions in order
+            return tokens, out
+        return tokens, out[:, np.fromiter(self.index.values(), np.intp, len(tokens))]
 
-    def ticks(self, minute: int) -> list[Tick]:
+    def as_ticks(self, minute: int) -> list[Tick]:
         tokens, bars = self.arrays()
         return _ticks(tokens, minute, bars)
 
@@ -186,12 +211,11 @@ class MinuteBatcher:
         if bucket is None:
             bucket = self._pending[m] = _Minute()
             self._moved[m] = self._later(m)
-        row = tick.row()
         if tick.token in bucket.index:
-            if bucket.same(tick.token, row):
+            if bucket.same(tick):
                 return self._count("duplicate")
             self.counts["replaced"] += 1
-        bucket.put(tick.token, row)
+        bucket.put(tick)
         if m > newest:  # this token moves on past the unclosed minutes in [newest, m)
             for p in self._moved:
                 if newest <= p < m:
@@ -287,7 +311,7 @@ class MinuteBatcher:
         tokens: set[str] = set()
         for m in sorted(k for k in self._pending if k >= first):
             bucket = self._drop_minute(m)
-            self._deferred.extend(bucket.ticks(m))
+            self._deferred.extend(bucket.as_ticks(m))
             tokens |= bucket.index.keys()
         for t in tokens:  # a token's newest minute is what it still has batched
             newest = max((m for m, b in self._pending.items() if t in b.index), default=None)
@@ -339,7 +363,7 @@ class MinuteBatcher:
     def state(self) -> BatcherState:
         """Everything needed to go on exactly: the position, each token's newest minute, the expected
         tokens, and the unclosed minutes with their ticks and arrival times."""
-        pending = [PendingMinute(m, self._first[m], self._last[m], bucket.ticks(m))
+        pending = [PendingMinute(m, self._first[m], self._last[m], bucket.as_ticks(m))
                    for m, bucket in sorted(self._pending.items())]  # fmt: skip
         return BatcherState(self.last_closed, dict(self._newest), sorted(self._expected), pending,
                             list(self._deferred))  # fmt: skip
@@ -352,7 +376,7 @@ class MinuteBatcher:
         for p in state.pending:
             bucket = self._pending[p.minute] = _Minute()
             for t in p.ticks:
-                bucket.put(t.token, t.row())
+                bucket.put(t)
         self._first = {p.minute: p.first for p in state.pending}
         self._last = {p.minute: p.last for p in state.pending}
         self._recount_moved()
@@ -384,7 +408,7 @@ class MinuteBatcher:
         for m in list(self._pending):
             bucket = self._pending[m]
             for t in drop & bucket.index.keys():
-                del bucket.index[t]
+                bucket.drop(t)
                 taken += 1
             if not bucket.index:
                 self._drop_minute(m)

@@ -126,8 +126,9 @@ class _Minute:
             out[:, first : first + block.shape[1]] = block
         if k := len(self.ticks):
             at = np.fromiter(map(self.index.__getitem__, self.ticks), np.intp, k)
-            flat = np.fromiter(chain.from_iterable(map(_BAR_ROW, self.ticks.values())), np.float64, k * 9)
-            out[:, at] = flat.reshape(k, len(BAR_FIELDS)).T
+            width = len(BAR_FIELDS)
+            flat = np.fromiter(chain.from_iterable(map(_BAR_ROW, self.ticks.values())), np.float64, k * width)
+            out[:, at] = flat.reshape(k, width).T
         if len(tokens) == self.n:  # no token withdrawn: the positions in order
             return tokens, out
         return tokens, out[:, np.fromiter(self.index.values(), np.intp, len(tokens))]

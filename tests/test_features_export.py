@@ -51,3 +51,17 @@ def test_other_inputs_and_the_stream_mode(tmp_path: Path) -> None:
     assert pl.read_parquet(tmp_path / "s.parquet").equals(want)  # the daemon's driver says the same
     with pytest.raises(ValueError, match="no bars"):
         export_features(frame_groups(market.clear(), 100), build_spec(1), tmp_path / "empty.parquet")
+
+
+@pytest.mark.parametrize("float32", [False, True])
+def test_market_context_columns_are_exported_like_the_whole_frame(tmp_path: Path, float32: bool) -> None:
+    market = synth_market(6, 400, seed=5)  # 2,400 rows: tiles of 64 rows cross tokens, the last one short
+    spec = build_spec(1, 15, market=True)
+    want = compute_features(market, spec)
+    export_features(frame_groups(market, 10**6), spec, tmp_path / "m.parquet", float32=float32)
+    got = pl.read_parquet(tmp_path / "m.parquet")
+    assert got.columns == want.columns
+    assert got.columns[-1].startswith("mkt_")
+    cast = pl.Float32 if float32 else pl.Float64
+    assert got.equals(want.with_columns(pl.col(c).cast(cast) for c in want.columns[2:]))
+    assert got["mkt_beta_60m"].null_count() == want["mkt_beta_60m"].null_count() > 0

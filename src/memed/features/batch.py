@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,6 +58,55 @@ def run_block(bounds: np.ndarray, carry: np.ndarray, continues: bool, ts: np.nda
             carry[:] = s
 
 
+TILE = 64
+"""Rows the column driver steps into its row-major scratch before writing them out as columns (one
+validity-bitmap word per column)."""
+
+
+@njit(cache=True, nogil=True)
+def run_columns(starts: np.ndarray, ts: np.ndarray, x: np.ndarray, p: np.ndarray, init: np.ndarray,
+                cols: np.ndarray, warm: np.ndarray, out: np.ndarray, bits: np.ndarray,
+                nulls: np.ndarray) -> None:  # fmt: skip
+    """The batch driver writing Arrow-ready columns: every token (rows ``starts[g] .. starts[g+1]``) from a
+    fresh state, kernel column ``cols[j]`` of row ``i`` to ``out[j, i]`` (float64 or float32: a contiguous
+    column per feature), NaN where the bar is fewer than ``warm[j]`` bars into its segment (the seeded
+    averages' convergence, as :meth:`FeatureSpec.mask_converging`), bit ``i`` of ``bits[j]`` set where the
+    value is not NaN, ``nulls[j]`` counting the NaNs.
+
+    The kernel steps ``TILE`` rows into a small row-major scratch (cache-resident, as fast as a row-major
+    output) and each tile is then written out column by column in whole cache lines: stepping straight into
+    49 column streams is about a third slower. The values are the step's own, bit for bit."""
+    n = len(ts)
+    tile = np.empty((TILE, N_OUT))
+    nb = np.empty(TILE)
+    s = init.copy()
+    g = 0
+    for t0 in range(0, n, TILE):
+        t1 = min(t0 + TILE, n)
+        for i in range(t0, t1):
+            while i == starts[g + 1]:  # the next token's first row (past any empty token)
+                g += 1
+                s[:] = init
+            row = tile[i - t0]
+            status = advance(s, row, p, ts[i], x[OPEN, i], x[HIGH, i], x[LOW, i], x[CLOSE, i], x[VOLUME, i],
+                             x[LIQUIDITY, i], x[BUYS, i], x[SELLS, i], x[MARKET_CAP, i])  # fmt: skip
+            if status == STATUS_STALE:  # (a canonical frame has none)
+                row[:] = np.nan
+            nb[i - t0] = s[N]
+        for j in range(len(cols)):
+            c = cols[j]
+            word = np.uint64(0)
+            valid = 0
+            for r in range(t1 - t0):
+                v = tile[r, c] if nb[r] >= warm[j] else np.nan
+                out[j, t0 + r] = v
+                if not math.isnan(v):
+                    word |= np.uint64(1) << np.uint64(r)
+                    valid += 1
+            bits[j, t0 // TILE] = word
+            nulls[j] += t1 - t0 - valid
+
+
 def compute_raw(
     bars: pl.DataFrame, spec: FeatureSpec, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,14 +125,10 @@ def run_kernel(
     x: np.ndarray,
     spec: FeatureSpec,
     threads: int | None = None,
-    buffer: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`compute_raw` on prepared arrays: token offsets, epoch minutes and the (9, rows) bar matrix.
-    ``buffer``: a float64 array of at least (rows, ``spec.width``) to write the values into, row- or
-    column-major (reused memory is much faster to fill than fresh pages, on a loop over many groups;
-    column-major gives each feature as one contiguous column)."""
+    """:func:`compute_raw` on prepared arrays: token offsets, epoch minutes and the (9, rows) bar matrix."""
     n = len(ts)
-    out = buffer[:n] if buffer is not None and buffer.shape[0] >= n else np.empty((n, spec.width))
+    out = np.empty((n, spec.width))
     status = np.zeros(n, dtype=np.int8)
     nbars = np.zeros(n)
     if n == 0:

@@ -22,10 +22,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memed.data.bars import CLOSE
 from memed.data.frames import bar_matrix, epoch_minutes, token_starts
 from memed.data.schema import Rejections
 from memed.data.select import Selection
-from memed.features.batch import run_kernel
+from memed.features.batch import TILE, run_columns
+from memed.features.kernel import N_OUT, initial_state
+from memed.features.market import market_over_history, market_params
 from memed.features.spec import FeatureSpec
 
 GROUP_ROWS = 250_000
@@ -78,34 +81,47 @@ def frame_groups(bars: pl.DataFrame, group_rows: int) -> Iterator[tuple[pl.DataF
 
 
 class _Columns:
-    """Two alternating sets of reused buffers (the kernel's output, column-major, and with ``float32``
-    its float32 copy): a group is computed into one set while the other is being written. The kernel
-    writes each feature as one contiguous column, so a float64 column goes to Arrow without a copy."""
+    """Two alternating sets of reused buffers (each feature's values as one contiguous row, float64 or
+    float32, and its validity bitmap): a group is computed into one set while the other is being written.
+    The column driver writes values, bitmaps and null counts in its one pass, so a column goes to Arrow
+    as it is; reused memory is also much faster to fill than fresh pages."""
 
     def __init__(self, spec: FeatureSpec, float32: bool) -> None:
         self.spec = spec
-        self.float32 = float32
-        self.values: list[np.ndarray] = [np.empty((spec.width, 0)).T] * 2
-        self.narrow: list[np.ndarray] = [np.empty((len(spec.names), 0), np.float32)] * 2
+        self.dtype = np.float32 if float32 else np.float64
+        cols = spec.columns
+        self.kernel = int(np.count_nonzero(cols < N_OUT))
+        if (cols[: self.kernel] >= N_OUT).any():
+            raise AssertionError("the spec lists a market feature before a kernel feature")
+        warm = dict(spec.converging)
+        self.warm = np.array([warm.get(int(c), 0) for c in cols[: self.kernel]], dtype=np.int64)
+        self.values = [np.empty((len(cols), 0), self.dtype)] * 2
+        self.bits = [np.empty((len(cols), 0), np.uint64)] * 2
 
-    def table(self, k: int, group: pl.DataFrame, threads: int | None) -> pa.Table:
-        n, spec = group.height, self.spec
-        if self.values[k].shape[0] < n:
-            self.values[k] = np.empty((spec.width, n)).T  # (n, width), each column contiguous
-            self.narrow[k] = np.empty((len(spec.names), n if self.float32 else 0), np.float32)
-        values, _, _ = run_kernel(token_starts(group["token"]), epoch_minutes(group["ts"]), bar_matrix(group),
-                                  spec, threads, self.values[k])  # fmt: skip
+    def table(self, k: int, group: pl.DataFrame) -> pa.Table:
+        n, spec, m = group.height, self.spec, self.kernel
+        words = -(-n // TILE)
+        if self.values[k].shape[1] < n:
+            self.values[k] = np.empty((len(spec.names), n), self.dtype)
+            self.bits[k] = np.empty((len(spec.names), words), np.uint64)
+        values, bits = self.values[k], self.bits[k]
+        nulls = np.zeros(len(spec.names), np.int64)
+        starts, ts, x = token_starts(group["token"]), epoch_minutes(group["ts"]), bar_matrix(group)
+        run_columns(starts, ts, x, spec.param_vector(), initial_state(), spec.columns[:m], self.warm, values,
+                    bits, nulls)  # fmt: skip
+        if m < len(spec.names):  # cross-sectional market features, computed over the whole group
+            market = market_over_history(starts, ts, x[CLOSE], market_params(spec))
+            for j in range(m, len(spec.names)):
+                np.copyto(values[j, :n], market[:, spec.columns[j] - N_OUT], casting="same_kind")
+                valid = ~np.isnan(values[j, :n])
+                bits[j, :words].view(np.uint8)[: -(-n // 8)] = np.packbits(valid, bitorder="little")
+                nulls[j] = n - int(np.count_nonzero(valid))
+        kind = pa.from_numpy_dtype(self.dtype)
         arrays = [group["token"].to_arrow(), group["ts"].to_arrow()]
-        kind = pa.float32() if self.float32 else pa.float64()
-        for j, c in enumerate(spec.columns):  # NaN (warming up) as null, as the in-memory frame has it
-            col = values[:, c]
-            if self.float32:
-                col = self.narrow[k][j, :n]
-                np.copyto(col, values[:, c], casting="same_kind")
-            valid = ~np.isnan(col)
-            nulls = n - int(np.count_nonzero(valid))
-            bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
-            arrays.append(pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(col)], null_count=nulls))
+        for j in range(len(spec.names)):  # NaN (warming up) as null, as the in-memory frame has it
+            bitmap = pa.py_buffer(bits[j, :words]) if nulls[j] else None
+            arrays.append(pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(values[j, :n])],
+                                                null_count=int(nulls[j])))  # fmt: skip
         return pa.Table.from_arrays(arrays, names=["token", "ts", *spec.names])
 
 
@@ -123,12 +139,11 @@ def _prefetched(groups: Iterator[tuple[pl.DataFrame, Rejections]], pool: ThreadP
 
 
 def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: FeatureSpec, out: Path, *,
-                    float32: bool = False, threads: int | None = 1,
-                    on_group: Callable[[int], None] | None = None) -> ExportStats:  # fmt: skip
+                    float32: bool = False, on_group: Callable[[int], None] | None = None
+                    ) -> ExportStats:  # fmt: skip
     """Every group's features written to ``out`` (token, ts, one column per feature) as they come: the
     next group is read in one helper thread and the last one written in another while this one is
-    computed. ``threads``: the kernel's (1 by default: the pipeline keeps the other cores busy; on 2
-    cores a second kernel thread only contends with the reader and the writer)."""
+    computed (the kernel in this one: the pipeline keeps the other cores busy)."""
     stats = ExportStats()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -143,7 +158,7 @@ def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: Fea
                 stats.rejections.merge(rej)
                 if not group.height:
                     continue
-                table = buffers.table(stats.groups % 2, group, threads)
+                table = buffers.table(stats.groups % 2, group)
                 if pending is not None:
                     pending.result()  # the other buffers are free again
                 if writer is None:

@@ -53,12 +53,14 @@ def test_other_inputs_and_the_stream_mode(tmp_path: Path) -> None:
         export_features(frame_groups(market.clear(), 100), build_spec(1), tmp_path / "empty.parquet")
 
 
-@pytest.mark.parametrize("float32", [False, True])
-def test_market_context_columns_are_exported_like_the_whole_frame(tmp_path: Path, float32: bool) -> None:
+@pytest.mark.parametrize(("float32", "threads"), [(False, 1), (True, 2), (False, 4)])
+def test_market_context_columns_are_exported_like_the_whole_frame(tmp_path: Path, float32: bool,
+                                                                  threads: int) -> None:  # fmt: skip
     market = synth_market(6, 400, seed=5)  # 2,400 rows: tiles of 64 rows cross tokens, the last one short
     spec = build_spec(1, 15, market=True)
     want = compute_features(market, spec)
-    export_features(frame_groups(market, 10**6), spec, tmp_path / "m.parquet", float32=float32)
+    export_features(frame_groups(market, 10**6), spec, tmp_path / "m.parquet", float32=float32,
+                    kernel_threads=threads)  # fmt: skip
     got = pl.read_parquet(tmp_path / "m.parquet")
     assert got.columns == want.columns
     assert got.columns[-1].startswith("mkt_")

@@ -67,32 +67,35 @@ validity-bitmap word per column)."""
 def run_columns(starts: np.ndarray, ts: np.ndarray, x: np.ndarray, p: np.ndarray, init: np.ndarray,
                 cols: np.ndarray, warm: np.ndarray, out: np.ndarray, bits: np.ndarray,
                 nulls: np.ndarray) -> None:  # fmt: skip
-    """The batch driver writing Arrow-ready columns: every token (rows ``starts[g] .. starts[g+1]``) from a
-    fresh state, kernel column ``cols[j]`` of row ``i`` to ``out[j, i]`` (float64 or float32: a contiguous
-    column per feature), NaN where the bar is fewer than ``warm[j]`` bars into its segment (the seeded
-    averages' convergence, as :meth:`FeatureSpec.mask_converging`), bit ``i`` of ``bits[j]`` set where the
-    value is not NaN, ``nulls[j]`` counting the NaNs.
+    """The batch driver writing Arrow-ready columns, for the rows ``starts[0] .. starts[-1]`` of ``ts`` and
+    ``x``: every token (rows ``starts[g] .. starts[g+1]``) from a fresh state, kernel column ``cols[j]`` of
+    the ``r``-th row to ``out[j, r]`` (float64 or float32: a contiguous column per feature), NaN where the
+    bar is fewer than ``warm[j]`` bars into its segment (the seeded averages' convergence, as
+    :meth:`FeatureSpec.mask_converging`), bit ``r`` of ``bits[j]`` set where the value is not NaN,
+    ``nulls[j]`` counting the NaNs.
 
     The kernel steps ``TILE`` rows into a small row-major scratch (cache-resident, as fast as a row-major
     output) and each tile is then written out column by column in whole cache lines: stepping straight into
     49 column streams is about a third slower. The values are the step's own, bit for bit."""
-    n = len(ts)
+    lo = starts[0]
+    n = starts[-1] - lo
     tile = np.empty((TILE, N_OUT))
     nb = np.empty(TILE)
     s = init.copy()
     g = 0
     for t0 in range(0, n, TILE):
         t1 = min(t0 + TILE, n)
-        for i in range(t0, t1):
+        for r in range(t1 - t0):
+            i = lo + t0 + r
             while i == starts[g + 1]:  # the next token's first row (past any empty token)
                 g += 1
                 s[:] = init
-            row = tile[i - t0]
+            row = tile[r]
             status = advance(s, row, p, ts[i], x[OPEN, i], x[HIGH, i], x[LOW, i], x[CLOSE, i], x[VOLUME, i],
                              x[LIQUIDITY, i], x[BUYS, i], x[SELLS, i], x[MARKET_CAP, i])  # fmt: skip
             if status == STATUS_STALE:  # (a canonical frame has none)
                 row[:] = np.nan
-            nb[i - t0] = s[N]
+            nb[r] = s[N]
         for j in range(len(cols)):
             c = cols[j]
             word = np.uint64(0)

@@ -5,9 +5,10 @@ work (load everything, compute one frame, write it), each in a fresh process, in
 Inputs: the real binance-spot-5m-universe (2.51 M bars) imported to one Parquet file, and synthetic
 markets of 2 M and 20 M bars (written token group by token group, so making them needs little memory).
 Throughput excludes start-up (imports, compiled-kernel load): from reading the first bar to the file
-closed. Peak RSS is the process's (``ru_maxrss``).
+closed. Peak RSS is the worker process's own high-water mark (``VmHWM``: ``ru_maxrss`` would report the
+benchmark's own RSS, kept across the fork and exec that start the worker).
 
-    python benchmarks/features_export.py [--sizes 2 20] [--skip-old-above 5]
+    python benchmarks/features_export.py [--sizes 2 20] [--skip-old-above 5] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -47,8 +48,20 @@ def worker(mode: str, src: Path, out: Path) -> None:
         groups = parquet_groups(src, Selection(), GROUP_ROWS, lambda f: validate_file_frame(f, src))
         rows = export_features(groups, spec, out, float32=mode == "float32").rows
     seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     print(json.dumps({"rows": rows, "seconds": seconds, "rss_mb": rss, "mb_out": out.stat().st_size / 1e6}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started: ``VmHWM`` where Linux has it. (A process
+    started by fork and exec inherits its parent's ``ru_maxrss``: Linux carries the high-water mark across
+    exec, so a small worker of a large parent reports the parent's RSS.)"""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def synthetic(rows: int, path: Path) -> None:
@@ -74,6 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=float, nargs="*", default=[2, 20], help="Synthetic sizes, M bars.")
     ap.add_argument("--skip-old-above", type=float, default=5, help="No whole-frame run above this, M bars.")
+    ap.add_argument("--repeat", type=int, default=1, help="Runs of each way (each in a fresh process).")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "SRC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -96,16 +110,14 @@ def main() -> None:
             synthetic(int(size * 1e6), path)
             cases.append((f"synthetic, {pq.ParquetFile(path).metadata.num_rows / 1e6:.1f} M bars", path))
         print(f"{'input':<40}{'way':<22}{'M token-min/s':>14}{'seconds':>9}{'peak RSS MB':>13}{'out MB':>8}")
+        ways = {"stream": "streaming, float64", "float32": "streaming, float32", "old": "whole frame"}
         for name, src in cases:
             rows = pq.ParquetFile(src).metadata.num_rows
             modes = ["stream", "float32"] + (["old"] if rows <= args.skip_old_above * 1e6 else [])
-            for mode in modes:
+            for mode in (m for m in modes for _ in range(args.repeat)):
                 r = measure(mode, src, tmp)
-                way = {"stream": "streaming, float64", "float32": "streaming, float32", "old": "whole frame"}[
-                    mode
-                ]
-                print(f"{name:<40}{way:<22}{r['rows'] / r['seconds'] / 1e6:>14.2f}{r['seconds']:>9.2f}"
-                      f"{r['rss_mb']:>13.0f}{r['mb_out']:>8.0f}")  # fmt: skip
+                print(f"{name:<40}{ways[mode]:<22}{r['rows'] / r['seconds'] / 1e6:>14.2f}{r['seconds']:>9.2f}"
+                      f"{r['rss_mb']:>13.0f}{r['mb_out']:>8.0f}", flush=True)  # fmt: skip
                 (tmp / f"{mode}.parquet").unlink()
 
 

@@ -35,7 +35,7 @@ def test_streamed_features_equal_the_whole_frame(tmp_path: Path, group_rows: int
     tokens = market["token"].n_unique()
     assert groups == 1 if group_rows >= market.height else -(-market.height // group_rows) <= groups <= tokens
     assert "dropped 3 invalid rows: {'high_below_low': 3}" in out
-    compute(str(tmp_path / "m.parquet"), "--out", str(tmp_path / "f32.parquet"), "--float32")
+    compute(str(tmp_path / "m.parquet"), "--out", str(tmp_path / "f32.parquet"), "--float32", "--threads=3")
     f32 = pl.read_parquet(tmp_path / "f32.parquet")
     assert f32.schema[want.columns[-1]] == pl.Float32
     assert f32.equals(want.with_columns(pl.col(c).cast(pl.Float32) for c in want.columns[2:]))

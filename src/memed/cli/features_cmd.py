@@ -61,9 +61,11 @@ def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
 @click.option("--float32", is_flag=True, help="Write the features as float32 (half the file; batch mode).")
 @click.option("--group-rows", type=click.IntRange(1000), default=GROUP_ROWS, show_default=True,
               help="Bars per token group in batch mode (two groups are in memory at most).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Kernel threads in batch mode (a group in pieces at once)  [default: CPUs]")  # fmt: skip
 @config_option
-def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: int, config_path: Path | None
-                ) -> None:  # fmt: skip
+def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: int, threads: int | None,
+                config_path: Path | None) -> None:  # fmt: skip
     """Compute every feature of DATASET and write token, ts and the features to OUT.
 
     In batch mode a Parquet DATASET is read a token group at a time and the features are written as they
@@ -91,7 +93,7 @@ def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: 
     )
     with progress_bar("computing features") as bar:
         task = bar.task_ids[0]
-        stats = export_features(groups, spec, out, float32=float32,
+        stats = export_features(groups, spec, out, float32=float32, kernel_threads=threads,
                                 on_group=lambda rows: bar.update(task, completed=rows))  # fmt: skip
     click.echo(
         f"wrote {out}: {stats.rows:,} rows x {len(spec.names)} features (batch, {stats.groups} token "

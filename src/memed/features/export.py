@@ -11,6 +11,7 @@ need every token of a minute at once: with them the dataset is one group.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -161,11 +162,13 @@ def _prefetched(groups: Iterator[tuple[pl.DataFrame, Rejections]], pool: ThreadP
 
 
 def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: FeatureSpec, out: Path, *,
-                    float32: bool = False, kernel_threads: int = 2,
+                    float32: bool = False, kernel_threads: int | None = None,
                     on_group: Callable[[int], None] | None = None) -> ExportStats:  # fmt: skip
     """Every group's features written to ``out`` (token, ts, one column per feature) as they come: the
     next group is read in one helper thread and the last one written in another while this one is
-    computed, in ``kernel_threads`` pieces at once (the calling thread and helpers)."""
+    computed, in ``kernel_threads`` pieces at once (the calling thread and helpers; by default one per
+    CPU: on 2 cores, 2 pieces were 5-15 % faster than 1, the reader and writer filling the gaps)."""
+    kernel_threads = kernel_threads or os.cpu_count() or 1
     stats = ExportStats()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -49,7 +50,15 @@ async def main():
         sys.stdin.readline()
         start = time.perf_counter()
         for k, msgs in enumerate(minutes):
-            assert not await publish_many(c, [("memed/ticks/batch", m.encode()) for m in msgs])
+            todo = [("memed/ticks/batch", m.encode()) for m in msgs]
+            for attempt in range(5):  # unacknowledged within 30 s: sent again (QoS 1), said on stderr
+                todo = [todo[i] for i in await publish_many(c, todo)]
+                if not todo:
+                    break
+                print(f"minute {k}: {len(todo)} messages unacknowledged (attempt {attempt + 1})",
+                      file=sys.stderr, flush=True)
+            else:
+                sys.exit(f"minute {k}: {len(todo)} messages never acknowledged")
             if pace > 0:
                 await asyncio.sleep(max(0.0, start + (k + 1) * pace - time.perf_counter()))
 asyncio.run(main())
@@ -61,16 +70,31 @@ async def publish(port: int, path: Path, pace: float) -> float:
     interpreter's start-up and imports are not part of any figure)."""
     pub = await asyncio.create_subprocess_exec(
         sys.executable, "-c", PUBLISHER, str(port), str(path), str(pace),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert pub.stdin is not None
     assert pub.stdout is not None
+    assert pub.stderr is not None
     assert (await pub.stdout.readline()).strip() == b"ready"
     began = time.perf_counter()
     pub.stdin.write(b"go\n")
     await pub.stdin.drain()
-    await pub.wait()
+    err = (await pub.stderr.read()).decode()
+    if await pub.wait():  # minutes it never sent would be waited for forever
+        raise RuntimeError(f"the publisher failed:\n{err}")
+    if err:
+        print(err, end="", file=sys.stderr)
     return began
+
+
+async def until(done: Callable[[], bool], seconds: float, what: str) -> None:
+    """Wait for ``done()``; past ``seconds``, log every task's stack and fail saying ``what`` was awaited."""
+    deadline = time.perf_counter() + seconds
+    while not done():
+        if time.perf_counter() > deadline:
+            log_stacks()
+            raise TimeoutError(f"{what}: not done after {seconds:.0f} s (stacks logged above)")
+        await asyncio.sleep(0.005)
 
 
 def market(tokens: int, minutes: int, seed: int = 0) -> np.ndarray:
@@ -143,12 +167,12 @@ async def one_size(tokens: int, warmup: int, minutes: int, flood: int, pace: flo
             run = tg.create_task(daemon.run())
             await daemon.subscribed.wait()
             await publish(broker.port, paced, pace)
-            while len(daemon.recent_latencies) < minutes:  # each minute's signals acknowledged on MQTT
-                await asyncio.sleep(0.01)
+            # each minute's signals acknowledged on MQTT
+            await until(lambda: len(daemon.recent_latencies) >= minutes, 60 + pace, "the paced signals")
             latencies = np.array(daemon.recent_latencies)
             t0 = await publish(broker.port, floods, 0.0)
-            while len(daemon.recent_latencies) < minutes + flood:
-                await asyncio.sleep(0.005)
+            await until(lambda: len(daemon.recent_latencies) >= minutes + flood, 60 + flood * pace,
+                        "the flood minutes' signals")  # fmt: skip
             flood_s = time.perf_counter() - t0
             daemon.stop()
             await run
@@ -183,23 +207,24 @@ def main() -> None:
     args = ap.parse_args()
     configure_logging("warning", "console")
     print(f"ticks as {args.payload}, signals {args.signals}, publish_hold {args.publish_hold}")
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = Mosquitto(Path(tmp))
-        broker.start()
-        try:
-            for n in args.tokens:
-                pace = args.pace or 1.0 + 0.2 * n / 1000
-                columns = args.payload == "columns"
+    for n in args.tokens:
+        pace = args.pace or 1.0 + 0.2 * n / 1000
+        columns = args.payload == "columns"
+        # a broker per size: nothing one size's sessions left behind can queue or slow the next
+        with tempfile.TemporaryDirectory() as tmp:
+            broker = Mosquitto(Path(tmp))
+            broker.start()
+            try:
                 r = asyncio.run(one_size(n, args.warmup, args.minutes, args.flood, pace, broker, columns,
                                          args.signals, args.publish_hold))  # fmt: skip
-                print(f"{n:>6} tokens: tick->signal p50 {r['latency_p50_ms']:7.1f} ms  "
-                      f"p99 {r['latency_p99_ms']:7.1f} ms"
-                      f"  max {r['latency_max_ms']:7.1f} ms  over {int(r['minutes_measured'])} minutes"
-                      f" ({r['published_per_minute']:,.0f} signals published a minute) | "
-                      f"decision path alone p50 {r['direct_path_p50_ms']:6.1f} ms | "
-                      f"sustained {r['sustained_ticks_per_s']:,.0f} ticks/s")  # fmt: skip
-        finally:
-            broker.stop()
+            finally:
+                broker.stop()
+        print(f"{n:>6} tokens: tick->signal p50 {r['latency_p50_ms']:7.1f} ms  "
+              f"p99 {r['latency_p99_ms']:7.1f} ms"
+              f"  max {r['latency_max_ms']:7.1f} ms  over {int(r['minutes_measured'])} minutes"
+              f" ({r['published_per_minute']:,.0f} signals published a minute) | "
+              f"decision path alone p50 {r['direct_path_p50_ms']:6.1f} ms | "
+              f"sustained {r['sustained_ticks_per_s']:,.0f} ticks/s", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

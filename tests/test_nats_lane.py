@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import polars as pl
 import pytest
 
 from conftest import TINY_TOML
@@ -87,6 +88,42 @@ def test_a_lane_skips_what_it_has_and_refuses_other_tokens(tiny_registry: Path, 
     assert lane.feed(8, batch, 1767225661.0, cfg) == 1
     assert dict(lane.rejected) == {"wrong_partition": 2, "malformed_json": 1}
     assert lane.seq == 8
+
+
+def test_a_column_batch_of_the_partitions_tokens_is_taken_whole_and_decided_as_its_ticks(
+    tiny_registry: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(tiny_registry, tmp_path)
+    ms = load_model_set(tiny_registry)
+    market = synth_market(40, 80, seed=4)
+    p = partition_of("SYN00000", cfg.nats.partitions)
+    ours = [t for t in market["token"].unique().sort().to_list() if partition_of(t, cfg.nats.partitions) == p]
+    assert len(ours) >= 2
+    market = market.filter(pl.col("token").is_in(ours))
+
+    def run(lane: Lane, columns: bool) -> list[bytes]:
+        """Each minute's messages fed, then the minutes the clock closes decided."""
+        out, seq = [], 0
+        for minute, messages in minute_payloads(market, "memed/ticks", batch=False, columns=columns):
+            arrival = minute * 60 + 61.0  # just after the minute ended
+            for _topic, body in messages:
+                seq += 1
+                lane.feed(seq, body, arrival, cfg)
+            taken_whole.append(any(m.blocks for m in lane.batcher._pending.values()))
+            for batch in lane.batcher.due(arrival + 5.0):
+                out += [msgspec.json.encode(s) for s in signal_frame(lane.path.process(
+                    batch.tokens, float(batch.minute), batch.bars)).signals()]  # fmt: skip
+        return out
+
+    taken_whole: list[bool] = []
+    one_by_one = run(Lane.fresh(p, ms, cfg), columns=False)
+    assert not any(taken_whole)
+    taken_whole.clear()
+    whole = Lane.fresh(p, ms, cfg)
+    assert run(whole, columns=True) == one_by_one
+    assert all(taken_whole)  # every minute's batch went in whole
+    assert len(one_by_one) == market.height > 80 * 2
+    assert not whole.rejected
 
 
 def test_a_corrupt_snapshot_is_a_clear_error(tiny_registry: Path, tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ import msgspec
 from memed.config import MemedConfig
 from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.checkpoint import BatcherState
-from memed.daemon.columns import decode_payload
+from memed.daemon.columns import ColumnTicks, decode_any
 from memed.daemon.nats.layout import partition_of
 from memed.daemon.sinks import HoldFilter
-from memed.daemon.ticks import Rejected
+from memed.daemon.ticks import Rejected, Tick
 from memed.decision import DecisionPath
 from memed.errors import SnapshotError
 from memed.models.registry import ModelSet
@@ -103,14 +103,23 @@ class Lane:
         if seq <= self.seq:
             return 0
         self.seq = seq
-        d = cfg.daemon
+        d, partitions = cfg.daemon, cfg.nats.partitions
+        got = decode_any(payload, arrival, d.max_future_seconds, d.reject_unknown_fields, d.max_message_bytes)
+        items: list[Tick | Rejected]
+        if isinstance(got, ColumnTicks):  # whole, when every token is this partition's and the batcher can
+            mine = all(partition_of(t, partitions) == self.partition for t in got.tokens)
+            if mine and self.batcher.add_columns(got.tokens, got.minutes, got.bars, arrival):
+                self.rejected.update(r.reason for r in got.rejected)
+                return len(got)
+            items = [*got.rejected, *got.ticks()]
+        else:
+            items = got
         accepted = 0
-        for item in decode_payload(payload, arrival, d.max_future_seconds, d.reject_unknown_fields,
-                                   d.max_message_bytes):  # fmt: skip
+        for item in items:
             if isinstance(item, Rejected):
                 self.rejected[item.reason] += 1
                 continue
-            if partition_of(item.token, cfg.nats.partitions) != self.partition:
+            if partition_of(item.token, partitions) != self.partition:
                 self.rejected["wrong_partition"] += 1
                 continue
             ignored = self.batcher.add(item, arrival)

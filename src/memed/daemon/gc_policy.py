@@ -2,8 +2,10 @@
 
 CPython's cyclic collector scans every tracked object of a generation when it runs; with the tokens'
 state, the latest signals and a minute's ticks alive, a full collection in the middle of a minute at
-10,000 tokens takes 100 ms (measured: ``to_signals`` 22 ms median, 122 ms max with the collector on; 17
-and 18 ms with this policy). So, after start-up and after every processed minute, what is alive is
+10,000 tokens takes 100 ms (measured when the signals were still built as an object per token: that
+step 22 ms median, 122 ms max with the collector on; 17 and 18 ms with this policy — a minute makes far
+fewer objects now, the frozen state is what still makes a full scan long). So, after start-up and after
+every processed minute, what is alive is
 moved to the permanent generation (``gc.freeze``: O(1)); automatic collections then only scan what one
 minute made. Nearly everything memed makes is acyclic and freed by reference counting anyway; the rare
 cycle frozen alive is collected every ``full_every_minutes`` by a full collection, run right after a

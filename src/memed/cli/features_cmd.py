@@ -60,7 +60,7 @@ def spec_cmd(interval: int, as_json: bool, config_path: Path | None) -> None:
 )
 @click.option("--float32", is_flag=True, help="Write the features as float32 (half the file; batch mode).")
 @click.option("--group-rows", type=click.IntRange(1000), default=GROUP_ROWS, show_default=True,
-              help="Bars per token group in batch mode (two groups are in memory at most).")  # fmt: skip
+              help="Bars per token group in batch mode (a few groups are in memory at most).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Kernel threads in batch mode (a group in pieces at once)  [default: CPUs]")  # fmt: skip
 @config_option

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def main() -> None:
             path = tmp / f"synth-{size:g}M.parquet"
             synthetic(int(size * 1e6), path)
             cases.append((f"synthetic, {pq.ParquetFile(path).metadata.num_rows / 1e6:.1f} M bars", path))
+        os.sync()  # the inputs just written go to disk now, not during the first measurement
         print(f"{'input':<40}{'way':<22}{'M token-min/s':>14}{'seconds':>9}{'peak RSS MB':>13}{'out MB':>8}")
         ways = {"stream": "streaming, float64", "float32": "streaming, float32", "old": "whole frame"}
         for name, src in cases:
@@ -119,6 +121,7 @@ def main() -> None:
                 print(f"{name:<40}{ways[mode]:<22}{r['rows'] / r['seconds'] / 1e6:>14.2f}{r['seconds']:>9.2f}"
                       f"{r['rss_mb']:>13.0f}{r['mb_out']:>8.0f}", flush=True)  # fmt: skip
                 (tmp / f"{mode}.parquet").unlink()
+                os.sync()
 
 
 if __name__ == "__main__":

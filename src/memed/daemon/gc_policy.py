@@ -2,16 +2,15 @@
 
 CPython's cyclic collector scans every tracked object of a generation when it runs; with the tokens'
 state, the latest signals and a minute's ticks alive, a full collection in the middle of a minute at
-10,000 tokens takes 100 ms (measured when the signals were still built as an object per token: that
-step 22 ms median, 122 ms max with the collector on; 17 and 18 ms with this policy — a minute makes far
-fewer objects now, the frozen state is what still makes a full scan long). So, after start-up and after
-every processed minute, what is alive is
-moved to the permanent generation (``gc.freeze``: O(1)); automatic collections then only scan what one
-minute made. Nearly everything memed makes is acyclic and freed by reference counting anyway; the rare
-cycle frozen alive is collected every ``full_every_minutes`` by a full collection, run right after a
-minute's signals are out and only when no later minute has begun to arrive: the collection stalls the
-event loop (a second in a large process), and a stall while a minute is half received would let its
-wait expire and refuse the rest of its ticks as late. A replay that never pauses defers it.
+10,000 tokens took 100 ms (measured when the signals were still built as an object per token: that step
+22 ms median, 122 ms max with the collector on; 17 and 18 ms with this policy). So, after start-up and
+after every processed minute, what is alive is moved to the permanent generation (``gc.freeze``: O(1));
+automatic collections then only scan what one minute made. Nearly everything memed makes is acyclic and
+freed by reference counting anyway; the rare cycle frozen alive is collected every
+``full_every_minutes`` by a full collection, run right after a minute's signals are out and only when no
+later minute has begun to arrive: the collection stalls the event loop (a second in a large process),
+and a stall while a minute is half received would let its wait expire and refuse the rest of its ticks
+as late. A replay that never pauses defers it.
 """
 
 from __future__ import annotations

@@ -96,11 +96,11 @@ class _Columns:
     boundaries into ``parts`` pieces computed at once (the calling thread takes the first), each its own
     Arrow chunk."""
 
-    def __init__(self, spec: FeatureSpec, float32: bool, pool: ThreadPoolExecutor | None, parts: int) -> None:
+    def __init__(self, spec: FeatureSpec, float32: bool, pool: ThreadPoolExecutor, parts: int) -> None:
         self.spec = spec
         self.dtype = np.float32 if float32 else np.float64
         self.pool = pool
-        self.parts = parts if pool is not None else 1
+        self.parts = parts
         cols = spec.columns
         self.kernel = int(np.count_nonzero(cols < N_OUT))
         if (cols[: self.kernel] >= N_OUT).any():
@@ -119,7 +119,7 @@ class _Columns:
         jobs = [
             (k, q, starts, ts, x, market, a, b) for q, (a, b) in enumerate(itertools.pairwise(cuts)) if a < b
         ]
-        pending = [self.pool.submit(self._part, *job) for job in jobs[1:]] if self.pool is not None else []
+        pending = [self.pool.submit(self._part, *job) for job in jobs[1:]]
         chunks = [self._part(*jobs[0]), *(f.result() for f in pending)]
         arrays = [group["token"].to_arrow(), group["ts"].to_arrow()]
         arrays += [pa.chunked_array([c[j] for c in chunks]) for j in range(len(spec.names))]

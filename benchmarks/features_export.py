@@ -2,13 +2,14 @@
 through the kernel into Parquet row groups, float64 and float32) beside the whole-frame way it used to
 work (load everything, compute one frame, write it), each in a fresh process, in one run.
 
-Inputs: the real binance-spot-5m-universe (2.51 M bars) imported to one Parquet file, and synthetic
-markets of 2 M and 20 M bars (written token group by token group, so making them needs little memory).
+Inputs: the real binance-spot-5m-universe (2.51 M bars) imported to one Parquet file and as its freqtrade
+folder of feather files, and synthetic markets of 2 M and 20 M bars (written token group by token group,
+so making them needs little memory; with ``--folders`` also as folders of 200-token Parquet files).
 Throughput excludes start-up (imports, compiled-kernel load): from reading the first bar to the file
 closed. Peak RSS is the worker process's own high-water mark (``VmHWM``: ``ru_maxrss`` would report the
 benchmark's own RSS, kept across the fork and exec that start the worker).
 
-    python benchmarks/features_export.py [--sizes 2 20] [--skip-old-above 5] [--repeat 1]
+    python benchmarks/features_export.py [--sizes 2 20] [--skip-old-above 5] [--repeat 1] [--folders]
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from memed.data import load_dataset, synth_market, write_dataset
+from memed.data.groups import file_groups, parquet_groups
 from memed.data.loaders import validate_file_frame
 from memed.data.select import Selection
 from memed.features import build_spec, compute_features
-from memed.features.export import GROUP_ROWS, export_features, parquet_groups
+from memed.features.export import GROUP_ROWS, export_features
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-5m-universe"
 
@@ -46,7 +48,11 @@ def worker(mode: str, src: Path, out: Path) -> None:
         rows = bars.height
         write_dataset(compute_features(bars, spec), out)
     else:
-        groups = parquet_groups(src, Selection(), GROUP_ROWS, lambda f: validate_file_frame(f, src))
+        groups = (
+            file_groups([src], Selection(), GROUP_ROWS).frames()  # a folder: a group of files at a time
+            if src.is_dir()
+            else parquet_groups(src, Selection(), GROUP_ROWS, lambda f: validate_file_frame(f, src))
+        )
         rows = export_features(groups, spec, out, float32=mode == "float32").rows
     seconds = time.perf_counter() - t0
     rss = peak_rss_mb()
@@ -65,17 +71,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def synthetic(rows: int, path: Path) -> None:
-    """A 1-minute market of ``rows`` bars (2,000-minute tokens), written 200 tokens at a time."""
+def synthetic(rows: int, path: Path, folder: bool = False) -> None:
+    """A 1-minute market of ``rows`` bars (2,000-minute tokens), written 200 tokens at a time: into one
+    Parquet file, or with ``folder`` one file each into the folder ``path``."""
     minutes, per = 2_000, 200
     writer = None
     for k in range(rows // (minutes * per)):
         frame = synth_market(per, minutes, seed=k).with_columns(token=pl.lit(f"G{k:04d}_") + pl.col("token"))
+        if folder:
+            write_dataset(frame, path / f"part-{k:04d}.parquet")
+            continue
         table = frame.to_arrow()
         writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
         writer.write_table(table)
     if writer is not None:
         writer.close()
+
+
+def rows_of(src: Path) -> int:
+    """Bars in a Parquet file, or in a folder's Parquet and feather files."""
+    files = sorted(src.iterdir()) if src.is_dir() else [src]
+    scans = [pl.scan_ipc(f) if f.suffix == ".feather" else pl.scan_parquet(f) for f in files]
+    return sum(int(s.select(pl.len()).collect().item()) for s in scans)
 
 
 def measure(mode: str, src: Path, tmp: Path) -> dict[str, float]:
@@ -89,6 +106,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="*", default=[2, 20], help="Synthetic sizes, M bars.")
     ap.add_argument("--skip-old-above", type=float, default=5, help="No whole-frame run above this, M bars.")
     ap.add_argument("--repeat", type=int, default=1, help="Runs of each way (each in a fresh process).")
+    ap.add_argument("--folders", action="store_true", help="Each synthetic size also as a folder of files.")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "SRC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -103,18 +121,22 @@ def main() -> None:
             cases.append(
                 (f"binance-spot-5m-universe, {bars.height / 1e6:.2f} M bars", tmp / "universe.parquet")
             )
+            cases.append(("  the same, its freqtrade folder", DATA))  # 39 feather files, read as they are
             del bars
         else:
             print(f"(the shared data is not here: {DATA}; synthetic cases only)")
         for size in args.sizes:
             path = tmp / f"synth-{size:g}M.parquet"
             synthetic(int(size * 1e6), path)
-            cases.append((f"synthetic, {pq.ParquetFile(path).metadata.num_rows / 1e6:.1f} M bars", path))
+            cases.append((f"synthetic, {rows_of(path) / 1e6:.1f} M bars", path))
+            if args.folders:
+                synthetic(int(size * 1e6), tmp / f"synth-{size:g}M", folder=True)
+                cases.append(("  the same, a folder of files", tmp / f"synth-{size:g}M"))
         os.sync()  # the inputs just written go to disk now, not during the first measurement
         print(f"{'input':<40}{'way':<22}{'M token-min/s':>14}{'seconds':>9}{'peak RSS MB':>13}{'out MB':>8}")
         ways = {"stream": "streaming, float64", "float32": "streaming, float32", "old": "whole frame"}
         for name, src in cases:
-            rows = pq.ParquetFile(src).metadata.num_rows
+            rows = rows_of(src)
             modes = ["stream", "float32"] + (["old"] if rows <= args.skip_old_above * 1e6 else [])
             for mode in (m for m in modes for _ in range(args.repeat)):
                 r = measure(mode, src, tmp)

@@ -3,6 +3,7 @@ whole-frame computation, in float32 too, whatever the group size; invalid rows a
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import polars as pl
@@ -10,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from memed.cli.main import cli
-from memed.data import synth_market, write_dataset
+from memed.data import load_dataset, synth_market, write_dataset
+from memed.data.groups import frame_groups
 from memed.features import build_spec, compute_features
-from memed.features.export import export_features, frame_groups
+from memed.features.export import export_features
 
 
 def compute(*args: str) -> str:
@@ -67,3 +69,48 @@ def test_market_context_columns_are_exported_like_the_whole_frame(tmp_path: Path
     cast = pl.Float32 if float32 else pl.Float64
     assert got.equals(want.with_columns(pl.col(c).cast(cast) for c in want.columns[2:]))
     assert got["mkt_beta_60m"].null_count() == want["mkt_beta_60m"].null_count() > 0
+
+
+def test_a_folder_is_streamed_a_group_of_files_at_a_time(tmp_path: Path) -> None:
+    """A token split over two files, bars repeated across files, invalid rows, interleaved token ranges:
+    grouped by files, the features equal the whole folder loaded at once, rejections included."""
+    market = synth_market(6, 600, seed=7)  # SYN00000 .. SYN00005
+    tok = pl.col("token")
+    early = pl.col("ts") < market["ts"].min() + pl.duration(minutes=300)
+    four = market.filter(tok == "SYN00004")
+    parts = {  # SYN00000 split over a and b; c (3 and 5) and d (4) interleave; d repeats 3's first bars
+        "a.parquet": market.filter((tok == "SYN00000") & early | (tok == "SYN00001")),
+        "b.feather": market.filter((tok == "SYN00000") & ~early | (tok == "SYN00002")),
+        "c.parquet": market.filter(tok.is_in(["SYN00003", "SYN00005"])),
+        "d.parquet": pl.concat(
+            [
+                four,
+                four.head(2).with_columns(high=pl.col("low") / 2),
+                market.filter(tok == "SYN00003").head(4),
+            ]
+        ),
+    }
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, frame in parts.items():
+        (frame.write_ipc if name.endswith(".feather") else frame.write_parquet)(folder / name)
+    bars, rejections = load_dataset([folder])
+    assert rejections.as_dict() == {"duplicate_ts": 4, "high_below_low": 2}
+    want = compute_features(bars, build_spec(1))
+    out = compute(str(folder), "--out", str(tmp_path / "f.parquet"), "--group-rows", "1000")
+    assert pl.read_parquet(tmp_path / "f.parquet").equals(want)
+    assert "(batch, 2 token groups" in out  # a and b (0-2), c and d (3-5)
+    dropped = out.split("dropped 6 invalid rows: ", 1)[1].strip()
+    assert ast.literal_eval(dropped) == rejections.as_dict()  # counted once each, as the whole load does
+
+
+def test_a_folder_mixing_bar_intervals_is_refused_before_any_feature(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    synth_market(2, 300, seed=1).write_parquet(folder / "one.parquet")
+    five = synth_market(2, 1500, seed=2).filter(pl.col("ts").dt.minute() % 5 == 0)
+    five.with_columns(token=pl.lit("F_") + pl.col("token")).write_parquet(folder / "five.parquet")
+    res = CliRunner().invoke(cli, ["features", "compute", str(folder), "--out", str(tmp_path / "f.parquet")])
+    assert res.exit_code != 0
+    assert "mixed bar intervals" in res.output
+    assert not (tmp_path / "f.parquet").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -12,11 +13,12 @@ import polars as pl
 from memed.cli.common import config_option, setup
 from memed.cli.progress import progress_bar
 from memed.data import infer_interval_minutes, load_dataset, write_dataset
+from memed.data.groups import file_groups, parquet_groups
 from memed.data.loaders import validate_file_frame
 from memed.data.schema import Rejections
 from memed.data.select import Selection
 from memed.features import build_spec, stream_features
-from memed.features.export import GROUP_ROWS, export_features, frame_groups, parquet_groups
+from memed.features.export import GROUP_ROWS, export_features
 
 
 @click.group("features")
@@ -68,29 +70,27 @@ def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: 
                 config_path: Path | None) -> None:  # fmt: skip
     """Compute every feature of DATASET and write token, ts and the features to OUT.
 
-    In batch mode a Parquet DATASET is read a token group at a time and the features are written as they
-    are computed, so memory stays flat whatever its size; other inputs are loaded whole first."""
+    In batch mode DATASET is read a token group at a time and the features are written as they are
+    computed, so memory stays flat whatever its size: a Parquet file through a lazy scan of each group's
+    rows; a folder or other files read once for their tokens, then again a group of files at a time."""
     cfg = setup(config_path)
     select = cfg.data.selection()
     if mode == "stream":
         _compute_stream(dataset, out, cfg.data.spec_args(), select)
         return
-    streamed = dataset.is_file() and dataset.suffix == ".parquet"
-    rejections = Rejections()
-    if streamed:
-        head = pl.scan_parquet(dataset).head(10_000).collect()
-        bars = validate_file_frame(head, dataset)[0]
-    else:
-        bars, rejections = load_dataset([dataset], select)
-    spec = build_spec(infer_interval_minutes(bars), *cfg.data.spec_args())
-    if spec.market:  # cross-sectional features need every token of a minute at once
+    if cfg.data.spec_args()[1]:  # market context: cross-sectional features need every token of a minute
         group_rows = 2**62
         click.echo("data.market_context is on: every token in one group (memory grows with the data)")
-    groups = (
-        parquet_groups(dataset, select, group_rows, lambda f: validate_file_frame(f, dataset))
-        if streamed
-        else frame_groups(bars, group_rows)
-    )
+    rejections = Rejections()
+    groups: Iterator[tuple[pl.DataFrame, Rejections]]
+    if dataset.is_file() and dataset.suffix == ".parquet":
+        head = pl.scan_parquet(dataset).head(10_000).collect()
+        interval = infer_interval_minutes(validate_file_frame(head, dataset)[0])
+        groups = parquet_groups(dataset, select, group_rows, lambda f: validate_file_frame(f, dataset))
+    else:
+        plan = file_groups([dataset], select, group_rows)
+        interval, rejections, groups = plan.interval, plan.rejections, plan.frames()
+    spec = build_spec(interval, *cfg.data.spec_args())
     with progress_bar("computing features") as bar:
         task = bar.task_ids[0]
         stats = export_features(groups, spec, out, float32=float32, kernel_threads=threads,

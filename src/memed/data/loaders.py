@@ -211,20 +211,43 @@ def load_dataset(
     total = Rejections()
     intervals: dict[str, set[int]] = {}
     for path in expand_sources(sources):
-        if _skip(path, select, total):
-            continue
-        frame, rej = read_bars(path)
-        interval = _file_interval(path, frame)
-        if select.timeframe is not None and interval is not None and interval != select.timeframe:
-            total.skip("other_timeframe")
-            continue
-        total.merge(rej)
-        frame = select.filter(frame)
-        if interval is not None:
-            for token in frame["token"].unique().to_list():
-                intervals.setdefault(token, set()).add(interval)
-        frames.append(frame)
-    if not frames:
+        kept = read_selected(path, select, total)
+        if kept is not None:
+            frame, interval = kept
+            note_interval(intervals, frame, interval)
+            frames.append(frame)
+    check_files(len(frames), intervals, select, total)
+    merged, rej = validate_bars(pl.concat(frames, how="vertical"))  # catches duplicates across files
+    total.merge(rej)
+    if merged.is_empty():
+        raise DataError(f"no bars left after the selection ({select.describe()})")
+    return merged, total
+
+
+def read_selected(path: Path, select: Selection, total: Rejections) -> tuple[pl.DataFrame, int | None] | None:
+    """One file as :func:`load_dataset` takes it: its selected rows and its bar interval, or None when the
+    selection rules it out; what is skipped or rejected is counted in ``total``."""
+    if _skip(path, select, total):
+        return None
+    frame, rej = read_bars(path)
+    interval = _file_interval(path, frame)
+    if select.timeframe is not None and interval is not None and interval != select.timeframe:
+        total.skip("other_timeframe")
+        return None
+    total.merge(rej)
+    return select.filter(frame), interval
+
+
+def note_interval(intervals: dict[str, set[int]], frame: pl.DataFrame, interval: int | None) -> None:
+    """Record a file's bar interval against each of its tokens."""
+    if interval is not None:
+        for token in frame["token"].unique().to_list():
+            intervals.setdefault(token, set()).add(interval)
+
+
+def check_files(kept: int, intervals: dict[str, set[int]], select: Selection, total: Rejections) -> None:
+    """:class:`DataError` when no file is left, or the files kept mix bar intervals."""
+    if not kept:
         raise DataError(
             f"no input files left (selected: {select.describe()}; skipped: {total.skipped_text()})"
         )
@@ -233,11 +256,6 @@ def load_dataset(
             f"mixed bar intervals ({_mixed_intervals(intervals)}): choose one with --timeframe "
             "(or [data] timeframe)"
         )
-    merged, rej = validate_bars(pl.concat(frames, how="vertical"))  # catches duplicates across files
-    total.merge(rej)
-    if merged.is_empty():
-        raise DataError(f"no bars left after the selection ({select.describe()})")
-    return merged, total
 
 
 def write_dataset(frame: pl.DataFrame, out: str | Path) -> None:

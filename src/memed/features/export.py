@@ -1,12 +1,12 @@
 """Features of a whole dataset into one Parquet file in bounded memory (``memed features compute``).
 
-Tokens are taken in groups of about ``group_rows`` bars: a group's bars are read (from a Parquet file only
-its rows, through a lazy scan), run through the batch kernel, and written as row groups of the output
-while the next groups are read and computed — so a few groups at most are in memory (one being read,
-the features of up to three), whatever the dataset's size, and the reader, the kernel and the writer
-(all outside the GIL) overlap. A token is never split between groups, so every
-value equals the whole-dataset computation's. Cross-sectional market features (``data.market_context``)
-need every token of a minute at once: with them the dataset is one group.
+Tokens come in groups of about ``group_rows`` bars (:mod:`memed.data.groups`): a group is read and
+validated in one helper thread, run through the batch kernel, and written as row groups of the output
+in another, while the next groups are read and computed — so a few groups at most are in memory (one
+being read, the features of up to three), whatever the dataset's size, and the reader, the kernel and
+the writer (all outside the GIL) overlap. A token is never split between groups, so every value equals
+the whole-dataset computation's. Cross-sectional market features (``data.market_context``) need every
+token of a minute at once: with them the dataset is one group.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 from memed.data.bars import CLOSE
 from memed.data.frames import bar_matrix, epoch_minutes, token_starts
 from memed.data.schema import Rejections
-from memed.data.select import Selection
 from memed.features.batch import TILE, run_columns
 from memed.features.kernel import N_OUT, initial_state
 from memed.features.market import market_over_history, market_params
@@ -51,41 +50,6 @@ class ExportStats:
     seconds: float = 0.0
     """From the first group read to the file closed (start-up and the scan of the tokens excluded)."""
     rejections: Rejections = field(default_factory=Rejections)
-
-
-Validate = Callable[[pl.DataFrame], tuple[pl.DataFrame, Rejections]]
-
-
-def token_spans(sizes: list[int], group_rows: int) -> Iterator[tuple[int, int]]:
-    """Consecutive tokens (``[first, stop)`` indices into ``sizes``, their bar counts) in groups of at
-    most ``group_rows`` bars — or one token, when a token alone has more."""
-    start = 0
-    while start < len(sizes):
-        stop, rows = start, 0
-        while stop < len(sizes) and (rows == 0 or rows + sizes[stop] <= group_rows):
-            rows += sizes[stop]
-            stop += 1
-        yield start, stop
-        start = stop
-
-
-def parquet_groups(path: Path, select: Selection, group_rows: int, validate: Validate
-                   ) -> Iterator[tuple[pl.DataFrame, Rejections]]:  # fmt: skip
-    """A canonical Parquet dataset in token groups: each group's rows only, validated (``validate``
-    returns them sorted by token, ts, as :func:`~memed.data.schema.validate_bars` does) and selected."""
-    scan = pl.scan_parquet(path)
-    counts = scan.group_by("token").len().sort("token").collect()
-    tokens = counts["token"].to_list()
-    for a, b in token_spans(counts["len"].to_list(), group_rows):
-        frame, rej = validate(scan.filter(pl.col("token").is_in(tokens[a:b])).collect())
-        yield select.filter(frame), rej
-
-
-def frame_groups(bars: pl.DataFrame, group_rows: int) -> Iterator[tuple[pl.DataFrame, Rejections]]:
-    """An in-memory canonical frame (sorted by token, ts) in token groups."""
-    starts = token_starts(bars["token"]).tolist()
-    for a, b in token_spans([e - s for s, e in itertools.pairwise(starts)], group_rows):
-        yield bars.slice(starts[a], starts[b] - starts[a]), Rejections()
 
 
 class _Columns:

@@ -87,12 +87,14 @@ def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: 
         head = pl.scan_parquet(dataset).head(10_000).collect()
         interval = infer_interval_minutes(validate_file_frame(head, dataset)[0])
         groups = parquet_groups(dataset, select, group_rows, lambda f: validate_file_frame(f, dataset))
+        total = int(pl.scan_parquet(dataset).select(pl.len()).collect().item())
     else:
         plan = file_groups([dataset], select, group_rows)
-        interval, rejections, groups = plan.interval, plan.rejections, plan.frames()
+        interval, rejections, groups, total = plan.interval, plan.rejections, plan.frames(), sum(plan.rows)
     spec = build_spec(interval, *cfg.data.spec_args())
     with progress_bar("computing features") as bar:
         task = bar.task_ids[0]
+        bar.update(task, total=total)
         stats = export_features(groups, spec, out, float32=float32, kernel_threads=threads,
                                 on_group=lambda rows: bar.update(task, completed=rows))  # fmt: skip
     click.echo(

@@ -65,7 +65,7 @@ def frame_groups(bars: pl.DataFrame, group_rows: int) -> Iterator[Group]:
 @dataclass
 class FilePlan:
     """What the first pass over the files found: the groups' files, in token order, the rows each group
-    holds, and what reading counted (skipped files, rejected rows)."""
+    holds (before the checks across files), and what reading counted (skipped files, rejected rows)."""
 
     groups: list[list[Path]]
     rows: list[int]
@@ -123,9 +123,8 @@ def file_groups(sources: Iterable[str | Path], select: Selection, group_rows: in
     for a, b in token_spans([m[1] for m in merged], group_rows):
         groups.append([p for m in merged[a:b] for p in m[2]])
         sizes.append(sum(m[1] for m in merged[a:b]))
-    interval = (
-        min(steps, key=lambda s: (-steps[s], s)) if steps else 1
-    )  # the most common, the smallest of ties
+    # the most common step, the smallest of ties
+    interval = min(steps, key=lambda s: (-steps[s], s)) if steps else 1
     return FilePlan(groups, sizes, interval, total, select)
 
 

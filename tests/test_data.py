@@ -178,3 +178,22 @@ def test_cli_data_info_and_synth(tmp_path: Path) -> None:
     assert "tokens          3" in res.output
     assert "interval        1 min" in res.output
     assert np.isfinite(pl.read_parquet(out)["close"].to_numpy()).all()
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled", "one_pair_swapped", "reversed"])
+def test_validation_sorts_by_token_then_time_whatever_the_input_order(order: str) -> None:
+    """Rows already in order skip the sort, any other order is sorted; a repeated bar is dropped anyway."""
+    market = synth_market(4, 50, seed=3)
+    want, _ = validate_bars(market)
+    frame = pl.concat([market, market.slice(10, 3)])  # three bars repeated, right after the originals
+    frame = {
+        "sorted": frame.sort("token", "ts"),
+        "shuffled": frame.sample(fraction=1.0, shuffle=True, seed=1),
+        "one_pair_swapped": pl.concat(
+            [frame.sort("token", "ts").slice(0, 20)[::-1], frame.sort("token", "ts").slice(20)]
+        ),
+        "reversed": frame.sort("token", "ts", descending=True),
+    }[order]
+    got, rej = validate_bars(frame)
+    assert got.equals(want)
+    assert rej.as_dict() == {"duplicate_ts": 3}

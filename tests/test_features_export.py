@@ -23,11 +23,15 @@ def compute(*args: str) -> str:
     return res.output
 
 
-@pytest.mark.parametrize("group_rows", [1_000, 2_500, 10**6])
-def test_streamed_features_equal_the_whole_frame(tmp_path: Path, group_rows: int) -> None:
+@pytest.mark.parametrize(
+    ("group_rows", "in_order"), [(1_000, False), (2_500, False), (2_500, True), (10**6, True)]
+)
+def test_streamed_features_equal_the_whole_frame(tmp_path: Path, group_rows: int, in_order: bool) -> None:
+    """Read by token filter (rows out of order: the bad ones come last) or by row ranges (in order)."""
     market = synth_market(9, 700, seed=2)
     bad = market.head(3).with_columns(high=pl.col("low") / 2, ts=pl.col("ts") - pl.duration(days=30))
-    write_dataset(pl.concat([market, bad]), tmp_path / "m.parquet")
+    rows = pl.concat([market, bad])
+    write_dataset(rows.sort("token", "ts") if in_order else rows, tmp_path / "m.parquet")
     want = compute_features(market, build_spec(1))
     out = compute(str(tmp_path / "m.parquet"), "--out", str(tmp_path / "f.parquet"), "--group-rows",
                   str(group_rows))  # fmt: skip

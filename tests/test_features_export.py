@@ -118,3 +118,15 @@ def test_a_folder_mixing_bar_intervals_is_refused_before_any_feature(tmp_path: P
     assert res.exit_code != 0
     assert "mixed bar intervals" in res.output
     assert not (tmp_path / "f.parquet").exists()
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_row_without_a_token_is_counted_whichever_way_the_file_is_read(tmp_path: Path, where: str) -> None:
+    market = synth_market(3, 200, seed=1)
+    bad = market.head(1).with_columns(token=pl.lit(None, dtype=pl.String))
+    (pl.concat([bad, market]) if where == "first" else pl.concat([market, bad])).write_parquet(
+        tmp_path / "m.parquet"
+    )
+    out = compute(str(tmp_path / "m.parquet"), "--out", str(tmp_path / "f.parquet"), "--group-rows", "1000")
+    assert "dropped 1 invalid rows: {'missing_token_or_ts': 1}" in out
+    assert pl.read_parquet(tmp_path / "f.parquet").equals(compute_features(market, build_spec(1)))

@@ -57,10 +57,11 @@ def parquet_groups(path: Path, select: Selection, group_rows: int, validate: Val
     # no row group decoded twice
     ranges = bool((runs["last"] - runs["first"] + 1 == runs["n"]).all() and runs["first"].is_sorted())
     for a, b in token_spans(sizes, group_rows):
+        mine = tokens[a:b]  # rows without a token (a group of their own) are validated, i.e. counted, too
         part = (
             scan.slice(first[a], sum(sizes[a:b]))
             if ranges
-            else scan.filter(pl.col("token").is_in(tokens[a:b]))
+            else scan.filter(pl.col("token").is_in(mine) | (pl.col("token").is_null() & (None in mine)))
         )
         frame, rej = validate(part.collect())
         yield select.filter(frame), rej

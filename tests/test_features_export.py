@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from memed.cli.main import cli
 from memed.data import load_dataset, synth_market, write_dataset
-from memed.data.groups import frame_groups
+from memed.data.groups import file_groups, frame_groups
+from memed.data.select import Selection
 from memed.features import build_spec, compute_features
 from memed.features.export import export_features
 
@@ -100,6 +101,14 @@ def test_a_folder_is_streamed_a_group_of_files_at_a_time(tmp_path: Path) -> None
         (frame.write_ipc if name.endswith(".feather") else frame.write_parquet)(folder / name)
     bars, rejections = load_dataset([folder])
     assert rejections.as_dict() == {"duplicate_ts": 4, "high_below_low": 2}
+    seen: list[tuple[int, int]] = []
+    plan = file_groups([folder], Selection(), 1000, lambda done, files: seen.append((done, files)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]  # the first pass says how far it is
+    assert plan.interval == 1
+    assert [sorted(p.name for p in g) for g in plan.groups] == [
+        ["a.parquet", "b.feather"],
+        ["c.parquet", "d.parquet"],
+    ]
     want = compute_features(bars, build_spec(1))
     out = compute(str(folder), "--out", str(tmp_path / "f.parquet"), "--group-rows", "1000")
     assert pl.read_parquet(tmp_path / "f.parquet").equals(want)

@@ -90,7 +90,13 @@ def compute_cmd(dataset: Path, out: Path, mode: str, float32: bool, group_rows: 
         groups = parquet_groups(dataset, select, group_rows, lambda f: validate_file_frame(f, dataset))
         total = int(pl.scan_parquet(dataset).select(pl.len()).collect().item())
     else:
-        plan = file_groups([dataset], select, group_rows)
+        with progress_bar("reading files") as bar:
+            task = bar.task_ids[0]
+
+            def read(done: int, files: int) -> None:
+                bar.update(task, completed=done, total=files)
+
+            plan = file_groups([dataset], select, group_rows, read)
         interval, rejections, groups, total = plan.interval, plan.rejections, plan.frames(), sum(plan.rows)
     spec = build_spec(interval, *cfg.data.spec_args())
     with progress_bar("computing features") as bar:

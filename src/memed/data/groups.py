@@ -100,16 +100,21 @@ class FilePlan:
             yield validate_bars(pl.concat(frames, how="vertical"))
 
 
-def file_groups(sources: Iterable[str | Path], select: Selection, group_rows: int) -> FilePlan:
+def file_groups(sources: Iterable[str | Path], select: Selection, group_rows: int,
+                on_file: Callable[[int, int], None] | None = None) -> FilePlan:  # fmt: skip
     """Plan the groups of ``sources`` (files and folders of them): each file read once for its tokens and
-    rows; :class:`~memed.errors.DataError` for what :func:`load_dataset` refuses."""
+    rows (``on_file(done, files)`` after each); :class:`~memed.errors.DataError` for what
+    :func:`load_dataset` refuses."""
     total = Rejections()
     intervals: dict[str, set[int]] = {}
     spans: list[tuple[str, str, int, Path]] = []  # first token, last token, rows, file
     kept = 0
     steps: Counter[int] = Counter()
-    for path in expand_sources(sources):
+    paths = expand_sources(sources)
+    for done, path in enumerate(paths, 1):
         got = read_selected(path, select, total)
+        if on_file is not None:
+            on_file(done, len(paths))
         if got is None:
             continue
         frame, interval = got

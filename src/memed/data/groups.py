@@ -1,4 +1,4 @@
-"""A dataset read in token groups of bounded size, so that whatever the dataset's size only a group or two
+"""A dataset read in token groups of bounded size, so that whatever the dataset's size only a few groups
 are in memory (``memed features compute``). A token is never split between groups, and the groups come in
 token order, each sorted by token and time: together they are exactly the canonical frame
 :func:`~memed.data.load_dataset` would build whole.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,8 +46,6 @@ ROW_GROUP = 256 * 1024
 class ExportStats:
     rows: int = 0
     groups: int = 0
-    seconds: float = 0.0
-    """From the first group read to the file closed (start-up and the scan of the tokens excluded)."""
     rejections: Rejections = field(default_factory=Rejections)
 
 
@@ -144,7 +141,6 @@ def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: Fea
     tmp = out.with_name(out.name + ".tmp")
     writer: pq.ParquetWriter | None = None
     pending: deque[Future[None]] = deque()
-    t0 = time.perf_counter()
     with (
         ThreadPoolExecutor(1, thread_name_prefix="memed-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="memed-write") as pool,
@@ -179,5 +175,4 @@ def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: Fea
     if writer is None:
         raise ValueError("no bars to compute features of")
     tmp.replace(out)
-    stats.seconds = time.perf_counter() - t0
     return stats

@@ -84,10 +84,10 @@ async def test_kills_and_restarts_change_no_signal(
     # a wait long enough that a busy CI machine does not close a minute before its second token's tick
     # with the served-feature log on for every token, the online learner on in one of the two runs (it
     # learns through every restart; river's import makes each start a second slower, so a slower feed),
-    # and holes in the feed: 8 % of one token's bars missing. (Of the token sorted first: a token that
-    # returns from a hole is not expected in its minute, which closes as soon as the expected tokens
-    # have ticked, so a returning token published after them would arrive late — a real divergence that
-    # memed check parity names, as test_parity shows, but not what this test is about.)
+    # and holes in the feed: 8 % of one token's bars missing. (Of the token sorted first: a token sorted
+    # last returns from each hole behind the expected tokens, after they closed its minute, and is served
+    # in a batch of its own — test_stragglers — whose scores are summed in another order than the
+    # replay's, while this test compares the scoring state byte for byte.)
     served_log = tmp_path / "served"
     cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000, wait_seconds=1.0,
                         extra=f'checkpoint_every_minutes = 3\n[monitor]\nlog_dir = "{served_log}"\n'

@@ -538,7 +538,7 @@ class Daemon:
         model_set = result.model_set
         keys = self._keys.keys(tokens, batch.minute, model_set) if len(result) == len(tokens) else None
         signals = signal_frame(result, keys)
-        self.processed_minutes += 1
+        self.processed_minutes += not batch.stragglers
         self.fanout.offer(Outgoing(batch.minute, signals, self.holds.select(signals), batch.last_arrival))
         await asyncio.sleep(0)  # the sinks start sending before the rest of the minute's work
         self.latest.update(signals)
@@ -557,7 +557,9 @@ class Daemon:
         self.metrics.batch_size.observe(len(tokens))
         self.metrics.lag.set(self.clock() - (batch.minute + 1) * 60)
         self._evict(batch.minute)
-        self._keys.prepare(tokens, batch.minute + self.path.model_set.manifest.interval_minutes, model_set)
+        if not batch.stragglers:  # (a few tokens: the next minute's keys stay prepared for the rest)
+            step = self.path.model_set.manifest.interval_minutes
+            self._keys.prepare(tokens, batch.minute + step, model_set)
         self.gc.minute_done(idle=self.batcher.idle)
 
     def _admit(self, batch: Batch) -> tuple[list[str], np.ndarray]:
@@ -571,7 +573,9 @@ class Daemon:
                 tokens, bars = [tokens[i] for i in kept], bars[:, kept]
         if not self.interval_check.done:  # a feed on another interval than the set's is fatal
             self.interval_check.observe(batch.minute, self.path.last_minutes(tokens))
-        if self._restored_last is not None:
+        if batch.stragglers:  # a minute already processed, its late-coming tokens: no new minute
+            self.metrics.stragglers.inc(len(tokens))
+        elif self._restored_last is not None:
             self._check_recovery_gap(batch.minute, tokens)
         elif self._prev_minute is not None and batch.minute - self._prev_minute > 1:
             # no token ticked in between: the feed stopped (as in training, short holes are flat-filled)

@@ -4,6 +4,13 @@
   identical resend as ``duplicate``).
 * A token's tick older than its newest seen minute is ``out_of_order``; a tick for a minute already
   processed is ``late``. All are counted and ignored, never re-emitted.
+* Except a *straggler*: a tick for the newest closed minute from a token that minute did not have (one
+  returning from a hole, which nobody expected, published after the expected tokens had closed the
+  minute; or one that missed the wait), while it has no newer tick. The backtest has that bar in its
+  minute, so dropping it would make the token's live features differ from the backtest's from then
+  on. Stragglers form a batch of their own for that minute (:attr:`Batch.stragglers`), due at once and
+  before any later minute, and join the next minute's expected tokens. A tick for an older minute, or
+  a token's second tick for a minute it was served in, is ``late``.
 * Minute ``m`` closes, oldest first, when every expected token (those of the previous closed minute) has
   ticked, when a quorum of tokens (more than ``quorum`` of the expected ones, or of the minute's own
   where more: a strict majority by default) has moved on to a later minute (feeds publish in time
@@ -12,7 +19,7 @@
   fast, or an attacker) is held in its own minute, which closes in its turn, and changes no other
   token's bars.
   With one message per tick, a *new* token's tick can arrive after the expected ones have closed the
-  minute (it is then ``late``); ``close_on_expected=False`` waits for the quorum or the timeout instead.
+  minute (it is then a straggler); ``close_on_expected=False`` waits for the quorum or the timeout.
 * A tick more than ``max_ahead`` minutes past the watermark (the newest closed minute) is deferred, not
   batched: replaying history, the wall clock cannot bound event time, and a tick stamped a day ahead
   would otherwise close its minute on the wait and make every later real tick ``late``. Deferred ticks
@@ -50,6 +57,9 @@ class Batch:
     tokens: list[str]
     bars: np.ndarray  # (9, n) float64 in BAR_FIELDS order, row i is tokens[i]'s bar
     last_arrival: float  # wall clock of the batch's last accepted tick (latency metric)
+    stragglers: bool = False
+    """Tokens of an already closed minute that it did not have, arrived after it closed (module
+    docstring): the minute's second (or later) batch."""
 
     @property
     def ticks(self) -> list[Tick]:
@@ -166,6 +176,10 @@ class MinuteBatcher:
     """Wall clock of the newest tick batched near the watermark."""
     _deferred_at: float = -math.inf
     """Wall clock of the newest tick deferred."""
+    _stragglers: _Minute | None = None
+    """Stragglers of the newest closed minute, not yet due."""
+    _straggler_times: tuple[float, float] = (0.0, 0.0)
+    """Wall clock of the stragglers' first and last tick."""
 
     @classmethod
     def for_daemon(cls, d: DaemonConfig) -> MinuteBatcher:
@@ -177,8 +191,8 @@ class MinuteBatcher:
 
     @property
     def idle(self) -> bool:
-        """No tick of an unclosed minute is held."""
-        return not self._pending
+        """No tick of an unclosed minute (nor a straggler) is held."""
+        return not self._pending and self._stragglers is None
 
     @property
     def watermark(self) -> int | None:
@@ -204,7 +218,7 @@ class MinuteBatcher:
     def _batch(self, tick: Tick, now: float) -> str | None:
         m = tick.minute
         if m <= self.last_closed:
-            return self._count("late")
+            return self._straggle(tick, now) if m == self.last_closed else self._count("late")
         newest = self._newest.get(tick.token, -1)
         if m < newest:
             return self._count("out_of_order")
@@ -224,6 +238,25 @@ class MinuteBatcher:
         self._newest[tick.token] = m
         self._first.setdefault(m, now)
         self._last[m] = now
+        return None
+
+    def _straggle(self, tick: Tick, now: float) -> str | None:
+        """A tick for the newest closed minute: a straggler's (module docstring), or ``late``."""
+        bucket = self._stragglers
+        if bucket is not None and tick.token in bucket.index:
+            if bucket.same(tick):
+                return self._count("duplicate")
+            self.counts["replaced"] += 1
+        elif tick.token in self._expected:  # the minute had it
+            return self._count("late")
+        elif self._newest.get(tick.token, -1) > tick.minute:
+            return self._count("out_of_order")
+        if bucket is None:
+            bucket = self._stragglers = _Minute()
+            self._straggler_times = (now, now)
+        bucket.put(tick)
+        self._newest[tick.token] = tick.minute
+        self._straggler_times = (self._straggler_times[0], now)
         return None
 
     def add_columns(self, tokens: list[str], minutes: np.ndarray, bars: np.ndarray, now: float) -> bool:
@@ -269,6 +302,11 @@ class MinuteBatcher:
         if self._deferred:
             self._promote(now)
         out = []
+        if self._stragglers is not None:  # the newest closed minute's, before any later minute
+            tokens, bars = self._stragglers.arrays()
+            out.append(Batch(self.last_closed, tokens, bars, self._straggler_times[1], stragglers=True))
+            self._expected |= frozenset(tokens)
+            self._stragglers = None
         for m in sorted(self._pending):
             w = self.watermark
             if self.max_ahead is not None and w is not None and m > w + self.max_ahead:
@@ -314,8 +352,11 @@ class MinuteBatcher:
             bucket = self._drop_minute(m)
             self._deferred.extend(bucket.as_ticks(m))
             tokens |= bucket.index.keys()
+        held = dict(self._pending)
+        if self._stragglers is not None:
+            held[self.last_closed] = self._stragglers
         for t in tokens:  # a token's newest minute is what it still has batched
-            newest = max((m for m, b in self._pending.items() if t in b.index), default=None)
+            newest = max((m for m, b in held.items() if t in b.index), default=None)
             if newest is None:
                 self._newest.pop(t, None)
             else:
@@ -366,6 +407,9 @@ class MinuteBatcher:
         tokens, and the unclosed minutes with their ticks and arrival times."""
         pending = [PendingMinute(m, self._first[m], self._last[m], bucket.as_ticks(m))
                    for m, bucket in sorted(self._pending.items())]  # fmt: skip
+        if self._stragglers is not None:  # the one pending minute at (not past) the newest closed one
+            pending.insert(0, PendingMinute(self.last_closed, *self._straggler_times,
+                                            self._stragglers.as_ticks(self.last_closed)))  # fmt: skip
         return BatcherState(self.last_closed, dict(self._newest), sorted(self._expected), pending,
                             list(self._deferred))  # fmt: skip
 
@@ -374,12 +418,18 @@ class MinuteBatcher:
         self._newest = dict(state.newest)
         self._expected = frozenset(state.expected)
         self._pending = {}
+        self._stragglers = None
         for p in state.pending:
-            bucket = self._pending[p.minute] = _Minute()
+            bucket = _Minute()
             for t in p.ticks:
                 bucket.put(t)
-        self._first = {p.minute: p.first for p in state.pending}
-        self._last = {p.minute: p.last for p in state.pending}
+            if p.minute <= state.last_closed:
+                self._stragglers, self._straggler_times = bucket, (p.first, p.last)
+            else:
+                self._pending[p.minute] = bucket
+        opened = [p for p in state.pending if p.minute > state.last_closed]
+        self._first = {p.minute: p.first for p in opened}
+        self._last = {p.minute: p.last for p in opened}
         self._recount_moved()
         self._deferred = list(state.deferred)
 
@@ -406,6 +456,12 @@ class MinuteBatcher:
         how many ticks were taken."""
         drop = set(tokens)
         taken = 0
+        if self._stragglers is not None:
+            for t in drop & self._stragglers.index.keys():
+                self._stragglers.drop(t)
+                taken += 1
+            if not self._stragglers.index:
+                self._stragglers = None
         for m in list(self._pending):
             bucket = self._pending[m]
             for t in drop & bucket.index.keys():

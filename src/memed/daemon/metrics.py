@@ -45,6 +45,10 @@ class DaemonMetrics:
             "memed_recovery_gap_minutes_total", "Minutes missing between a restored checkpoint and the first "
             "minute after it (lost while the daemon was away; the affected tokens restart)", registry=r,
         )  # fmt: skip
+        self.stragglers = Counter(
+            "memed_straggler_ticks_total", "Ticks for the newest processed minute from tokens it did not "
+            "have (returning from a hole after it closed), served as a batch of their own", registry=r,
+        )  # fmt: skip
         self.minutes_missing = Counter(
             "memed_minutes_missing_total", "Minutes in which no token ticked while the daemon ran (the "
             "feed stopped; as in training, tokens fill short holes with flat bars and restart after long "

@@ -461,8 +461,11 @@ class NatsDaemon:
                           error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
             lane.path.forget(tokens)
             return
-        lane.minutes += 1
-        self.processed_minutes += 1
+        if batch.stragglers:
+            self.metrics.stragglers.inc(len(tokens))
+        else:
+            lane.minutes += 1
+            self.processed_minutes += 1
         signals = signal_frame(result)
         for code, n in enumerate(np.bincount(result.action, minlength=len(ACTIONS)).tolist()):
             if n:

@@ -14,6 +14,8 @@ import msgspec
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker import Mosquitto
 from daemon_helpers import (
@@ -31,6 +33,7 @@ from memed.daemon.publish_dataset import minute_payloads
 from memed.daemon.ticks import Tick
 from memed.daemon.wire import to_signals
 from memed.data import load_dataset, synth_market
+from memed.data.bars import BAR_FIELDS
 from memed.data.frames import bar_matrix, epoch_minutes
 from memed.decision import DecisionPath
 from memed.models.registry import load_model_set
@@ -83,6 +86,59 @@ def test_a_withdrawn_straggler_is_taken_out() -> None:
     assert b.withdraw(["B"]) == 1
     (late,) = b.due(1.0)
     assert (late.tokens, late.stragglers) == (["C"], True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), n_tokens=st.integers(2, 6), n_minutes=st.integers(5, 30))
+def test_a_feed_in_time_order_has_every_bar_served_once_in_each_tokens_order(
+    data: st.DataObject, n_tokens: int, n_minutes: int
+) -> None:
+    # any feed that sends each minute's ticks (in any order, some in column batches) before the next
+    # minute's, with tokens missing some minutes (holes, late listings): every bar is served once, in
+    # each token's time order, whenever the daemon looks for due batches and restarts from a checkpoint
+    # — what the backtest needs
+    present = data.draw(st.lists(st.lists(st.booleans(), min_size=n_tokens, max_size=n_tokens),
+                                 min_size=n_minutes, max_size=n_minutes))  # fmt: skip
+    b = MinuteBatcher(wait_seconds=30.0)
+    served: list[tuple[str, int, float]] = []
+    want = {}
+
+    def look(now: float, flush: bool = False) -> None:
+        for batch in b.due(now, flush=flush):
+            close = batch.bars[BAR_FIELDS.index("close")].tolist()
+            served.extend((t, batch.minute, c) for t, c in zip(batch.tokens, close, strict=True))
+
+    for m, row in enumerate(present, start=100):
+        now = (m + 1) * 60.0
+        ticks = [_tick(f"T{k}", m, float(1000 * m + k)) for k, here in enumerate(row) if here]
+        want |= {(t.token, m): t.close for t in ticks}
+        order = data.draw(st.permutations(ticks))
+        i = 0
+        while i < len(order):
+            size = data.draw(st.integers(1, len(order) - i))
+            part = order[i : i + size]
+            i += size
+            if size > 1:  # a column batch (taken whole when that is what its ticks one by one would do)
+                bars = np.array([[getattr(t, f) for f in BAR_FIELDS] for t in part]).T
+                if not b.add_columns([t.token for t in part], np.full(size, m), bars, now):
+                    for t in part:
+                        assert b.add(t, now) is None
+            else:
+                assert b.add(part[0], now) is None
+            if data.draw(st.booleans()):
+                look(now)
+            if data.draw(st.integers(0, 9)) == 0:  # a restart from a checkpoint here
+                restored = MinuteBatcher(wait_seconds=30.0)
+                restored.load_state(b.state())
+                assert not b.counts
+                b = restored
+    look((100 + n_minutes + 1) * 60.0, flush=True)
+    assert len(served) == len(want) == len({(t, m) for t, m, _ in served})
+    assert {(t, m): c for t, m, c in served} == want
+    for token in {t for t, _, _ in served}:
+        minutes = [m for t, m, _ in served if t == token]
+        assert minutes == sorted(minutes)
+    assert not b.counts
 
 
 def _with_holes(market: pl.DataFrame, token: str, share: float, seed: int) -> pl.DataFrame:

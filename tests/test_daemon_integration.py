@@ -40,12 +40,12 @@ def market() -> pl.DataFrame:
 async def test_ticks_in_signals_out_equal_the_direct_decision_path(
     tiny_registry: Path, mosquitto: Mosquitto, tmp_path: Path, market: pl.DataFrame
 ) -> None:
-    # one message per tick: minutes close when the next begins (a new token cannot be cut off). The whole
-    # replay arrives in seconds: a sink queue of more minutes than it holds, so the written policy of a
-    # full queue (drop the oldest minute) cannot drop signals that a slow moment of the machine delayed
-    # the bands policy, so that risk plans (trades) cross the wire too
-    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, close_on_expected=False, queue_minutes=1000,
-                        policy="bands")  # fmt: skip
+    # one message per tick, minutes closing on their expected tokens (the default: a token the minute
+    # did not expect, published after them, is a straggler, served too). The whole replay arrives in
+    # seconds: a sink queue of more minutes than it holds, so the written policy of a full queue (drop the
+    # oldest minute) cannot drop signals that a slow moment of the machine delayed; the bands policy, so
+    # that risk plans (trades) cross the wire too
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=1000, policy="bands")
     daemon = Daemon(cfg)
     received: list[bytes] = []
     ready = asyncio.Event()

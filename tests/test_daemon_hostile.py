@@ -283,10 +283,9 @@ async def test_an_attacker_ticking_ahead_changes_no_real_signal(
     each minute on the 61 s tick; a day-ahead tick closed its minute on the wait, and every later real
     tick was `late`)."""
     market = synth_market(6, 360, seed=9)
-    # close_on_expected off: a token listed mid-feed is never cut off by the expected ones (it would be
-    # `late` by design, whatever the attacker does); minutes close on the majority or the wait
-    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000, wait_seconds=2.0,
-                        close_on_expected=False)  # fmt: skip
+    # minutes closing on their expected tokens (the default; a token listed mid-feed, published after
+    # them, is a straggler, served too), on the majority or on the wait
+    cfg = daemon_config(tiny_registry, mosquitto.url, tmp_path, queue_minutes=100_000, wait_seconds=2.0)
     daemon = Daemon(cfg)
     minutes = market.sort("ts", "token").partition_by("ts", maintain_order=True)
     async with asyncio.TaskGroup() as tg:

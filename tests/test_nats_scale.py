@@ -28,6 +28,8 @@ from memed.daemon import mqtt
 from memed.daemon.nats.layout import partition_of, server_config
 from memed.daemon.publish_dataset import minute_payloads, publish_dataset
 from memed.data import synth_market
+from memed.monitor.parity import check_parity
+from memed.monitor.served_log import read_log
 
 nats = pytest.importorskip("nats", reason="the scale extra: pip install 'memed[scale]'")
 pytestmark = pytest.mark.slow
@@ -155,6 +157,10 @@ async def test_three_daemons_share_partitions_survive_a_kill_and_take_a_fourth(
 ) -> None:
     market = synth_market(32, 70, seed=11)
     cfg = _config(tiny_registry, tmp_path)
+    served = tmp_path / "served"  # every daemon's served-feature log, one folder
+    cfg = msgspec.structs.replace(
+        cfg, monitor=msgspec.structs.replace(cfg.monitor, log_dir=str(served), log_share=1.0)
+    )
     conf = tmp_path / "run.toml"
     conf.write_text(to_toml(cfg))
     want = direct_signals(market, cfg, tiny_registry)
@@ -186,6 +192,14 @@ async def test_three_daemons_share_partitions_survive_a_kill_and_take_a_fourth(
         e["why"] == "rebalance" for log in (logs[0], logs[2]) for e in _events(log, "partition_released")
     )
     assert not any(_events(log, "minute_failed") for log in logs)
+
+    # the four daemons' served-feature logs together: every bar served once at least, and every feature
+    # and probability equal to the batch drivers' over the same bars (memed check parity), through the
+    # kill, the takeovers and the rebalancing
+    assert read_log(served)["run"].n_unique() == 4
+    report = check_parity(served, tiny_registry, cfg)
+    assert report.rows == market.height
+    assert report.ok, (report.features, report.probabilities, report.causes, report.examples)
 
 
 async def _collect_batches(url: str, subject: str, into: dict[tuple[str, str], dict[str, Any]]) -> Any:

@@ -10,11 +10,15 @@ kind ``late`` without features: an offline pipeline fed the raw feed would see t
 Rows are buffered and written as Parquet files rolled by hour of event time
 (``served-YYYYMMDDTHH-<run>-<n>.parquet``): when the next hour starts, at every checkpoint and when the
 daemon stops. A daemon killed and restarted from its checkpoint serves the minutes after it again (from
-its journal) and logs them again; the parity check keeps the last row of a (token, minute).
+its journal) and logs them again; the parity check keeps the last row of a (token, minute). Daemons
+sharing a NATS stream (``--source nats``) each write their own files (one run each) into the same folder,
+flushed before every partition snapshot, so a partition taken over logs again, identically, only what
+came after the snapshot. :meth:`served` and :meth:`flush` may be called from several threads at once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,17 +51,23 @@ class ServedLog:
         self._hour: int | None = None
         self._parts: list[pl.DataFrame] = []
         self._late: list[dict[str, Any]] = []
+        self._lock = threading.RLock()
         self.sampled = Sample(share)
         folder.mkdir(parents=True, exist_ok=True)
 
     def late(self, token: str, minute: int, row: tuple[float, ...]) -> None:
-        """A tick refused as late (called on the event loop; cheap)."""
+        """A tick refused as late (called on the event loop; cheap, and never waits for a file being
+        written: an append, which :meth:`flush`'s swap of the list cannot lose)."""
         if self.sampled(token):
             self._late.append({"token": token, "minute": minute, **dict(zip(BAR_FIELDS, row, strict=True))})
 
     def served(self, minute: int, tokens: list[str], bars: np.ndarray, d: Decisions) -> None:
         """One processed minute: ``tokens`` and ``bars`` as the decision path took them, ``d`` its result
         (stale rows left out). Writes the previous hour's file when ``minute`` starts a new hour."""
+        with self._lock:
+            self._served(minute, tokens, bars, d)
+
+    def _served(self, minute: int, tokens: list[str], bars: np.ndarray, d: Decisions) -> None:
         hour = minute // 60
         if self._hour is not None and hour != self._hour:
             self.flush()
@@ -87,6 +97,10 @@ class ServedLog:
 
     def flush(self) -> Path | None:
         """Write what the buffer holds (the current hour's rows and the late ticks) to a new file."""
+        with self._lock:
+            return self._flush()
+
+    def _flush(self) -> Path | None:
         late, self._late = self._late, []
         parts, self._parts = self._parts, []
         if late:

@@ -33,6 +33,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from memed.daemon.wire import signal_frame
 from memed.errors import ConfigError, MemedError, SnapshotError
 from memed.logs import get_logger
 from memed.models.registry import load_model_set
+from memed.monitor.served_log import ServedLog
 from memed.signals.policy import ACTIONS
 
 log = get_logger("memed.daemon.nats")
@@ -93,6 +95,16 @@ class NatsDaemon:
         self.metrics = DaemonMetrics()
         self.metrics.serving(self.model_set)
         self.member = uuid.uuid4().hex[:16]
+        self.served_log: ServedLog | None = None
+        """The served-feature log (``monitor.log_dir``): this daemon's own files (its run) in the shared
+        folder, for ``memed check parity`` over every daemon's."""
+        if cfg.monitor.log_dir:
+            m = self.model_set.manifest
+            self.served_log = ServedLog(Path(cfg.monitor.log_dir), cfg.monitor.log_share, m.feature_names,
+                                        m.horizons, f"{int(time.time())}-{self.member[:8]}")  # fmt: skip
+        if cfg.monitor.enabled:
+            log.info("monitor_scoring_off", note="the delayed-label scoring runs in one process "
+                     "(--source mqtt), not per partition; the served-feature log does")  # fmt: skip
         self.lanes: dict[int, Lane] = {}
         self.live_members = 1
         self._released: dict[int, float] = {}
@@ -150,7 +162,7 @@ class NatsDaemon:
             self.fanout = FanOut(self._sinks(), self.metrics, queued, on_sent=self._sent)
             log.info("daemon_start", source="nats", url=self.n.url, member=self.member,
                      partitions=self.n.partitions, model_set=self.model_set.id,
-                     config_hash=self.cfg.hash())  # fmt: skip
+                     served_log=self.cfg.monitor.log_dir or None, config_hash=self.cfg.hash())  # fmt: skip
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self._partition_loop(p), name=f"partition-{p}")
                          for p in range(self.n.partitions)]  # fmt: skip
@@ -181,6 +193,10 @@ class NatsDaemon:
             if self.fanout is not None:
                 await self.fanout.close()
 
+    @property
+    def _late(self) -> Callable[[str, int, tuple[float, ...]], None] | None:
+        return None if self.served_log is None else self.served_log.late
+
     def model_set_warm_up(self) -> None:
         Lane.fresh(-1, self.model_set, self.cfg).path.warm_up()
 
@@ -207,6 +223,8 @@ class NatsDaemon:
                     await self._process(lane, batch)
         for p in sorted(self.lanes):
             await self._release(p, "stop")
+        if self.served_log is not None:  # (each release flushed it; a lane lost meanwhile may have left rows)
+            await asyncio.to_thread(self.served_log.flush)
 
     # ------------------------------------------------------------------ membership
     async def _beat(self) -> None:
@@ -309,7 +327,7 @@ class NatsDaemon:
             finally:
                 keep.cancel()
         self.metrics.messages_in.inc()
-        self.metrics.ticks_in.inc(lane.feed(seq, msg.data, arrival, self.cfg))
+        self.metrics.ticks_in.inc(lane.feed(seq, msg.data, arrival, self.cfg, self._late))
         self._count(lane)
         with contextlib.suppress(Exception):  # the stream, not the acknowledgement, is what a takeover reads
             await msg.ack()
@@ -381,7 +399,7 @@ class NatsDaemon:
                     break
                 for m in msgs:
                     seq, arrival = stream_position(m.reply)
-                    lane.feed(seq, m.data, arrival, self.cfg)
+                    lane.feed(seq, m.data, arrival, self.cfg, self._late)
                 n += len(msgs)
                 if not msgs or msgs[-1].metadata.num_pending == 0:
                     break
@@ -428,6 +446,8 @@ class NatsDaemon:
 
     async def _put_snapshot(self, lane: Lane) -> None:
         blob = await lane.snapshot_blob()
+        if self.served_log is not None:  # what was served up to the snapshot is on disk before it is
+            await asyncio.to_thread(self.served_log.flush)
         try:
             async with self._transfers:
                 await self.store.put(self.lay.snapshot_name(lane.partition), blob)
@@ -472,6 +492,8 @@ class NatsDaemon:
                 self.metrics.signals.labels(action=ACTIONS[code]).inc(n)
         assert self.fanout is not None
         self.fanout.offer(Outgoing(batch.minute, signals, lane.holds.select(signals), batch.last_arrival))
+        if self.served_log is not None:
+            await asyncio.to_thread(self.served_log.served, batch.minute, tokens, bars, result)
         gone = lane.path.evict_idle(float(batch.minute), self.d.evict_ttl_minutes)
         if gone:
             lane.batcher.forget(gone)

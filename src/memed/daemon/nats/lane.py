@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -94,12 +95,14 @@ class Lane:
         return cls(snap.partition, path, b, seq=snap.seq, minutes=snap.minutes, snapped_at=snap.minutes,
                    holds=holds)  # fmt: skip
 
-    def feed(self, seq: int, payload: bytes, arrival: float, cfg: MemedConfig) -> int:
+    def feed(self, seq: int, payload: bytes, arrival: float, cfg: MemedConfig,
+             late: Callable[[str, int, tuple[float, ...]], None] | None = None) -> int:  # fmt: skip
         """Take the message at stream sequence ``seq``; returns the ticks accepted. A tick of a token the
         server's mapping sends to another partition is rejected (``wrong_partition``): a token is served
         by one partition only. So a feed may publish one token's ticks on ``<tick_subject>.<token>`` (the
         mapping picks the partition) or, knowing :func:`~memed.daemon.nats.layout.partition_of`, a
-        column batch of every token of partition ``n`` on ``<partition_subject>.<n>.batch``."""
+        column batch of every token of partition ``n`` on ``<partition_subject>.<n>.batch``. ``late``
+        (the served-feature log's) is told of each tick refused as late."""
         if seq <= self.seq:
             return 0
         self.seq = seq
@@ -125,6 +128,8 @@ class Lane:
             ignored = self.batcher.add(item, arrival)
             if ignored is not None:
                 self.rejected[ignored] += 1
+                if ignored == "late" and late is not None:
+                    late(item.token, item.minute, item.row())
             else:
                 accepted += 1
         return accepted

@@ -6,8 +6,10 @@ Inputs: the real binance-spot-5m-universe (2.51 M bars) imported to one Parquet 
 folder of feather files, and synthetic markets of 2 M and 20 M bars (written token group by token group,
 so making them needs little memory; with ``--folders`` also as folders of 200-token Parquet files).
 Throughput excludes start-up (imports, compiled-kernel load): from reading the first bar to the file
-closed. Peak RSS is the worker process's own high-water mark (``VmHWM``: ``ru_maxrss`` would report the
-benchmark's own RSS, kept across the fork and exec that start the worker).
+closed. First it prints the kernel's own speed on the universe's bars in memory, 1 thread and all: the
+machine's speed of the hour, to read the figures against. Peak RSS is the worker process's own
+high-water mark (``VmHWM``: ``ru_maxrss`` would report the benchmark's own RSS, kept across the fork and
+exec that start the worker).
 
     python benchmarks/features_export.py [--sizes 2 20] [--skip-old-above 5] [--repeat 1] [--folders]
 """
@@ -32,6 +34,7 @@ from memed.data.groups import file_groups, parquet_groups
 from memed.data.loaders import validate_file_frame
 from memed.data.select import Selection
 from memed.features import build_spec, compute_features
+from memed.features.batch import compute_raw
 from memed.features.export import GROUP_ROWS, export_features
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-5m-universe"
@@ -101,6 +104,26 @@ def measure(mode: str, src: Path, tmp: Path) -> dict[str, float]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def machine_speed(bars: pl.DataFrame) -> None:
+    """The kernel alone on the same bars (in memory, no reading or writing; best of three): the figures
+    below read against it, since this machine's speed differs from hour to hour (up to twice)."""
+    spec = build_spec(5)
+    compute_raw(bars, spec, threads=1)  # the compiled kernel loaded
+    threads = os.cpu_count() or 1
+    best = {}
+    for n in (1, threads):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            compute_raw(bars, spec, threads=n)
+            times.append(time.perf_counter() - t0)
+        best[n] = bars.height / min(times) / 1e6
+    print(
+        f"this machine now: the kernel alone on the universe's bars {best[1]:.2f} M token-min/s on 1 "
+        f"thread, {best[threads]:.2f} on {threads}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=float, nargs="*", default=[2, 20], help="Synthetic sizes, M bars.")
@@ -117,6 +140,7 @@ def main() -> None:
         cases: list[tuple[str, Path]] = []
         if DATA.exists():
             bars, _ = load_dataset([DATA])
+            machine_speed(bars)
             write_dataset(bars, tmp / "universe.parquet")
             cases.append(
                 (f"binance-spot-5m-universe, {bars.height / 1e6:.2f} M bars", tmp / "universe.parquet")

@@ -38,10 +38,10 @@ PARTITIONS = 16
 TTL = 2.0
 
 
-def _config(registry: Path, tmp: Path) -> MemedConfig:
-    cfg = daemon_config(registry, "mqtt://127.0.0.1:9", tmp, close_on_expected=False, wait_seconds=1.0,
-                        extra=f"\n[nats]\npartitions = {PARTITIONS}\npinned_ttl_seconds = {TTL}\n"
-                              "heartbeat_seconds = 0.5\nsnapshot_every_minutes = 3\n")  # fmt: skip
+def _config(registry: Path, tmp: Path, *, close_on_expected: bool = True) -> MemedConfig:
+    section = f"\n[nats]\npartitions = {PARTITIONS}\npinned_ttl_seconds = {TTL}\nheartbeat_seconds = 0.5\n"
+    cfg = daemon_config(registry, "mqtt://127.0.0.1:9", tmp, close_on_expected=close_on_expected,
+                        wait_seconds=1.0, extra=section + "snapshot_every_minutes = 3\n")  # fmt: skip
     daemon = msgspec.structs.replace(cfg.daemon, jsonl_path="", http_port=0)
     return msgspec.structs.replace(cfg, daemon=daemon)
 
@@ -243,7 +243,7 @@ async def test_one_daemon_serves_an_mqtt_feed_through_nats_servers_mqtt_listener
     not fatal; so is a corrupt snapshot."""
 
     market = synth_market(6, 40, seed=4)
-    cfg = _config(tiny_registry, tmp_path)
+    cfg = _config(tiny_registry, tmp_path, close_on_expected=False)
     port = free_port()
     cfg = msgspec.structs.replace(
         cfg,

@@ -19,6 +19,7 @@ came after the snapshot. :meth:`served` and :meth:`flush` may be called from sev
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,14 +51,14 @@ class ServedLog:
         self._written = 0
         self._hour: int | None = None
         self._parts: list[pl.DataFrame] = []
-        self._late: list[dict[str, Any]] = []
+        self._late: deque[dict[str, Any]] = deque()
         self._lock = threading.RLock()
         self.sampled = Sample(share)
         folder.mkdir(parents=True, exist_ok=True)
 
     def late(self, token: str, minute: int, row: tuple[float, ...]) -> None:
         """A tick refused as late (called on the event loop; cheap, and never waits for a file being
-        written: an append, which :meth:`flush`'s swap of the list cannot lose)."""
+        written: :meth:`flush` takes the rows off the other end of the deque, so none is lost)."""
         if self.sampled(token):
             self._late.append({"token": token, "minute": minute, **dict(zip(BAR_FIELDS, row, strict=True))})
 
@@ -101,7 +102,7 @@ class ServedLog:
             return self._flush()
 
     def _flush(self) -> Path | None:
-        late, self._late = self._late, []
+        late = [self._late.popleft() for _ in range(len(self._late))]
         parts, self._parts = self._parts, []
         if late:
             parts.append(pl.DataFrame(late).with_columns(kind=pl.lit(KIND_LATE), run=pl.lit(self.run)))

@@ -20,6 +20,7 @@ from aiohttp import web
 from broker import free_port
 from conftest import TINY_TOML
 from memed.config import MemedConfig, parse_config
+from memed.daemon.ticks import Tick
 from memed.daemon.wire import to_signals
 from memed.data.frames import bar_matrix, epoch_minutes, run_bounds
 from memed.decision import DecisionPath
@@ -59,6 +60,12 @@ close_on_expected = {"true" if close_on_expected else "false"}
 """
         + extra
     )
+
+
+def flat_tick(token: str, minute: int, close: float = 1.0) -> Tick:
+    """A tick whose bar is flat at ``close`` (volume 1, no flow, liquidity or market cap)."""
+    nan = float("nan")
+    return Tick(token, minute, close, close, close, close, 1.0, nan, nan, nan, nan)
 
 
 def direct_signals(

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker import Mosquitto
-from daemon_helpers import daemon_config, wait_until, waited
+from daemon_helpers import daemon_config, flat_tick, wait_until, waited
 from memed.daemon.app import Daemon
 from memed.daemon.batcher import MinuteBatcher
 from memed.daemon.ticks import Rejected, Tick, decode_message
@@ -90,30 +90,25 @@ def test_good_ticks_decode_in_every_time_format_and_arrays() -> None:
     assert math.isnan(price_only.liquidity)
 
 
-def _tick(token: str, minute: int, close: float = 1.0) -> Tick:
-    nan = math.nan
-    return Tick(token, minute, close, close, close, close, 1.0, nan, nan, nan, nan)
-
-
 def test_batcher_conflates_counts_and_closes_in_order() -> None:
     t0 = 14 * 60.0  # wall clock after the minutes below ended (epoch seconds), as in a replay
     b = MinuteBatcher(wait_seconds=2.0)
-    assert b.add(_tick("A", 10), t0 + 0.0) is None
-    assert b.add(_tick("A", 10), t0 + 0.1) == "duplicate"
-    assert b.add(_tick("A", 10, 2.0), t0 + 0.2) is None  # replaced: latest wins
-    assert b.add(_tick("B", 10), t0 + 0.2) is None
+    assert b.add(flat_tick("A", 10), t0 + 0.0) is None
+    assert b.add(flat_tick("A", 10), t0 + 0.1) == "duplicate"
+    assert b.add(flat_tick("A", 10, 2.0), t0 + 0.2) is None  # replaced: latest wins
+    assert b.add(flat_tick("B", 10), t0 + 0.2) is None
     assert b.due(t0 + 1.0) == []  # nothing expected yet, wait not over
-    assert b.add(_tick("A", 11), t0 + 1.5) is None  # one of the two moved on: no majority, minute 10 waits
+    assert b.add(flat_tick("A", 11), t0 + 1.5) is None  # one of two moved on: no majority, minute 10 waits
     assert b.due(t0 + 1.6) == []
     batches = b.due(t0 + 2.0)  # its wait is over
     assert [x.minute for x in batches] == [10]
     assert {t.token: t.close for t in batches[0].ticks} == {"A": 2.0, "B": 1.0}
-    assert b.add(_tick("B", 10), t0 + 1.7) == "late"
-    assert b.add(_tick("A", 9), t0 + 1.7) == "late"
-    assert b.add(_tick("B", 11), t0 + 1.8) is None  # all expected tokens of minute 11: closes at once
+    assert b.add(flat_tick("B", 10), t0 + 1.7) == "late"
+    assert b.add(flat_tick("A", 9), t0 + 1.7) == "late"
+    assert b.add(flat_tick("B", 11), t0 + 1.8) is None  # all expected tokens of minute 11: closes at once
     assert [x.minute for x in b.due(t0 + 1.8)] == [11]
-    assert b.add(_tick("C", 13), t0 + 2.0) is None
-    assert b.add(_tick("C", 12), t0 + 2.0) == "out_of_order"
+    assert b.add(flat_tick("C", 13), t0 + 2.0) is None
+    assert b.add(flat_tick("C", 12), t0 + 2.0) == "out_of_order"
     assert b.due(t0 + 3.0) == []
     assert [x.minute for x in b.due(t0 + 4.1)] == [13]  # wait elapsed
     assert b.counts == {"duplicate": 1, "replaced": 1, "late": 2, "out_of_order": 1}

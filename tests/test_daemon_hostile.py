@@ -21,6 +21,7 @@ from daemon_helpers import (
     collect,
     daemon_config,
     direct_signals,
+    flat_tick,
     last_minute,
     read_jsonl,
     serve_market,
@@ -234,40 +235,35 @@ async def test_a_minute_that_raises_is_contained(
 
 def test_one_token_stamped_ahead_cannot_close_a_minute_for_the_others() -> None:
     from memed.daemon.batcher import MinuteBatcher
-    from memed.daemon.ticks import Tick
-
-    def tick(token: str, minute: int) -> Tick:
-        nan = float("nan")
-        return Tick(token, minute, 1.0, 1.0, 1.0, 1.0, 1.0, nan, nan, nan, nan)
 
     t0 = 13 * 60.0  # wall clock after the minutes below ended
     b = MinuteBatcher(wait_seconds=30.0)
     for t in ("A", "B", "C", "X"):
-        b.add(tick(t, 10), t0 + 0.0)
+        b.add(flat_tick(t, 10), t0 + 0.0)
     assert [
         x.minute for x in b.due(t0 + 0.1)
     ] == []  # nothing expected yet: waits for the quorum or the timeout
-    b.add(tick("X", 12), t0 + 0.2)  # X runs two minutes ahead
+    b.add(flat_tick("X", 12), t0 + 0.2)  # X runs two minutes ahead
     assert b.due(t0 + 0.3) == []  # one of four moved on: no quorum (more than half)
-    b.add(tick("A", 11), t0 + 0.4)
+    b.add(flat_tick("A", 11), t0 + 0.4)
     assert b.due(t0 + 0.5) == []  # two of four: still no majority
-    b.add(tick("B", 11), t0 + 0.6)
+    b.add(flat_tick("B", 11), t0 + 0.6)
     assert [x.minute for x in b.due(t0 + 0.7)] == [10]  # three of four: minute 10 closes
-    b.add(tick("C", 11), t0 + 0.8)
+    b.add(flat_tick("C", 11), t0 + 0.8)
     assert b.due(t0 + 0.9) == []  # X never ticked at 11: not complete, and only X is past it
-    b.add(tick("A", 12), t0 + 1.0)
-    b.add(tick("B", 12), t0 + 1.0)
+    b.add(flat_tick("A", 12), t0 + 1.0)
+    b.add(flat_tick("B", 12), t0 + 1.0)
     assert [x.minute for x in b.due(t0 + 1.1)] == [11]  # A, B and X are past 11
     assert {t.token for t in b.due(t0 + 100.0)[0].ticks} == {"A", "B", "X"}  # 12 closes on its wait
     # live: a minute's wait never ends before the minute has ended on the wall clock, so a tick stamped
     # for the next minute cannot start that minute's wait early
     live = MinuteBatcher(wait_seconds=2.0)
     now = 100 * 60.0 + 10  # ten seconds into minute 100
-    live.add(tick("A", 99), now)
-    live.add(tick("B", 99), now)
-    live.add(tick("X", 101), now)  # 50 s ahead
+    live.add(flat_tick("A", 99), now)
+    live.add(flat_tick("B", 99), now)
+    live.add(flat_tick("X", 101), now)  # 50 s ahead
     assert [x.minute for x in live.due(now + 5)] == [99]  # 99 ended long ago: its wait is over
-    live.add(tick("A", 100), 101 * 60.0 + 0.5)
+    live.add(flat_tick("A", 100), 101 * 60.0 + 0.5)
     assert live.due(101 * 60.0 + 1.0) == []  # minute 100 ended 1 s ago, B has not ticked: waiting
     assert [x.minute for x in live.due(101 * 60.0 + 2.5)] == [100]
     assert live.due(101 * 60.0 + 30) == []  # 101 (X's) waits until it has ended, whatever X says
@@ -321,11 +317,6 @@ def test_replaying_history_a_tick_far_ahead_is_deferred_and_a_real_jump_is_follo
     really jumps ahead (a gap in the data) is followed, by its quorum or by its silence near the
     watermark; past the deferral bound such ticks are `future_ts`."""
     from memed.daemon.batcher import MinuteBatcher
-    from memed.daemon.ticks import Tick
-
-    def tick(token: str, minute: int) -> Tick:
-        nan = float("nan")
-        return Tick(token, minute, 1.0, 1.0, 1.0, 1.0, 1.0, nan, nan, nan, nan)
 
     now = 10_000_000.0  # history: every minute below ended long ago
     b = MinuteBatcher(wait_seconds=2.0, max_ahead=4, max_deferred=3)
@@ -333,65 +324,60 @@ def test_replaying_history_a_tick_far_ahead_is_deferred_and_a_real_jump_is_follo
     for m in range(10, 20):
         now += 3.0  # a minute of ticks, then longer than the wait: the old rule closed X's minute here
         for t in ("A", "B", "C"):
-            b.add(tick(t, m), now)
+            b.add(flat_tick(t, m), now)
         if m == 11:
-            assert b.add(tick("X", m + 1440), now) is None  # a day ahead: deferred
+            assert b.add(flat_tick("X", m + 1440), now) is None  # a day ahead: deferred
             assert b.deferred == 1
         closed += [x.minute for x in b.due(now + 3.0)]
     assert closed == list(range(10, 20))
     assert b.counts["late"] == 0
     assert b.deferred == 1
     # the feed jumps 500 minutes ahead (a gap in the data): deferred until a quorum of A, B, C is there
-    b.add(tick("A", 519), now + 0.5)
+    b.add(flat_tick("A", 519), now + 0.5)
     assert b.due(now + 0.6) == []
     assert b.deferred == 2  # one of three: not yet a quorum, and the feed is not silent near minute 19
-    b.add(tick("B", 519), now + 0.7)
+    b.add(flat_tick("B", 519), now + 0.7)
     assert b.due(now + 0.8) == []  # two of three: the jump is followed, 519 waits for C or its wait
     assert b.deferred == 1  # X's day-ahead tick stays deferred
-    b.add(tick("C", 519), now + 0.9)
+    b.add(flat_tick("C", 519), now + 0.9)
     batches = b.due(now + 1.0)
     assert [x.minute for x in batches] == [519]
     assert {t.token for t in batches[0].ticks} == {"A", "B", "C"}
     assert b.counts["late"] == 0
     # after another gap only A lives on: no quorum, but nothing lands near the watermark for the wait
     now += 10.0
-    b.add(tick("A", 900), now)
-    b.add(tick("A", 901), now)
+    b.add(flat_tick("A", 900), now)
+    b.add(flat_tick("A", 901), now)
     assert b.due(now + 1.0) == []  # silent for 9 s: followed, and 900 and 901 now wait their turn
     assert [x.minute for x in b.due(now + 3.5)] == [900, 901]
     assert b.watermark == 901
     assert b.deferred == 1
     # the bound: beyond max_deferred, far-ahead ticks are rejected
     for t in ("Y", "Z"):
-        assert b.add(tick(t, 5000), now + 4) is None
-    assert b.add(tick("W", 5000), now + 4) == "future_ts"
+        assert b.add(flat_tick(t, 5000), now + 4) is None
+    assert b.add(flat_tick("W", 5000), now + 4) == "future_ts"
 
 
 def test_a_pause_in_a_replay_is_no_jump_ahead() -> None:
     """A tick far ahead of the first minute, before any minute closed, is deferred once one has; and a
     pause in the feed (nothing arrived ahead after it went quiet) does not let it in."""
     from memed.daemon.batcher import MinuteBatcher
-    from memed.daemon.ticks import Tick
-
-    def tick(token: str, minute: int) -> Tick:
-        nan = float("nan")
-        return Tick(token, minute, 1.0, 1.0, 1.0, 1.0, 1.0, nan, nan, nan, nan)
 
     now = 10_000_000.0
     p = MinuteBatcher(wait_seconds=2.0, max_ahead=4)
-    p.add(tick("A", 10), now)
-    p.add(tick("X", 2000), now)
-    p.add(tick("A", 11), now + 0.1)
+    p.add(flat_tick("A", 10), now)
+    p.add(flat_tick("X", 2000), now)
+    p.add(flat_tick("A", 11), now + 0.1)
     assert [x.minute for x in p.due(now + 60.0)] == [10, 11]
     assert p.deferred == 1
     assert p.due(now + 600.0) == []
     assert p.deferred == 1
     # real ticks deferred while the daemon lagged, then promoted: silence after them is a pause too
     q = MinuteBatcher(wait_seconds=2.0, max_ahead=4)
-    q.add(tick("A", 10), now)
+    q.add(flat_tick("A", 10), now)
     assert [x.minute for x in q.due(now + 60.0)] == [10]
-    q.add(tick("X", 3000), now + 61.0)
-    q.add(tick("A", 16), now + 62.0)  # six past the watermark: deferred too
+    q.add(flat_tick("X", 3000), now + 61.0)
+    q.add(flat_tick("A", 16), now + 62.0)  # six past the watermark: deferred too
     assert [x.minute for x in q.due(now + 62.1)] == [16]  # the whole feed (A) moved on: followed
     assert q.due(now + 900.0) == []
     assert q.deferred == 1  # X stays: nothing arrived ahead after A's tick was batched

@@ -1,13 +1,13 @@
 """A token that returns from a hole is not expected in its minute, which closes as soon as the expected
 tokens have ticked: its tick, published after theirs, used to be dropped as ``late`` — and the live
-features of that token then differed from the backtest's (a flat-filled bar instead of the real one)
-until its next hole. Such a straggler is now served as a batch of its own for that minute."""
+features of that token then differed from the backtest's (a flat-filled bar instead of the real one) —
+and with a feed in token order, a returning or new token sorted after the expected ones was never served
+again. Such a straggler is now served as a batch of its own for that minute."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from pathlib import Path
 
 import msgspec
@@ -22,6 +22,7 @@ from daemon_helpers import (
     assert_same_signals,
     daemon_config,
     direct_signals,
+    flat_tick,
     read_jsonl,
     wait_until,
     waited,
@@ -39,27 +40,21 @@ from memed.decision import DecisionPath
 from memed.models.registry import load_model_set
 
 
-def _tick(token: str, minute: int, close: float = 1.0) -> Tick:
-    nan = math.nan
-    return Tick(token, minute, close, close, close, close, 1.0, nan, nan, nan, nan)
-
-
 def test_a_returning_token_after_its_minute_closed_is_served_in_a_batch_of_its_own() -> None:
     t0 = 20 * 60.0
     b = MinuteBatcher(wait_seconds=30.0)
     for token in ("A", "B", "C"):
-        assert b.add(_tick(token, 10), t0) is None
-    b.add(_tick("A", 11), t0 + 1)
-    b.add(_tick("B", 11), t0 + 1)  # a majority moved on: minute 10 closes
+        assert b.add(flat_tick(token, 10), t0) is None
+    b.add(flat_tick("A", 11), t0 + 1)
+    b.add(flat_tick("B", 11), t0 + 1)  # a majority moved on: minute 10 closes
     assert [(x.minute, x.tokens, x.stragglers) for x in b.due(t0 + 1)] == [(10, ["A", "B", "C"], False)]
-    for token in ("C",):  # every expected token: minute 11 closes, without D (it was not in minute 10)
-        b.add(_tick(token, 11), t0 + 2)
+    b.add(flat_tick("C", 11), t0 + 2)  # every expected token: minute 11 closes, without D (not in 10)
     assert [(x.minute, x.tokens) for x in b.due(t0 + 2)] == [(11, ["A", "B", "C"])]
-    assert b.add(_tick("D", 11, 2.0), t0 + 3) is None  # D returns from a hole: a straggler of minute 11
-    assert b.add(_tick("D", 11, 2.0), t0 + 3) == "duplicate"
-    assert b.add(_tick("D", 11, 3.0), t0 + 3) is None  # replaced before it is due: latest wins
-    assert b.add(_tick("E", 10), t0 + 3) == "late"  # an older minute than the newest closed one
-    assert b.add(_tick("A", 11, 5.0), t0 + 3) == "late"  # minute 11 had A
+    assert b.add(flat_tick("D", 11, 2.0), t0 + 3) is None  # D returns from a hole: a straggler of minute 11
+    assert b.add(flat_tick("D", 11, 2.0), t0 + 3) == "duplicate"
+    assert b.add(flat_tick("D", 11, 3.0), t0 + 3) is None  # replaced before it is due: latest wins
+    assert b.add(flat_tick("E", 10), t0 + 3) == "late"  # an older minute than the newest closed one
+    assert b.add(flat_tick("A", 11, 5.0), t0 + 3) == "late"  # minute 11 had A
     assert not b.idle
     # the stragglers are restored from a checkpoint like unclosed minutes
     again = MinuteBatcher(wait_seconds=30.0)
@@ -68,21 +63,21 @@ def test_a_returning_token_after_its_minute_closed_is_served_in_a_batch_of_its_o
         (late,) = batcher.due(t0 + 3)
         assert (late.minute, late.tokens, late.stragglers, late.ticks[0].close) == (11, ["D"], True, 3.0)
         assert batcher.idle
-        assert batcher.add(_tick("D", 11, 4.0), t0 + 4) == "late"  # served once: a later copy is late
+        assert batcher.add(flat_tick("D", 11, 4.0), t0 + 4) == "late"  # served once: a later copy is late
         for token in ("A", "B", "C"):  # D joined minute 11's tokens: minute 12 now waits for it too
-            batcher.add(_tick(token, 12), t0 + 5)
+            batcher.add(flat_tick(token, 12), t0 + 5)
         assert batcher.due(t0 + 5) == []
-        batcher.add(_tick("D", 12), t0 + 6)
+        batcher.add(flat_tick("D", 12), t0 + 6)
         assert [(x.minute, len(x.tokens)) for x in batcher.due(t0 + 6)] == [(12, 4)]
     assert b.counts == {"duplicate": 1, "replaced": 1, "late": 3}
 
 
 def test_a_withdrawn_straggler_is_taken_out() -> None:
     b = MinuteBatcher(wait_seconds=30.0)
-    b.add(_tick("A", 10), 0.0)
+    b.add(flat_tick("A", 10), 0.0)
     assert [x.minute for x in b.due(0.0, flush=True)] == [10]
-    b.add(_tick("B", 10), 1.0)
-    b.add(_tick("C", 10), 1.0)
+    b.add(flat_tick("B", 10), 1.0)
+    b.add(flat_tick("C", 10), 1.0)
     assert b.withdraw(["B"]) == 1
     (late,) = b.due(1.0)
     assert (late.tokens, late.stragglers) == (["C"], True)
@@ -110,7 +105,7 @@ def test_a_feed_in_time_order_has_every_bar_served_once_in_each_tokens_order(
 
     for m, row in enumerate(present, start=100):
         now = (m + 1) * 60.0
-        ticks = [_tick(f"T{k}", m, float(1000 * m + k)) for k, here in enumerate(row) if here]
+        ticks = [flat_tick(f"T{k}", m, float(1000 * m + k)) for k, here in enumerate(row) if here]
         want |= {(t.token, m): t.close for t in ticks}
         order = data.draw(st.permutations(ticks))
         i = 0

@@ -299,11 +299,12 @@ class Daemon:
                         name="monitor",
                     ),
                 ]
-                tasks += [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
+                senders = [tg.create_task(work, name=name) for name, work in self.fanout.workers()]
+                tasks += senders
                 if self.d.http_port:
                     tasks.append(tg.create_task(serve_http(self), name="http"))
                 await self._stop.wait()
-                await self._drain()
+                await self._drain(senders)
                 for task in tasks:
                     task.cancel()
         except BaseExceptionGroup as group:  # a task failed: the checkpoint is written anyway
@@ -331,14 +332,19 @@ class Daemon:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    async def _drain(self) -> None:
-        """Process the minutes the clock has closed, let the sinks send what is queued (bounded), then
-        write the checkpoint. Unclosed minutes are not forced shut: they are part of the checkpoint and
-        close after the restart, as they would have without it."""
+    async def _drain(self, senders: list[asyncio.Task[None]]) -> None:
+        """Process the minutes the clock has closed, let the sinks send what is queued (bounded), stop
+        the sinks' workers, then write the checkpoint. Unclosed minutes are not forced shut: they are part
+        of the checkpoint and close after the restart, as they would have without it. The workers stop
+        before the checkpoint, so a minute still being sent (a webhook retrying) is kept for the restart
+        and not also counted ``failed`` by a send that ends after the checkpoint was taken."""
         async with self._lock:
             for batch in self._due() if self._resumed else []:  # the clock's; the rest waits
                 await self._process(batch)
         await self.fanout.drain(self.d.sink_drain_seconds)
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
         await self.save_checkpoint()
 
     async def save_checkpoint(self) -> bool:

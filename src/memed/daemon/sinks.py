@@ -334,20 +334,27 @@ class FanOut:
         return [(f"sink-{sink.name}", self._work(sink, queue)) for sink, queue in self.queues.items()]
 
     async def _work(self, sink: Sink, queue: asyncio.Queue[Outgoing]) -> None:
+        """Send each queued minute; a send cancelled (the daemon stops) leaves its minute unsent, i.e. in
+        :meth:`unsent`, for the checkpoint."""
         while True:
             out = await queue.get()
             self._sending[sink] = out
+            cancelled = False
             try:
                 await sink.send(out)
             except SinkError as exc:
                 self._count(sink, "failed", out)
                 log.error("sink_failed", sink=sink.name, minute=out.minute, error=str(exc))
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             else:
                 self._count(sink, "sent", out)
                 if self.on_sent is not None:
                     self.on_sent(sink, out)
             finally:
-                self._sending.pop(sink, None)
+                if not cancelled:
+                    self._sending.pop(sink, None)
                 queue.task_done()
                 self.metrics.sink_queue.labels(sink=sink.name).set(queue.qsize())
 

@@ -58,6 +58,10 @@ def test_other_inputs_and_the_stream_mode(tmp_path: Path) -> None:
     assert pl.read_parquet(tmp_path / "s.parquet").equals(want)  # the daemon's driver says the same
     with pytest.raises(ValueError, match="no bars"):
         export_features(frame_groups(market.clear(), 100), build_spec(1), tmp_path / "empty.parquet")
+    # an older output is replaced (removed, then the finished file renamed into place), nothing left beside
+    compute(str(tmp_path / "in" / "m.parquet"), "--out", str(tmp_path / "s.parquet"), "--float32")
+    assert pl.read_parquet(tmp_path / "s.parquet").schema[want.columns[-1]] == pl.Float32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.parquet", "in", "s.parquet"]
 
 
 @pytest.mark.parametrize(("float32", "threads"), [(False, 1), (True, 2), (False, 4)])

@@ -264,4 +264,14 @@ def write_dataset(frame: pl.DataFrame, out: str | Path) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     frame.write_parquet(tmp, compression="zstd")
-    tmp.replace(p)
+    move_into_place(tmp, p)
+
+
+def move_into_place(tmp: Path, out: Path) -> None:
+    """A finished output file ``tmp`` becomes ``out``. An older ``out`` is removed first, not renamed over:
+    on ext4 a rename over an existing file writes the new file's data to disk before it returns
+    (``auto_da_alloc``: 0.54 s for 800 MB here, the old file's removal aside), a durability outputs that
+    can be recomputed do not need. For that moment no file is at ``out``; the new one is complete at
+    ``tmp``."""
+    out.unlink(missing_ok=True)
+    tmp.replace(out)

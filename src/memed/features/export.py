@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from memed.data.bars import CLOSE
 from memed.data.frames import bar_matrix, epoch_minutes, token_starts
+from memed.data.loaders import move_into_place
 from memed.data.schema import Rejections
 from memed.features.batch import TILE, run_columns
 from memed.features.kernel import N_OUT, initial_state
@@ -174,5 +175,5 @@ def export_features(groups: Iterator[tuple[pl.DataFrame, Rejections]], spec: Fea
                 writer.close()
     if writer is None:
         raise ValueError("no bars to compute features of")
-    tmp.replace(out)
+    move_into_place(tmp, out)
     return stats

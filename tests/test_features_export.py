@@ -6,16 +6,21 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memed.cli.main import cli
 from memed.data import load_dataset, synth_market, write_dataset
 from memed.data.groups import file_groups, frame_groups
 from memed.data.select import Selection
 from memed.features import build_spec, compute_features
-from memed.features.export import export_features
+from memed.features.batch import TILE
+from memed.features.export import _runs, export_features
 
 
 def compute(*args: str) -> str:
@@ -143,3 +148,19 @@ def test_a_row_without_a_token_is_counted_whichever_way_the_file_is_read(tmp_pat
     out = compute(str(tmp_path / "m.parquet"), "--out", str(tmp_path / "f.parquet"), "--group-rows", "1000")
     assert "dropped 1 invalid rows: {'missing_token_or_ts': 1}" in out
     assert pl.read_parquet(tmp_path / "f.parquet").equals(compute_features(market, build_spec(1)))
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=400), st.integers(0, 3))
+@settings(max_examples=200, deadline=None)
+def test_a_column_in_runs_holds_the_same_values_and_nulls(pattern: list[bool], stretch: int) -> None:
+    """Any validity pattern (its runs stretched to span whole 64-row words): the arrays handed to the writer
+    concatenate to exactly the column, and exactly the rows of words without a null go bitmap-free."""
+    valid = np.repeat(np.array(pattern), 1 + 40 * stretch)
+    n = len(valid)
+    values = np.where(valid, np.arange(n, dtype=np.float64), np.nan)
+    bits = np.zeros(-(-n // TILE), np.uint64)
+    bits.view(np.uint8)[: -(-n // 8)] = np.packbits(valid, bitorder="little")
+    runs = _runs(pa.float64(), values, bits, int(n - valid.sum()))
+    assert pa.concat_arrays(runs).equals(pa.array(values, mask=~valid))
+    free = sum(len(a) for a in runs if a.buffers()[0] is None)
+    assert free == sum(len(valid[w : w + TILE]) for w in range(0, n, TILE) if valid[w : w + TILE].all())

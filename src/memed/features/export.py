@@ -84,13 +84,13 @@ class _Columns:
         pending = [self.pool.submit(self._part, *job) for job in jobs[1:]]
         chunks = [self._part(*jobs[0]), *(f.result() for f in pending)]
         arrays = [group["token"].to_arrow(), group["ts"].to_arrow()]
-        arrays += [pa.chunked_array([c[j] for c in chunks]) for j in range(len(spec.names))]
+        arrays += [pa.chunked_array([a for c in chunks for a in c[j]]) for j in range(len(spec.names))]
         return pa.Table.from_arrays(arrays, names=["token", "ts", *spec.names])
 
     def _part(self, k: int, q: int, starts: np.ndarray, ts: np.ndarray, x: np.ndarray,
-              market: np.ndarray | None, a: int, b: int) -> list[pa.Array]:  # fmt: skip
-        """Rows ``a .. b`` (whole tokens) of a group into buffer set ``k``'s piece ``q``: one array per
-        feature, NaN (warming up) as null, as the in-memory frame has it."""
+              market: np.ndarray | None, a: int, b: int) -> list[list[pa.Array]]:  # fmt: skip
+        """Rows ``a .. b`` (whole tokens) of a group into buffer set ``k``'s piece ``q``: each feature's
+        arrays (:func:`_runs`), NaN (warming up) as null, as the in-memory frame has it."""
         spec, m, n = self.spec, self.kernel, b - a
         words = -(-n // TILE)
         values, bits = self.buffers.get((k, q), (np.empty((0, 0)), np.empty((0, 0))))
@@ -108,12 +108,33 @@ class _Columns:
                 bits[j, :words].view(np.uint8)[: -(-n // 8)] = np.packbits(valid, bitorder="little")
                 nulls[j] = n - int(np.count_nonzero(valid))
         kind = pa.from_numpy_dtype(self.dtype)
-        arrays = []
-        for j in range(len(spec.names)):
-            bitmap = pa.py_buffer(bits[j, :words]) if nulls[j] else None
-            arrays.append(pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(values[j, :n])],
-                                                null_count=int(nulls[j])))  # fmt: skip
-        return arrays
+        return [_runs(kind, values[j, :n], bits[j, :words], int(nulls[j])) for j in range(len(spec.names))]
+
+
+ALL_VALID = np.uint64(2**64 - 1)
+
+
+def _runs(kind: pa.DataType, values: np.ndarray, bits: np.ndarray, nulls: int) -> list[pa.Array]:
+    """A column's values (and validity words, ``TILE`` rows each) as Arrow arrays: runs of words without
+    a null as arrays without a validity bitmap, the others with theirs. Parquet's writer takes a
+    bitmap-free array as it is, but goes value by value through one with a bitmap, however few its nulls
+    (a feature's are the first bars of each token and segment): 0.98 CPU-s for the universe's float64
+    features as one array per column, 0.53 s in runs, the same file."""
+    n = len(values)
+    if nulls in (0, n):
+        bitmap = pa.py_buffer(bits) if nulls else None
+        return [pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(values)], null_count=nulls)]
+    full = bits == ALL_VALID
+    if n % TILE:  # the last word's bits past the end are 0
+        full[-1] = bits[-1] == np.uint64(2 ** (n % TILE) - 1)
+    edges = [0, *(np.flatnonzero(full[1:] != full[:-1]) + 1).tolist(), len(bits)]
+    runs = []
+    for w0, w1 in itertools.pairwise(edges):
+        r0, r1 = w0 * TILE, min(w1 * TILE, n)
+        bitmap = None if full[w0] else pa.py_buffer(bits[w0:w1])
+        runs.append(pa.Array.from_buffers(kind, r1 - r0, [bitmap, pa.py_buffer(values[r0:r1])],
+                                          null_count=0 if full[w0] else -1))  # fmt: skip
+    return runs
 
 
 def _prefetched(groups: Iterator[tuple[pl.DataFrame, Rejections]], pool: ThreadPoolExecutor

@@ -20,7 +20,7 @@ from memed.data.groups import file_groups, frame_groups
 from memed.data.select import Selection
 from memed.features import build_spec, compute_features
 from memed.features.batch import TILE
-from memed.features.export import _runs, export_features
+from memed.features.export import FREE_WORDS, _runs, export_features
 
 
 def compute(*args: str) -> str:
@@ -150,17 +150,26 @@ def test_a_row_without_a_token_is_counted_whichever_way_the_file_is_read(tmp_pat
     assert pl.read_parquet(tmp_path / "f.parquet").equals(compute_features(market, build_spec(1)))
 
 
-@given(st.lists(st.booleans(), min_size=1, max_size=400), st.integers(0, 3))
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 9_000)), min_size=1, max_size=12))
 @settings(max_examples=200, deadline=None)
-def test_a_column_in_runs_holds_the_same_values_and_nulls(pattern: list[bool], stretch: int) -> None:
-    """Any validity pattern (its runs stretched to span whole 64-row words): the arrays handed to the writer
-    concatenate to exactly the column, and exactly the rows of words without a null go bitmap-free."""
-    valid = np.repeat(np.array(pattern), 1 + 40 * stretch)
+def test_a_column_in_runs_holds_the_same_values_and_nulls(pattern: list[tuple[bool, int]]) -> None:
+    """Any validity pattern (runs of valid or null rows of any length): the arrays handed to the writer
+    concatenate to exactly the column, and exactly the rows of long runs of words without a null (at least
+    FREE_WORDS words) go bitmap-free."""
+    valid = np.concatenate([np.full(length, ok) for ok, length in pattern])
     n = len(valid)
     values = np.where(valid, np.arange(n, dtype=np.float64), np.nan)
     bits = np.zeros(-(-n // TILE), np.uint64)
     bits.view(np.uint8)[: -(-n // 8)] = np.packbits(valid, bitorder="little")
     runs = _runs(pa.float64(), values, bits, int(n - valid.sum()))
     assert pa.concat_arrays(runs).equals(pa.array(values, mask=~valid))
-    free = sum(len(a) for a in runs if a.buffers()[0] is None)
-    assert free == sum(len(valid[w : w + TILE]) for w in range(0, n, TILE) if valid[w : w + TILE].all())
+    whole = [bool(valid[w : w + TILE].all()) for w in range(0, n, TILE)]
+    want, streak = 0, 0
+    for w, ok in enumerate([*whole, False]):  # rows of each streak of whole words, long enough
+        if ok:
+            streak += 1
+            continue
+        if streak >= FREE_WORDS or streak == len(whole):
+            want += min(w * TILE, n) - (w - streak) * TILE
+        streak = 0
+    assert sum(len(a) for a in runs if a.buffers()[0] is None) == want

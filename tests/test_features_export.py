@@ -161,7 +161,7 @@ def test_a_column_in_runs_holds_the_same_values_and_nulls(pattern: list[tuple[bo
     values = np.where(valid, np.arange(n, dtype=np.float64), np.nan)
     bits = np.zeros(-(-n // TILE), np.uint64)
     bits.view(np.uint8)[: -(-n // 8)] = np.packbits(valid, bitorder="little")
-    runs = _runs(pa.float64(), values, bits, int(n - valid.sum()))
+    runs = _runs(pa.float64(), values, bits)
     assert pa.concat_arrays(runs).equals(pa.array(values, mask=~valid))
     whole = [bool(valid[w : w + TILE].all()) for w in range(0, n, TILE)]
     want, streak = 0, 0
